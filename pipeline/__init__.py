@@ -1,0 +1,25 @@
+"""Compress images by k-means colour quantization as a Dask job, into Zarr v3 stores."""
+
+from pipeline.api import compress, compress_array, open_store
+from pipeline.config import Settings
+from pipeline.fit import Fit, fit_palette
+from pipeline.job import ImageResult
+from pipeline.reconstruct import reconstruct, write_images
+from pipeline.store import FORMAT_VERSION, StoredImage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Fit",
+    "ImageResult",
+    "Settings",
+    "StoredImage",
+    "__version__",
+    "compress",
+    "compress_array",
+    "fit_palette",
+    "open_store",
+    "reconstruct",
+    "write_images",
+]

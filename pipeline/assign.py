@@ -1,0 +1,59 @@
+"""Label every pixel with its exact nearest palette entry, chunk by chunk.
+
+The fit (:class:`pipeline.fit.Fit`) already knows the exact label of every distinct colour of the
+image; assignment is then a table lookup keyed by the 24-bit colour. Colours missing from the table
+(which only happens if the input changed after it was counted) fall back to the brute-force kernel,
+so the result is always :func:`pipeline.colours.nearest` of the stored palette.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.colours import nearest, pack
+from pipeline.fit import Fit
+
+
+def label_dtype(colors: int) -> np.dtype:
+    """uint8 labels up to 256 colours, uint16 above."""
+    return np.dtype(np.uint8 if colors <= 256 else np.uint16)
+
+
+def assign_block(
+    block: NDArray[np.uint8], fit: Fit, dtype: np.dtype
+) -> NDArray[np.unsignedinteger]:
+    """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette."""
+    keys = pack(block)
+    table = np.zeros(1 << 24, dtype=np.uint16)
+    table[fit.keys] = fit.labels + 1
+    labels = table[keys]
+    missing = labels == 0
+    labels -= 1
+    if missing.any():
+        labels[missing] = nearest(block[missing], fit.palette)
+    return labels.astype(dtype, copy=False)
+
+
+def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:
+    """Lazy (H, W) labels of an (H, W, 3) uint8 image, chunked like the image.
+
+    Parameters
+    ----------
+    image : dask.array.Array
+        (H, W, 3) uint8 with a single chunk along the colour axis.
+    fit : Fit or dask.delayed.Delayed
+        The fitted palette (may still be a lazy result of the same graph).
+    colors : int
+        Colours asked for; decides the label type (:func:`label_dtype`).
+    """
+    dtype = label_dtype(colors)
+    return image.map_blocks(
+        assign_block,
+        fit,
+        dtype,
+        drop_axis=2,
+        dtype=dtype,
+        meta=np.empty((0, 0), dtype=dtype),
+    )

@@ -1,0 +1,225 @@
+"""Command line: ``python -m pipeline run | reconstruct | info``.
+
+Exit codes: 0 when every image is done, 1 when some image failed (the others are still done and
+stored), 2 on a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.errors import PipelineError, UsageError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+RUN_EPILOG = """\
+inputs: image files (JPEG, PNG, TIFF, BMP, GIF, WebP, ... anything imageio reads), folders (their
+image files) and glob patterns; with none, the two sample photos shipped with scikit-learn.
+
+Defaults come from dask's configuration (pipeline.*), so they can also be set with environment
+variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else the
+DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
+
+Images already complete in the store with the same settings are skipped, so rerunning an
+interrupted job finishes it; --overwrite recomputes them.
+
+exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m pipeline`` argument parser."""
+    from pipeline import __version__
+
+    parser = _Parser(
+        prog="python -m pipeline",
+        description="Compress images by k-means colour quantization on a Dask cluster, "
+        "into Zarr v3 stores of palette + labels.",
+    )
+    parser.add_argument("--version", action="version", version=_versions(__version__))
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="compress images into a store",
+        description="Compress images into a Zarr store: one group per image with a palette of "
+        "at most --colors colours and one label per pixel.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("inputs", nargs="*", metavar="INPUT", help="image file, folder or glob")
+    run.add_argument("-o", "--out", metavar="STORE", help="output store (default: compressed.zarr)")
+    run.add_argument("-k", "--colors", type=_positive, help="palette size, 1..65536 (default: 128)")
+    run.add_argument(
+        "--sample",
+        type=_positive,
+        help="pixels sampled per image for the KMeans fit (default: 10000)",
+    )
+    run.add_argument("--seed", type=_positive, help="random seed (default: 0)")
+    run.add_argument(
+        "--chunk", type=_positive, metavar="PX", help="chunk side in pixels (default: 1024)"
+    )
+    run.add_argument(
+        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 10)"
+    )
+    run.add_argument(
+        "--refine-iter",
+        type=_positive,
+        help="weighted Lloyd iterations over all pixels after the sample fit; 0 turns the "
+        "refinement off (default: 30)",
+    )
+    run.add_argument(
+        "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
+    )
+    run.add_argument(
+        "--workers", type=_positive, help="worker processes of a local cluster (default: cores)"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="recompute images already in the store"
+    )
+
+    rec = commands.add_parser(
+        "reconstruct",
+        help="write images back from a store",
+        description="Rebuild images from a store (palette[labels]) and write them as files.",
+    )
+    rec.add_argument("store", metavar="STORE")
+    rec.add_argument("-o", "--out", metavar="DIR", default=".", help="output folder (default: .)")
+    rec.add_argument(
+        "--format",
+        default="png",
+        help="file extension, any format imageio writes: png, tif, webp, bmp, ... (default: png)",
+    )
+    rec.add_argument("--name", action="append", help="only this image (repeatable)")
+
+    info = commands.add_parser(
+        "info",
+        help="list what a store holds",
+        description="List the images of a store with their status, size and quality.",
+    )
+    info.add_argument("store", metavar="STORE")
+    info.add_argument("--json", action="store_true", help="every attribute, as JSON")
+    return parser
+
+
+def _versions(own: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"pipeline {own}"]
+    for dist in ("dask", "distributed", "dask-ml", "scikit-learn", "numpy", "zarr", "imageio"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            parts.append(f"{dist} missing")
+    return "\n".join(parts)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.api import compress
+    from pipeline.cluster import connect, scheduler_address
+    from pipeline.config import Settings
+    from pipeline.report import summary
+    from pipeline.sources import sample_images
+
+    settings = Settings.from_config(
+        colors=args.colors,
+        sample=args.sample,
+        seed=args.seed,
+        chunk=args.chunk,
+        max_iter=args.max_iter,
+        refine_iter=args.refine_iter,
+    )
+    import dask.config
+
+    store = args.out or dask.config.get("pipeline.store")
+    inputs = args.inputs or sample_images()
+    address = scheduler_address(args.scheduler)
+    print(f"cluster: {address or 'local'}", file=sys.stderr)
+    with connect(address, workers=args.workers) as client:
+        print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
+        done = 0
+
+        def progress(result: Any) -> None:
+            nonlocal done
+            done += 1
+            line = f"[{done}] {result.name}: {result.status}"
+            if result.status == "done":
+                line += f" ({result.seconds:.1f} s)"
+            elif result.error:
+                line += f": {result.error}"
+            print(line, file=sys.stderr, flush=True)
+
+        results = compress(
+            inputs,
+            store,
+            overwrite=args.overwrite,
+            client=client,
+            on_result=progress,
+            **{k: v for k, v in vars(settings).items()},
+        )
+    print(f"\nstore: {store}")
+    print(summary(results))
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from pipeline.reconstruct import write_images
+
+    extension = "." + args.format.lstrip(".").lower()
+    for name, path in write_images(args.store, args.out, args.name, extension).items():
+        print(f"{name} -> {path}")
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    from pipeline.report import image_row, table
+    from pipeline.store import image_names, open_root
+
+    root = open_root(args.store)
+    images = {name: dict(root[name].attrs) for name in image_names(root)}
+    if args.json:
+        print(json.dumps({"store": dict(root.attrs), "images": images}, indent=2))
+    else:
+        print(
+            f"{args.store}: format version {root.attrs.get('format_version')}, {len(images)} images"
+        )
+        print(table([image_row(n, a.get("status", "?"), a) for n, a in images.items()]))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="dask_ml")
+    handlers = {"run": _run, "reconstruct": _reconstruct, "info": _info}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

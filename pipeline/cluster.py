@@ -1,0 +1,51 @@
+"""Which Dask cluster a job runs on: an address given, ``DASK_SCHEDULER_ADDRESS``, or a local one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed import Client, LocalCluster
+
+#: Environment variable the Dask Kubernetes operator sets in a DaskJob's pod.
+ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
+
+
+def scheduler_address(explicit: str | None) -> str | None:
+    """The scheduler to connect to: ``explicit``, else ``$DASK_SCHEDULER_ADDRESS``, else None."""
+    return explicit or os.environ.get(ADDRESS_VARIABLE) or None
+
+
+@contextmanager
+def connect(
+    address: str | None = None, *, workers: int | None = None, timeout: float = 30
+) -> Iterator[Client]:
+    """Connect to a Dask cluster, or start a local one for the duration of the block.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address; see :func:`scheduler_address` for the fallbacks.
+    workers : int, optional
+        Worker processes of a local cluster (default: one per core, one thread each).
+    timeout : float
+        Seconds to wait for a remote scheduler before giving up.
+    """
+    resolved = scheduler_address(address)
+    if resolved is not None:
+        with Client(resolved, timeout=timeout) as client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:8787",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -1,0 +1,111 @@
+"""Job settings: defaults live in dask's configuration under ``pipeline.*``.
+
+Every default can be changed without code through dask's own mechanisms: a YAML file in
+``~/.config/dask/``, or environment variables such as ``DASK_PIPELINE__COLORS=64`` (read when dask
+is imported). Command-line options and function arguments take precedence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import dask.config
+
+from pipeline.errors import UsageError
+
+#: Defaults registered with dask.config (keys use dashes, like dask's own settings).
+DEFAULTS: dict[str, Any] = {
+    "pipeline": {
+        "colors": 128,
+        "sample": 10_000,
+        "seed": 0,
+        "chunk": 1024,
+        "max-iter": 10,
+        "tol": 1e-4,
+        "refine-iter": 30,
+        "polish-iter": 10,
+        "store": "compressed.zarr",
+    }
+}
+dask.config.update_defaults(DEFAULTS)
+
+#: Most colours a palette may have (labels are uint16 above 256 colours).
+MAX_COLORS = 65_536
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How images are compressed.
+
+    Attributes
+    ----------
+    colors : int
+        Palette size asked for, 1..65536 (labels are uint8 up to 256, uint16 above).
+    sample : int
+        Pixels drawn at random from each image for the dask-ml KMeans fit (>= colors).
+    seed : int
+        Seed of the sample and of the fit: same inputs and seed give identical stores.
+    chunk : int
+        Side in pixels of the square chunks the work and the stored labels are split into.
+    max_iter, tol : int, float
+        Lloyd iterations and tolerance (absolute centre shift on [0, 1] colours) of dask-ml.
+    refine_iter : int
+        Weighted Lloyd iterations over every pixel's colour after the sample fit (0: none).
+    polish_iter : int
+        Lloyd iterations on the rounded uint8 palette (0: only round).
+    """
+
+    colors: int
+    sample: int
+    seed: int
+    chunk: int
+    max_iter: int
+    tol: float
+    refine_iter: int
+    polish_iter: int
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> Settings:
+        """Settings from dask.config ``pipeline.*``, with non-None ``overrides`` on top; validated."""
+        values = {
+            f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)
+        }
+        unknown = set(overrides) - set(values)
+        if unknown:
+            raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` naming the first setting that cannot work."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = float if f.name == "tol" else int
+            if isinstance(value, bool) or not isinstance(value, (kind, int)):
+                raise UsageError(f"{f.name} must be a number, got {value!r}")
+        checks = [
+            (1 <= self.colors <= MAX_COLORS, f"colors must be 1..{MAX_COLORS}, got {self.colors}"),
+            (
+                self.sample >= self.colors,
+                f"sample ({self.sample}) must be at least colors ({self.colors})",
+            ),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.chunk >= 16, f"chunk must be >= 16 pixels, got {self.chunk}"),
+            (self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}"),
+            (self.tol >= 0, f"tol must be >= 0, got {self.tol}"),
+            (self.refine_iter >= 0, f"refine_iter must be >= 0, got {self.refine_iter}"),
+            (self.polish_iter >= 0, f"polish_iter must be >= 0, got {self.polish_iter}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def fit_settings(self) -> dict[str, Any]:
+        """The settings that shape the palette, as recorded in the store."""
+        recorded = asdict(self)
+        for key in ("colors", "sample", "seed", "chunk"):
+            recorded.pop(key)
+        return recorded

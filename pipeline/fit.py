@@ -1,0 +1,312 @@
+"""Fit a palette: dask-ml KMeans on a pixel sample, refined on the whole image's colour counts.
+
+The fit runs in three stages, each a plain function:
+
+1. :func:`seed` - k-means++ starting centres on the sample (scikit-learn's public
+   ``kmeans_plusplus``; dask-ml's own ``k-means++`` is broken against current scikit-learn and its
+   ``k-means||`` under-seeds).
+2. :func:`lloyd_sample` - ``dask_ml.cluster.KMeans`` Lloyd iterations on the sample, as float32
+   in [0, 1], with empty clusters re-seeded instead of collapsing to black.
+3. :func:`refine` - weighted Lloyd iterations over every pixel of the image, using its distinct
+   colours and their counts (exact, since k-means only needs each colour once with its weight);
+   then :func:`polish` - the same on the rounded uint8 palette, so the stored palette is a local
+   optimum of the error actually stored.
+
+:func:`fit_palette` chains them; images with at most ``k`` distinct colours get those colours as
+their palette (lossless) without any fitting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from pipeline.colours import nearest, unpack
+
+#: Bits per channel of the coarse colour cells used by the first refinement iterations.
+COARSE_BITS = 6
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted palette and the exact label of every distinct colour of the image it was fitted on.
+
+    Attributes
+    ----------
+    palette : ndarray of uint8, shape (m, 3)
+        The palette, m <= the number of colours asked for.
+    keys : ndarray of uint32
+        Sorted 24-bit keys of the image's distinct colours (see :func:`pipeline.colours.pack`).
+    labels : ndarray of uint16
+        Exact nearest palette index of each of ``keys``.
+    info : dict
+        How the fit went: iterations of each stage, sample size, distinct colours, mean squared error.
+    """
+
+    palette: NDArray[np.uint8]
+    keys: NDArray[np.uint32]
+    labels: NDArray[np.uint16]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def seed(sample: NDArray[np.float32], k: int, random_state: int) -> NDArray[np.float32]:
+    """k-means++ starting centres for ``k`` clusters of ``sample`` (n, 3) float32."""
+    from sklearn.cluster import kmeans_plusplus
+
+    centres, _ = kmeans_plusplus(sample, k, random_state=random_state)
+    return centres.astype(np.float32)
+
+
+def lloyd_sample(
+    sample: NDArray[np.float32],
+    init: NDArray[np.float32],
+    *,
+    max_iter: int,
+    tol: float,
+    random_state: int,
+) -> tuple[NDArray[np.float32], int]:
+    """Lloyd iterations of ``dask_ml.cluster.KMeans`` on ``sample``, starting from ``init``.
+
+    Runs on dask's synchronous scheduler: the sample is small, and the fit itself is one task of
+    the job's graph. Centres of clusters that end up empty (dask-ml sets them to zero, i.e. black)
+    are moved to the sample points farthest from their centres.
+
+    Returns
+    -------
+    centres : ndarray of float32, shape (k, 3)
+    n_iter : int
+    """
+    from dask_ml.cluster import KMeans
+
+    model = KMeans(
+        n_clusters=len(init),
+        init=init,
+        n_init=1,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+    )
+    with dask.config.set(scheduler="synchronous"):
+        model.fit(da.from_array(sample, chunks=len(sample)))
+        assigned = np.asarray(model.labels_)
+    centres = np.asarray(model.cluster_centers_, dtype=np.float32)
+    counts = np.bincount(assigned, minlength=len(centres))
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        dist = ((sample - centres[assigned]) ** 2).sum(axis=1)
+        centres[empty] = sample[np.argsort(dist, kind="stable")[::-1][: len(empty)]]
+    return centres, int(model.n_iter_)
+
+
+def _assign_float(points: NDArray[np.float32], centres: NDArray[np.float32]) -> NDArray[np.intp]:
+    """Nearest centre of each point (float32 distances; for fitting, not for stored labels)."""
+    cc = (centres * centres).sum(axis=1)
+    out = np.empty(len(points), dtype=np.intp)
+    step = 8192
+    for start in range(0, len(points), step):
+        d = points[start : start + step] @ (-2.0 * centres.T)
+        d += cc
+        out[start : start + step] = d.argmin(axis=1)
+    return out
+
+
+def _update(
+    points: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    assigned: NDArray[np.intp],
+    centres: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Weighted means of the clusters; an empty cluster takes the point adding most error."""
+    k = len(centres)
+    mass = np.bincount(assigned, weights=weights, minlength=k)
+    sums = np.stack(
+        [np.bincount(assigned, weights=weights * points[:, c], minlength=k) for c in range(3)],
+        axis=1,
+    )
+    new = centres.copy()
+    full = mass > 0
+    new[full] = sums[full] / mass[full, None]
+    empty = np.flatnonzero(~full)
+    if len(empty):
+        cost = weights * ((points - centres[assigned]) ** 2).sum(axis=1)
+        worst = np.argsort(cost, kind="stable")[::-1][: len(empty)]
+        new[empty[: len(worst)]] = points[worst]
+    return new
+
+
+def refine(
+    points: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    centres: NDArray[np.float64],
+    *,
+    max_iter: int,
+) -> tuple[NDArray[np.float64], int]:
+    """Weighted Lloyd iterations until no point changes cluster, at most ``max_iter``.
+
+    Parameters
+    ----------
+    points : ndarray, shape (n, 3)
+        Colours on the 0..255 scale.
+    weights : ndarray, shape (n,)
+        Pixel count of each colour.
+    centres : ndarray, shape (k, 3)
+        Starting centres on the 0..255 scale.
+
+    Returns
+    -------
+    centres : ndarray of float64, shape (k, 3)
+    n_iter : int
+    """
+    p32 = points.astype(np.float32)
+    assigned = _assign_float(p32, centres.astype(np.float32))
+    for it in range(1, max_iter + 1):
+        centres = _update(points, weights, assigned, centres)
+        again = _assign_float(p32, centres.astype(np.float32))
+        if np.array_equal(again, assigned):
+            return centres, it
+        assigned = again
+    return centres, max_iter
+
+
+def polish(
+    colours: NDArray[np.uint8],
+    counts: NDArray[np.int64],
+    palette: NDArray[np.uint8],
+    *,
+    max_iter: int,
+) -> tuple[NDArray[np.uint8], NDArray[np.intp], int]:
+    """Lloyd iterations on the uint8 palette itself: exact labels, then rounded weighted means.
+
+    For fixed labels the rounded mean is the best uint8 value per channel, and exact relabelling
+    never increases the error, so the stored error never grows. Ends when the palette is stable.
+
+    Returns
+    -------
+    palette : ndarray of uint8, shape (k, 3)
+    labels : ndarray of intp
+        Exact nearest entry of each colour for the returned palette.
+    n_iter : int
+    """
+    points = colours.astype(np.float64)
+    weights = counts.astype(np.float64)
+    labels = nearest(colours, palette)
+    for it in range(1, max_iter + 1):
+        centres = _update(points, weights, labels, palette.astype(np.float64))
+        new = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+        if np.array_equal(new, palette):
+            return palette, labels, it
+        palette = new
+        labels = nearest(colours, palette)
+    return palette, labels, max_iter
+
+
+def _drop_unused(
+    palette: NDArray[np.uint8], labels: NDArray[np.intp]
+) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
+    """Remove entries no colour uses (duplicates included) and renumber the labels."""
+    used = np.zeros(len(palette), dtype=bool)
+    used[labels] = True
+    if used.all():
+        return palette, labels
+    renumber = np.cumsum(used) - 1
+    return palette[used], renumber[labels]
+
+
+def _coarse(
+    colours: NDArray[np.uint8], counts: NDArray[np.int64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean colour and pixel count of each occupied coarse cell (COARSE_BITS per channel)."""
+    shift = 8 - COARSE_BITS
+    cells = colours >> shift
+    cell_key = (
+        (cells[:, 0].astype(np.int64) << (2 * COARSE_BITS))
+        | (cells[:, 1].astype(np.int64) << COARSE_BITS)
+        | cells[:, 2]
+    )
+    _, inverse = np.unique(cell_key, return_inverse=True)
+    weights = counts.astype(np.float64)
+    mass = np.bincount(inverse, weights=weights)
+    means = (
+        np.stack([np.bincount(inverse, weights=weights * colours[:, c]) for c in range(3)], axis=1)
+        / mass[:, None]
+    )
+    return means, mass
+
+
+def fit_palette(
+    sample: NDArray[np.uint8],
+    keys: NDArray[np.uint32],
+    counts: NDArray[np.int64],
+    k: int,
+    *,
+    random_state: int,
+    max_iter: int = 10,
+    tol: float = 1e-4,
+    refine_iter: int = 30,
+    polish_iter: int = 10,
+) -> Fit:
+    """Fit a palette of at most ``k`` colours.
+
+    Parameters
+    ----------
+    sample : ndarray of uint8, shape (n, 3)
+        Pixels drawn at random from the image (see :mod:`pipeline.sample`).
+    keys, counts : ndarray
+        The image's colour histogram (see :func:`pipeline.colours.histogram`).
+    k : int
+        Colours asked for.
+    random_state : int
+        Seed of the k-means++ seeding and of dask-ml.
+    max_iter, tol : int, float
+        Lloyd iterations and tolerance (absolute centre shift, colours scaled to [0, 1]) of the
+        dask-ml fit on the sample.
+    refine_iter : int
+        Weighted Lloyd iterations over every pixel's colour; 0 keeps the sample fit as it is.
+    polish_iter : int
+        Iterations of :func:`polish` on the rounded palette; 0 only rounds.
+
+    Returns
+    -------
+    Fit
+    """
+    colours = unpack(keys)
+    info: dict[str, Any] = {"distinct_colors": len(keys), "sample_size": len(sample)}
+    with threadpool_limits(limits=1):
+        if len(keys) <= k:
+            palette = colours
+            labels = np.arange(len(keys), dtype=np.intp)
+            info.update(
+                method="distinct colours (lossless)", lloyd_iter=0, refine_iter=0, polish_iter=0
+            )
+        else:
+            x = sample.astype(np.float32) / np.float32(255)
+            centres, n_iter = lloyd_sample(
+                x, seed(x, k, random_state), max_iter=max_iter, tol=tol, random_state=random_state
+            )
+            centres64 = centres.astype(np.float64) * 255
+            refined = 0
+            if refine_iter:
+                points, weights = _coarse(colours, counts)
+                centres64, coarse_iter = refine(points, weights, centres64, max_iter=refine_iter)
+                centres64, exact_iter = refine(
+                    colours.astype(np.float64), counts.astype(np.float64), centres64, max_iter=3
+                )
+                refined = coarse_iter + exact_iter
+            palette = np.clip(np.rint(centres64), 0, 255).astype(np.uint8)
+            palette, labels, polished = polish(colours, counts, palette, max_iter=polish_iter)
+            info.update(
+                method="dask-ml KMeans on sample, k-means++ seeds, weighted Lloyd on all pixels",
+                lloyd_iter=n_iter,
+                refine_iter=refined,
+                polish_iter=polished,
+            )
+        palette, labels = _drop_unused(palette, labels)
+        err = ((colours.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
+    info["mse"] = float((err * counts).sum() / (3 * counts.sum()))
+    return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info)

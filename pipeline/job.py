@@ -1,0 +1,224 @@
+"""Wire one job: for each image, sample -> fit -> assign -> store -> metrics, as one dask graph.
+
+Images are independent graphs submitted together, so a cluster works on several at once and one
+failing image does not stop the others. Nothing here computes anything itself.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+from dask import delayed
+from dask.delayed import Delayed
+from numpy.typing import NDArray
+
+from pipeline.assign import assign
+from pipeline.config import Settings
+from pipeline.count import colour_counts
+from pipeline.errors import InputError, PipelineError
+from pipeline.fit import Fit, fit_palette
+from pipeline.metrics import psnr, squared_error
+from pipeline.sample import sample_pixels
+from pipeline.sources import Source
+from pipeline.store import create_image, existing_status, finalize, open_root
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What happened to one image of a job.
+
+    Attributes
+    ----------
+    name : str
+        Group name in the store.
+    source : str
+        Input path (or ``"<array>"``).
+    status : str
+        ``"done"``, ``"skipped"`` (already complete with the same settings) or ``"failed"``.
+    error : str or None
+        One-line reason for a failure.
+    attrs : dict
+        The image group's attributes once complete (settings, fit, metrics).
+    seconds : float
+        Wall time from submission to completion.
+    """
+
+    name: str
+    source: str
+    status: str
+    error: str | None = None
+    attrs: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics`` attribute of the stored image (empty unless done or skipped)."""
+        return dict((self.attrs or {}).get("metrics", {}))
+
+
+def recorded_settings(source: Source, settings: Settings) -> dict[str, Any]:
+    """Attributes recorded for an image before any work: its source and the job settings."""
+    path = source.path if source.path == "<array>" else os.path.abspath(source.path)
+    return {
+        "source": {
+            "path": path,
+            "shape": list(source.shape),
+            "dtype": source.dtype,
+            "conversion": source.conversion,
+        },
+        "image_shape": [int(source.image.shape[0]), int(source.image.shape[1]), 3],
+        "colors_requested": settings.colors,
+        "sample_size_requested": settings.sample,
+        "seed": settings.seed,
+        "chunk": settings.chunk,
+        "fit_settings": settings.fit_settings(),
+    }
+
+
+def _fit(
+    sample: NDArray[np.uint8],
+    counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
+    settings: Settings,
+) -> Fit:
+    keys, freq = counts
+    return fit_palette(
+        sample,
+        keys,
+        freq,
+        settings.colors,
+        random_state=settings.seed,
+        max_iter=settings.max_iter,
+        tol=settings.tol,
+        refine_iter=settings.refine_iter,
+        polish_iter=settings.polish_iter,
+    )
+
+
+def _finish(
+    store: str, name: str, fit: Fit, sse: float, _stored: object, n_pixels: int
+) -> dict[str, Any]:
+    n_values = 3 * n_pixels
+    attrs: dict[str, Any] = {
+        "colors": len(fit.palette),
+        "fit": fit.info,
+        "metrics": {
+            "psnr_db": psnr(float(sse), n_values),
+            "mse": float(sse) / n_values,
+            "raw_bytes": n_values,
+        },
+        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return finalize(store, name, fit.palette, attrs)
+
+
+def build_image(source: Source, store: str, settings: Settings, target: zarr.Array) -> Delayed:
+    """The lazy work of one image, ending in marking it complete; returns its final attributes.
+
+    ``target`` is the image's empty labels array (see :func:`pipeline.store.create_image`).
+    """
+    image = source.image
+    fit = delayed(_fit, pure=True)(
+        sample_pixels(image, settings.sample, settings.seed), colour_counts(image), settings
+    )
+    labels = assign(image, fit, settings.colors)
+    stored = da.store(labels, target, lock=False, compute=False)
+    sse = squared_error(image, labels, fit.palette)
+    n_pixels = int(image.shape[0] * image.shape[1])
+    return delayed(_finish, pure=False)(store, source.name, fit, sse, stored, n_pixels)
+
+
+def _describe(exc: BaseException, source: str) -> str:
+    if isinstance(exc, PipelineError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{source}: {type(exc).__name__}: {text}"
+
+
+def compress_sources(
+    sources: Sequence[Source],
+    store: str,
+    settings: Settings,
+    *,
+    overwrite: bool = False,
+    client: Any = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> list[ImageResult]:
+    """Compress opened sources into ``store``; returns one result per source, in order.
+
+    Complete images stored with the same settings are skipped (so a rerun resumes an interrupted
+    job); images stored with other settings fail unless ``overwrite``. With a distributed
+    ``client`` every image is submitted at once; without one, images run one after another on the
+    default dask scheduler.
+    """
+    root = open_root(store, mode="a")
+    results: dict[str, ImageResult] = {}
+    graphs: dict[str, Delayed] = {}
+    started = time.perf_counter()
+
+    def report(result: ImageResult) -> None:
+        results[result.name] = result
+        if on_result is not None:
+            on_result(result)
+
+    for source in sources:
+        wanted = recorded_settings(source, settings)
+        try:
+            state = "absent" if overwrite else existing_status(root, source.name, wanted)
+        except PipelineError as exc:
+            report(ImageResult(source.name, source.path, "failed", error=str(exc)))
+            continue
+        if state == "complete":
+            report(
+                ImageResult(
+                    source.name, source.path, "skipped", attrs=dict(root[source.name].attrs)
+                )
+            )
+            continue
+        target = create_image(
+            root, source.name, source.image.shape[:2], settings.chunk, settings.colors, wanted
+        )
+        graphs[source.name] = build_image(source, store, settings, target)
+
+    by_name = {s.name: s for s in sources}
+
+    def done(name: str, attrs: dict[str, Any] | None, exc: BaseException | None) -> None:
+        seconds = time.perf_counter() - started
+        path = by_name[name].path
+        if exc is None:
+            report(ImageResult(name, path, "done", attrs=attrs, seconds=seconds))
+        else:
+            report(ImageResult(name, path, "failed", error=_describe(exc, path), seconds=seconds))
+
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(list(graphs.values()))
+        names = {f.key: n for f, n in zip(futures, graphs, strict=True)}
+        for future in as_completed(futures):
+            exc = future.exception()
+            done(names[future.key], None if exc else future.result(), exc)
+            future.release()
+    else:
+        for name, graph in graphs.items():
+            try:
+                attrs = graph.compute()
+            except Exception as exc:  # one image failing must not stop the others
+                done(name, None, exc)
+            else:
+                done(name, attrs, None)
+    return [results[s.name] for s in sources]
+
+
+def failed_inputs(errors: Sequence[InputError]) -> list[ImageResult]:
+    """Results for inputs that could not even be opened."""
+    return [
+        ImageResult(os.path.basename(e.source), e.source, "failed", error=str(e)) for e in errors
+    ]

@@ -1,0 +1,268 @@
+"""Find input images, open them lazily and normalise them to (H, W, 3) uint8 Dask arrays.
+
+Normalisation (recorded in each image's ``conversion`` attribute):
+
+* RGB uint8: used as it is.
+* Grayscale (H, W) or (H, W, 1): the gray value is copied to R, G and B.
+* Gray + alpha, RGBA: the alpha channel is dropped; colour channels are kept as stored.
+* 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
+* Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin).
+* Boolean (1-bit) images: False -> 0, True -> 255, then as grayscale.
+* Multi-frame files (animated GIF, multi-page TIFF): the first frame only.
+
+Other pixel types (float, signed, 32-bit) and arrays that are not 2-D images are rejected with an
+:class:`~pipeline.errors.InputError` naming the file.
+
+JPEG, PNG and most formats decode whole: the file is read by one task, then split into chunks.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+from dask import delayed
+from numpy.typing import NDArray
+
+from pipeline.errors import InputError, UsageError
+
+#: File extensions picked up when a folder is given as input.
+IMAGE_EXTENSIONS = frozenset(
+    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image, opened lazily.
+
+    Attributes
+    ----------
+    name : str
+        Group name of the image in the output store (unique within a job).
+    path : str
+        Where it was read from (a file path, or ``"<array>"``).
+    image : dask.array.Array
+        (H, W, 3) uint8, chunked ``(chunk, chunk, 3)``.
+    shape : tuple of int
+        Shape of the image as stored in the file.
+    dtype : str
+        Pixel type as stored in the file.
+    conversion : str
+        What normalisation did (see module docstring).
+    """
+
+    name: str
+    path: str
+    image: da.Array
+    shape: tuple[int, ...]
+    dtype: str
+    conversion: str
+
+
+def discover(inputs: Sequence[str]) -> list[str]:
+    """Expand files, folders and glob patterns into a sorted, de-duplicated list of files.
+
+    Folders contribute the image files directly inside them (by extension, see
+    ``IMAGE_EXTENSIONS``). A path that does not exist and matches no glob is still returned, so
+    that opening it reports it as missing alongside the other images.
+    """
+    found: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found.extend(
+                str(p)
+                for p in sorted(Path(item).iterdir())
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif glob.has_magic(item):
+            found.extend(sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p)))
+        else:
+            found.append(item)
+    return list(dict.fromkeys(found))
+
+
+def unique_names(paths: Sequence[str]) -> list[str]:
+    """Store group names for ``paths``: the file name, prefixed by parent folders where it clashes."""
+    parts = [Path(p).parts for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["__".join(pp[-d:]) for pp, d in zip(parts, depth, strict=True)]
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            return names
+        grown = False
+        for i, n in enumerate(names):
+            if n in clash and depth[i] < len(parts[i]):
+                depth[i] += 1
+                grown = True
+        if not grown:
+            raise UsageError(f"inputs give the same name twice: {sorted(clash)}")
+
+
+def conversion_for(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    """How an image of this shape and pixel type becomes RGB uint8; raises ValueError if it cannot.
+
+    Returns one of the ``conversion`` values described in the module docstring, joined by ``+``.
+    """
+    steps = []
+    if dtype == np.uint16:
+        steps.append("16-bit scaled to 8-bit")
+    elif dtype == np.bool_:
+        steps.append("1-bit to 0/255")
+    elif dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {dtype} (expected uint8, uint16 or bool)")
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
+        steps.append("gray to RGB")
+    elif len(shape) == 3 and shape[2] == 2:
+        steps.extend(["alpha dropped", "gray to RGB"])
+    elif len(shape) == 3 and shape[2] == 4:
+        steps.append("alpha dropped")
+    elif not (len(shape) == 3 and shape[2] == 3):
+        raise ValueError(f"not a 2-D image: array of shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"empty image of shape {shape}")
+    return "+".join(steps) or "none"
+
+
+def to_rgb8(block: NDArray[np.generic]) -> NDArray[np.uint8]:
+    """Normalise an image block of any supported shape and type to (h, w, 3) uint8."""
+    if block.dtype == np.uint16:
+        block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif block.dtype == np.bool_:
+        block = block.astype(np.uint8) * np.uint8(255)
+    if block.ndim == 2:
+        block = block[:, :, None]
+    if block.shape[2] in (1, 2):
+        block = np.repeat(block[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(block[:, :, :3], dtype=np.uint8)
+
+
+def read_file(path: str) -> NDArray[np.uint8]:
+    """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be decoded or its pixels cannot be normalised.
+    """
+    import imageio.v3 as iio
+
+    try:
+        raw = iio.imread(path, index=0)
+    except Exception as exc:
+        raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
+    try:
+        conversion_for(raw.shape, raw.dtype)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    return to_rgb8(raw)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def open_file(path: str, name: str, chunk: int) -> Source:
+    """Open an image file lazily: read its header now, decode it when the graph runs.
+
+    Raises
+    ------
+    InputError
+        If the path is missing, not a file, or not an image imageio can read.
+    """
+    import imageio.v3 as iio
+
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if not os.path.isfile(path):
+        raise InputError(path, "not a file")
+    try:
+        props = iio.improps(path, index=0)
+    except Exception as exc:
+        raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
+    shape = tuple(int(s) for s in props.shape)
+    try:
+        conversion = conversion_for(shape, props.dtype)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    whole = da.from_delayed(
+        delayed(read_file, pure=True)(path, dask_key_name=f"read-{name}-{_token(path)}"),
+        shape=(shape[0], shape[1], 3),
+        dtype=np.uint8,
+    )
+    return Source(
+        name=name,
+        path=path,
+        image=whole.rechunk((chunk, chunk, 3)),
+        shape=shape,
+        dtype=str(props.dtype),
+        conversion=conversion,
+    )
+
+
+def _token(path: str) -> str:
+    from dask.base import tokenize
+
+    stat = os.stat(path)
+    return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def from_array(array: NDArray[np.generic] | da.Array, name: str, chunk: int) -> Source:
+    """Wrap an in-memory numpy or dask image as a :class:`Source` (normalised like a file)."""
+    shape = tuple(int(s) for s in array.shape)
+    try:
+        conversion = conversion_for(shape, np.dtype(array.dtype))
+    except ValueError as exc:
+        raise InputError(name, str(exc)) from None
+    arr = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = arr.rechunk({2: -1})
+    image = arr.map_blocks(
+        to_rgb8,
+        dtype=np.uint8,
+        chunks=(arr.chunks[0], arr.chunks[1], (3,)),
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+    )
+    return Source(
+        name=name,
+        path="<array>",
+        image=image.rechunk((chunk, chunk, 3)),
+        shape=shape,
+        dtype=str(np.dtype(array.dtype)),
+        conversion=conversion,
+    )
+
+
+def open_inputs(inputs: Iterable[str], chunk: int) -> tuple[list[Source], list[InputError]]:
+    """Discover and open every input; bad ones are returned as errors instead of raising.
+
+    Returns
+    -------
+    sources : list of Source
+    errors : list of InputError
+    """
+    paths = discover(list(inputs))
+    sources: list[Source] = []
+    errors: list[InputError] = []
+    for path, name in zip(paths, unique_names(paths), strict=True):
+        try:
+            sources.append(open_file(path, name, chunk))
+        except InputError as exc:
+            errors.append(exc)
+    return sources, errors
+
+
+def sample_images() -> list[str]:
+    """Paths of the two photos that ship with scikit-learn (``china.jpg``, ``flower.jpg``)."""
+    import sklearn.datasets
+
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    return [str(folder / "china.jpg"), str(folder / "flower.jpg")]
