@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             client=client,
             on_result=progress,
-            **{k: v for k, v in vars(settings).items()},
+            **vars(settings),
         )
     print(f"\nstore: {store}")
     print(summary(results))

@@ -1,4 +1,4 @@
-"""Which Dask cluster a job runs on: an address given, ``DASK_SCHEDULER_ADDRESS``, or a local one."""
+"""Which Dask cluster a job runs on: the address given, ``DASK_SCHEDULER_ADDRESS``, or local."""
 
 from __future__ import annotations
 

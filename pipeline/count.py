@@ -1,4 +1,4 @@
-"""Count the distinct colours of an image chunk by chunk (the input of the whole-image refinement)."""
+"""Count the distinct colours of an image chunk by chunk (input of the whole-image refinement)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class Fit:
     labels : ndarray of uint16
         Exact nearest palette index of each of ``keys``.
     info : dict
-        How the fit went: iterations of each stage, sample size, distinct colours, mean squared error.
+        How the fit went: iterations per stage, sample size, distinct colours, mean squared error.
     """
 
     palette: NDArray[np.uint8]

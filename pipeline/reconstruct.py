@@ -44,7 +44,7 @@ def reconstruct(store: str, name: str) -> da.Array:
 
 
 def output_names(names: list[str], extension: str) -> dict[str, str]:
-    """File names for rebuilt images: the source name's stem plus ``extension``, unless that clashes."""
+    """File names for rebuilt images: the name's stem plus ``extension``, unless stems clash."""
     stems = [Path(n).stem for n in names]
     return {
         n: (s if stems.count(s) == 1 else n) + extension for n, s in zip(names, stems, strict=True)

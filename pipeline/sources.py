@@ -88,7 +88,7 @@ def discover(inputs: Sequence[str]) -> list[str]:
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:
-    """Store group names for ``paths``: the file name, prefixed by parent folders where it clashes."""
+    """Group names for ``paths``: the file name, prefixed by parent folders where names clash."""
     parts = [Path(p).parts for p in paths]
     depth = [1] * len(paths)
     while True:
