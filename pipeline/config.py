@@ -67,7 +67,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
-        """Settings from dask.config ``pipeline.*`` with non-None ``overrides`` on top, validated."""
+        """Settings from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
         values = {
             f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)
         }
