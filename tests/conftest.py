@@ -1,0 +1,110 @@
+"""Shared fixtures.
+
+Images
+    ``photo`` (parametrized over real photos), ``china``, ``small_photo``: real RGB uint8 photos
+    from scikit-learn and scikit-image, never downloaded.
+Stores and files
+    ``store``: a fresh store path under pytest's tmp_path; ``write_image``: writes an array as an
+    image file in any imageio format.
+Clusters
+    ``client``: a real two-process distributed LocalCluster on 127.0.0.1, shared by the session.
+Configuration
+    an autouse fixture restores dask's configuration after each test.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dask.config
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+SKIMAGE_PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png"]
+
+
+def sklearn_photo(name: str) -> str:
+    import sklearn.datasets
+
+    return str(Path(sklearn.datasets.__file__).parent / "images" / name)
+
+
+def skimage_photo(name: str) -> str:
+    import skimage
+
+    return str(Path(skimage.__file__).parent / "data" / name)
+
+
+def read(path: str) -> NDArray[np.uint8]:
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(path))
+
+
+@pytest.fixture(autouse=True)
+def _reset_dask_config() -> Iterator[None]:
+    import distributed  # noqa: F401  (registers its defaults before the snapshot)
+
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
+
+
+@pytest.fixture(scope="session")
+def china() -> NDArray[np.uint8]:
+    return read(sklearn_photo("china.jpg"))
+
+
+@pytest.fixture(scope="session")
+def small_photo(china: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """A 120 x 170 crop of china.jpg: real colours, fast to fit."""
+    return np.ascontiguousarray(china[150:270, 200:370])
+
+
+@pytest.fixture(
+    scope="session",
+    params=["china.jpg", "flower.jpg", *SKIMAGE_PHOTOS],
+    ids=lambda n: n.split(".")[0],
+)
+def photo(request: pytest.FixtureRequest) -> NDArray[np.uint8]:
+    name = request.param
+    return read(sklearn_photo(name) if name in ("china.jpg", "flower.jpg") else skimage_photo(name))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "out.zarr")
+
+
+@pytest.fixture
+def write_image(tmp_path: Path) -> Callable[..., str]:
+    import imageio.v3 as iio
+
+    def write(name: str, array: NDArray[np.generic], **kwargs: object) -> str:
+        path = tmp_path / "inputs" / name
+        path.parent.mkdir(exist_ok=True)
+        iio.imwrite(path, array, **kwargs)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[object]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from pipeline.colours import STRIP_VALUES, histogram, merge_histograms, nearest, pack, unpack
+from tests.oracles import brute_force
+
+rgb = hnp.arrays(np.uint8, st.tuples(st.integers(1, 300), st.just(3)))
+palettes = hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.just(3)))
+
+
+@given(rgb)
+def test_pack_roundtrips(pixels):
+    assert np.array_equal(unpack(pack(pixels)), pixels)
+
+
+@given(pixels=rgb, palette=palettes)
+@settings(max_examples=200)
+def test_nearest_equals_integer_brute_force(pixels, palette):
+    assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))
+
+
+@given(
+    pixels=rgb,
+    # few distinct values make exact ties between palette entries common
+    palette=hnp.arrays(np.uint8, st.tuples(st.integers(2, 12), st.just(3)), elements=st.sampled_from([0, 1, 2, 254, 255])),
+)
+def test_nearest_ties_go_to_lowest_index(pixels, palette):
+    assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))
+
+
+def test_nearest_extreme_distances_are_exact():
+    """The largest possible distances (white vs black) stay exact in float32."""
+    pixels = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 255]], dtype=np.uint8)
+    palette = np.array([[0, 0, 0], [255, 255, 254], [255, 254, 255], [1, 0, 0]], dtype=np.uint8)
+    assert nearest(pixels, palette).tolist() == brute_force(pixels, palette).tolist()
+
+
+def test_nearest_strips_across_boundaries(china):
+    pixels = china.reshape(-1, 3)[: 3 * STRIP_VALUES // 16 + 7]
+    palette = pixels[:: len(pixels) // 16][:16]
+    assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))
+
+
+@given(rgb, st.integers(1, 5))
+def test_merged_chunk_histograms_equal_whole_histogram(pixels, parts):
+    pieces = np.array_split(pixels, parts)
+    merged = merge_histograms(*(histogram(p) for p in pieces if len(p)))
+    whole = histogram(pixels)
+    assert np.array_equal(merged[0], whole[0])
+    assert np.array_equal(merged[1], whole[1])
+    assert merged[1].sum() == len(pixels)
+
+
+@pytest.mark.parametrize("k", [1, 16, 128, 300])
+def test_nearest_on_a_real_photo(china, k):
+    pixels = china.reshape(-1, 3)[::7]
+    palette = np.random.default_rng(k).integers(0, 256, (k, 3), dtype=np.uint8)
+    assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))

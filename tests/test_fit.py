@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from pipeline.colours import histogram, nearest
+from pipeline.fit import fit_palette, lloyd_sample, polish, seed
+from pipeline.sample import sample_positions
+from tests.oracles import brute_force, photo_psnr
+
+
+def draw(image, n, random_state=0):
+    rows, cols = sample_positions(image.shape[:2], n, random_state)
+    return image[rows, cols]
+
+
+def rounded(centres):
+    return np.clip(np.rint(np.asarray(centres, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+
+
+def rebuilt_psnr(image, palette):
+    return photo_psnr(image, palette[brute_force(image, palette)])
+
+
+@pytest.mark.parametrize("k", [16, 128])
+def test_dask_ml_fit_matches_scikit_learn_on_the_same_sample_and_seeds(photo, k):
+    x = draw(photo, 5000).astype(np.float32) / 255
+    init = seed(x, k, random_state=0)
+    ours, _ = lloyd_sample(x, init, max_iter=100, tol=1e-7, random_state=0)
+    ref = KMeans(n_clusters=k, init=init, n_init=1, max_iter=100, tol=1e-7, random_state=0).fit(x)
+    ours_db = rebuilt_psnr(photo, rounded(ours))
+    ref_db = rebuilt_psnr(photo, rounded(ref.cluster_centers_))
+    assert abs(ours_db - ref_db) < 0.05
+
+
+def test_empty_clusters_are_reseeded_not_black():
+    # 3 distinct colours in the sample, 6 clusters asked: dask-ml leaves some empty
+    x = np.repeat(np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9]], np.float32), 50, 0)
+    init = np.array([[0.9, 0.1, 0.1]] * 4 + [[0.1, 0.9, 0.1], [0.1, 0.1, 0.9]], np.float32)
+    centres, _ = lloyd_sample(x, init, max_iter=5, tol=0, random_state=0)
+    assert not np.any(np.all(centres == 0, axis=1))
+    assert set(map(tuple, np.round(centres, 3))) <= set(map(tuple, np.round(x, 3)))
+
+
+def test_fewer_colours_than_asked_gives_the_exact_colours():
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (5, 3), dtype=np.uint8)
+    image = colours[rng.integers(0, 5, (40, 30))]
+    keys, counts = histogram(image)
+    fit = fit_palette(draw(image, 1000), keys, counts, 16, random_state=0)
+    assert len(fit.palette) == 5
+    assert sorted(map(tuple, fit.palette)) == sorted(map(tuple, colours))
+    assert fit.info["mse"] == 0
+    assert np.array_equal(fit.palette[brute_force(image, fit.palette)], image)
+
+
+def test_no_black_entry_when_the_image_has_no_black(small_photo):
+    bright = (small_photo // 2 + 100).astype(np.uint8)
+    keys, counts = histogram(bright)
+    fit = fit_palette(draw(bright, 2000), keys, counts, 64, random_state=0)
+    assert fit.palette.min() >= 100
+
+
+def test_labels_of_the_fit_are_exact_for_its_palette(small_photo):
+    keys, counts = histogram(small_photo)
+    fit = fit_palette(draw(small_photo, 3000), keys, counts, 32, random_state=1)
+    from pipeline.colours import unpack
+
+    assert np.array_equal(fit.labels, brute_force(unpack(fit.keys), fit.palette))
+    assert len(np.unique(fit.labels)) == len(fit.palette)  # every entry used
+
+
+def test_polish_never_increases_the_error(small_photo):
+    keys, counts = histogram(small_photo)
+    from pipeline.colours import unpack
+
+    colours = unpack(keys)
+    start = colours[:: len(colours) // 24][:24]
+
+    def sse(palette):
+        return float(((colours.astype(float) - palette[nearest(colours, palette)]) ** 2).sum(1) @ counts)
+
+    polished, labels, _ = polish(colours, counts, start, max_iter=10)
+    assert sse(polished) <= sse(start)
+    assert np.array_equal(labels, brute_force(colours, polished))
+
+
+def test_refinement_beats_the_original_recipe(photo):
+    """The classic recipe: scikit-learn KMeans, 1000-pixel sample, n_init=10."""
+    recipe = KMeans(n_clusters=64, n_init=10, random_state=0).fit(draw(photo, 1000).astype(np.float32) / 255)
+    recipe_db = rebuilt_psnr(photo, rounded(recipe.cluster_centers_))
+    keys, counts = histogram(photo)
+    fit = fit_palette(draw(photo, 10_000), keys, counts, 64, random_state=0)
+    ours_db = rebuilt_psnr(photo, fit.palette)
+    assert ours_db == pytest.approx(10 * np.log10(255**2 / fit.info["mse"]), abs=1e-9)
+    assert ours_db > recipe_db + 0.3
+
+
+def test_fit_is_deterministic(small_photo):
+    keys, counts = histogram(small_photo)
+    a = fit_palette(draw(small_photo, 3000), keys, counts, 32, random_state=5)
+    b = fit_palette(draw(small_photo, 3000), keys, counts, 32, random_state=5)
+    assert np.array_equal(a.palette, b.palette)
+    assert np.array_equal(a.labels, b.labels)

@@ -1,0 +1,153 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import InputError, UsageError
+from pipeline.sources import discover, from_array, open_file, open_inputs, read_file, unique_names
+
+
+def opened(path, chunk=64):
+    source = open_file(path, os.path.basename(path), chunk)
+    return source, source.image.compute()
+
+
+def test_rgb_jpeg_is_chunked_lazily(write_image, china):
+    path = write_image("c.jpg", china)
+    source = open_file(path, "c.jpg", 100)
+    assert source.image.shape == china.shape
+    assert source.image.chunks[0] == (100, 100, 100, 100, 27)
+    assert source.conversion == "none"
+    assert source.image.dtype == np.uint8
+
+
+def test_grayscale_becomes_gray_rgb(write_image):
+    gray = np.arange(40 * 30, dtype=np.uint8).reshape(40, 30)
+    source, rgb = opened(write_image("g.png", gray))
+    assert source.conversion == "gray to RGB"
+    assert np.array_equal(rgb, np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def test_alpha_is_dropped(write_image):
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 25, 4), dtype=np.uint8)
+    source, rgb = opened(write_image("a.png", rgba))
+    assert source.conversion == "alpha dropped"
+    assert np.array_equal(rgb, rgba[:, :, :3])
+
+
+def test_gray_alpha_keeps_the_gray(write_image):
+    la = np.random.default_rng(1).integers(0, 256, (20, 25, 2), dtype=np.uint8)
+    source, rgb = opened(write_image("la.png", la))
+    assert source.conversion == "alpha dropped+gray to RGB"
+    assert np.array_equal(rgb, np.repeat(la[:, :, :1], 3, axis=2))
+
+
+def test_16_bit_is_scaled_with_rounding(write_image):
+    values = np.array([[0, 128, 129, 257, 32896, 65535]], dtype=np.uint16)
+    rgb16 = np.repeat(values[:, :, None], 3, axis=2)
+    source, rgb = opened(write_image("deep.tif", rgb16))
+    assert source.dtype == "uint16"
+    assert "16-bit scaled to 8-bit" in source.conversion
+    assert rgb[0, :, 0].tolist() == [0, 0, 1, 1, 128, 255]
+
+
+def test_16_bit_grayscale_png(write_image):
+    gray = (np.arange(64, dtype=np.uint16) * 1000).reshape(8, 8)
+    source, rgb = opened(write_image("g16.png", gray))
+    assert source.conversion == "16-bit scaled to 8-bit+gray to RGB"
+    expected = ((gray.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    assert np.array_equal(rgb[:, :, 2], expected)
+
+
+def test_palette_mode_png_is_expanded(tmp_path, small_photo):
+    pal = Image.fromarray(small_photo).quantize(16)
+    path = str(tmp_path / "p.png")
+    pal.save(path)
+    with Image.open(path) as reopened:
+        assert reopened.mode == "P"
+    _, rgb = opened(path)
+    assert np.array_equal(rgb, np.asarray(pal.convert("RGB")))
+
+
+def test_multi_frame_gif_takes_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (10, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    path = str(tmp_path / "anim.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    _, rgb = opened(path)
+    assert rgb.shape == (8, 10, 3)
+    assert tuple(rgb[0, 0]) == (255, 0, 0)
+
+
+def test_bilevel_image(tmp_path):
+    path = str(tmp_path / "bw.png")
+    Image.fromarray(np.eye(6, dtype=bool)).save(path)
+    _, rgb = opened(path)
+    assert set(np.unique(rgb)) == {0, 255}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("missing.jpg", None, "no such file"),
+        ("text.jpg", b"this is not an image", "not a readable image"),
+        ("empty.png", b"", "not a readable image"),
+    ],
+)
+def test_bad_files_are_reported_with_their_name(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as info:
+        open_file(str(path), name, 64)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_float_images_are_rejected(write_image):
+    path = write_image("f.tif", np.zeros((4, 4, 3), dtype=np.float32))
+    with pytest.raises(InputError, match="unsupported pixel type float32"):
+        open_file(path, "f.tif", 64)
+
+
+def test_truncated_jpeg_fails_when_decoded(tmp_path, write_image, china):
+    data = Path(write_image("whole.jpg", china)).read_bytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cannot decode image") as info:
+        read_file(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_folder_inputs_and_globs(tmp_path, write_image, small_photo):
+    a = write_image("a.png", small_photo)
+    b = write_image("b.jpg", small_photo)
+    (tmp_path / "inputs" / "notes.txt").write_text("not an image")
+    folder = os.path.dirname(a)
+    assert discover([folder]) == [a, b]
+    assert discover([os.path.join(folder, "*.png"), a]) == [a]
+    assert discover(["nowhere.png"]) == ["nowhere.png"]
+
+
+def test_open_inputs_separates_bad_from_good(write_image, small_photo, tmp_path):
+    good = write_image("good.png", small_photo)
+    sources, errors = open_inputs([good, str(tmp_path / "gone.png")], 64)
+    assert [s.name for s in sources] == ["good.png"]
+    assert len(errors) == 1
+    assert "gone.png: no such file" in str(errors[0])
+
+
+def test_clashing_names_get_their_folder():
+    assert unique_names(["a/x.png", "b/x.png", "c/y.png"]) == ["a__x.png", "b__x.png", "y.png"]
+    with pytest.raises(UsageError):
+        unique_names(["x.png", "x.png"])
+
+
+def test_from_array_normalises_like_files(small_photo):
+    gray = small_photo[:, :, 0]
+    source = from_array(gray, "gray", 50)
+    assert source.conversion == "gray to RGB"
+    assert np.array_equal(source.image.compute(), np.repeat(gray[:, :, None], 3, axis=2))
+    with pytest.raises(InputError, match="not a 2-D image"):
+        from_array(np.zeros((2, 3, 4, 5), np.uint8), "cube", 50)
