@@ -166,6 +166,8 @@ def read_file(path: str) -> NDArray[np.uint8]:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith("Could not find a backend"):
+        return "unknown or unsupported format"
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -1,0 +1,132 @@
+"""``python -m pipeline`` as a user runs it: real processes, real local clusters, real files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from pipeline.cli import build_parser
+
+
+def run(*args, cwd, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+def test_default_run_compresses_the_sample_photos(tmp_path):
+    done = run("run", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "dashboard: http://127.0.0.1:" in done.stderr
+    assert "china.jpg: done" in done.stderr
+    for name in ("china.jpg", "flower.jpg"):
+        row = next(line for line in done.stdout.splitlines() if line.startswith(name))
+        cells = row.split()
+        assert cells[1] == "done"
+        assert cells[2] == "273,280"
+        assert cells[3] == "128"
+        assert 33 < float(cells[4]) < 45
+    assert (tmp_path / "compressed.zarr" / "china.jpg" / "labels" / "zarr.json").exists()
+
+    info = run("info", "compressed.zarr", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    images = json.loads(info.stdout)["images"]
+    assert images["china.jpg"]["status"] == "complete"
+    assert images["flower.jpg"]["metrics"]["ratio"] > 5
+
+    rebuilt = run("reconstruct", "compressed.zarr", "--out", "png", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    pixels = iio.imread(tmp_path / "png" / "china.png")
+    assert pixels.shape == (427, 640, 3)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) <= 128
+
+    again = run("run", "--workers", "1", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "china.jpg: skipped" in again.stderr
+
+
+@pytest.mark.slow
+def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
+    iio.imwrite(tmp_path / "good.png", small_photo)
+    (tmp_path / "notes.jpg").write_text("hello")
+    done = run(
+        "run", "good.png", "notes.jpg", "missing.png", "-o", "s.zarr", "-k", "16",
+        "--sample", "1000", "--workers", "1", cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    errors = {line for line in done.stdout.splitlines() if line.startswith("error:")}
+    assert errors == {
+        "error: missing.png: no such file",
+        "error: notes.jpg: not a readable image: unknown or unsupported format",
+    }
+    assert "good.png: done" in done.stderr
+    assert "1 done, 0 skipped, 2 failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--colors", "0"], "colors must be 1..65536"),
+        (["run", "--colors", "64", "--sample", "10"], "sample (10) must be at least colors (64)"),
+        (["run", "--chunk", "abc"], "not an integer"),
+        (["run", "--chunk", "8"], "chunk must be >= 16"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args, message):
+    done = run(*args, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_environment_sets_defaults(tmp_path):
+    done = run("run", "--sample", "10", cwd=tmp_path, env={"DASK_PIPELINE__COLORS": "64"}, timeout=60)
+    assert done.returncode == 2
+    assert "at least colors (64)" in done.stderr
+
+
+def test_reconstruct_and_info_on_a_missing_store(tmp_path):
+    for command in ("info", "reconstruct"):
+        done = run(command, "nowhere.zarr", cwd=tmp_path, timeout=60)
+        assert done.returncode == 1
+        assert done.stderr.strip() == "error: nowhere.zarr: no such store"
+
+
+def test_help_documents_every_option():
+    parser = build_parser()
+    text = parser.format_help()
+    assert all(c in text for c in ("run", "reconstruct", "info"))
+    run_help = parser._subparsers._group_actions[0].choices["run"].format_help()
+    for option in ("--out", "--colors", "--sample", "--seed", "--chunk", "--scheduler",
+                   "--overwrite", "--refine-iter", "DASK_SCHEDULER_ADDRESS", "exit status"):
+        assert option in run_help
+
+
+def test_version_lists_dependencies(tmp_path):
+    done = run("--version", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0
+    assert "dask-ml" in done.stdout
+    assert "zarr 3." in done.stdout
+
+
+def test_reconstruct_any_imageio_format(tmp_path, small_photo):
+    from pipeline import compress_array
+
+    compress_array(small_photo, str(tmp_path / "s.zarr"), "crop.png", colors=16, sample=1000)
+    done = run("reconstruct", "s.zarr", "--format", "tif", "-o", "out", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(Path(tmp_path / "out" / "crop.tif")).shape == small_photo.shape
