@@ -20,5 +20,3 @@ def brute_force(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArra
 def photo_psnr(image: NDArray[np.uint8], rebuilt: NDArray[np.uint8]) -> float:
     mse = np.mean((image.astype(np.float64) - rebuilt.astype(np.float64)) ** 2)
     return float(10 * np.log10(255**2 / mse))
-
-

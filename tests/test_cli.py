@@ -62,8 +62,19 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
     iio.imwrite(tmp_path / "good.png", small_photo)
     (tmp_path / "notes.jpg").write_text("hello")
     done = run(
-        "run", "good.png", "notes.jpg", "missing.png", "-o", "s.zarr", "-k", "16",
-        "--sample", "1000", "--workers", "1", cwd=tmp_path,
+        "run",
+        "good.png",
+        "notes.jpg",
+        "missing.png",
+        "-o",
+        "s.zarr",
+        "-k",
+        "16",
+        "--sample",
+        "1000",
+        "--workers",
+        "1",
+        cwd=tmp_path,
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr + done.stdout
@@ -94,7 +105,9 @@ def test_usage_errors_exit_2(tmp_path, args, message):
 
 
 def test_environment_sets_defaults(tmp_path):
-    done = run("run", "--sample", "10", cwd=tmp_path, env={"DASK_PIPELINE__COLORS": "64"}, timeout=60)
+    done = run(
+        "run", "--sample", "10", cwd=tmp_path, env={"DASK_PIPELINE__COLORS": "64"}, timeout=60
+    )
     assert done.returncode == 2
     assert "at least colors (64)" in done.stderr
 
@@ -111,8 +124,18 @@ def test_help_documents_every_option():
     text = parser.format_help()
     assert all(c in text for c in ("run", "reconstruct", "info"))
     run_help = parser._subparsers._group_actions[0].choices["run"].format_help()
-    for option in ("--out", "--colors", "--sample", "--seed", "--chunk", "--scheduler",
-                   "--overwrite", "--refine-iter", "DASK_SCHEDULER_ADDRESS", "exit status"):
+    for option in (
+        "--out",
+        "--colors",
+        "--sample",
+        "--seed",
+        "--chunk",
+        "--scheduler",
+        "--overwrite",
+        "--refine-iter",
+        "DASK_SCHEDULER_ADDRESS",
+        "exit status",
+    ):
         assert option in run_help
 
 

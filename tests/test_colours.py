@@ -25,7 +25,11 @@ def test_nearest_equals_integer_brute_force(pixels, palette):
 @given(
     pixels=rgb,
     # few distinct values make exact ties between palette entries common
-    palette=hnp.arrays(np.uint8, st.tuples(st.integers(2, 12), st.just(3)), elements=st.sampled_from([0, 1, 2, 254, 255])),
+    palette=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(2, 12), st.just(3)),
+        elements=st.sampled_from([0, 1, 2, 254, 255]),
+    ),
 )
 def test_nearest_ties_go_to_lowest_index(pixels, palette):
     assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))

@@ -77,7 +77,9 @@ def test_polish_never_increases_the_error(small_photo):
     start = colours[:: len(colours) // 24][:24]
 
     def sse(palette):
-        return float(((colours.astype(float) - palette[nearest(colours, palette)]) ** 2).sum(1) @ counts)
+        return float(
+            ((colours.astype(float) - palette[nearest(colours, palette)]) ** 2).sum(1) @ counts
+        )
 
     polished, labels, _ = polish(colours, counts, start, max_iter=10)
     assert sse(polished) <= sse(start)
@@ -86,7 +88,9 @@ def test_polish_never_increases_the_error(small_photo):
 
 def test_refinement_beats_the_original_recipe(photo):
     """The classic recipe: scikit-learn KMeans, 1000-pixel sample, n_init=10."""
-    recipe = KMeans(n_clusters=64, n_init=10, random_state=0).fit(draw(photo, 1000).astype(np.float32) / 255)
+    recipe = KMeans(n_clusters=64, n_init=10, random_state=0).fit(
+        draw(photo, 1000).astype(np.float32) / 255
+    )
     recipe_db = rebuilt_psnr(photo, rounded(recipe.cluster_centers_))
     keys, counts = histogram(photo)
     fit = fit_palette(draw(photo, 10_000), keys, counts, 64, random_state=0)

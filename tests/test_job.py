@@ -52,7 +52,10 @@ def test_plain_zarr_reader_rebuilds_without_the_package(store, small_photo, tmp_
     out = tmp_path / "rebuilt.npy"
     done = subprocess.run(
         [sys.executable, "-c", PLAIN_READER, store, "crop", str(out)],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     assert json.loads(done.stdout)["modules"] == []
     assert np.array_equal(np.load(out), reconstruct(store, "crop").compute())
@@ -66,7 +69,9 @@ def test_rejected_array_leaves_no_group(store, small_photo):
     assert "float" not in open_root(store)
 
 
-def test_failed_image_stays_incomplete_and_others_complete(store, tmp_path, write_image, small_photo, china):
+def test_failed_image_stays_incomplete_and_others_complete(
+    store, tmp_path, write_image, small_photo, china
+):
     good = write_image("good.png", small_photo)
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(Path(write_image("whole.jpg", china)).read_bytes()[:5000])
@@ -132,9 +137,9 @@ def stored(store, name):
 def test_same_seed_same_bytes_whatever_chunks_and_workers(tmp_path, write_image, china, client):
     path = write_image("china.png", china)
     runs = {
-        "threads-1024": dict(chunk=1024),
-        "threads-100": dict(chunk=100),
-        "cluster-2-workers-77": dict(chunk=77, client=client),
+        "threads-1024": {"chunk": 1024},
+        "threads-100": {"chunk": 100},
+        "cluster-2-workers-77": {"chunk": 77, "client": client},
     }
     out = {}
     for label, extra in runs.items():
@@ -152,7 +157,9 @@ def test_same_seed_same_bytes_whatever_chunks_and_workers(tmp_path, write_image,
 
 
 @pytest.mark.slow
-def test_cluster_runs_images_concurrently_and_isolates_failures(store, tmp_path, write_image, small_photo, client):
+def test_cluster_runs_images_concurrently_and_isolates_failures(
+    store, tmp_path, write_image, small_photo, client
+):
     paths = [write_image(f"p{i}.png", np.roll(small_photo, 7 * i, axis=1)) for i in range(4)]
     bad = tmp_path / "inputs" / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)

@@ -24,7 +24,7 @@ def test_positions_depend_on_seed_only():
 
 
 def test_sample_larger_than_image_takes_every_pixel():
-    rows, cols = sample_positions((4, 5), 1000, random_state=0)
+    rows, _cols = sample_positions((4, 5), 1000, random_state=0)
     assert len(rows) == 20
 
 
