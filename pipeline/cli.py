@@ -75,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--sample",
         type=_positive,
-        help="pixels sampled per image for the KMeans fit (default: 10000)",
+        help="pixels sampled per image for the KMeans fit (default: 5000)",
     )
     run.add_argument("--seed", type=_positive, help="random seed (default: 0)")
     run.add_argument(
         "--chunk", type=_positive, metavar="PX", help="chunk side in pixels (default: 1024)"
     )
     run.add_argument(
-        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 10)"
+        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 3)"
     )
     run.add_argument(
-        "--refine-iter",
+        "--effort",
         type=_positive,
-        help="weighted Lloyd iterations over all pixels after the sample fit; 0 turns the "
-        "refinement off (default: 30)",
+        help="0-3: work refining the palette over every pixel after the sample fit; 0 none, "
+        "3 best quality and slowest (default: 2)",
     )
     run.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         chunk=args.chunk,
         max_iter=args.max_iter,
-        refine_iter=args.refine_iter,
+        effort=args.effort,
     )
     import dask.config
 

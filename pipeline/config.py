@@ -18,13 +18,12 @@ from pipeline.errors import UsageError
 DEFAULTS: dict[str, Any] = {
     "pipeline": {
         "colors": 128,
-        "sample": 10_000,
+        "sample": 5_000,
         "seed": 0,
         "chunk": 1024,
-        "max-iter": 10,
+        "max-iter": 3,
         "tol": 1e-4,
-        "refine-iter": 30,
-        "polish-iter": 10,
+        "effort": 2,
         "store": "compressed.zarr",
     }
 }
@@ -50,10 +49,9 @@ class Settings:
         Side in pixels of the square chunks the work and the stored labels are split into.
     max_iter, tol : int, float
         Lloyd iterations and tolerance (absolute centre shift on [0, 1] colours) of dask-ml.
-    refine_iter : int
-        Weighted Lloyd iterations over every pixel's colour after the sample fit (0: none).
-    polish_iter : int
-        Lloyd iterations on the rounded uint8 palette (0: only round).
+    effort : int
+        0 to 3: work put into refining the palette over every pixel after the sample fit
+        (0: none, only rounding and polishing; 2: default; 3: best quality, slowest).
     """
 
     colors: int
@@ -62,8 +60,7 @@ class Settings:
     chunk: int
     max_iter: int
     tol: float
-    refine_iter: int
-    polish_iter: int
+    effort: int
 
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
@@ -96,8 +93,7 @@ class Settings:
             (self.chunk >= 16, f"chunk must be >= 16 pixels, got {self.chunk}"),
             (self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}"),
             (self.tol >= 0, f"tol must be >= 0, got {self.tol}"),
-            (self.refine_iter >= 0, f"refine_iter must be >= 0, got {self.refine_iter}"),
-            (self.polish_iter >= 0, f"polish_iter must be >= 0, got {self.polish_iter}"),
+            (0 <= self.effort <= 3, f"effort must be 0..3, got {self.effort}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -7,10 +7,11 @@ The fit runs in three stages, each a plain function:
    ``k-means||`` under-seeds).
 2. :func:`lloyd_sample` - ``dask_ml.cluster.KMeans`` Lloyd iterations on the sample, as float32
    in [0, 1], with empty clusters re-seeded instead of collapsing to black.
-3. :func:`refine` - weighted Lloyd iterations over every pixel of the image, using its distinct
-   colours and their counts (exact, since k-means only needs each colour once with its weight);
-   then :func:`polish` - the same on the rounded uint8 palette, so the stored palette is a local
-   optimum of the error actually stored.
+3. :func:`refine` - weighted k-means over every pixel of the image, using its distinct colours
+   and their counts (exact, since k-means only needs each colour once with its weight): Lloyd
+   iterations and split-merge moves on coarse colour cells, then Lloyd iterations on the exact
+   colours; then :func:`polish` - the same on the rounded uint8 palette, so the stored palette
+   is a local optimum of the error actually stored.
 
 :func:`fit_palette` chains them; images with at most ``k`` distinct colours get those colours as
 their palette (lossless) without any fitting.
@@ -28,9 +29,19 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from pipeline.colours import nearest, unpack
+from pipeline.kmeans import Clusters, split_merge, update
 
 #: Bits per channel of the coarse colour cells used by the first refinement iterations.
 COARSE_BITS = 6
+
+#: Work done after the sample fit at each effort level: Lloyd iterations on coarse cells,
+#: split-merge tries, Lloyd iterations on exact colours, polish iterations on the uint8 palette.
+EFFORT: dict[int, dict[str, int]] = {
+    0: {"coarse_iter": 0, "search": 0, "exact_iter": 0, "polish_iter": 2},
+    1: {"coarse_iter": 30, "search": 0, "exact_iter": 0, "polish_iter": 5},
+    2: {"coarse_iter": 30, "search": 10, "exact_iter": 3, "polish_iter": 5},
+    3: {"coarse_iter": 50, "search": 40, "exact_iter": 20, "polish_iter": 10},
+}
 
 
 @dataclass(frozen=True)
@@ -104,76 +115,6 @@ def lloyd_sample(
     return centres, int(model.n_iter_)
 
 
-def _assign_float(points: NDArray[np.float32], centres: NDArray[np.float32]) -> NDArray[np.intp]:
-    """Nearest centre of each point (float32 distances; for fitting, not for stored labels)."""
-    cc = (centres * centres).sum(axis=1)
-    out = np.empty(len(points), dtype=np.intp)
-    step = 8192
-    for start in range(0, len(points), step):
-        d = points[start : start + step] @ (-2.0 * centres.T)
-        d += cc
-        out[start : start + step] = d.argmin(axis=1)
-    return out
-
-
-def _update(
-    points: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    assigned: NDArray[np.intp],
-    centres: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """Weighted means of the clusters; an empty cluster takes the point adding most error."""
-    k = len(centres)
-    mass = np.bincount(assigned, weights=weights, minlength=k)
-    sums = np.stack(
-        [np.bincount(assigned, weights=weights * points[:, c], minlength=k) for c in range(3)],
-        axis=1,
-    )
-    new = centres.copy()
-    full = mass > 0
-    new[full] = sums[full] / mass[full, None]
-    empty = np.flatnonzero(~full)
-    if len(empty):
-        cost = weights * ((points - centres[assigned]) ** 2).sum(axis=1)
-        worst = np.argsort(cost, kind="stable")[::-1][: len(empty)]
-        new[empty[: len(worst)]] = points[worst]
-    return new
-
-
-def refine(
-    points: NDArray[np.float64],
-    weights: NDArray[np.float64],
-    centres: NDArray[np.float64],
-    *,
-    max_iter: int,
-) -> tuple[NDArray[np.float64], int]:
-    """Weighted Lloyd iterations until no point changes cluster, at most ``max_iter``.
-
-    Parameters
-    ----------
-    points : ndarray, shape (n, 3)
-        Colours on the 0..255 scale.
-    weights : ndarray, shape (n,)
-        Pixel count of each colour.
-    centres : ndarray, shape (k, 3)
-        Starting centres on the 0..255 scale.
-
-    Returns
-    -------
-    centres : ndarray of float64, shape (k, 3)
-    n_iter : int
-    """
-    p32 = points.astype(np.float32)
-    assigned = _assign_float(p32, centres.astype(np.float32))
-    for it in range(1, max_iter + 1):
-        centres = _update(points, weights, assigned, centres)
-        again = _assign_float(p32, centres.astype(np.float32))
-        if np.array_equal(again, assigned):
-            return centres, it
-        assigned = again
-    return centres, max_iter
-
-
 def polish(
     colours: NDArray[np.uint8],
     counts: NDArray[np.int64],
@@ -197,7 +138,7 @@ def polish(
     weights = counts.astype(np.float64)
     labels = nearest(colours, palette)
     for it in range(1, max_iter + 1):
-        centres = _update(points, weights, labels, palette.astype(np.float64))
+        centres = update(points, weights, labels, palette.astype(np.float64))
         new = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
         if np.array_equal(new, palette):
             return palette, labels, it
@@ -239,6 +180,39 @@ def _coarse(
     return means, mass
 
 
+def refine(
+    colours: NDArray[np.uint8],
+    counts: NDArray[np.int64],
+    centres: NDArray[np.float64],
+    *,
+    coarse_iter: int,
+    search: int,
+    exact_iter: int,
+) -> tuple[NDArray[np.float64], dict[str, int]]:
+    """Weighted k-means over every pixel, from ``centres`` (0..255 scale).
+
+    1. Lloyd iterations on coarse colour cells (:data:`COARSE_BITS` per channel, each cell at the
+       mean of its pixels, weighted by their number): cheap, and most of the way.
+    2. ``search`` split-merge moves on the cells (:func:`pipeline.kmeans.split_merge`): leaves
+       the local optimum Lloyd stops at.
+    3. Lloyd iterations on the exact distinct colours.
+
+    Returns
+    -------
+    centres : ndarray (k, 3)
+    info : dict
+        Iterations of each stage and moves kept.
+    """
+    points, weights = _coarse(colours, counts)
+    state = Clusters(points, weights, centres)
+    info = {"coarse_iter": state.lloyd(coarse_iter) if coarse_iter else 0, "exact_iter": 0}
+    info["search_kept"] = split_merge(state, tries=search, max_iter=coarse_iter) if search else 0
+    if exact_iter:
+        state = Clusters(colours.astype(np.float64), counts.astype(np.float64), state.centres)
+        info["exact_iter"] = state.lloyd(exact_iter)
+    return state.centres, info
+
+
 def fit_palette(
     sample: NDArray[np.uint8],
     keys: NDArray[np.uint32],
@@ -246,10 +220,9 @@ def fit_palette(
     k: int,
     *,
     random_state: int,
-    max_iter: int = 10,
+    max_iter: int = 3,
     tol: float = 1e-4,
-    refine_iter: int = 30,
-    polish_iter: int = 10,
+    effort: int = 2,
 ) -> Fit:
     """Fit a palette of at most ``k`` colours.
 
@@ -266,10 +239,9 @@ def fit_palette(
     max_iter, tol : int, float
         Lloyd iterations and tolerance (absolute centre shift, colours scaled to [0, 1]) of the
         dask-ml fit on the sample.
-    refine_iter : int
-        Weighted Lloyd iterations over every pixel's colour; 0 keeps the sample fit as it is.
-    polish_iter : int
-        Iterations of :func:`polish` on the rounded palette; 0 only rounds.
+    effort : int
+        0 to 3: how much work :func:`refine` and :func:`polish` put in after the sample fit
+        (see :data:`EFFORT`); 0 only rounds and polishes the sample fit.
 
     Returns
     -------
@@ -281,29 +253,29 @@ def fit_palette(
         if len(keys) <= k:
             palette = colours
             labels = np.arange(len(keys), dtype=np.intp)
-            info.update(
-                method="distinct colours (lossless)", lloyd_iter=0, refine_iter=0, polish_iter=0
-            )
+            info.update(method="distinct colours (lossless)")
         else:
             x = sample.astype(np.float32) / np.float32(255)
             centres, n_iter = lloyd_sample(
                 x, seed(x, k, random_state), max_iter=max_iter, tol=tol, random_state=random_state
             )
-            centres64 = centres.astype(np.float64) * 255
-            refined = 0
-            if refine_iter:
-                points, weights = _coarse(colours, counts)
-                centres64, coarse_iter = refine(points, weights, centres64, max_iter=refine_iter)
-                centres64, exact_iter = refine(
-                    colours.astype(np.float64), counts.astype(np.float64), centres64, max_iter=3
-                )
-                refined = coarse_iter + exact_iter
+            work = EFFORT[effort]
+            centres64, stages = refine(
+                colours,
+                counts,
+                centres.astype(np.float64) * 255,
+                coarse_iter=work["coarse_iter"],
+                search=work["search"],
+                exact_iter=work["exact_iter"],
+            )
             palette = np.clip(np.rint(centres64), 0, 255).astype(np.uint8)
-            palette, labels, polished = polish(colours, counts, palette, max_iter=polish_iter)
+            palette, labels, polished = polish(
+                colours, counts, palette, max_iter=work["polish_iter"]
+            )
             info.update(
-                method="dask-ml KMeans on sample, k-means++ seeds, weighted Lloyd on all pixels",
+                method="dask-ml KMeans on sample (k-means++ seeds), refined over all pixels",
                 lloyd_iter=n_iter,
-                refine_iter=refined,
+                **stages,
                 polish_iter=polished,
             )
         palette, labels = _drop_unused(palette, labels)

@@ -97,8 +97,7 @@ def _fit(
         random_state=settings.seed,
         max_iter=settings.max_iter,
         tol=settings.tol,
-        refine_iter=settings.refine_iter,
-        polish_iter=settings.polish_iter,
+        effort=settings.effort,
     )
 
 

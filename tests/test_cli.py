@@ -132,7 +132,7 @@ def test_help_documents_every_option():
         "--chunk",
         "--scheduler",
         "--overwrite",
-        "--refine-iter",
+        "--effort",
         "DASK_SCHEDULER_ADDRESS",
         "exit status",
     ):

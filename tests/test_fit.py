@@ -105,3 +105,14 @@ def test_fit_is_deterministic(small_photo):
     b = fit_palette(draw(small_photo, 3000), keys, counts, 32, random_state=5)
     assert np.array_equal(a.palette, b.palette)
     assert np.array_equal(a.labels, b.labels)
+
+
+def test_more_effort_never_fits_worse(small_photo):
+    keys, counts = histogram(small_photo)
+    sample = draw(small_photo, 3000)
+    mse = [
+        fit_palette(sample, keys, counts, 48, random_state=0, effort=e).info["mse"]
+        for e in range(4)
+    ]
+    assert mse[1] < mse[0]
+    assert mse[3] <= mse[2] * 1.001

@@ -1,0 +1,260 @@
+"""Weighted k-means kernels on colours (pure numpy): Lloyd iterations and a split-merge search.
+
+Points are colours on the 0..255 scale with a weight each (how many pixels have that colour), so
+k-means over every pixel of an image costs one row per distinct colour. Per-cluster sums are kept
+up to date incrementally, and after the first pass only what moved centres can change is looked
+at again, so iterations get cheap as a fit settles. Distances here only steer the fit; stored
+labels are computed exactly elsewhere (:mod:`pipeline.colours`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+Float = NDArray[np.float64]
+Index = NDArray[np.intp]
+
+#: Distances per strip when computing point-centre distances (float32, ~4 MiB).
+_STRIP_VALUES = 1 << 20
+#: Up to this many centres, distances are computed directly rather than by matrix product.
+_FEW = 4
+
+
+def nearest_centre(
+    points: NDArray[np.float32], centres: NDArray[np.float32]
+) -> tuple[Index, NDArray[np.float32]]:
+    """Nearest centre of each point and its squared distance (float32 arithmetic)."""
+    if len(centres) <= _FEW:
+        dist = np.full(len(points), np.inf, dtype=np.float32)
+        labels = np.zeros(len(points), dtype=np.intp)
+        for j, c in enumerate(centres):
+            d = ((points - c) ** 2).sum(axis=1)
+            closer = d < dist
+            dist[closer] = d[closer]
+            labels[closer] = j
+        return labels, dist
+    cc = (centres * centres).sum(axis=1)
+    minus_2c = -2.0 * centres.T
+    labels = np.empty(len(points), dtype=np.intp)
+    dist = np.empty(len(points), dtype=np.float32)
+    step = max(1, _STRIP_VALUES // max(1, len(centres)))
+    for start in range(0, len(points), step):
+        p = points[start : start + step]
+        d = p @ minus_2c
+        d += cc
+        j = d.argmin(axis=1)
+        labels[start : start + step] = j
+        dist[start : start + step] = np.maximum(d[np.arange(len(p)), j] + (p * p).sum(axis=1), 0)
+    return labels, dist
+
+
+def update(points: Float, weights: Float, labels: Index, centres: Float) -> Float:
+    """Weighted means of the clusters ``labels`` defines; an empty cluster keeps its centre."""
+    k = len(centres)
+    mass = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.stack(
+        [np.bincount(labels, weights=weights * points[:, c], minlength=k) for c in range(3)], axis=1
+    )
+    new = centres.copy()
+    full = mass > 0
+    new[full] = sums[full] / mass[full, None]
+    return new
+
+
+class Clusters:
+    """A weighted k-means state: centres, each point's nearest centre, and per-cluster sums.
+
+    Parameters
+    ----------
+    points : ndarray (n, 3)
+        Colours on the 0..255 scale.
+    weights : ndarray (n,)
+        Pixel count of each colour.
+    centres : ndarray (k, 3)
+        Starting centres.
+    """
+
+    def __init__(self, points: Float, weights: Float, centres: Float) -> None:
+        self.points = np.asarray(points, dtype=np.float64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.p32 = self.points.astype(np.float32)
+        self.wp = self.weights[:, None] * self.points
+        self.wpp = self.weights * (self.points * self.points).sum(axis=1)
+        self.centres = np.array(centres, dtype=np.float64)
+        self.labels, self.dist = nearest_centre(self.p32, self.centres.astype(np.float32))
+        k = len(self.centres)
+        self.mass = np.bincount(self.labels, weights=self.weights, minlength=k)
+        self.sums = np.stack(
+            [np.bincount(self.labels, weights=self.wp[:, c], minlength=k) for c in range(3)],
+            axis=1,
+        )
+        self.squares = np.bincount(self.labels, weights=self.wpp, minlength=k)
+
+    @property
+    def k(self) -> int:
+        """Number of centres."""
+        return len(self.centres)
+
+    def inertia(self) -> float:
+        """Weighted sum of squared distances of the points to their clusters' means."""
+        full = self.mass > 0
+        return float(
+            (self.squares[full] - (self.sums[full] ** 2).sum(axis=1) / self.mass[full]).sum()
+        )
+
+    def candidates(self, centres: Float, moved: Index) -> tuple[Index, NDArray[np.float32]]:
+        """Nearest centres if the centres became ``centres``, of which only ``moved`` changed.
+
+        A point whose centre did not move can only switch to a moved centre, so it is compared
+        with those alone; points of moved centres are compared with every centre.
+        """
+        c32 = centres.astype(np.float32)
+        labels = self.labels.copy()
+        dist = self.dist.copy()
+        if len(moved) < len(centres):
+            j, d = nearest_centre(self.p32, c32[moved])
+            better = d < dist
+            labels[better] = moved[j[better]]
+            dist[better] = d[better]
+        flag = np.zeros(len(centres), dtype=bool)
+        flag[moved] = True
+        mine = np.flatnonzero(flag[self.labels])
+        if len(mine):
+            labels[mine], dist[mine] = nearest_centre(self.p32[mine], c32)
+        return labels, dist
+
+    def _sums_after(self, labels: Index) -> tuple[Index, Float, Float, Float]:
+        """Points that change cluster under ``labels``, and the per-cluster sums after."""
+        changed = np.flatnonzero(labels != self.labels)
+        old, new = self.labels[changed], labels[changed]
+        w, wp, wpp = self.weights[changed], self.wp[changed], self.wpp[changed]
+        k = self.k
+        mass = self.mass + np.bincount(new, weights=w, minlength=k)
+        mass -= np.bincount(old, weights=w, minlength=k)
+        sums = self.sums.copy()
+        for c in range(3):
+            sums[:, c] += np.bincount(new, weights=wp[:, c], minlength=k)
+            sums[:, c] -= np.bincount(old, weights=wp[:, c], minlength=k)
+        squares = self.squares + np.bincount(new, weights=wpp, minlength=k)
+        squares -= np.bincount(old, weights=wpp, minlength=k)
+        return changed, mass, sums, squares
+
+    def trial_inertia(self, labels: Index) -> float:
+        """:meth:`inertia` if the points had ``labels`` (the state is not changed)."""
+        _, mass, sums, squares = self._sums_after(labels)
+        full = mass > 0
+        return float((squares[full] - (sums[full] ** 2).sum(axis=1) / mass[full]).sum())
+
+    def _adopt(self, labels: Index, dist: NDArray[np.float32]) -> Index:
+        """Take new labels; returns the clusters whose membership changed."""
+        changed, self.mass, self.sums, self.squares = self._sums_after(labels)
+        touched = np.union1d(self.labels[changed], labels[changed])
+        self.labels, self.dist = labels, dist
+        return touched
+
+    def _recentre(self, touched: Index) -> Index:
+        """Move the ``touched`` centres to their clusters' means; returns those that moved.
+
+        An empty cluster's centre jumps to the point adding most error instead.
+        """
+        full = self.mass[touched] > 0
+        idx = touched[full]
+        means = self.sums[idx] / self.mass[idx, None]
+        moved = idx[np.any(means != self.centres[idx], axis=1)]
+        self.centres[idx] = means
+        empty = touched[~full]
+        if len(empty):
+            worst = np.argsort(self.weights * self.dist, kind="stable")[::-1][: len(empty)]
+            self.centres[empty[: len(worst)]] = self.points[worst]
+            moved = np.union1d(moved, empty[: len(worst)])
+        return moved
+
+    def lloyd(self, max_iter: int, touched: Index | None = None) -> int:
+        """Lloyd iterations until no point changes cluster, at most ``max_iter``; returns how many.
+
+        ``touched``: clusters whose membership changed since their centres were last set
+        (default: all).
+        """
+        if touched is None:
+            touched = np.arange(self.k)
+        for it in range(1, max_iter + 1):
+            moved = self._recentre(touched)
+            if not len(moved):
+                return it
+            touched = self._adopt(*self.candidates(self.centres, moved))
+            if not len(touched):
+                return it
+        self._recentre(touched)
+        return max_iter
+
+    def try_centres(self, centres: Float, moved: Index, max_iter: int) -> bool:
+        """Adopt ``centres`` (differing in ``moved``) and iterate, if that lowers the inertia."""
+        labels, dist = self.candidates(centres, moved)
+        if self.trial_inertia(labels) >= self.inertia():
+            return False
+        self.centres = centres.copy()
+        touched = np.union1d(self._adopt(labels, dist), moved)
+        self.lloyd(max_iter, touched)
+        return True
+
+
+def _split(points: Float, weights: Float) -> tuple[Float, Float]:
+    """Two centres splitting a cluster along its main axis: mean -/+ one standard deviation."""
+    mean = weights @ points / weights.sum()
+    centred = points - mean
+    cov = (centred.T * weights) @ centred / weights.sum()
+    values, vectors = np.linalg.eigh(cov)
+    step = vectors[:, -1] * np.sqrt(max(values[-1], 0.0))
+    return mean - step, mean + step
+
+
+def split_merge(state: Clusters, *, tries: int, max_iter: int = 100) -> int:
+    """Improve a converged k-means by moving centres from where they matter least to most.
+
+    Each try merges the pair of clusters that costs least to merge (Ward's cost) and splits the
+    cluster with the largest error in two along its main axis, re-examining only the points those
+    three centres can affect; the move is kept, and followed by Lloyd iterations, if the error
+    after re-centring drops. A rejected pair is not tried again until some move is kept.
+
+    Returns
+    -------
+    int
+        Moves kept.
+    """
+    k = state.k
+    if k < 3:
+        return 0
+    rejected: set[tuple[int, int]] = set()
+    kept = 0
+    for _ in range(tries):
+        mass, sums, centres = state.mass, state.sums, state.centres
+        error = state.squares - (sums**2).sum(axis=1) / np.maximum(mass, 1e-12)
+        gap = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        np.fill_diagonal(gap, np.inf)
+        partner = gap.argmin(axis=1)
+        pm = mass[partner]
+        merge_cost = mass * pm / np.maximum(mass + pm, 1e-12) * gap[np.arange(k), partner]
+        move = next(
+            (
+                (int(i), int(j))
+                for j in np.argsort(merge_cost, kind="stable")[:4]
+                for i in np.argsort(-error, kind="stable")[:4]
+                if i not in (j, partner[j]) and (int(i), int(j)) not in rejected
+            ),
+            None,
+        )
+        if move is None:
+            break
+        i, j = move
+        p = int(partner[j])
+        trial = centres.copy()
+        trial[p] = (sums[p] + sums[j]) / max(mass[p] + mass[j], 1e-12)
+        members = state.labels == i
+        trial[i], trial[j] = _split(state.points[members], state.weights[members])
+        if state.try_centres(trial, np.array(sorted({i, j, p}), dtype=np.intp), max_iter):
+            rejected.clear()
+            kept += 1
+        else:
+            rejected.add(move)
+    return kept
