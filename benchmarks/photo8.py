@@ -7,7 +7,7 @@ the uint8 image in memory: the same work the recipe does. PSNR is over every RGB
 palette rounded to uint8; dE00 is the mean CIEDE2000 over up to 200,000 pixels. Times are the
 median of ``--repeat`` runs per image.
 
-Usage: python benchmarks/photo8.py [--k 16 64 128 256] [--repeat 3]
+Usage: python benchmarks/photo8.py [--k 16 64 128 256] [--repeat 3] [--effort 0 1 2 3]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import dask
@@ -75,14 +76,14 @@ def recipe(image: np.ndarray, k: int) -> np.ndarray:
     return palette[model.predict(pixels)].reshape(image.shape)
 
 
-def ours(image: np.ndarray, k: int) -> np.ndarray:
+def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
     from pipeline.assign import assign
     from pipeline.config import Settings
     from pipeline.count import colour_counts
     from pipeline.job import _fit
     from pipeline.sample import sample_pixels
 
-    settings = Settings.from_config(colors=k)
+    settings = Settings.from_config(colors=k, effort=effort)
     arr = da.from_array(image, chunks=(settings.chunk, settings.chunk, 3))
     with dask.config.set(scheduler="synchronous"):
         sample, counts = dask.compute(sample_pixels(arr, settings.sample, 0), colour_counts(arr))
@@ -91,25 +92,29 @@ def ours(image: np.ndarray, k: int) -> np.ndarray:
     return fit.palette[labels]
 
 
-METHODS = {"original recipe (sklearn, 1000 px, n_init=10)": recipe, "pipeline": ours}
+RECIPE = "original recipe (sklearn, 1000 px, n_init=10)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, nargs="+", default=[16, 64, 128, 256])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--effort", type=int, nargs="+", default=[0, 1, 2, 3])
     args = parser.parse_args()
+    methods = {RECIPE: recipe}
+    for effort in args.effort:
+        methods[f"pipeline --effort {effort}"] = partial(ours, effort=effort)
     warnings.simplefilter("ignore")
     images = {name: load(*where) for name, where in PHOTOS.items()}
     blas = ", ".join(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info())
     pixels = sum(i.shape[0] * i.shape[1] for i in images.values())
     print(f"photo8: {len(images)} photos, {pixels:,} px; {blas}")
-    ours(images["chelsea"], 16)  # warm imports and caches before timing
+    ours(images["chelsea"], 16, 2)  # warm imports and caches before timing
 
     rows = []
     per_image: dict[str, dict[str, float]] = {}
     for k in args.k:
-        for method, run in METHODS.items():
+        for method, run in methods.items():
             quality, colour, seconds = [], [], []
             for name, image in images.items():
                 times = []
@@ -129,7 +134,7 @@ def main() -> None:
     for k, method, q, c, s in rows:
         print(f"| {k} | {method} | {q:.2f} | {c:.2f} | {s:.3f} |")
     if per_image:
-        names = list(METHODS)
+        names = list(methods)
         print("\nPer image at k = 128, PSNR dB:", " -> ".join(names))
         for name, values in per_image.items():
             print(f"  {name}: " + " -> ".join(f"{values[m]:.2f}" for m in names))

@@ -19,7 +19,11 @@ def scheduler_address(explicit: str | None) -> str | None:
 
 @contextmanager
 def connect(
-    address: str | None = None, *, workers: int | None = None, timeout: float = 30
+    address: str | None = None,
+    *,
+    workers: int | None = None,
+    timeout: float = 30,
+    dashboard_address: str = "127.0.0.1:8787",
 ) -> Iterator[Client]:
     """Connect to a Dask cluster, or start a local one for the duration of the block.
 
@@ -31,6 +35,8 @@ def connect(
         Worker processes of a local cluster (default: one per core, one thread each).
     timeout : float
         Seconds to wait for a remote scheduler before giving up.
+    dashboard_address : str
+        Where a local cluster serves its dashboard (port 0: any free port).
     """
     resolved = scheduler_address(address)
     if resolved is not None:
@@ -44,7 +50,7 @@ def connect(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address="127.0.0.1:8787",
+            dashboard_address=dashboard_address,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -95,16 +95,7 @@ def write_image(tmp_path: Path) -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[object]:
-    from distributed import Client, LocalCluster
+    from pipeline.cluster import connect
 
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        Client(cluster) as c,
-    ):
+    with connect(None, workers=2, dashboard_address="127.0.0.1:0") as c:
         yield c
