@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError, UsageError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 RUN_EPILOG = """\
 inputs: image files (JPEG, PNG, TIFF, BMP, GIF, WebP, ... anything imageio reads), folders (their
@@ -223,3 +223,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: complete images are kept; run again to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -28,7 +28,7 @@ from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import psnr, squared_error
 from pipeline.sample import sample_pixels
 from pipeline.sources import Source
-from pipeline.store import create_image, existing_status, finalize, open_root
+from pipeline.store import create_image, existing_status, finalize, open_root, remove_image
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,9 @@ def compress_sources(
     """Compress opened sources into ``store``; returns one result per source, in order.
 
     Complete images stored with the same settings are skipped (so a rerun resumes an interrupted
-    job); images stored with other settings fail unless ``overwrite``. With a distributed
+    job); images stored with other settings fail unless ``overwrite``. An image that fails while
+    being computed has its partly written group removed; one interrupted with the process stays
+    ``"writing"`` and is redone by the next run. With a distributed
     ``client`` every image is submitted at once; without one, images run one after another on the
     default dask scheduler.
     """
@@ -194,6 +196,7 @@ def compress_sources(
         if exc is None:
             report(ImageResult(name, path, "done", attrs=attrs, seconds=seconds))
         else:
+            remove_image(root, name)
             report(ImageResult(name, path, "failed", error=_describe(exc, path), seconds=seconds))
 
     if client is not None:

@@ -112,6 +112,12 @@ def create_image(
     )
 
 
+def remove_image(root: zarr.Group, name: str) -> None:
+    """Delete image group ``name`` (used for images that failed while being written)."""
+    if name in root:
+        del root[name]
+
+
 def finalize(
     path: str, name: str, palette: NDArray[np.uint8], attrs: dict[str, Any]
 ) -> dict[str, Any]:

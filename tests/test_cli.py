@@ -153,3 +153,29 @@ def test_reconstruct_any_imageio_format(tmp_path, small_photo):
     done = run("reconstruct", "s.zarr", "--format", "tif", "-o", "out", cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert iio.imread(Path(tmp_path / "out" / "crop.tif")).shape == small_photo.shape
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly(tmp_path, small_photo):
+    import signal
+    import time
+
+    for i in range(6):
+        iio.imwrite(tmp_path / f"p{i}.png", np.roll(small_photo, i, axis=0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", str(tmp_path), "--workers", "1", "-o", "s.zarr"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    line = ""
+    deadline = time.monotonic() + 120
+    while not line.startswith("dashboard:") and time.monotonic() < deadline:
+        line = process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted: complete images are kept; run again to finish" in err
+    assert "Traceback" not in err

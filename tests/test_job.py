@@ -69,7 +69,7 @@ def test_rejected_array_leaves_no_group(store, small_photo):
     assert "float" not in open_root(store)
 
 
-def test_failed_image_stays_incomplete_and_others_complete(
+def test_failed_image_leaves_nothing_and_others_complete(
     store, tmp_path, write_image, small_photo, china
 ):
     good = write_image("good.png", small_photo)
@@ -82,11 +82,20 @@ def test_failed_image_stays_incomplete_and_others_complete(
     assert any(str(cut) in e and "cannot decode image" in e for e in errors)
     assert all("\n" not in e for e in errors)
     root = open_root(store)
-    assert root["cut.jpg"].attrs["status"] == "writing"
+    assert "cut.jpg" not in root  # the partly written group is removed
     assert root["good.png"].attrs["status"] == "complete"
-    with pytest.raises(PipelineError, match="incomplete"):
+    with pytest.raises(PipelineError, match="no such image"):
         reconstruct(store, "cut.jpg")
-    assert "cut.jpg" not in open_store(store)
+
+
+def test_interrupted_image_is_not_readable_and_is_redone(store, write_image, small_photo):
+    path = write_image("a.png", small_photo)
+    compress([path], store, **FAST)
+    open_root(store, mode="a")["a.png"].attrs["status"] = "writing"  # as if the job was killed
+    with pytest.raises(PipelineError, match="incomplete"):
+        reconstruct(store, "a.png")
+    assert "a.png" not in open_store(store)
+    assert compress([path], store, **FAST)[0].status == "done"
 
 
 def test_rerun_skips_complete_images_and_redoes_incomplete(store, write_image, small_photo):
@@ -95,8 +104,6 @@ def test_rerun_skips_complete_images_and_redoes_incomplete(store, write_image, s
     again = compress([path], store, **FAST)[0]
     assert again.status == "skipped"
     assert again.attrs["completed"] == first.attrs["completed"]
-    open_root(store, mode="a")["a.png"].attrs["status"] = "writing"  # as if interrupted
-    assert compress([path], store, **FAST)[0].status == "done"
 
 
 def test_other_settings_need_overwrite(store, write_image, small_photo):
