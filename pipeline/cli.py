@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--effort",
         type=_positive,
         help="0-3: work refining the palette over every pixel after the sample fit; 0 none, "
-        "3 best quality and slowest (default: 2)",
+        "3 best quality and slowest (default: 1)",
     )
     run.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"

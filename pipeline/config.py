@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
         "chunk": 1024,
         "max-iter": 3,
         "tol": 1e-4,
-        "effort": 2,
+        "effort": 1,
         "store": "compressed.zarr",
     }
 }
@@ -51,7 +51,7 @@ class Settings:
         Lloyd iterations and tolerance (absolute centre shift on [0, 1] colours) of dask-ml.
     effort : int
         0 to 3: work put into refining the palette over every pixel after the sample fit
-        (0: none, only rounding and polishing; 2: default; 3: best quality, slowest).
+        (0: none, only rounding and polishing; 1: default; 3: best quality, slowest).
     """
 
     colors: int

@@ -31,16 +31,35 @@ from threadpoolctl import threadpool_limits
 from pipeline.colours import nearest, unpack
 from pipeline.kmeans import Clusters, split_merge, update
 
-#: Bits per channel of the coarse colour cells used by the first refinement iterations.
-COARSE_BITS = 6
 
-#: Work done after the sample fit at each effort level: Lloyd iterations on coarse cells,
-#: split-merge tries, Lloyd iterations on exact colours, polish iterations on the uint8 palette.
-EFFORT: dict[int, dict[str, int]] = {
-    0: {"coarse_iter": 0, "search": 0, "exact_iter": 0, "polish_iter": 2},
-    1: {"coarse_iter": 30, "search": 0, "exact_iter": 0, "polish_iter": 5},
-    2: {"coarse_iter": 30, "search": 10, "exact_iter": 3, "polish_iter": 5},
-    3: {"coarse_iter": 50, "search": 40, "exact_iter": 20, "polish_iter": 10},
+@dataclass(frozen=True)
+class Stage:
+    """One step of the refinement over every pixel.
+
+    Attributes
+    ----------
+    bits : int
+        Colour resolution: 8 is the exact colours; fewer bits group colours into cells of
+        2**(8 - bits) values per channel, each at the mean of its pixels and weighted by their
+        number (same optimum to within the cell size, far fewer points).
+    lloyd : int
+        Lloyd iterations at most (fewer once no point changes cluster).
+    search : int
+        Split-merge tries after them (see :func:`pipeline.kmeans.split_merge`).
+    """
+
+    bits: int
+    lloyd: int
+    search: int = 0
+
+
+#: What each effort level does after the dask-ml fit on the sample: refinement stages, then
+#: polish iterations on the uint8 palette.
+EFFORT: dict[int, tuple[tuple[Stage, ...], int]] = {
+    0: ((), 2),
+    1: ((Stage(5, 20, 10), Stage(6, 10)), 3),
+    2: ((Stage(6, 30, 10), Stage(8, 3)), 5),
+    3: ((Stage(6, 50, 40), Stage(8, 20)), 10),
 }
 
 
@@ -159,58 +178,51 @@ def _drop_unused(
     return palette[used], renumber[labels]
 
 
-def _coarse(
-    colours: NDArray[np.uint8], counts: NDArray[np.int64]
+def cells(
+    colours: NDArray[np.uint8], counts: NDArray[np.int64], bits: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean colour and pixel count of each occupied coarse cell (COARSE_BITS per channel)."""
-    shift = 8 - COARSE_BITS
-    cells = colours >> shift
-    cell_key = (
-        (cells[:, 0].astype(np.int64) << (2 * COARSE_BITS))
-        | (cells[:, 1].astype(np.int64) << COARSE_BITS)
-        | cells[:, 2]
-    )
-    _, inverse = np.unique(cell_key, return_inverse=True)
+    """Mean colour and pixel count of each occupied cell of ``bits`` bits per channel."""
     weights = counts.astype(np.float64)
-    mass = np.bincount(inverse, weights=weights)
-    means = (
-        np.stack([np.bincount(inverse, weights=weights * colours[:, c]) for c in range(3)], axis=1)
-        / mass[:, None]
+    if bits >= 8:
+        return colours.astype(np.float64), weights
+    cell = colours >> (8 - bits)
+    key = (
+        (cell[:, 0].astype(np.int64) << (2 * bits))
+        | (cell[:, 1].astype(np.int64) << bits)
+        | cell[:, 2]
     )
-    return means, mass
+    _, inverse = np.unique(key, return_inverse=True)
+    mass = np.bincount(inverse, weights=weights)
+    sums = np.stack([np.bincount(inverse, weights=weights * colours[:, c]) for c in range(3)], 1)
+    return sums / mass[:, None], mass
 
 
 def refine(
     colours: NDArray[np.uint8],
     counts: NDArray[np.int64],
     centres: NDArray[np.float64],
-    *,
-    coarse_iter: int,
-    search: int,
-    exact_iter: int,
+    stages: tuple[Stage, ...],
 ) -> tuple[NDArray[np.float64], dict[str, int]]:
-    """Weighted k-means over every pixel, from ``centres`` (0..255 scale).
+    """Weighted k-means over every pixel, from ``centres`` (0..255 scale), stage by stage.
 
-    1. Lloyd iterations on coarse colour cells (:data:`COARSE_BITS` per channel, each cell at the
-       mean of its pixels, weighted by their number): cheap, and most of the way.
-    2. ``search`` split-merge moves on the cells (:func:`pipeline.kmeans.split_merge`): leaves
-       the local optimum Lloyd stops at.
-    3. Lloyd iterations on the exact distinct colours.
+    Each :class:`Stage` runs Lloyd iterations, then split-merge moves, on the image's colours
+    at its resolution (:func:`cells`); coarse stages are cheap and do most of the work, a last
+    exact stage settles the centres on the true colours.
 
     Returns
     -------
     centres : ndarray (k, 3)
     info : dict
-        Iterations of each stage and moves kept.
+        Lloyd iterations run and split-merge moves kept, over all stages.
     """
-    points, weights = _coarse(colours, counts)
-    state = Clusters(points, weights, centres)
-    info = {"coarse_iter": state.lloyd(coarse_iter) if coarse_iter else 0, "exact_iter": 0}
-    info["search_kept"] = split_merge(state, tries=search, max_iter=coarse_iter) if search else 0
-    if exact_iter:
-        state = Clusters(colours.astype(np.float64), counts.astype(np.float64), state.centres)
-        info["exact_iter"] = state.lloyd(exact_iter)
-    return state.centres, info
+    info = {"refine_iter": 0, "search_kept": 0}
+    for stage in stages:
+        state = Clusters(*cells(colours, counts, stage.bits), centres)
+        info["refine_iter"] += state.lloyd(stage.lloyd)
+        if stage.search:
+            info["search_kept"] += split_merge(state, tries=stage.search, max_iter=stage.lloyd)
+        centres = state.centres
+    return centres, info
 
 
 def fit_palette(
@@ -222,7 +234,7 @@ def fit_palette(
     random_state: int,
     max_iter: int = 3,
     tol: float = 1e-4,
-    effort: int = 2,
+    effort: int = 1,
 ) -> Fit:
     """Fit a palette of at most ``k`` colours.
 
@@ -259,23 +271,14 @@ def fit_palette(
             centres, n_iter = lloyd_sample(
                 x, seed(x, k, random_state), max_iter=max_iter, tol=tol, random_state=random_state
             )
-            work = EFFORT[effort]
-            centres64, stages = refine(
-                colours,
-                counts,
-                centres.astype(np.float64) * 255,
-                coarse_iter=work["coarse_iter"],
-                search=work["search"],
-                exact_iter=work["exact_iter"],
-            )
+            stages, polish_iter = EFFORT[effort]
+            centres64, refined = refine(colours, counts, centres.astype(np.float64) * 255, stages)
             palette = np.clip(np.rint(centres64), 0, 255).astype(np.uint8)
-            palette, labels, polished = polish(
-                colours, counts, palette, max_iter=work["polish_iter"]
-            )
+            palette, labels, polished = polish(colours, counts, palette, max_iter=polish_iter)
             info.update(
                 method="dask-ml KMeans on sample (k-means++ seeds), refined over all pixels",
                 lloyd_iter=n_iter,
-                **stages,
+                **refined,
                 polish_iter=polished,
             )
         palette, labels = _drop_unused(palette, labels)
