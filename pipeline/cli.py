@@ -205,7 +205,7 @@ def _info(args: argparse.Namespace) -> int:
         print(
             f"{args.store}: format version {root.attrs.get('format_version')}, {len(images)} images"
         )
-        print(table([image_row(n, a.get("status", "?"), a) for n, a in images.items()]))
+        print(table([image_row(n, str(a.get("status", "?")), a) for n, a in images.items()]))
     return EXIT_OK
 
 

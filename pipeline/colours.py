@@ -18,7 +18,8 @@ STRIP_VALUES = 1 << 19
 def pack(pixels: NDArray[np.uint8]) -> NDArray[np.uint32]:
     """Pack ``(..., 3)`` uint8 RGB values into 24-bit integer keys of shape ``(...)``."""
     p = pixels.astype(np.uint32, copy=False)
-    return (p[..., 0] << 16) | (p[..., 1] << 8) | p[..., 2]
+    keys: NDArray[np.uint32] = (p[..., 0] << 16) | (p[..., 1] << 8) | p[..., 2]
+    return keys
 
 
 def unpack(keys: NDArray[np.integer]) -> NDArray[np.uint8]:

@@ -205,8 +205,8 @@ def compress_sources(
         futures = client.compute(list(graphs.values()))
         names = {f.key: n for f, n in zip(futures, graphs, strict=True)}
         for future in as_completed(futures):
-            exc = future.exception()
-            done(names[future.key], None if exc else future.result(), exc)
+            error = future.exception()
+            done(names[future.key], None if error else future.result(), error)
             future.release()
     else:
         for name, graph in graphs.items():

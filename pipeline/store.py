@@ -9,7 +9,7 @@ labels chunk and the palette are written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -34,7 +34,7 @@ def _version() -> str:
     return __version__
 
 
-def open_root(path: str, mode: str = "r") -> zarr.Group:
+def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     """Open the store's root group; ``mode="a"`` creates it (with its format attributes)."""
     try:
         root = zarr.open_group(path, mode=mode, zarr_format=3)
@@ -175,13 +175,13 @@ def read_image(root: zarr.Group, name: str) -> StoredImage:
     if name not in root:
         raise PipelineError(f"{name}: no such image in the store")
     group = root[name]
+    assert isinstance(group, zarr.Group)
     attrs = dict(group.attrs)
     if attrs.get("status") != "complete":
         raise PipelineError(
             f"{name}: incomplete (status {attrs.get('status')!r}); run the job again"
         )
-    labels = group["labels"]
+    labels, palette = group["labels"], group["palette"]
     assert isinstance(labels, zarr.Array)
-    return StoredImage(
-        name=name, palette=np.asarray(group["palette"][...]), labels=labels, attrs=attrs
-    )
+    assert isinstance(palette, zarr.Array)
+    return StoredImage(name=name, palette=np.asarray(palette[...]), labels=labels, attrs=attrs)
