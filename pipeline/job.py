@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import zarr
@@ -118,18 +120,27 @@ def _finish(
     return finalize(store, name, fit.palette, attrs)
 
 
-def build_image(source: Source, store: str, settings: Settings, target: zarr.Array) -> Delayed:
-    """The lazy work of one image, ending in marking it complete; returns its final attributes.
-
-    ``target`` is the image's empty labels array (see :func:`pipeline.store.create_image`).
-    """
+def fit_graph(source: Source, settings: Settings) -> Delayed:
+    """The lazy fit of one image: sample and colour counts, chunk by chunk, then the palette."""
     image = source.image
-    fit = delayed(_fit, pure=True)(
+    return delayed(_fit, pure=True)(
         sample_pixels(image, settings.sample, settings.seed), colour_counts(image), settings
     )
+
+
+def write_graph(
+    source: Source, store: str, settings: Settings, target: zarr.Array, fit: object
+) -> Delayed:
+    """The lazy labelling of one image, ending in marking it complete; returns its attributes.
+
+    ``fit`` is the image's :class:`~pipeline.fit.Fit`, or a lazy one (:func:`fit_graph`, or a
+    distributed future); ``target`` its empty labels array (see
+    :func:`pipeline.store.create_image`).
+    """
+    image = source.image
     labels = assign(image, fit, settings.colors)
     stored = da.store(labels, target, lock=False, compute=False)
-    sse = squared_error(image, labels, fit.palette)
+    sse = squared_error(image, labels, delayed(attrgetter("palette"), pure=True)(fit))
     n_pixels = int(image.shape[0] * image.shape[1])
     return delayed(_finish, pure=False)(store, source.name, fit, sse, stored, n_pixels)
 
@@ -155,13 +166,12 @@ def compress_sources(
     Complete images stored with the same settings are skipped (so a rerun resumes an interrupted
     job); images stored with other settings fail unless ``overwrite``. An image that fails while
     being computed has its partly written group removed; one interrupted with the process stays
-    ``"writing"`` and is redone by the next run. With a distributed
-    ``client`` every image is submitted at once; without one, images run one after another on the
-    default dask scheduler.
+    ``"writing"`` and is redone by the next run. With a distributed ``client`` every image is
+    submitted at once; without one, images run one after another on the default dask scheduler.
     """
     root = open_root(store, mode="a")
     results: dict[str, ImageResult] = {}
-    graphs: dict[str, Delayed] = {}
+    targets: dict[str, zarr.Array] = {}
     started = time.perf_counter()
 
     def report(result: ImageResult) -> None:
@@ -183,10 +193,10 @@ def compress_sources(
                 )
             )
             continue
-        target = create_image(
-            root, source.name, source.image.shape[:2], settings.chunk, settings.colors, wanted
+        rows, cols = source.image.chunks[:2]
+        targets[source.name] = create_image(
+            root, source.name, source.image.shape[:2], (rows[0], cols[0]), settings.colors, wanted
         )
-        graphs[source.name] = build_image(source, store, settings, target)
 
     by_name = {s.name: s for s in sources}
 
@@ -199,24 +209,65 @@ def compress_sources(
             remove_image(root, name)
             report(ImageResult(name, path, "failed", error=_describe(exc, path), seconds=seconds))
 
-    if client is not None:
-        from distributed import as_completed
+    def first_pass(source: Source) -> Delayed:
+        return fit_graph(source, settings)
 
-        futures = client.compute(list(graphs.values()))
-        names = {f.key: n for f, n in zip(futures, graphs, strict=True)}
-        for future in as_completed(futures):
-            error = future.exception()
-            done(names[future.key], None if error else future.result(), error)
-            future.release()
+    def second_pass(source: Source, fit: object) -> Delayed:
+        return write_graph(source, store, settings, targets[source.name], fit)
+
+    todo = [s for s in sources if s.name in targets]
+    if client is not None:
+        _run_on_cluster(client, todo, first_pass, second_pass, done)
     else:
-        for name, graph in graphs.items():
+        for source in todo:
             try:
-                attrs = graph.compute()
+                fit: object = first_pass(source)
+                if source.streamed:
+                    fit = dask.compute(fit)[0]
+                attrs = second_pass(source, fit).compute()
             except Exception as exc:  # one image failing must not stop the others
-                done(name, None, exc)
+                done(source.name, None, exc)
             else:
-                done(name, attrs, None)
+                done(source.name, attrs, None)
     return [results[s.name] for s in sources]
+
+
+def _run_on_cluster(
+    client: Any,
+    sources: Sequence[Source],
+    first_pass: Callable[[Source], Delayed],
+    second_pass: Callable[[Source, object], Delayed],
+    done: Callable[[str, dict[str, Any] | None, BaseException | None], None],
+) -> None:
+    """Run every image at once on a distributed cluster, reporting each as it finishes.
+
+    An image decoded whole runs as one graph (the decoded image is held once and used by every
+    step). A streamed image runs in two passes, so that no chunk is held between them: its fit,
+    then, as soon as that is done, its labelling with the fit (a future on the cluster).
+    """
+    from distributed import as_completed
+
+    pending: dict[str, tuple[Source, str]] = {}
+    futures = []
+    for source in sources:
+        fit = first_pass(source)
+        graph, phase = (fit, "fit") if source.streamed else (second_pass(source, fit), "write")
+        future = client.compute(graph)
+        pending[future.key] = (source, phase)
+        futures.append(future)
+    fits: dict[str, Any] = {}
+    queue = as_completed(futures)
+    for future in queue:
+        source, phase = pending.pop(future.key)
+        error = future.exception()
+        if error is None and phase == "fit":
+            fits[source.name] = future  # keep the fit on the cluster until its labels are done
+            following = client.compute(second_pass(source, future))
+            pending[following.key] = (source, "write")
+            queue.add(following)
+            continue
+        fits.pop(source.name, None)
+        done(source.name, future.result() if error is None else None, error)
 
 
 def failed_inputs(errors: Sequence[InputError]) -> list[ImageResult]:

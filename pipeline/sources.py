@@ -55,6 +55,9 @@ class Source:
         Pixel type as stored in the file.
     conversion : str
         What normalisation did (see module docstring).
+    streamed : bool
+        Whether chunks can be read again cheaply, one by one (tiled TIFF, Zarr, dask arrays):
+        the job then reads them once to fit and again to label, instead of holding the image.
     """
 
     name: str
@@ -63,22 +66,26 @@ class Source:
     shape: tuple[int, ...]
     dtype: str
     conversion: str
+    streamed: bool = False
 
 
 def discover(inputs: Sequence[str]) -> list[str]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of files.
 
-    Folders contribute the image files directly inside them (by extension, see
-    ``IMAGE_EXTENSIONS``). A path that does not exist and matches no glob is still returned, so
-    that opening it reports it as missing alongside the other images.
+    Folders contribute the image files (by extension, see ``IMAGE_EXTENSIONS``) and Zarr arrays
+    directly inside them; a Zarr array's own folder is an input, not a folder to search. A path
+    that does not exist and matches no glob is still returned, so that opening it reports it as
+    missing alongside the other images.
     """
+    from pipeline.tiled import is_zarr_array
+
     found: list[str] = []
     for item in inputs:
-        if os.path.isdir(item):
+        if os.path.isdir(item) and not is_zarr_array(item):
             found.extend(
                 str(p)
                 for p in sorted(Path(item).iterdir())
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                if (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) or is_zarr_array(str(p))
             )
         elif glob.has_magic(item):
             found.extend(sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p)))
@@ -172,7 +179,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def open_file(path: str, name: str, chunk: int) -> Source:
-    """Open an image file lazily: read its header now, decode it when the graph runs.
+    """Open an input lazily: read its header now, its pixels when the graph runs.
+
+    Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.tiled`); every
+    other format is decoded whole by one task, then split into chunks.
 
     Raises
     ------
@@ -181,10 +191,16 @@ def open_file(path: str, name: str, chunk: int) -> Source:
     """
     import imageio.v3 as iio
 
+    from pipeline.tiled import is_tiled_tiff, is_zarr_array, open_tiff, open_zarr
+
     if not os.path.exists(path):
         raise InputError(path, "no such file")
+    if is_zarr_array(path):
+        return from_array(open_zarr(path, chunk), name, chunk, path=path, keep_chunks=True)
     if not os.path.isfile(path):
         raise InputError(path, "not a file")
+    if is_tiled_tiff(path):
+        return from_array(open_tiff(path, chunk), name, chunk, path=path, keep_chunks=True)
     try:
         props = iio.improps(path, index=0)
     except Exception as exc:
@@ -216,13 +232,24 @@ def _token(path: str) -> str:
     return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
 
-def from_array(array: NDArray[np.generic] | da.Array, name: str, chunk: int) -> Source:
-    """Wrap an in-memory numpy or dask image as a :class:`Source` (normalised like a file)."""
+def from_array(
+    array: NDArray[np.generic] | da.Array,
+    name: str,
+    chunk: int,
+    path: str = "<array>",
+    keep_chunks: bool = False,
+) -> Source:
+    """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
+
+    The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
+    own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
+    """
     shape = tuple(int(s) for s in array.shape)
     try:
         conversion = conversion_for(shape, np.dtype(array.dtype))
     except ValueError as exc:
-        raise InputError(name, str(exc)) from None
+        raise InputError(path if path != "<array>" else name, str(exc)) from None
+    streamed = isinstance(array, da.Array)
     arr = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -235,11 +262,12 @@ def from_array(array: NDArray[np.generic] | da.Array, name: str, chunk: int) -> 
     )
     return Source(
         name=name,
-        path="<array>",
-        image=image.rechunk((chunk, chunk, 3)),
+        path=path,
+        image=image if keep_chunks else image.rechunk((chunk, chunk, 3)),
         shape=shape,
         dtype=str(np.dtype(array.dtype)),
         conversion=conversion,
+        streamed=streamed,
     )
 
 

@@ -79,14 +79,15 @@ def create_image(
     root: zarr.Group,
     name: str,
     shape: tuple[int, int],
-    chunk: int,
+    chunks: tuple[int, int],
     colors: int,
     attrs: dict[str, Any],
 ) -> zarr.Array:
     """(Re)create image group ``name`` with status ``"writing"`` and an empty ``labels`` array.
 
-    Labels are chunked ``(chunk, chunk)`` like the work, zstd-compressed, and every chunk is
-    written even when it is all zeros, so a chunk's presence means it was written.
+    Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
+    chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
+    when it is all zeros, so a chunk's presence means it was written.
     """
     from pipeline.assign import label_dtype
 
@@ -103,7 +104,7 @@ def create_image(
     return group.create_array(
         "labels",
         shape=shape,
-        chunks=(min(chunk, shape[0]), min(chunk, shape[1])),
+        chunks=chunks,
         dtype=label_dtype(colors),
         compressors=ZstdCodec(level=ZSTD_LEVEL),
         fill_value=0,
