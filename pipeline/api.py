@@ -50,7 +50,8 @@ def compress(
         Inputs that could not be opened first, then one per opened image in input order.
     """
     config = Settings.from_config(**settings)
-    sources, errors = open_inputs([inputs] if isinstance(inputs, str) else inputs, config.chunk)
+    paths = [inputs] if isinstance(inputs, str) else inputs
+    sources, errors = open_inputs(paths, config.chunk, config.max_pixels)
     bad = failed_inputs(errors)
     for result in bad:
         if on_result is not None:

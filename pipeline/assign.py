@@ -8,6 +8,8 @@ so the result is always :func:`pipeline.colours.nearest` of the stored palette.
 
 from __future__ import annotations
 
+import weakref
+
 import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
@@ -21,14 +23,29 @@ def label_dtype(colors: int) -> np.dtype:
     return np.dtype(np.uint8 if colors <= 256 else np.uint16)
 
 
+#: Lookup tables of the fits in use in this process, by ``id`` (dropped with their fit).
+_TABLES: dict[int, NDArray[np.uint16]] = {}
+
+
+def lookup_table(fit: Fit) -> NDArray[np.uint16]:
+    """1 + label of every 24-bit colour the fit knows, 0 for the others (2**24 entries, 32 MiB).
+
+    Built once per fit and process, and shared by every block labelled with that fit.
+    """
+    table = _TABLES.get(id(fit))
+    if table is None:
+        table = np.zeros(1 << 24, dtype=np.uint16)
+        table[fit.keys] = fit.labels + 1
+        _TABLES[id(fit)] = table
+        weakref.finalize(fit, _TABLES.pop, id(fit), None)
+    return table
+
+
 def assign_block(
     block: NDArray[np.uint8], fit: Fit, dtype: np.dtype
 ) -> NDArray[np.unsignedinteger]:
     """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette."""
-    keys = pack(block)
-    table = np.zeros(1 << 24, dtype=np.uint16)
-    table[fit.keys] = fit.labels + 1
-    labels = table[keys]
+    labels = lookup_table(fit)[pack(block)]
     missing = labels == 0
     labels -= 1
     if missing.any():

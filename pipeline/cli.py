@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         "3 best quality and slowest (default: 1)",
     )
     run.add_argument(
+        "--max-pixels",
+        type=_positive,
+        metavar="N",
+        help="largest image decoded whole (JPEG, PNG, ...); tiled TIFF and Zarr inputs have no "
+        "limit (default: Pillow's 178956970)",
+    )
+    run.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
     )
     run.add_argument(
@@ -150,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
         chunk=args.chunk,
         max_iter=args.max_iter,
         effort=args.effort,
+        max_pixels=args.max_pixels,
     )
     import dask.config
 

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "max-iter": 3,
         "tol": 1e-4,
         "effort": 1,
+        "max-pixels": 178_956_970,
         "store": "compressed.zarr",
     }
 }
@@ -52,6 +53,9 @@ class Settings:
     effort : int
         0 to 3: work put into refining the palette over every pixel after the sample fit
         (0: none, only rounding and polishing; 1: default; 3: best quality, slowest).
+    max_pixels : int
+        Largest image decoded whole (JPEG, PNG, ...; tiled TIFF and Zarr have no limit). The
+        default is Pillow's decompression-bomb limit; a worker needs about 4 bytes per pixel.
     """
 
     colors: int
@@ -61,6 +65,7 @@ class Settings:
     max_iter: int
     tol: float
     effort: int
+    max_pixels: int
 
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
@@ -94,6 +99,7 @@ class Settings:
             (self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}"),
             (self.tol >= 0, f"tol must be >= 0, got {self.tol}"),
             (0 <= self.effort <= 3, f"effort must be 0..3, got {self.effort}"),
+            (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,6 +108,6 @@ class Settings:
     def fit_settings(self) -> dict[str, Any]:
         """The settings that shape the palette, as recorded in the store."""
         recorded = asdict(self)
-        for key in ("colors", "sample", "seed", "chunk"):
+        for key in ("colors", "sample", "seed", "chunk", "max_pixels"):
             recorded.pop(key)
         return recorded

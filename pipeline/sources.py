@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,10 @@ from dask import delayed
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError, UsageError
+
+#: Pillow's decompression-bomb limit (it refuses images of more pixels): the default largest
+#: image decoded whole.
+PILLOW_LIMIT = 178_956_970
 
 #: File extensions picked up when a folder is given as input.
 IMAGE_EXTENSIONS = frozenset(
@@ -150,6 +156,21 @@ def to_rgb8(block: NDArray[np.generic]) -> NDArray[np.uint8]:
     return np.ascontiguousarray(block[:, :, :3], dtype=np.uint8)
 
 
+@contextmanager
+def _no_pillow_limit() -> Iterator[None]:
+    """Lift Pillow's decompression-bomb limit: :func:`open_file` applies ``max_pixels`` itself."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def read_file(path: str) -> NDArray[np.uint8]:
     """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
 
@@ -161,7 +182,8 @@ def read_file(path: str) -> NDArray[np.uint8]:
     import imageio.v3 as iio
 
     try:
-        raw = iio.imread(path, index=0)
+        with _no_pillow_limit():
+            raw = iio.imread(path, index=0)
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
     try:
@@ -178,11 +200,12 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def open_file(path: str, name: str, chunk: int) -> Source:
+def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
     """Open an input lazily: read its header now, its pixels when the graph runs.
 
     Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.tiled`); every
-    other format is decoded whole by one task, then split into chunks.
+    other format is decoded whole by one task, then split into chunks, and is refused above
+    ``max_pixels`` (default: Pillow's own decompression-bomb limit).
 
     Raises
     ------
@@ -202,7 +225,8 @@ def open_file(path: str, name: str, chunk: int) -> Source:
     if is_tiled_tiff(path):
         return from_array(open_tiff(path, chunk), name, chunk, path=path, keep_chunks=True)
     try:
-        props = iio.improps(path, index=0)
+        with _no_pillow_limit():
+            props = iio.improps(path, index=0)
     except Exception as exc:
         raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
     shape = tuple(int(s) for s in props.shape)
@@ -210,6 +234,15 @@ def open_file(path: str, name: str, chunk: int) -> Source:
         conversion = conversion_for(shape, props.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
+    pixels = shape[0] * shape[1]
+    if pixels > max_pixels:
+        gib = pixels * 4 / 2**30
+        raise InputError(
+            path,
+            f"{shape[1]}x{shape[0]} is {pixels:,} pixels, over the limit of {max_pixels:,} for "
+            f"images decoded whole (about {gib:.1f} GiB of worker memory); raise --max-pixels, "
+            "or convert it to a tiled TIFF, which is read tile by tile",
+        )
     whole = da.from_delayed(
         delayed(read_file, pure=True)(path, dask_key_name=f"read-{name}-{_token(path)}"),
         shape=(shape[0], shape[1], 3),
@@ -271,7 +304,9 @@ def from_array(
     )
 
 
-def open_inputs(inputs: Iterable[str], chunk: int) -> tuple[list[Source], list[InputError]]:
+def open_inputs(
+    inputs: Iterable[str], chunk: int, max_pixels: int = PILLOW_LIMIT
+) -> tuple[list[Source], list[InputError]]:
     """Discover and open every input; bad ones are returned as errors instead of raising.
 
     Returns
@@ -284,7 +319,7 @@ def open_inputs(inputs: Iterable[str], chunk: int) -> tuple[list[Source], list[I
     errors: list[InputError] = []
     for path, name in zip(paths, unique_names(paths), strict=True):
         try:
-            sources.append(open_file(path, name, chunk))
+            sources.append(open_file(path, name, chunk, max_pixels))
         except InputError as exc:
             errors.append(exc)
     return sources, errors

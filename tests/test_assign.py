@@ -1,10 +1,14 @@
+import dask
 import dask.array as da
 import numpy as np
 import pytest
 from dask.array.utils import assert_eq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from pipeline.assign import assign, assign_block, label_dtype
-from pipeline.colours import histogram
+from pipeline.colours import histogram, nearest, unpack
 from pipeline.fit import Fit, fit_palette
 from pipeline.sample import sample_positions
 from tests.oracles import brute_force
@@ -42,3 +46,26 @@ def test_colours_missing_from_the_table_fall_back_to_exact_search(small_photo):
 @pytest.mark.parametrize(("colors", "dtype"), [(1, np.uint8), (256, np.uint8), (257, np.uint16)])
 def test_label_dtype(colors, dtype):
     assert label_dtype(colors) == dtype
+
+
+@st.composite
+def images_palettes_chunks(draw):
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    levels = draw(st.sampled_from([2, 5, 256]))  # few levels: many repeated colours and ties
+    image = draw(hnp.arrays(np.uint8, (h, w, 3), elements=st.integers(0, levels - 1)))
+    palette = draw(hnp.arrays(np.uint8, st.tuples(st.integers(1, 20), st.just(3))))
+    chunks = (draw(st.integers(1, h)), draw(st.integers(1, w)), 3)
+    known = draw(st.floats(0, 1))  # share of the image's colours the fit's table knows
+    return image, palette, chunks, known
+
+
+@given(images_palettes_chunks())
+@settings(max_examples=60, deadline=None)
+def test_assign_is_exact_for_any_palette_image_and_chunking(case):
+    image, palette, chunks, known = case
+    keys, _ = histogram(image)
+    keep = keys[: int(len(keys) * known)]
+    fit = Fit(palette, keep, nearest(unpack(keep), palette).astype(np.uint16), {})
+    labels = assign(da.from_array(image, chunks=chunks), fit, len(palette))
+    with dask.config.set(scheduler="synchronous"):
+        assert_eq(labels, brute_force(image, palette).astype(np.uint8))

@@ -151,3 +151,26 @@ def test_from_array_normalises_like_files(small_photo):
     assert np.array_equal(source.image.compute(), np.repeat(gray[:, :, None], 3, axis=2))
     with pytest.raises(InputError, match="not a 2-D image"):
         from_array(np.zeros((2, 3, 4, 5), np.uint8), "cube", 50)
+
+
+def test_images_over_max_pixels_are_refused_with_the_way_out(write_image, small_photo):
+    path = write_image("big.png", small_photo)
+    with pytest.raises(InputError) as info:
+        open_file(path, "big.png", 64, max_pixels=10_000)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 170x120 is 20,400 pixels, over the limit of 10,000")
+    assert "--max-pixels" in message
+    assert "tiled TIFF" in message
+
+
+def test_raising_max_pixels_lifts_pillows_own_limit(write_image, small_photo, monkeypatch):
+    from PIL import Image
+
+    path = write_image("big.png", small_photo)
+    # Pillow refuses images over twice this many pixels as decompression bombs
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+    with pytest.raises(Image.DecompressionBombError), Image.open(path) as im:
+        im.load()
+    source = open_file(path, "big.png", 64, max_pixels=1_000_000)
+    assert np.array_equal(source.image.compute(), small_photo)
+    assert Image.MAX_IMAGE_PIXELS == 5_000  # restored after reading
