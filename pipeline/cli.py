@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--format",
         default="png",
-        help="file extension, any format imageio writes: png, tif, webp, bmp, ... (default: png)",
+        help="file extension: tif (tiled TIFF) and zarr are written chunk by chunk, for images "
+        "of any size; png, webp, bmp, ... (anything imageio writes) need the whole image in "
+        "memory (default: png)",
     )
     rec.add_argument("--name", action="append", help="only this image (repeatable)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.array as da
@@ -51,10 +52,50 @@ def output_names(names: list[str], extension: str) -> dict[str, str]:
     }
 
 
+#: Extensions written chunk by chunk, for images too large to rebuild in one piece.
+STREAMED_EXTENSIONS = (".tif", ".tiff", ".zarr")
+
+
+def write_tiled_tiff(pixels: da.Array, target: str, tile: int = 256) -> None:
+    """Write a lazy (H, W, 3) uint8 image as a tiled TIFF, one row of chunks at a time.
+
+    Only one row of chunks (image width x chunk height) is in memory at once.
+    """
+    import tifffile
+
+    tile = max(16, tile // 16 * 16)  # TIFF tiles are multiples of 16
+    height, width = pixels.shape[:2]
+    rows = pixels.rechunk({0: tile, 1: -1, 2: -1})
+
+    def tiles() -> Iterator[NDArray[np.uint8]]:
+        for block in rows.to_delayed().ravel():
+            strip = block.compute()
+            for x in range(0, width, tile):
+                part = np.zeros((tile, tile, 3), dtype=np.uint8)
+                piece = strip[:, x : x + tile]
+                part[: piece.shape[0], : piece.shape[1]] = piece
+                yield part
+
+    tifffile.imwrite(
+        target,
+        tiles(),
+        shape=(height, width, 3),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        photometric="rgb",
+        compression="zlib",
+        bigtiff=height * width * 3 > 2**31,
+    )
+
+
 def write_images(
     store: str, out_dir: str, names: list[str] | None = None, extension: str = ".png"
 ) -> dict[str, str]:
-    """Write rebuilt images of ``store`` into ``out_dir`` with imageio (format from ``extension``).
+    """Write rebuilt images of ``store`` into ``out_dir``, in the format ``extension`` names.
+
+    ``.tif``/``.tiff`` write tiled TIFF and ``.zarr`` a Zarr array, chunk by chunk, so images of
+    any size can be written; other formats (PNG, JPEG, WebP, ...; anything imageio writes) need
+    the whole image in memory at once.
 
     Returns
     -------
@@ -68,8 +109,14 @@ def write_images(
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     for name, file_name in output_names(chosen, extension).items():
-        pixels = rebuild(read_image(root, name)).compute()
+        image = read_image(root, name)
+        pixels = rebuild(image)
         target = os.path.join(out_dir, file_name)
-        iio.imwrite(target, pixels, extension=extension)
+        if extension == ".zarr":
+            pixels.to_zarr(target, overwrite=True)
+        elif extension in STREAMED_EXTENSIONS:
+            write_tiled_tiff(pixels, target, tile=min(image.labels.chunks))
+        else:
+            iio.imwrite(target, pixels.compute(), extension=extension)
         written[name] = target
     return written

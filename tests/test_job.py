@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import compress, compress_array, open_store, reconstruct
+from pipeline import compress, compress_array, open_store, reconstruct, write_images
 from pipeline.errors import InputError, PipelineError
 from pipeline.store import open_root
 from tests.oracles import brute_force, photo_psnr
@@ -175,3 +175,29 @@ def test_cluster_runs_images_concurrently_and_isolates_failures(
     assert [r.status for r in results] == ["failed"] + ["done"] * 4
     assert len(seen) == 5
     assert sorted(open_store(store)) == [f"p{i}.png" for i in range(4)]
+
+
+@pytest.mark.parametrize("extension", [".tif", ".zarr", ".webp", ".bmp"])
+def test_reconstruct_writes_files_any_format_streamed_for_tiff_and_zarr(
+    store, tmp_path, china, extension
+):
+    import imageio.v3 as iio
+    import tifffile
+
+    compress_array(china, store, "china.jpg", chunk=200, **FAST)
+    written = write_images(store, str(tmp_path / "out"), extension=extension)
+    target = written["china.jpg"]
+    assert target.endswith("china" + extension)
+    expected = reconstruct(store, "china.jpg").compute()
+    if extension == ".zarr":
+        got = zarr.open_array(target, mode="r")[...]
+    elif extension == ".tif":
+        with tifffile.TiffFile(target) as tif:
+            assert tif.pages[0].is_tiled
+            got = tif.asarray()
+    else:
+        got = iio.imread(target)
+    if extension == ".webp":  # lossy by default: only the shape is comparable
+        assert got.shape == expected.shape
+    else:
+        assert np.array_equal(got, expected)
