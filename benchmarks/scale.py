@@ -1,0 +1,215 @@
+"""Scale: a 100-megapixel JPEG, gigapixel tiled TIFFs, and a batch of 1000 small photos.
+
+Inputs are generated from the bundled photos by mirror-tiling (nothing is downloaded) into a
+work folder. Every comparison is made in the same run:
+
+* jpeg: decode only (imageio) vs the whole job (local cluster, 2 workers, already started) vs
+  the original recipe (scikit-learn KMeans on 1000 pixels, n_init=10, then ``predict`` of every
+  pixel), on the same file.
+* tiff: ``python -m pipeline run`` on tiled TIFFs of the given sizes; wall time and peak resident
+  memory summed over the job's processes (psutil, sampled every 0.1 s).
+* batch: N small photos (the bundled ones under different names): images/s of the job vs the
+  recipe run one image after another, with mean PSNR.
+
+Usage: python benchmarks/scale.py [--only jpeg tiff batch] [--jpeg-mp 100] [--tiff-gp 0.25 1]
+       [--batch 1000] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from photo8 import PHOTOS, load, psnr, recipe
+
+
+def mirror(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` mirror-tiled to (height, width)."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, max(0, height - h)), (0, max(0, width - w)), (0, 0)), "symmetric")[
+        :height, :width
+    ]
+
+
+def make_jpeg(folder: Path, megapixels: float) -> Path:
+    import imageio.v3 as iio
+
+    side = int((megapixels * 1e6) ** 0.5)
+    path = folder / f"china_{megapixels:g}mp.jpg"
+    if not path.exists():
+        iio.imwrite(path, mirror(load(*PHOTOS["china"]), side, side), quality=90)
+    return path
+
+
+def make_tiff(folder: Path, gigapixels: float, tile: int = 512) -> Path:
+    """A tiled TIFF written tile by tile (never whole in memory)."""
+    import tifffile
+
+    side = int((gigapixels * 1e9) ** 0.5) // tile * tile
+    path = folder / f"flower_{gigapixels:g}gp.tif"
+    if path.exists():
+        return path
+    base = mirror(load(*PHOTOS["flower"]), 2 * tile, 2 * tile)
+
+    def tiles():  # mirror-tiling: tile (i, j) repeats a quarter of the pattern
+        for i in range(side // tile):
+            for j in range(side // tile):
+                yield base[(i % 2) * tile : (i % 2 + 1) * tile, (j % 2) * tile : (j % 2 + 1) * tile]
+
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=(side, side, 3),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        photometric="rgb",
+        bigtiff=True,
+    )
+    return path
+
+
+def peak_memory(command: list[str]) -> tuple[float, float, int]:
+    """Run ``command``; return wall seconds, peak RSS summed over its process tree (GiB), rc."""
+    import psutil
+
+    start = time.perf_counter()
+    process = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                tree = [process, *process.children(recursive=True)]
+                total = sum(p.memory_info().rss for p in tree if p.is_running())
+            except psutil.Error:
+                continue
+            peak = max(peak, total)
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    _, err = process.communicate()
+    done.set()
+    watcher.join()
+    if process.returncode:
+        print(err.decode()[-2000:], file=sys.stderr)
+    return time.perf_counter() - start, peak / 2**30, process.returncode
+
+
+def bench_jpeg(folder: Path, megapixels: float, client) -> None:
+    import imageio.v3 as iio
+
+    from pipeline import compress
+
+    path = make_jpeg(folder, megapixels)
+    start = time.perf_counter()
+    image = iio.imread(path)
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    result = compress([str(path)], str(folder / "jpeg.zarr"), client=client, overwrite=True)[0]
+    job = time.perf_counter() - start
+    start = time.perf_counter()
+    rebuilt = recipe(image, 128)
+    classic = time.perf_counter() - start
+    print(f"\n## {megapixels:g}-megapixel JPEG, k = 128, local cluster 2 workers x 1 thread")
+    print("| step | seconds | vs decode | PSNR dB |\n|---|---|---|---|")
+    print(f"| decode only | {decode:.2f} | 1.00x | |")
+    print(f"| pipeline job | {job:.2f} | {job / decode:.2f}x | {result.metrics['psnr_db']:.2f} |")
+    quality = psnr(image, rebuilt)
+    print(f"| original recipe | {classic:.2f} | {classic / decode:.2f}x | {quality:.2f} |")
+    print(f"pipeline vs recipe: {classic / job:.1f}x faster")
+
+
+def bench_tiff(folder: Path, sizes: list[float]) -> None:
+    print("\n## tiled TIFF, k = 128, python -m pipeline run --workers 2")
+    print("| gigapixels | seconds | peak RSS, all processes (GiB) |\n|---|---|---|")
+    for size in sizes:
+        path = make_tiff(folder, size)
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(path),
+            "--workers",
+            "2",
+            "-o",
+            str(folder / f"tiff{size:g}.zarr"),
+            "--overwrite",
+        ]
+        seconds, peak, rc = peak_memory(command)
+        print(f"| {size:g} | {seconds:.1f} | {peak:.2f} |" + ("" if rc == 0 else f" (exit {rc})"))
+
+
+def bench_batch(folder: Path, count: int, client) -> None:
+    import shutil
+
+    from pipeline import compress
+
+    batch = folder / f"batch{count}"
+    batch.mkdir(exist_ok=True)
+    import imageio.v3 as iio
+
+    # the six small photos (retina and hubble_deep_field are 2 and 0.9 megapixels)
+    small = [n for n in PHOTOS if n not in ("retina", "hubble_deep_field")]
+    originals = {n: load(*PHOTOS[n]) for n in small}
+    keys = list(originals)
+    for i in range(count):
+        target = batch / f"{i:04d}_{keys[i % len(keys)]}.png"
+        if not target.exists():
+            iio.imwrite(target, originals[keys[i % len(keys)]])
+    start = time.perf_counter()
+    results = compress([str(batch)], str(folder / "batch.zarr"), client=client, overwrite=True)
+    job = time.perf_counter() - start
+    ours = np.mean([r.metrics["psnr_db"] for r in results if r.status == "done"])
+    start = time.perf_counter()
+    classic = []
+    for i in range(count):
+        image = originals[keys[i % len(keys)]]
+        classic.append(psnr(image, recipe(image, 128)))
+    sequential = time.perf_counter() - start
+    shutil.rmtree(folder / "batch.zarr", ignore_errors=True)
+    print(f"\n## {count} small photos, k = 128")
+    print("| method | images/s | mean PSNR dB |\n|---|---|---|")
+    print(f"| pipeline job, 2 workers | {count / job:.2f} | {ours:.2f} |")
+    print(f"| original recipe, sequential | {count / sequential:.2f} | {np.mean(classic):.2f} |")
+    print(f"throughput ratio: {sequential / job:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=["jpeg", "tiff", "batch"])
+    parser.add_argument("--jpeg-mp", type=float, default=100)
+    parser.add_argument("--tiff-gp", type=float, nargs="+", default=[0.25, 1.0])
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--work", default=None, help="folder for generated inputs (kept)")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    folder = Path(args.work or tempfile.mkdtemp(prefix="pipeline-scale-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"inputs in {folder}")
+    if "tiff" in args.only:
+        bench_tiff(folder, args.tiff_gp)
+    if {"jpeg", "batch"} & set(args.only):
+        from pipeline.cluster import connect
+
+        with connect(None, workers=2, dashboard_address="127.0.0.1:0") as client:
+            if "jpeg" in args.only:
+                bench_jpeg(folder, args.jpeg_mp, client)
+            if "batch" in args.only:
+                bench_batch(folder, args.batch, client)
+
+
+if __name__ == "__main__":
+    main()
