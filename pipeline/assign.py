@@ -12,6 +12,7 @@ import weakref
 
 import dask.array as da
 import numpy as np
+from dask import delayed
 from numpy.typing import NDArray
 
 from pipeline.colours import nearest, pack
@@ -60,17 +61,28 @@ def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:
     ----------
     image : dask.array.Array
         (H, W, 3) uint8 with a single chunk along the colour axis.
-    fit : Fit or dask.delayed.Delayed
-        The fitted palette (may still be a lazy result of the same graph).
+    fit : Fit, dask.delayed.Delayed or distributed.Future
+        The fitted palette, possibly still a lazy result of the same graph.
     colors : int
         Colours asked for; decides the label type (:func:`label_dtype`).
+
+    Notes
+    -----
+    Blocks are built from ``image.to_delayed()`` rather than with ``map_blocks``: dask inlines
+    a Delayed argument of ``map_blocks`` into every block, which would redo the whole fit once
+    per use instead of sharing one result.
     """
     dtype = label_dtype(colors)
-    return image.map_blocks(
-        assign_block,
-        fit,
-        dtype,
-        drop_axis=2,
-        dtype=dtype,
-        meta=np.empty((0, 0), dtype=dtype),
+    meta = np.empty((0, 0), dtype=dtype)
+    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
+    rows, cols = image.chunks[:2]
+    label = delayed(assign_block, pure=True)
+    return da.block(
+        [
+            [
+                da.from_delayed(label(block, fit, dtype), shape=(h, w), dtype=dtype, meta=meta)
+                for block, w in zip(row, cols, strict=True)
+            ]
+            for row, h in zip(blocks, rows, strict=True)
+        ]
     )

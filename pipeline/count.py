@@ -19,7 +19,8 @@ def colour_counts(image: da.Array) -> Delayed:
     time, so no task sees more than a chunk of pixels. Sorted keys make the result independent of
     the chunking.
     """
-    parts = [delayed(histogram, pure=True)(block) for block in image.to_delayed().ravel()]
+    blocks = image.to_delayed(optimize_graph=False).ravel()  # keep keys shared with the job
+    parts = [delayed(histogram, pure=True)(block) for block in blocks]
     while len(parts) > 1:
         parts = [
             delayed(merge_histograms, pure=True)(*parts[i : i + FAN_IN])

@@ -11,26 +11,32 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import zarr
 from dask import delayed
 from dask.delayed import Delayed
 from numpy.typing import NDArray
 
-from pipeline.assign import assign
+from pipeline.assign import assign_block, label_dtype
 from pipeline.config import Settings
 from pipeline.count import colour_counts
 from pipeline.errors import InputError, PipelineError
 from pipeline.fit import Fit, fit_palette
-from pipeline.metrics import psnr, squared_error
+from pipeline.metrics import psnr
 from pipeline.sample import sample_pixels
 from pipeline.sources import Source
-from pipeline.store import create_image, existing_status, finalize, open_root, remove_image
+from pipeline.store import (
+    block_regions,
+    create_image,
+    existing_status,
+    finalize,
+    open_root,
+    remove_image,
+    write_labels,
+)
 
 
 @dataclass(frozen=True)
@@ -103,17 +109,16 @@ def _fit(
     )
 
 
-def _finish(
-    store: str, name: str, fit: Fit, sse: float, _stored: object, n_pixels: int
-) -> dict[str, Any]:
-    n_values = 3 * n_pixels
+def _finish(store: str, name: str, fit: Fit, _stored: object, n_pixels: int) -> dict[str, Any]:
+    # The fit's error is over the image's exact colour counts with the exact labels the store
+    # holds, so it is the error of every pixel without reading the pixels again.
     attrs: dict[str, Any] = {
         "colors": len(fit.palette),
         "fit": fit.info,
         "metrics": {
-            "psnr_db": psnr(float(sse), n_values),
-            "mse": float(sse) / n_values,
-            "raw_bytes": n_values,
+            "psnr_db": psnr(fit.info["mse"]),
+            "mse": fit.info["mse"],
+            "raw_bytes": 3 * n_pixels,
         },
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -138,11 +143,27 @@ def write_graph(
     :func:`pipeline.store.create_image`).
     """
     image = source.image
-    labels = assign(image, fit, settings.colors)
-    stored = da.store(labels, target, lock=False, compute=False)
-    sse = squared_error(image, labels, delayed(attrgetter("palette"), pure=True)(fit))
+    dtype = label_dtype(settings.colors)
+    write = delayed(_label_and_write, pure=True)
+    stored = [
+        write(block, fit, dtype, target, region)
+        for block, region in zip(
+            image.to_delayed(optimize_graph=False).ravel(), block_regions(image), strict=True
+        )
+    ]
     n_pixels = int(image.shape[0] * image.shape[1])
-    return delayed(_finish, pure=False)(store, source.name, fit, sse, stored, n_pixels)
+    return delayed(_finish, pure=False)(store, source.name, fit, stored, n_pixels)
+
+
+def _label_and_write(
+    block: NDArray[np.uint8],
+    fit: Fit,
+    dtype: np.dtype,
+    target: zarr.Array,
+    region: tuple[slice, slice],
+) -> None:
+    # One task labels a chunk and writes it: no labels stay in memory between tasks.
+    write_labels(target, region, assign_block(block, fit, dtype))
 
 
 def _describe(exc: BaseException, source: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
+from dask import delayed
+from dask.delayed import Delayed
 from numpy.typing import NDArray
 
 
@@ -23,11 +25,31 @@ def sample_positions(
     return rows.astype(np.intp), cols.astype(np.intp)
 
 
-def sample_pixels(image: da.Array, size: int, random_state: int) -> da.Array:
-    """Lazy (n, 3) uint8 array of the pixels at :func:`sample_positions`.
+def _take(block: NDArray[np.uint8], rows: NDArray[np.intp], cols: NDArray[np.intp]) -> NDArray:
+    return block[rows, cols]
 
-    Each chunk of ``image`` contributes its own pixels (dask's pointwise ``vindex``), so the image
-    is never gathered in one place for sampling.
+
+def _gather(order: NDArray[np.intp], *parts: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    out = np.empty((len(order), 3), dtype=np.uint8)
+    out[order] = np.concatenate(parts)
+    return out
+
+
+def sample_pixels(image: da.Array, size: int, random_state: int) -> Delayed:
+    """Lazy (n, 3) uint8 array of the pixels at :func:`sample_positions`, in that order.
+
+    Each chunk contributes its own pixels, so the image is never gathered in one place.
     """
     rows, cols = sample_positions(image.shape[:2], size, random_state)
-    return image.vindex[rows, cols]
+    row_edges = np.cumsum((0, *image.chunks[0]))
+    col_edges = np.cumsum((0, *image.chunks[1]))
+    block_row = np.searchsorted(row_edges, rows, side="right") - 1
+    block_col = np.searchsorted(col_edges, cols, side="right") - 1
+    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
+    parts, order = [], []
+    for i, j in sorted(set(zip(block_row.tolist(), block_col.tolist(), strict=True))):
+        here = np.flatnonzero((block_row == i) & (block_col == j))
+        local = (rows[here] - row_edges[i], cols[here] - col_edges[j])
+        parts.append(delayed(_take, pure=True)(blocks[i, j], *local))
+        order.append(here)
+    return delayed(_gather, pure=True)(np.concatenate(order), *parts)

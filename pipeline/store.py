@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import dask.array as da
 import numpy as np
 import zarr
 from numpy.typing import NDArray
@@ -111,6 +112,21 @@ def create_image(
         dimension_names=("y", "x"),
         config={"write_empty_chunks": True},
     )
+
+
+def block_regions(image: da.Array) -> list[tuple[slice, slice]]:
+    """(rows, columns) region of each block of a dask image, in ``to_delayed().ravel()`` order."""
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in image.chunks[:2]]
+    return [
+        (slice(int(r0), int(r1)), slice(int(c0), int(c1)))
+        for r0, r1 in zip(starts[0][:-1], starts[0][1:], strict=True)
+        for c0, c1 in zip(starts[1][:-1], starts[1][1:], strict=True)
+    ]
+
+
+def write_labels(target: zarr.Array, region: tuple[slice, slice], labels: NDArray[Any]) -> None:
+    """Write one block of labels; ``region`` must cover whole chunks of ``target``."""
+    target[region] = labels
 
 
 def remove_image(root: zarr.Group, name: str) -> None:
