@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-#: Distances per strip in :func:`nearest`: bounds the (strip, k) float32 matrix to 2 MiB, which
-#: stays in cache; OpenBLAS is several times slower on taller strips of this 3-column product.
+#: Distances per strip in :func:`nearest_centre`: bounds the (strip, k) float32 matrix to 2 MiB,
+#: which stays in cache; OpenBLAS is several times slower on taller strips of this 3-column product.
 STRIP_VALUES = 1 << 19
+#: Up to this many centres, :func:`nearest_centre` takes differences instead of a matrix product.
+FEW_CENTRES = 4
 
 
 def pack(pixels: NDArray[np.uint8]) -> NDArray[np.uint32]:
@@ -54,13 +56,45 @@ def merge_histograms(
     return merged, np.bincount(inverse, weights=counts, minlength=len(merged)).astype(np.int64)
 
 
+def nearest_centre(
+    points: NDArray[np.float32], centres: NDArray[np.float32]
+) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
+    """Nearest centre of each point and its squared distance, in float32; ties to the lowest index.
+
+    Distances are ``|c|^2 - 2 p.c`` from a matrix product over strips of rows (plus ``|p|^2`` for
+    the returned distance), or direct differences for a handful of centres.
+    """
+    if len(centres) <= FEW_CENTRES:
+        dist = np.full(len(points), np.inf, dtype=np.float32)
+        labels = np.zeros(len(points), dtype=np.intp)
+        for j, c in enumerate(centres):
+            d = ((points - c) ** 2).sum(axis=1)
+            closer = d < dist
+            dist[closer] = d[closer]
+            labels[closer] = j
+        return labels, dist
+    cc = (centres * centres).sum(axis=1)
+    minus_2c = -2.0 * centres.T
+    labels = np.empty(len(points), dtype=np.intp)
+    dist = np.empty(len(points), dtype=np.float32)
+    step = max(1, STRIP_VALUES // len(centres))
+    for start in range(0, len(points), step):
+        p = points[start : start + step]
+        d = p @ minus_2c
+        d += cc
+        j = d.argmin(axis=1)
+        labels[start : start + step] = j
+        dist[start : start + step] = np.maximum(d[np.arange(len(p)), j] + (p * p).sum(axis=1), 0)
+    return labels, dist
+
+
 def nearest(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArray[np.intp]:
     """Index of the nearest palette entry for each pixel, exactly.
 
     The nearest entry minimises the squared Euclidean distance between uint8 RGB triples; ties go
-    to the lowest index. This equals the brute-force integer computation: the distances are
-    evaluated as ``|c|^2 - 2 p.c`` in float32, where every operand and every partial sum is an
-    integer below 2**24 and therefore exact (the ``|p|^2`` term is the same for every entry).
+    to the lowest index. This equals the brute-force integer computation: :func:`nearest_centre`
+    works in float32, where for uint8 inputs every operand and every partial sum is an integer
+    below 2**24 and therefore exact.
 
     Parameters
     ----------
@@ -71,20 +105,4 @@ def nearest(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArray[np
     -------
     ndarray of intp, shape (n,)
     """
-    c = palette.astype(np.float32)
-    minus_2c = -2.0 * c.T
-    cc = (c * c).sum(axis=1)
-    out = np.empty(len(pixels), dtype=np.intp)
-    strip = max(1, STRIP_VALUES // len(palette))
-    for start in range(0, len(pixels), strip):
-        p = pixels[start : start + strip].astype(np.float32)
-        d = p @ minus_2c
-        d += cc
-        out[start : start + strip] = d.argmin(axis=1)
-    return out
-
-
-def nearest_distinct(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArray[np.intp]:
-    """:func:`nearest` computed once per distinct colour of ``pixels`` (same result, fewer rows)."""
-    keys, inverse = np.unique(pack(pixels), return_inverse=True)
-    return nearest(unpack(keys), palette)[inverse.ravel()]
+    return nearest_centre(pixels.astype(np.float32), palette.astype(np.float32))[0]

@@ -12,42 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.colours import nearest_centre
+
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
-
-#: Distances per strip when computing point-centre distances (float32, ~4 MiB).
-_STRIP_VALUES = 1 << 20
-#: Up to this many centres, distances are computed directly rather than by matrix product.
-_FEW = 4
-
-
-def nearest_centre(
-    points: NDArray[np.float32], centres: NDArray[np.float32]
-) -> tuple[Index, NDArray[np.float32]]:
-    """Nearest centre of each point and its squared distance (float32 arithmetic)."""
-    if len(centres) <= _FEW:
-        dist = np.full(len(points), np.inf, dtype=np.float32)
-        labels = np.zeros(len(points), dtype=np.intp)
-        for j, c in enumerate(centres):
-            d = ((points - c) ** 2).sum(axis=1)
-            closer = d < dist
-            dist[closer] = d[closer]
-            labels[closer] = j
-        return labels, dist
-    cc = (centres * centres).sum(axis=1)
-    minus_2c = -2.0 * centres.T
-    labels = np.empty(len(points), dtype=np.intp)
-    dist = np.empty(len(points), dtype=np.float32)
-    step = max(1, _STRIP_VALUES // max(1, len(centres)))
-    for start in range(0, len(points), step):
-        p = points[start : start + step]
-        d = p @ minus_2c
-        d += cc
-        j = d.argmin(axis=1)
-        labels[start : start + step] = j
-        dist[start : start + step] = np.maximum(d[np.arange(len(p)), j] + (p * p).sum(axis=1), 0)
-    return labels, dist
-
 
 def update(points: Float, weights: Float, labels: Index, centres: Float) -> Float:
     """Weighted means of the clusters ``labels`` defines; an empty cluster keeps its centre."""
