@@ -28,8 +28,8 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
-from pipeline.colours import nearest, unpack
-from pipeline.kmeans import Clusters, split_merge, update
+from pipeline.colours import nearest, pack, unpack
+from pipeline.kmeans import Clusters, per_cluster, split_merge, update
 
 
 @dataclass(frozen=True)
@@ -185,16 +185,10 @@ def cells(
     weights = counts.astype(np.float64)
     if bits >= 8:
         return colours.astype(np.float64), weights
-    cell = colours >> (8 - bits)
-    key = (
-        (cell[:, 0].astype(np.int64) << (2 * bits))
-        | (cell[:, 1].astype(np.int64) << bits)
-        | cell[:, 2]
-    )
-    _, inverse = np.unique(key, return_inverse=True)
-    mass = np.bincount(inverse, weights=weights)
-    sums = np.stack([np.bincount(inverse, weights=weights * colours[:, c]) for c in range(3)], 1)
-    return sums / mass[:, None], mass
+    _, inverse = np.unique(pack(colours >> (8 - bits)), return_inverse=True)
+    n = int(inverse.max()) + 1
+    mass = per_cluster(inverse, weights, n)
+    return per_cluster(inverse, weights[:, None] * colours, n) / mass[:, None], mass
 
 
 def refine(

@@ -17,13 +17,30 @@ from pipeline.colours import nearest_centre
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
 
+
+def per_cluster(labels: Index, values: Float, k: int) -> Float:
+    """Sum of ``values`` (shape (n,) or (n, c)) over each of ``k`` clusters."""
+    if values.ndim == 1:
+        return np.bincount(labels, weights=values, minlength=k)
+    return np.stack(
+        [np.bincount(labels, weights=values[:, c], minlength=k) for c in range(values.shape[1])],
+        axis=1,
+    )
+
+
+def cluster_errors(mass: Float, sums: Float, squares: Float) -> Float:
+    """Weighted squared error of each cluster about its mean, from its sums (0 when empty)."""
+    full = mass > 0
+    errors = np.zeros_like(mass)
+    errors[full] = squares[full] - (sums[full] ** 2).sum(axis=1) / mass[full]
+    return errors
+
+
 def update(points: Float, weights: Float, labels: Index, centres: Float) -> Float:
     """Weighted means of the clusters ``labels`` defines; an empty cluster keeps its centre."""
     k = len(centres)
-    mass = np.bincount(labels, weights=weights, minlength=k)
-    sums = np.stack(
-        [np.bincount(labels, weights=weights * points[:, c], minlength=k) for c in range(3)], axis=1
-    )
+    mass = per_cluster(labels, weights, k)
+    sums = per_cluster(labels, weights[:, None] * points, k)
     new = centres.copy()
     full = mass > 0
     new[full] = sums[full] / mass[full, None]
@@ -52,12 +69,9 @@ class Clusters:
         self.centres = np.array(centres, dtype=np.float64)
         self.labels, self.dist = nearest_centre(self.p32, self.centres.astype(np.float32))
         k = len(self.centres)
-        self.mass = np.bincount(self.labels, weights=self.weights, minlength=k)
-        self.sums = np.stack(
-            [np.bincount(self.labels, weights=self.wp[:, c], minlength=k) for c in range(3)],
-            axis=1,
-        )
-        self.squares = np.bincount(self.labels, weights=self.wpp, minlength=k)
+        self.mass = per_cluster(self.labels, self.weights, k)
+        self.sums = per_cluster(self.labels, self.wp, k)
+        self.squares = per_cluster(self.labels, self.wpp, k)
 
     @property
     def k(self) -> int:
@@ -66,10 +80,7 @@ class Clusters:
 
     def inertia(self) -> float:
         """Weighted sum of squared distances of the points to their clusters' means."""
-        full = self.mass > 0
-        return float(
-            (self.squares[full] - (self.sums[full] ** 2).sum(axis=1) / self.mass[full]).sum()
-        )
+        return float(cluster_errors(self.mass, self.sums, self.squares).sum())
 
     def candidates(self, centres: Float, moved: Index) -> tuple[Index, NDArray[np.float32]]:
         """Nearest centres if the centres became ``centres``, of which only ``moved`` changed.
@@ -96,23 +107,21 @@ class Clusters:
         """Points that change cluster under ``labels``, and the per-cluster sums after."""
         changed = np.flatnonzero(labels != self.labels)
         old, new = self.labels[changed], labels[changed]
-        w, wp, wpp = self.weights[changed], self.wp[changed], self.wpp[changed]
-        k = self.k
-        mass = self.mass + np.bincount(new, weights=w, minlength=k)
-        mass -= np.bincount(old, weights=w, minlength=k)
-        sums = self.sums.copy()
-        for c in range(3):
-            sums[:, c] += np.bincount(new, weights=wp[:, c], minlength=k)
-            sums[:, c] -= np.bincount(old, weights=wp[:, c], minlength=k)
-        squares = self.squares + np.bincount(new, weights=wpp, minlength=k)
-        squares -= np.bincount(old, weights=wpp, minlength=k)
-        return changed, mass, sums, squares
+
+        def moved(total: Float, values: Float) -> Float:
+            values = values[changed]
+            return total + per_cluster(new, values, self.k) - per_cluster(old, values, self.k)
+
+        return (
+            changed,
+            moved(self.mass, self.weights),
+            moved(self.sums, self.wp),
+            moved(self.squares, self.wpp),
+        )
 
     def trial_inertia(self, labels: Index) -> float:
         """:meth:`inertia` if the points had ``labels`` (the state is not changed)."""
-        _, mass, sums, squares = self._sums_after(labels)
-        full = mass > 0
-        return float((squares[full] - (sums[full] ** 2).sum(axis=1) / mass[full]).sum())
+        return float(cluster_errors(*self._sums_after(labels)[1:]).sum())
 
     def _adopt(self, labels: Index, dist: NDArray[np.float32]) -> Index:
         """Take new labels; returns the clusters whose membership changed."""
@@ -197,7 +206,7 @@ def split_merge(state: Clusters, *, tries: int, max_iter: int = 100) -> int:
     kept = 0
     for _ in range(tries):
         mass, sums, centres = state.mass, state.sums, state.centres
-        error = state.squares - (sums**2).sum(axis=1) / np.maximum(mass, 1e-12)
+        error = cluster_errors(mass, sums, state.squares)
         gap = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
         np.fill_diagonal(gap, np.inf)
         partner = gap.argmin(axis=1)
