@@ -244,7 +244,7 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
             "or convert it to a tiled TIFF, which is read tile by tile",
         )
     whole = da.from_delayed(
-        delayed(read_file, pure=True)(path, dask_key_name=f"read-{name}-{_token(path)}"),
+        delayed(read_file, pure=True)(path, dask_key_name=f"read-{name}-{file_token(path)}"),
         shape=(shape[0], shape[1], 3),
         dtype=np.uint8,
     )
@@ -258,11 +258,12 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
     )
 
 
-def _token(path: str) -> str:
+def file_token(path: str, *extra: object) -> str:
+    """Dask token of a file's current version (path, size, modification time) and ``extra``."""
     from dask.base import tokenize
 
     stat = os.stat(path)
-    return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, *extra)
 
 
 def from_array(

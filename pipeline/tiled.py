@@ -80,7 +80,8 @@ def _describe(region: Any) -> str:
 def open_tiff(path: str, chunk: int) -> da.Array:
     """Lazy dask array of a tiled TIFF's first image, chunked in whole tiles near ``chunk``."""
     import tifffile
-    from dask.base import tokenize
+
+    from pipeline.sources import file_token
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
@@ -88,8 +89,7 @@ def open_tiff(path: str, chunk: int) -> da.Array:
         dtype = np.dtype(page.dtype)
         tile = (int(page.tilelength), int(page.tilewidth))
     chunks = (aligned(chunk, tile[0]), aligned(chunk, tile[1]), *shape[2:])
-    stat = os.stat(path)
-    name = "tiff-" + tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, chunks)
+    name = "tiff-" + file_token(path, chunks)
     return da.from_array(
         TiffTiles(path, shape, dtype), chunks=chunks, name=name, asarray=False, fancy=False
     )
