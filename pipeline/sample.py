@@ -45,11 +45,13 @@ def sample_pixels(image: da.Array, size: int, random_state: int) -> Delayed:
     col_edges = np.cumsum((0, *image.chunks[1]))
     block_row = np.searchsorted(row_edges, rows, side="right") - 1
     block_col = np.searchsorted(col_edges, cols, side="right") - 1
+    block = block_row * len(image.chunks[1]) + block_col
+    order = np.argsort(block, kind="stable")  # samples grouped by block, raster order within
+    starts = np.flatnonzero(np.diff(block[order], prepend=-1))
     blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
-    parts, order = [], []
-    for i, j in sorted(set(zip(block_row.tolist(), block_col.tolist(), strict=True))):
-        here = np.flatnonzero((block_row == i) & (block_col == j))
+    parts = []
+    for here in np.split(order, starts[1:]):
+        i, j = block_row[here[0]], block_col[here[0]]
         local = (rows[here] - row_edges[i], cols[here] - col_edges[j])
         parts.append(delayed(_take, pure=True)(blocks[i, j], *local))
-        order.append(here)
-    return delayed(_gather, pure=True)(np.concatenate(order), *parts)
+    return delayed(_gather, pure=True)(order, *parts)
