@@ -51,7 +51,7 @@ def compress(
     """
     config = Settings.from_config(**settings)
     paths = [inputs] if isinstance(inputs, str) else inputs
-    sources, errors = open_inputs(paths, config.chunk, config.max_pixels)
+    sources, errors = open_inputs(paths, config.chunk, config.max_pixels, exclude=store)
     bad = failed_inputs(errors)
     for result in bad:
         if on_result is not None:

@@ -1,7 +1,9 @@
 """Command line: ``python -m pipeline run | reconstruct | info``.
 
 Exit codes: 0 when every image is done, 1 when some image failed (the others are still done and
-stored), 2 on a usage or configuration error.
+stored), 2 on a usage or configuration error, 128 + the signal number when stopped by SIGINT
+(130, Ctrl-C) or SIGTERM (143, how Kubernetes and Slurm stop a job). A stopped job keeps every
+complete image; running it again finishes the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.errors import PipelineError, UsageError
+from pipeline.stopping import Interrupted, stop_on_signals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -226,13 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="dask_ml")
     handlers = {"run": _run, "reconstruct": _reconstruct, "info": _info}
     try:
-        return handlers[args.command](args)
+        with stop_on_signals():
+            return handlers[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: complete images are kept; run again to finish", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + exc.signum if isinstance(exc, Interrupted) else EXIT_INTERRUPTED

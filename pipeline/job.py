@@ -20,6 +20,7 @@ from dask import delayed
 from dask.delayed import Delayed
 from numpy.typing import NDArray
 
+from pipeline import stopping
 from pipeline.assign import assign_block, label_dtype
 from pipeline.config import Settings
 from pipeline.count import colour_counts
@@ -37,6 +38,9 @@ from pipeline.store import (
     remove_image,
     write_labels,
 )
+
+#: Seconds between checks for finished images (and for a stop request) on a cluster.
+POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ def compress_sources(
             on_result(result)
 
     for source in sources:
+        stopping.check()
         wanted = recorded_settings(source, settings)
         try:
             state = "absent" if overwrite else existing_status(root, source.name, wanted)
@@ -241,6 +246,7 @@ def compress_sources(
         _run_on_cluster(client, todo, first_pass, second_pass, done)
     else:
         for source in todo:
+            stopping.check()
             try:
                 fit: object = first_pass(source)
                 if source.streamed:
@@ -278,17 +284,21 @@ def _run_on_cluster(
         futures.append(future)
     fits: dict[str, Any] = {}
     queue = as_completed(futures)
-    for future in queue:
-        source, phase = pending.pop(future.key)
-        error = future.exception()
-        if error is None and phase == "fit":
-            fits[source.name] = future  # keep the fit on the cluster until its labels are done
-            following = client.compute(second_pass(source, future))
-            pending[following.key] = (source, "write")
-            queue.add(following)
-            continue
-        fits.pop(source.name, None)
-        done(source.name, future.result() if error is None else None, error)
+    while not queue.is_empty():
+        batch = queue.next_batch(block=False)
+        if not batch:
+            stopping.pause(POLL_SECONDS)  # wait, but stop promptly when asked
+        for future in batch:
+            source, phase = pending.pop(future.key)
+            error = future.exception()
+            if error is None and phase == "fit":
+                fits[source.name] = future  # keep the fit on the cluster until labels are done
+                following = client.compute(second_pass(source, future))
+                pending[following.key] = (source, "write")
+                queue.add(following)
+                continue
+            fits.pop(source.name, None)
+            done(source.name, future.result() if error is None else None, error)
 
 
 def failed_inputs(errors: Sequence[InputError]) -> list[ImageResult]:

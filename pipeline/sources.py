@@ -75,13 +75,14 @@ class Source:
     streamed: bool = False
 
 
-def discover(inputs: Sequence[str]) -> list[str]:
+def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of files.
 
     Folders contribute the image files (by extension, see ``IMAGE_EXTENSIONS``) and Zarr arrays
     directly inside them; a Zarr array's own folder is an input, not a folder to search. A path
     that does not exist and matches no glob is still returned, so that opening it reports it as
-    missing alongside the other images.
+    missing alongside the other images. Paths inside ``exclude`` (the job's own output store)
+    are left out.
     """
     from pipeline.tiled import is_zarr_array
 
@@ -97,6 +98,9 @@ def discover(inputs: Sequence[str]) -> list[str]:
             found.extend(sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p)))
         else:
             found.append(item)
+    if exclude is not None:
+        skip = Path(exclude).resolve()
+        found = [p for p in found if not Path(p).resolve().is_relative_to(skip)]
     return list(dict.fromkeys(found))
 
 
@@ -306,16 +310,18 @@ def from_array(
 
 
 def open_inputs(
-    inputs: Iterable[str], chunk: int, max_pixels: int = PILLOW_LIMIT
+    inputs: Iterable[str], chunk: int, max_pixels: int = PILLOW_LIMIT, exclude: str | None = None
 ) -> tuple[list[Source], list[InputError]]:
     """Discover and open every input; bad ones are returned as errors instead of raising.
+
+    ``exclude`` is the job's output store, never an input (see :func:`discover`).
 
     Returns
     -------
     sources : list of Source
     errors : list of InputError
     """
-    paths = discover(list(inputs))
+    paths = discover(list(inputs), exclude)
     sources: list[Source] = []
     errors: list[InputError] = []
     for path, name in zip(paths, unique_names(paths), strict=True):

@@ -6,6 +6,7 @@ of its own chunk, so no task holds more than a chunk. Work chunks are rounded to
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +19,14 @@ from pipeline.errors import InputError
 
 
 def is_zarr_array(path: str) -> bool:
-    """Whether ``path`` is a folder holding a Zarr array (v2 or v3)."""
-    return os.path.isdir(path) and (
-        os.path.isfile(os.path.join(path, "zarr.json"))
-        or os.path.isfile(os.path.join(path, ".zarray"))
-    )
+    """Whether ``path`` is a folder holding a Zarr array (v2 or v3), not a group."""
+    if os.path.isfile(os.path.join(path, ".zarray")):
+        return True
+    try:
+        with open(os.path.join(path, "zarr.json"), encoding="utf-8") as metadata:
+            return json.load(metadata).get("node_type") == "array"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def is_tiled_tiff(path: str) -> bool:

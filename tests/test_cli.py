@@ -2,13 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import zarr
 
 from pipeline.cli import build_parser
 
@@ -156,14 +159,13 @@ def test_reconstruct_any_imageio_format(tmp_path, small_photo):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly(tmp_path, small_photo):
-    import signal
-    import time
-
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_job_cleanly_and_a_rerun_finishes_it(tmp_path, small_photo, signum):
     for i in range(6):
         iio.imwrite(tmp_path / f"p{i}.png", np.roll(small_photo, i, axis=0))
+    command = ["run", str(tmp_path), "--workers", "1", "-o", "s.zarr"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", str(tmp_path), "--workers", "1", "-o", "s.zarr"],
+        [sys.executable, "-m", "pipeline", *command],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -174,8 +176,14 @@ def test_ctrl_c_stops_cleanly(tmp_path, small_photo):
     deadline = time.monotonic() + 120
     while not line.startswith("dashboard:") and time.monotonic() < deadline:
         line = process.stderr.readline()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == 128 + signum, err
     assert "interrupted: complete images are kept; run again to finish" in err
     assert "Traceback" not in err
+
+    rerun = run(*command, cwd=tmp_path, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    root = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    assert sorted(root.group_keys()) == [f"p{i}.png" for i in range(6)]
+    assert {root[name].attrs["status"] for name in root.group_keys()} == {"complete"}

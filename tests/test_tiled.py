@@ -1,5 +1,6 @@
 """Inputs read chunk by chunk: tiled TIFF and Zarr arrays, on real files and stores."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,19 @@ def test_streamed_input_on_a_cluster_runs_in_two_passes(tmp_path, tiled_tiff, ch
 def test_zarr_arrays_in_a_folder_are_inputs(tmp_path, zarr_image):
     assert discover([str(tmp_path)]) == [zarr_image]
     assert discover([zarr_image]) == [zarr_image]
+
+
+def test_the_output_store_is_never_an_input(tmp_path, zarr_image):
+    store = str(tmp_path / "out.zarr")
+    assert compress([str(tmp_path)], store, **FAST)[0].status == "done"
+    assert discover([str(tmp_path)]) == [zarr_image]  # a Zarr group is not an image
+    everything = discover([str(tmp_path / "**")])
+    assert any(p.startswith(store) for p in everything)
+    assert discover([str(tmp_path / "**")], exclude=store) == [
+        p for p in everything if not p.startswith(store)
+    ]
+    again = compress([str(tmp_path), str(tmp_path / "out.zarr" / "**")], store, **FAST)
+    assert [(r.name, r.status) for r in again] == [(os.path.basename(zarr_image), "skipped")]
 
 
 def test_tiff_tiles_that_are_not_rgb_uint8_are_rejected(tmp_path):
