@@ -186,8 +186,10 @@ def read_file(path: str) -> NDArray[np.uint8]:
     import imageio.v3 as iio
 
     try:
-        with _no_pillow_limit():
-            raw = iio.imread(path, index=0)
+        raw = _decode_jpeg(path)
+        if raw is None:
+            with _no_pillow_limit():
+                raw = iio.imread(path, index=0)
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
     try:
@@ -195,6 +197,31 @@ def read_file(path: str) -> NDArray[np.uint8]:
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     return to_rgb8(raw)
+
+
+def _decode_jpeg(path: str) -> NDArray[np.uint8] | None:
+    """A JPEG's pixels through libjpeg-turbo (imagecodecs), or None to let imageio decode it.
+
+    Gives the same pixels as imageio's Pillow plugin (both are libjpeg-turbo with the same
+    settings) about three times faster, since nothing is converted or copied afterwards. Only
+    grayscale and RGB results are taken; anything else (CMYK, a damaged file) goes to imageio,
+    which then converts it or reports the problem; so does a file without its end-of-image
+    marker, which libjpeg would pad silently where Pillow reports it as truncated.
+    """
+    with open(path, "rb") as file:
+        data = file.read(3)
+        if data != b"\xff\xd8\xff":  # JPEG start-of-image marker
+            return None
+        data += file.read()
+    if not data.endswith(b"\xff\xd9"):  # truncated (or trailing bytes): imageio decides
+        return None
+    import imagecodecs
+
+    try:
+        pixels = imagecodecs.jpeg8_decode(data)
+    except Exception:
+        return None
+    return pixels if pixels.ndim == 2 or pixels.shape[2] == 3 else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -120,6 +120,22 @@ def test_truncated_jpeg_fails_when_decoded(tmp_path, write_image, china):
     assert str(path) in str(info.value)
 
 
+def test_jpeg_decodes_to_the_same_pixels_as_imageio(write_image, china):
+    import imageio.v3 as iio
+    import skimage
+    import sklearn.datasets
+
+    photos = [
+        *(Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"),
+        *(Path(skimage.__file__).parent / "data").glob("*.jpg"),
+        Path(write_image("gray.jpg", china[:, :, 1])),
+    ]
+    for path in photos:
+        expected = iio.imread(path)
+        expected = np.repeat(expected[:, :, None], 3, axis=2) if expected.ndim == 2 else expected
+        assert np.array_equal(read_file(str(path)), expected), path
+
+
 def test_folder_inputs_and_globs(tmp_path, write_image, small_photo):
     a = write_image("a.png", small_photo)
     b = write_image("b.jpg", small_photo)
