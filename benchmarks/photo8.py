@@ -86,7 +86,9 @@ def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
     settings = Settings.from_config(colors=k, effort=effort)
     arr = da.from_array(image, chunks=(settings.chunk, settings.chunk, 3))
     with dask.config.set(scheduler="synchronous"):
-        sample, counts = dask.compute(sample_pixels(arr, settings.sample, 0), colour_counts(arr))
+        sample, counts = dask.compute(
+            sample_pixels(arr, settings.sample, 0), colour_counts(arr, settings.count_pixels)
+        )
         fit = _fit(sample, counts, settings)
         labels = assign(arr, fit, k).compute()
     return fit.palette[labels]

@@ -1,9 +1,11 @@
-"""Label every pixel with its exact nearest palette entry, chunk by chunk.
+"""Label every pixel with its exact nearest palette entry, chunk by chunk, and measure its error.
 
-The fit (:class:`pipeline.fit.Fit`) already knows the exact label of every distinct colour of the
-image; assignment is then a table lookup keyed by the 24-bit colour. Colours missing from the table
-(which only happens if the input changed after it was counted) fall back to the brute-force kernel,
-so the result is always :func:`pipeline.colours.nearest` of the stored palette.
+Assignment is a table lookup keyed by the 24-bit colour (:func:`pipeline.colours.pack`). The
+table of a fit starts with the colours the fit counted and their exact labels; a colour it has not
+seen yet (an image whose colours were counted from a sample) is labelled once, exactly, by the
+brute-force kernel and added to the table. The result is always
+:func:`pipeline.colours.nearest` of the stored palette. Each table entry also holds the squared
+error of its colour, so a chunk's labels and its exact error come from one lookup.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 from dask import delayed
 from numpy.typing import NDArray
 
-from pipeline.colours import nearest, pack
+from pipeline.colours import nearest, pack, unpack
 from pipeline.fit import Fit
+
+#: Bits of a squared distance between two uint8 RGB colours (at most 3 * 255**2 < 2**18).
+ERROR_BITS = 18
 
 
 def label_dtype(colors: int) -> np.dtype:
@@ -24,34 +29,68 @@ def label_dtype(colors: int) -> np.dtype:
     return np.dtype(np.uint8 if colors <= 256 else np.uint16)
 
 
-#: Lookup tables of the fits in use in this process, by ``id`` (dropped with their fit).
-_TABLES: dict[int, NDArray[np.uint16]] = {}
+class LookupTable:
+    """Label and squared error of every 24-bit colour met so far, for one palette.
 
-
-def lookup_table(fit: Fit) -> NDArray[np.uint16]:
-    """1 + label of every 24-bit colour the fit knows, 0 for the others (2**24 entries, 32 MiB).
-
-    Built once per fit and process, and shared by every block labelled with that fit.
+    An entry is 0 for a colour not labelled yet, else ``1 + label`` in its low ``label_bits``
+    and the colour's squared distance to its entry above them: 2**24 entries (64 MiB, mapped
+    lazily: only the pages of colours met are touched).
     """
+
+    def __init__(self, fit: Fit) -> None:
+        self.palette = fit.palette
+        self.label_bits = len(fit.palette).bit_length()
+        wide = self.label_bits + ERROR_BITS > 32
+        self.entries = np.zeros(1 << 24, dtype=np.uint64 if wide else np.uint32)
+        self._add(fit.keys, fit.labels)
+
+    def _add(self, keys: NDArray[np.uint32], labels: NDArray[np.integer]) -> None:
+        diff = unpack(keys).astype(np.int32) - self.palette[labels].astype(np.int32)
+        error = (diff * diff).sum(axis=1).astype(self.entries.dtype)
+        self.entries[keys] = (labels.astype(self.entries.dtype) + 1) | (error << self.label_bits)
+
+    def lookup(self, block: NDArray[np.uint8]) -> tuple[NDArray[np.integer], int]:
+        """Labels (h, w) of an (h, w, 3) uint8 block and the sum of their squared errors."""
+        keys = pack(block)
+        entries = self.entries[keys]
+        missing = entries == 0
+        if missing.any():
+            new = np.unique(keys[missing])
+            self._add(new, nearest(unpack(new), self.palette))
+            entries[missing] = self.entries[keys[missing]]
+        labels = (entries & ((1 << self.label_bits) - 1)) - 1
+        return labels, int((entries >> self.label_bits).sum())
+
+
+#: Lookup tables of the fits in use in this process, by ``id`` (dropped with their fit).
+_TABLES: dict[int, LookupTable] = {}
+
+
+def lookup_table(fit: Fit) -> LookupTable:
+    """The table of ``fit`` in this process, built on first use and shared by every block."""
     table = _TABLES.get(id(fit))
     if table is None:
-        table = np.zeros(1 << 24, dtype=np.uint16)
-        table[fit.keys] = fit.labels + 1
-        _TABLES[id(fit)] = table
+        table = _TABLES[id(fit)] = LookupTable(fit)
         weakref.finalize(fit, _TABLES.pop, id(fit), None)
     return table
+
+
+def label_block(
+    block: NDArray[np.uint8], fit: Fit, dtype: np.dtype
+) -> tuple[NDArray[np.unsignedinteger], int]:
+    """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette, and their squared error.
+
+    The error is the sum over the block's pixels and channels of (pixel - palette entry)**2.
+    """
+    labels, error = lookup_table(fit).lookup(block)
+    return labels.astype(dtype), error
 
 
 def assign_block(
     block: NDArray[np.uint8], fit: Fit, dtype: np.dtype
 ) -> NDArray[np.unsignedinteger]:
     """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette."""
-    labels = lookup_table(fit)[pack(block)]
-    missing = labels == 0
-    labels -= 1
-    if missing.any():
-        labels[missing] = nearest(block[missing], fit.palette)
-    return labels.astype(dtype, copy=False)
+    return label_block(block, fit, dtype)[0]
 
 
 def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:

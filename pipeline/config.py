@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "tol": 1e-4,
         "effort": 1,
         "max-pixels": 178_956_970,
+        "count-pixels": 4_194_304,
         "store": "compressed.zarr",
     }
 }
@@ -56,6 +57,10 @@ class Settings:
     max_pixels : int
         Largest image decoded whole (JPEG, PNG, ...; tiled TIFF and Zarr have no limit). The
         default is Pillow's decompression-bomb limit; a worker needs about 4 bytes per pixel.
+    count_pixels : int
+        Most pixels whose colours the refinement counts: every pixel of an image up to this
+        size, a regular grid of pixels of a larger one (labels and metrics always cover every
+        pixel).
     """
 
     colors: int
@@ -66,6 +71,7 @@ class Settings:
     tol: float
     effort: int
     max_pixels: int
+    count_pixels: int
 
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
@@ -100,6 +106,7 @@ class Settings:
             (self.tol >= 0, f"tol must be >= 0, got {self.tol}"),
             (0 <= self.effort <= 3, f"effort must be 0..3, got {self.effort}"),
             (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
+            (self.count_pixels >= 1, f"count_pixels must be >= 1, got {self.count_pixels}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -254,12 +254,16 @@ def fit_palette(
     Fit
     """
     colours = unpack(keys)
-    info: dict[str, Any] = {"distinct_colors": len(keys), "sample_size": len(sample)}
+    info: dict[str, Any] = {
+        "distinct_colors": len(keys),
+        "counted_pixels": int(counts.sum()),
+        "sample_size": len(sample),
+    }
     with threadpool_limits(limits=1):
         if len(keys) <= k:
             palette = colours
             labels = np.arange(len(keys), dtype=np.intp)
-            info.update(method="distinct colours (lossless)")
+            info.update(method="distinct colours")  # lossless when every pixel was counted
         else:
             x = sample.astype(np.float32) / np.float32(255)
             centres, n_iter = lloyd_sample(

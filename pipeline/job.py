@@ -21,7 +21,7 @@ from dask.delayed import Delayed
 from numpy.typing import NDArray
 
 from pipeline import stopping
-from pipeline.assign import assign_block, label_dtype
+from pipeline.assign import label_block, label_dtype
 from pipeline.config import Settings
 from pipeline.count import colour_counts
 from pipeline.errors import InputError, PipelineError
@@ -113,17 +113,14 @@ def _fit(
     )
 
 
-def _finish(store: str, name: str, fit: Fit, _stored: object, n_pixels: int) -> dict[str, Any]:
-    # The fit's error is over the image's exact colour counts with the exact labels the store
-    # holds, so it is the error of every pixel without reading the pixels again.
+def _finish(store: str, name: str, fit: Fit, errors: list[int], n_pixels: int) -> dict[str, Any]:
+    # ``errors`` are the chunks' summed squared errors, computed while labelling: the error of
+    # every pixel with the labels the store holds.
+    mse = sum(errors) / (3 * n_pixels)
     attrs: dict[str, Any] = {
         "colors": len(fit.palette),
         "fit": fit.info,
-        "metrics": {
-            "psnr_db": psnr(fit.info["mse"]),
-            "mse": fit.info["mse"],
-            "raw_bytes": 3 * n_pixels,
-        },
+        "metrics": {"psnr_db": psnr(mse), "mse": mse, "raw_bytes": 3 * n_pixels},
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return finalize(store, name, fit.palette, attrs)
@@ -133,7 +130,9 @@ def fit_graph(source: Source, settings: Settings) -> Delayed:
     """The lazy fit of one image: sample and colour counts, chunk by chunk, then the palette."""
     image = source.image
     return delayed(_fit, pure=True)(
-        sample_pixels(image, settings.sample, settings.seed), colour_counts(image), settings
+        sample_pixels(image, settings.sample, settings.seed),
+        colour_counts(image, settings.count_pixels),
+        settings,
     )
 
 
@@ -149,14 +148,14 @@ def write_graph(
     image = source.image
     dtype = label_dtype(settings.colors)
     write = delayed(_label_and_write, pure=True)
-    stored = [
+    errors = [
         write(block, fit, dtype, target, region)
         for block, region in zip(
             image.to_delayed(optimize_graph=False).ravel(), block_regions(image), strict=True
         )
     ]
     n_pixels = int(image.shape[0] * image.shape[1])
-    return delayed(_finish, pure=False)(store, source.name, fit, stored, n_pixels)
+    return delayed(_finish, pure=False)(store, source.name, fit, errors, n_pixels)
 
 
 def _label_and_write(
@@ -165,9 +164,11 @@ def _label_and_write(
     dtype: np.dtype,
     target: zarr.Array,
     region: tuple[slice, slice],
-) -> None:
+) -> int:
     # One task labels a chunk and writes it: no labels stay in memory between tasks.
-    write_labels(target, region, assign_block(block, fit, dtype))
+    labels, error = label_block(block, fit, dtype)
+    write_labels(target, region, labels)
+    return error
 
 
 def _describe(exc: BaseException, source: str) -> str:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.assign import assign, assign_block, label_dtype
+from pipeline.assign import assign, assign_block, label_block, label_dtype
 from pipeline.colours import histogram, nearest, unpack
 from pipeline.fit import Fit, fit_palette
 from pipeline.sample import sample_positions
@@ -67,5 +67,8 @@ def test_assign_is_exact_for_any_palette_image_and_chunking(case):
     keep = keys[: int(len(keys) * known)]
     fit = Fit(palette, keep, nearest(unpack(keep), palette).astype(np.uint16), {})
     labels = assign(da.from_array(image, chunks=chunks), fit, len(palette))
+    expected = brute_force(image, palette)
     with dask.config.set(scheduler="synchronous"):
-        assert_eq(labels, brute_force(image, palette).astype(np.uint8))
+        assert_eq(labels, expected.astype(np.uint8))
+    _, error = label_block(image, fit, np.dtype(np.uint8))
+    assert error == ((image.astype(np.int64) - palette[expected]) ** 2).sum()

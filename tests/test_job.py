@@ -141,7 +141,10 @@ def stored(store, name):
 
 
 @pytest.mark.slow
-def test_same_seed_same_bytes_whatever_chunks_and_workers(tmp_path, write_image, china, client):
+@pytest.mark.parametrize("count_pixels", [None, 50_000], ids=["every-pixel", "grid"])
+def test_same_seed_same_bytes_whatever_chunks_and_workers(
+    tmp_path, write_image, china, client, count_pixels
+):
     path = write_image("china.png", china)
     runs = {
         "threads-1024": {"chunk": 1024},
@@ -151,9 +154,16 @@ def test_same_seed_same_bytes_whatever_chunks_and_workers(tmp_path, write_image,
     out = {}
     for label, extra in runs.items():
         store = str(tmp_path / f"{label}.zarr")
-        result = compress([path], store, colors=64, sample=5000, seed=11, **extra)[0]
+        result = compress(
+            [path], store, colors=64, sample=5000, seed=11, count_pixels=count_pixels, **extra
+        )[0]
         assert result.status == "done"
-        out[label] = stored(store, "china.png")
+        out[label] = palette, labels = stored(store, "china.png")
+        # the error recorded is over every pixel, however many were counted for the fit
+        mse = ((china.astype(np.float64) - palette[labels]) ** 2).mean()
+        assert result.metrics["mse"] == pytest.approx(mse, rel=1e-12)
+        counted = result.attrs["fit"]["counted_pixels"]
+        assert counted == china[..., 0].size if count_pixels is None else counted <= count_pixels
     palettes = [p.tobytes() for p, _ in out.values()]
     labels = [lab.tobytes() for _, lab in out.values()]
     assert len(set(palettes)) == 1
