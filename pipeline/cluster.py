@@ -32,7 +32,8 @@ def connect(
     address : str, optional
         Scheduler address; see :func:`scheduler_address` for the fallbacks.
     workers : int, optional
-        Worker processes of a local cluster (default: one per core, one thread each).
+        Worker processes of a local cluster (default: one per core, one thread each), which
+        import the job's libraries as they start (:mod:`pipeline.preload`).
     timeout : float
         Seconds to wait for a remote scheduler before giving up.
     dashboard_address : str
@@ -51,6 +52,7 @@ def connect(
             processes=True,
             host="127.0.0.1",
             dashboard_address=dashboard_address,
+            preload=["pipeline.preload"],
         ) as cluster,
         Client(cluster) as client,
     ):
