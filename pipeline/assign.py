@@ -10,7 +10,11 @@ error of its colour, so a chunk's labels and its exact error come from one looku
 
 from __future__ import annotations
 
+import threading
 import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dask.array as da
 import numpy as np
@@ -33,21 +37,26 @@ class LookupTable:
     """Label and squared error of every 24-bit colour met so far, for one palette.
 
     An entry is 0 for a colour not labelled yet, else ``1 + label`` in its low ``label_bits``
-    and the colour's squared distance to its entry above them: 2**24 entries (64 MiB, mapped
-    lazily: only the pages of colours met are touched).
+    and the colour's squared distance to its entry above them: 2**24 entries (64 MiB). The
+    memory is reused by the next table once this one is released (only the entries that were
+    set are cleared): a fresh 64 MiB table per image costs more in page faults than the lookups.
     """
 
     def __init__(self, fit: Fit) -> None:
         self.palette = fit.palette
         self.label_bits = len(fit.palette).bit_length()
         wide = self.label_bits + ERROR_BITS > 32
-        self.entries = np.zeros(1 << 24, dtype=np.uint64 if wide else np.uint32)
+        self.entries = _buffer(np.dtype(np.uint64 if wide else np.uint32))
+        self._set: list[NDArray[np.uint32]] = []
+        self.users = 0  # tasks using the table now
+        self.retired = False  # released as soon as no task uses it
         self._add(fit.keys, fit.labels)
 
     def _add(self, keys: NDArray[np.uint32], labels: NDArray[np.integer]) -> None:
         diff = unpack(keys).astype(np.int32) - self.palette[labels].astype(np.int32)
         error = (diff * diff).sum(axis=1).astype(self.entries.dtype)
         self.entries[keys] = (labels.astype(self.entries.dtype) + 1) | (error << self.label_bits)
+        self._set.append(keys)
 
     def lookup(self, block: NDArray[np.uint8]) -> tuple[NDArray[np.integer], int]:
         """Labels (h, w) of an (h, w, 3) uint8 block and the sum of their squared errors."""
@@ -61,18 +70,65 @@ class LookupTable:
         labels = (entries & ((1 << self.label_bits) - 1)) - 1
         return labels, int((entries >> self.label_bits).sum())
 
+    def release(self) -> None:
+        """Clear the entries set and keep the memory for the next table (see KEEP_TABLES)."""
+        for keys in self._set:
+            self.entries[keys] = 0
+        free = _FREE.setdefault(self.entries.dtype, [])
+        if len(free) < KEEP_TABLES:
+            free.append(self.entries)
 
-#: Lookup tables of the fits in use in this process, by ``id`` (dropped with their fit).
-_TABLES: dict[int, LookupTable] = {}
+
+#: Most tables kept per process. Beyond it the least recently used table is released (and
+#: rebuilt if its fit is used again), so that a batch of images reuses table memory instead of
+#: mapping 64 MiB afresh per image, which costs more in page faults than the lookups.
+KEEP_TABLES = 2
+#: Tables by ``id`` of their fit, least recently used first.
+_TABLES: OrderedDict[int, LookupTable] = OrderedDict()
+#: Cleared table memory, per entry type.
+_FREE: dict[np.dtype, list[NDArray[np.unsignedinteger]]] = {}
+#: Re-entrant: a fit may be garbage-collected (and its table forgotten) while it is held.
+_LOCK = threading.RLock()
 
 
-def lookup_table(fit: Fit) -> LookupTable:
+def _buffer(dtype: np.dtype) -> NDArray[np.unsignedinteger]:
+    free = _FREE.get(dtype)
+    return free.pop() if free else np.zeros(1 << 24, dtype=dtype)
+
+
+def _retire(table: LookupTable) -> None:
+    table.retired = True
+    if table.users == 0:
+        table.release()
+
+
+def _forget(fit_id: int) -> None:
+    with _LOCK:
+        table = _TABLES.pop(fit_id, None)
+        if table is not None:
+            _retire(table)
+
+
+@contextmanager
+def lookup_table(fit: Fit) -> Iterator[LookupTable]:
     """The table of ``fit`` in this process, built on first use and shared by every block."""
-    table = _TABLES.get(id(fit))
-    if table is None:
-        table = _TABLES[id(fit)] = LookupTable(fit)
-        weakref.finalize(fit, _TABLES.pop, id(fit), None)
-    return table
+    with _LOCK:
+        table = _TABLES.get(id(fit))
+        if table is None:
+            table = _TABLES[id(fit)] = LookupTable(fit)
+            weakref.finalize(fit, _forget, id(fit))
+            while len(_TABLES) > KEEP_TABLES:
+                _retire(_TABLES.popitem(last=False)[1])
+        else:
+            _TABLES.move_to_end(id(fit))
+        table.users += 1
+    try:
+        yield table
+    finally:
+        with _LOCK:
+            table.users -= 1
+            if table.retired and table.users == 0:
+                table.release()
 
 
 def label_block(
@@ -82,7 +138,8 @@ def label_block(
 
     The error is the sum over the block's pixels and channels of (pixel - palette entry)**2.
     """
-    labels, error = lookup_table(fit).lookup(block)
+    with lookup_table(fit) as table:
+        labels, error = table.lookup(block)
     return labels.astype(dtype), error
 
 

@@ -277,11 +277,22 @@ def _run_on_cluster(
 
     pending: dict[str, tuple[Source, str]] = {}
     futures = []
-    for source in sources:
+    workers = sorted(client.scheduler_info()["workers"])
+    for n, source in enumerate(sources):
         fit = first_pass(source)
-        graph, phase = (fit, "fit") if source.streamed else (second_pass(source, fit), "write")
-        future = client.compute(graph)
-        pending[future.key] = (source, phase)
+        if source.streamed:
+            future = client.compute(fit)
+            pending[future.key] = (source, "fit")
+        else:
+            # Start every task of an image decoded whole on the worker that decodes it (taking
+            # workers in turn): left to itself, the scheduler sends the whole decoded image to
+            # another worker to cut it into chunks. Other workers may still take chunks over.
+            future = client.compute(
+                second_pass(source, fit),
+                workers=workers[n % len(workers)] if workers else None,
+                allow_other_workers=True,
+            )
+            pending[future.key] = (source, "write")
         futures.append(future)
     fits: dict[str, Any] = {}
     queue = as_completed(futures)

@@ -43,6 +43,18 @@ def test_colours_missing_from_the_table_fall_back_to_exact_search(small_photo):
     assert np.array_equal(got, brute_force(small_photo, fit.palette))
 
 
+def test_tables_released_and_reused_stay_exact(small_photo, china):
+    # More fits than tables kept: tables are evicted, their memory cleared and reused, and
+    # rebuilt when an evicted fit comes back; no entry of another palette may survive.
+    fits = [fitted(small_photo, k) for k in (8, 16, 32)] + [fitted(china, 64)]
+    for _ in range(2):
+        for fit in fits:
+            labels, error = label_block(china, fit, np.dtype(np.uint8))
+            expected = brute_force(china, fit.palette)
+            assert np.array_equal(labels, expected)
+            assert error == ((china.astype(np.int64) - fit.palette[expected]) ** 2).sum()
+
+
 @pytest.mark.parametrize(("colors", "dtype"), [(1, np.uint8), (256, np.uint8), (257, np.uint16)])
 def test_label_dtype(colors, dtype):
     assert label_dtype(colors) == dtype
