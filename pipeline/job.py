@@ -17,6 +17,7 @@ import dask
 import numpy as np
 import zarr
 from dask import delayed
+from dask.base import tokenize
 from dask.delayed import Delayed
 from numpy.typing import NDArray
 
@@ -38,6 +39,9 @@ from pipeline.store import (
     remove_image,
     write_labels,
 )
+
+#: Name of the tasks that label and write one chunk (followed by a token and the chunk index).
+LABEL_TASK = "label"
 
 #: Seconds between checks for finished images (and for a stop request) on a cluster.
 POLL_SECONDS = 0.05
@@ -148,10 +152,11 @@ def write_graph(
     image = source.image
     dtype = label_dtype(settings.colors)
     write = delayed(_label_and_write, pure=True)
+    token = tokenize(image.name, fit, store, source.name, dtype)
     errors = [
-        write(block, fit, dtype, target, region)
-        for block, region in zip(
-            image.to_delayed(optimize_graph=False).ravel(), block_regions(image), strict=True
+        write(block, fit, dtype, target, region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
+        for i, (block, region) in enumerate(
+            zip(image.to_delayed(optimize_graph=False).ravel(), block_regions(image), strict=True)
         )
     ]
     n_pixels = int(image.shape[0] * image.shape[1])
@@ -260,6 +265,26 @@ def compress_sources(
     return [results[s.name] for s in sources]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the tasks of an image decoded whole start (a ``workers`` annotation, by key).
+
+    Everything starts on ``home``, which decodes the image and cuts it into chunks, except the
+    labelling of every other chunk, which starts on ``helper`` and fetches just its chunk.
+    Restrictions are loose: the scheduler may still move tasks. Without them it takes the
+    chunk splits for root tasks and ships the whole decoded image to another worker.
+    """
+
+    home: str | None
+    helper: str | None
+
+    def __call__(self, key: object) -> list[str]:
+        """Workers a task with this ``key`` should start on."""
+        label = isinstance(key, str) and key.startswith(LABEL_TASK + "-")
+        worker = self.helper if label and int(str(key).rsplit("-", 1)[1]) % 2 else self.home
+        return [worker] if worker else []
+
+
 def _run_on_cluster(
     client: Any,
     sources: Sequence[Source],
@@ -284,14 +309,12 @@ def _run_on_cluster(
             future = client.compute(fit)
             pending[future.key] = (source, "fit")
         else:
-            # Start every task of an image decoded whole on the worker that decodes it (taking
-            # workers in turn): left to itself, the scheduler sends the whole decoded image to
-            # another worker to cut it into chunks. Other workers may still take chunks over.
-            future = client.compute(
-                second_pass(source, fit),
-                workers=workers[n % len(workers)] if workers else None,
-                allow_other_workers=True,
-            )
+            # Left to itself, the scheduler sends the whole decoded image to another worker
+            # to cut it into chunks; see Placement.
+            home = workers[n % len(workers)] if workers else None
+            helper = workers[(n + 1) % len(workers)] if workers else None
+            with dask.annotate(workers=Placement(home, helper), allow_other_workers=True):
+                future = client.compute(second_pass(source, fit))
             pending[future.key] = (source, "write")
         futures.append(future)
     fits: dict[str, Any] = {}

@@ -187,6 +187,17 @@ def test_cluster_runs_images_concurrently_and_isolates_failures(
     assert sorted(open_store(store)) == [f"p{i}.png" for i in range(4)]
 
 
+def test_placement_splits_the_labelling_of_an_image_decoded_whole_between_two_workers():
+    from pipeline.job import LABEL_TASK, Placement
+
+    place = Placement("tcp://a:1", "tcp://b:2")
+    labels = [place(f"{LABEL_TASK}-0123abcd-{i}") for i in range(6)]
+    assert labels == [["tcp://a:1"], ["tcp://b:2"]] * 3
+    assert place(("rechunk-split-0123", 7)) == ["tcp://a:1"]  # cut where it was decoded
+    assert place("read-x.jpg-0123") == ["tcp://a:1"]
+    assert Placement(None, None)("anything") == []
+
+
 @pytest.mark.parametrize("extension", [".tif", ".zarr", ".webp", ".bmp"])
 def test_reconstruct_writes_files_any_format_streamed_for_tiff_and_zarr(
     store, tmp_path, china, extension
