@@ -202,7 +202,7 @@ def compress_sources(
     """
     root = open_root(store, mode="a")
     results: dict[str, ImageResult] = {}
-    targets: dict[str, zarr.Array] = {}
+    wanted: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
 
     def report(result: ImageResult) -> None:
@@ -212,9 +212,9 @@ def compress_sources(
 
     for source in sources:
         stopping.check()
-        wanted = recorded_settings(source, settings)
+        recorded = recorded_settings(source, settings)
         try:
-            state = "absent" if overwrite else existing_status(root, source.name, wanted)
+            state = "absent" if overwrite else existing_status(root, source.name, recorded)
         except PipelineError as exc:
             report(ImageResult(source.name, source.path, "failed", error=str(exc)))
             continue
@@ -225,10 +225,7 @@ def compress_sources(
                 )
             )
             continue
-        rows, cols = source.image.chunks[:2]
-        targets[source.name] = create_image(
-            root, source.name, source.image.shape[:2], (rows[0], cols[0]), settings.colors, wanted
-        )
+        wanted[source.name] = recorded
 
     by_name = {s.name: s for s in sources}
 
@@ -245,9 +242,20 @@ def compress_sources(
         return fit_graph(source, settings)
 
     def second_pass(source: Source, fit: object) -> Delayed:
-        return write_graph(source, store, settings, targets[source.name], fit)
+        # The group is created (status "writing") just before its labels are: workers start on
+        # the first images while the client still prepares the others.
+        rows, cols = source.image.chunks[:2]
+        target = create_image(
+            root,
+            source.name,
+            source.image.shape[:2],
+            (rows[0], cols[0]),
+            settings.colors,
+            wanted[source.name],
+        )
+        return write_graph(source, store, settings, target, fit)
 
-    todo = [s for s in sources if s.name in targets]
+    todo = [s for s in sources if s.name in wanted]
     if client is not None:
         _run_on_cluster(client, todo, first_pass, second_pass, done)
     else:
