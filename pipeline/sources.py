@@ -7,6 +7,7 @@ Normalisation (recorded in each image's ``conversion`` attribute):
 * Gray + alpha, RGBA: the alpha channel is dropped; colour channels are kept as stored.
 * 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
 * Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin).
+* CMYK (print JPEGs and TIFFs): converted to RGB by Pillow, not taken for RGB + alpha.
 * Boolean (1-bit) images: False -> 0, True -> 255, then as grayscale.
 * Multi-frame files (animated GIF, multi-page TIFF): the first frame only.
 
@@ -190,6 +191,8 @@ def read_file(path: str) -> NDArray[np.uint8]:
         if raw is None:
             with _no_pillow_limit():
                 raw = iio.imread(path, index=0)
+                if raw.ndim == 3 and raw.shape[2] == 4 and _is_cmyk(path):
+                    raw = iio.imread(path, index=0, mode="RGB")
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
     try:
@@ -197,6 +200,16 @@ def read_file(path: str) -> NDArray[np.uint8]:
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     return to_rgb8(raw)
+
+
+def _is_cmyk(path: str) -> bool:
+    """Whether Pillow reads ``path`` as CMYK (four channels that are not RGB + alpha)."""
+    import imageio.v3 as iio
+
+    try:
+        return iio.immeta(path, index=0).get("mode") == "CMYK"
+    except Exception:
+        return False
 
 
 def _decode_jpeg(path: str) -> NDArray[np.uint8] | None:
@@ -262,7 +275,10 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
         raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
     shape = tuple(int(s) for s in props.shape)
     try:
-        conversion = conversion_for(shape, props.dtype)
+        if len(shape) == 3 and shape[2] == 4 and _is_cmyk(path):
+            conversion = "CMYK to RGB"
+        else:
+            conversion = conversion_for(shape, props.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     pixels = shape[0] * shape[1]

@@ -136,6 +136,17 @@ def test_jpeg_decodes_to_the_same_pixels_as_imageio(write_image, china):
         assert np.array_equal(read_file(str(path)), expected), path
 
 
+def test_cmyk_jpeg_is_converted_not_taken_for_rgba(tmp_path, china):
+    path = tmp_path / "print.jpg"
+    Image.fromarray(china).convert("CMYK").save(path, quality=95)
+    source = open_file(str(path), "print.jpg", 1024)
+    assert source.conversion == "CMYK to RGB"
+    pixels = source.image.compute()
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    assert np.array_equal(pixels, expected)
+    assert np.abs(pixels.astype(int) - china).mean() < 3  # the photo's colours, not inks
+
+
 def test_folder_inputs_and_globs(tmp_path, write_image, small_photo):
     a = write_image("a.png", small_photo)
     b = write_image("b.jpg", small_photo)
