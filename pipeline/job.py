@@ -131,8 +131,11 @@ def _finish(store: str, name: str, fit: Fit, errors: list[int], n_pixels: int) -
 
 
 def fit_graph(source: Source, settings: Settings) -> Delayed:
-    """The lazy fit of one image: sample and colour counts, chunk by chunk, then the palette."""
-    image = source.image
+    """The lazy fit of one image: sample and colour counts, then the palette.
+
+    Both read the image chunk by chunk, or, for a file decoded whole, the decoded image itself.
+    """
+    image = source.image if source.whole is None else source.whole
     return delayed(_fit, pure=True)(
         sample_pixels(image, settings.sample, settings.seed),
         colour_counts(image, settings.count_pixels),

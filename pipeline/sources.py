@@ -65,6 +65,10 @@ class Source:
     streamed : bool
         Whether chunks can be read again cheaply, one by one (tiled TIFF, Zarr, dask arrays):
         the job then reads them once to fit and again to label, instead of holding the image.
+    whole : dask.array.Array or None
+        For a file decoded whole, the decoded image as one chunk, before it is split into
+        ``image``'s chunks: the sample and the colour counts read it directly (one task each,
+        where it was decoded) instead of one task per chunk.
     """
 
     name: str
@@ -74,6 +78,7 @@ class Source:
     dtype: str
     conversion: str
     streamed: bool = False
+    whole: da.Array | None = None
 
 
 def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
@@ -302,6 +307,7 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
         shape=shape,
         dtype=str(props.dtype),
         conversion=conversion,
+        whole=whole,
     )
 
 
