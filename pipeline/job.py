@@ -291,8 +291,12 @@ class Placement:
 
     def __call__(self, key: object) -> list[str]:
         """Workers a task with this ``key`` should start on."""
-        label = isinstance(key, str) and key.startswith(LABEL_TASK + "-")
-        worker = self.helper if label and int(str(key).rsplit("-", 1)[1]) % 2 else self.home
+        odd_label = (
+            isinstance(key, str)
+            and key.startswith(LABEL_TASK + "-")
+            and int(key.rsplit("-", 1)[1]) % 2 == 1
+        )
+        worker = self.helper if odd_label else self.home
         return [worker] if worker else []
 
 

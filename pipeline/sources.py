@@ -196,8 +196,8 @@ def read_file(path: str) -> NDArray[np.uint8]:
         if raw is None:
             with _no_pillow_limit():
                 raw = iio.imread(path, index=0)
-                if raw.ndim == 3 and raw.shape[2] == 4 and _is_cmyk(path):
-                    raw = iio.imread(path, index=0, mode="RGB")
+            if _is_cmyk(path, raw.shape):
+                raw = _cmyk_to_rgb(raw)
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
     try:
@@ -207,14 +207,25 @@ def read_file(path: str) -> NDArray[np.uint8]:
     return to_rgb8(raw)
 
 
-def _is_cmyk(path: str) -> bool:
-    """Whether Pillow reads ``path`` as CMYK (four channels that are not RGB + alpha)."""
+def _is_cmyk(path: str, shape: tuple[int, ...]) -> bool:
+    """Whether the four channels of ``shape`` are CMYK (as Pillow reads ``path``), not RGBA."""
+    if len(shape) != 3 or shape[2] != 4:
+        return False
     import imageio.v3 as iio
 
     try:
         return iio.immeta(path, index=0).get("mode") == "CMYK"
     except Exception:
         return False
+
+
+def _cmyk_to_rgb(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Decoded CMYK pixels converted to RGB by Pillow (no second decode of the file)."""
+    from PIL import Image
+
+    height, width = pixels.shape[:2]
+    cmyk = Image.frombytes("CMYK", (width, height), np.ascontiguousarray(pixels).tobytes())
+    return np.asarray(cmyk.convert("RGB"))
 
 
 def _decode_jpeg(path: str) -> NDArray[np.uint8] | None:
@@ -280,10 +291,8 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
         raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
     shape = tuple(int(s) for s in props.shape)
     try:
-        if len(shape) == 3 and shape[2] == 4 and _is_cmyk(path):
-            conversion = "CMYK to RGB"
-        else:
-            conversion = conversion_for(shape, props.dtype)
+        cmyk = _is_cmyk(path, shape)
+        conversion = "CMYK to RGB" if cmyk else conversion_for(shape, props.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     pixels = shape[0] * shape[1]
