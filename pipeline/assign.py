@@ -36,7 +36,7 @@ def label_dtype(colors: int) -> np.dtype:
     return np.dtype(np.uint8 if colors <= 256 else np.uint16)
 
 
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, cache=True)
 def _lookup(block, entries, shift, mask, one, labels):  # type: ignore[no-untyped-def]
     # Fills ``labels`` from the table; returns the summed error and how many pixels were not
     # in it (their labels are left unset). ``shift``, ``mask`` and ``one`` have the entries'

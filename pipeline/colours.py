@@ -1,4 +1,4 @@
-"""Pure numpy kernels on RGB colours: packing, counting, and the exact nearest palette entry.
+"""Kernels on RGB colours: packing, counting, and the exact nearest palette entry.
 
 Colours are handled as integers throughout. A pixel ``(r, g, b)`` packs into the 24-bit key
 ``r << 16 | g << 8 | b``; distances are squared Euclidean distances between uint8 triples, which
@@ -7,14 +7,9 @@ this module computes exactly (see :func:`nearest`).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
-
-#: Distances per strip in :func:`nearest_centre`: bounds the (strip, k) float32 matrix to 2 MiB,
-#: which stays in cache; OpenBLAS is several times slower on taller strips of this 3-column product.
-STRIP_VALUES = 1 << 19
-#: Up to this many centres, :func:`nearest_centre` takes differences instead of a matrix product.
-FEW_CENTRES = 4
 
 
 def pack(pixels: NDArray[np.uint8]) -> NDArray[np.uint32]:
@@ -59,53 +54,122 @@ def merge_histograms(
     return merged, np.bincount(inverse, weights=counts, minlength=len(merged)).astype(np.int64)
 
 
-def nearest_centre(
-    points: NDArray[np.float32], centres: NDArray[np.float32]
-) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-    """Nearest centre of each point and its squared distance, in float32; ties to the lowest index.
+#: :func:`nearest_centre` compares every point with every centre when there are at most
+#: ``FEW_CENTRES`` centres or fewer than ``GUIDED_FROM`` points per centre; otherwise it first
+#: orders the centres by their distance to each other (k**2 log k work) to skip most of them.
+FEW_CENTRES = 8
+GUIDED_FROM = 16
 
-    Distances are ``|c|^2 - 2 p.c`` from a matrix product over strips of rows (plus ``|p|^2`` for
-    the returned distance), or direct differences for a handful of centres.
-    """
-    if len(centres) <= FEW_CENTRES:
-        dist = np.full(len(points), np.inf, dtype=np.float32)
-        labels = np.zeros(len(points), dtype=np.intp)
-        for j, c in enumerate(centres):
-            d = ((points - c) ** 2).sum(axis=1)
-            closer = d < dist
-            dist[closer] = d[closer]
-            labels[closer] = j
-        return labels, dist
-    cc = (centres * centres).sum(axis=1)
-    minus_2c = -2.0 * centres.T
-    labels = np.empty(len(points), dtype=np.intp)
-    dist = np.empty(len(points), dtype=np.float32)
-    step = max(1, STRIP_VALUES // len(centres))
-    for start in range(0, len(points), step):
-        p = points[start : start + step]
-        d = p @ minus_2c
-        d += cc
-        j = d.argmin(axis=1)
-        labels[start : start + step] = j
-        dist[start : start + step] = np.maximum(d[np.arange(len(p)), j] + (p * p).sum(axis=1), 0)
+
+@numba.njit(nogil=True, cache=True)
+def _nearest_all(points, centres):  # type: ignore[no-untyped-def]
+    # Every point against every centre; the first of equal distances wins.
+    n, k = points.shape[0], centres.shape[0]
+    labels = np.empty(n, dtype=np.intp)
+    dist = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        p0, p1, p2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
+        best = np.inf
+        label = 0
+        for j in range(k):
+            d0, d1, d2 = p0 - centres[j, 0], p1 - centres[j, 1], p2 - centres[j, 2]
+            d = d0 * d0 + d1 * d1 + d2 * d2
+            if d < best:
+                best, label = d, j
+        labels[i] = label
+        dist[i] = best
     return labels, dist
 
 
-def nearest(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArray[np.intp]:
+@numba.njit(nogil=True, cache=True)
+def _nearest_guided(points, centres, neighbours, spacing, guess, slack):  # type: ignore[no-untyped-def]
+    # For each point: start from a guessed centre g (``guess[i]``, or when negative the previous
+    # point's answer), then scan the other centres in order of their distance from g. By the
+    # triangle inequality a centre farther from g than |p - g| + |p - best| cannot be nearer
+    # than the best so far, nor tie with it, so the scan stops there (``slack`` covers the
+    # rounding of square roots: every exact tie is examined).
+    n, k = points.shape[0], centres.shape[0]
+    labels = np.empty(n, dtype=np.intp)
+    dist = np.empty(n, dtype=np.float64)
+    previous = 0
+    for i in range(n):
+        p0, p1, p2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
+        g = guess[i] if guess[i] >= 0 else previous
+        d0, d1, d2 = p0 - centres[g, 0], p1 - centres[g, 1], p2 - centres[g, 2]
+        best = d0 * d0 + d1 * d1 + d2 * d2
+        label = g
+        radius = np.sqrt(best)
+        reach = 2.0 * radius + slack
+        for m in range(1, k):
+            if spacing[g, m] > reach:
+                break
+            j = neighbours[g, m]
+            d0, d1, d2 = p0 - centres[j, 0], p1 - centres[j, 1], p2 - centres[j, 2]
+            d = d0 * d0 + d1 * d1 + d2 * d2
+            if d < best:
+                best, label = d, j
+                reach = radius + np.sqrt(d) + slack
+            elif d == best and j < label:
+                label = j
+        labels[i] = label
+        dist[i] = best
+        previous = label
+    return labels, dist
+
+
+def nearest_centre(
+    points: NDArray[np.number],
+    centres: NDArray[np.number],
+    guess: NDArray[np.integer] | None = None,
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Nearest centre of each point (n, 3) and its squared distance; ties to the lowest index.
+
+    Distances are computed in float64, one point at a time in a compiled loop. With many centres
+    and many points per centre, each point starts from a guessed centre and looks only at the
+    centres close enough to it to possibly be nearer (triangle inequality); otherwise at every
+    centre. For uint8 colours every distance is an exact integer, so the result equals the
+    integer brute force. ``guess`` (a centre index per point, e.g. its previous label) only
+    changes the speed; without it, each point starts from the previous point's answer, which
+    suits colours in sorted order.
+    """
+    centres64 = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, 3)
+    points = np.ascontiguousarray(points)
+    if len(centres64) <= FEW_CENTRES or len(points) < GUIDED_FROM * len(centres64):
+        return _nearest_all(points, centres64)
+    gaps = np.sqrt(((centres64[:, None, :] - centres64[None, :, :]) ** 2).sum(axis=2))
+    neighbours = np.argsort(gaps, axis=1, kind="stable")
+    spacing = np.take_along_axis(gaps, neighbours, axis=1)
+    if guess is None:
+        guess = np.full(len(points), -1, dtype=np.intp)
+    # square roots of values up to 3 * 255**2 are within ~1e-13 of exact
+    return _nearest_guided(
+        points,
+        centres64,
+        neighbours,
+        spacing,
+        np.asarray(guess, dtype=np.intp),
+        1e-6,
+    )
+
+
+def nearest(
+    pixels: NDArray[np.uint8], palette: NDArray[np.uint8], guess: NDArray[np.integer] | None = None
+) -> NDArray[np.intp]:
     """Index of the nearest palette entry for each pixel, exactly.
 
     The nearest entry minimises the squared Euclidean distance between uint8 RGB triples; ties go
     to the lowest index. This equals the brute-force integer computation: :func:`nearest_centre`
-    works in float32, where for uint8 inputs every operand and every partial sum is an integer
-    below 2**24 and therefore exact.
+    works in float64, where for uint8 inputs every distance is an integer and therefore exact.
 
     Parameters
     ----------
     pixels : ndarray of uint8, shape (n, 3)
     palette : ndarray of uint8, shape (k, 3)
+    guess : ndarray of int, shape (n,), optional
+        A likely answer per pixel (see :func:`nearest_centre`); only the speed depends on it.
 
     Returns
     -------
     ndarray of intp, shape (n,)
     """
-    return nearest_centre(pixels.astype(np.float32), palette.astype(np.float32))[0]
+    return nearest_centre(pixels, palette, guess)[0]

@@ -2,8 +2,8 @@
 
 The fit runs in three stages, each a plain function:
 
-1. :func:`seed` - k-means++ starting centres on the sample (scikit-learn's public
-   ``kmeans_plusplus``; dask-ml's own ``k-means++`` is broken against current scikit-learn and its
+1. :func:`seed` - k-means++ starting centres on the sample (scikit-learn's greedy variant,
+   compiled; dask-ml's own ``k-means++`` is broken against current scikit-learn and its
    ``k-means||`` under-seeds).
 2. :func:`lloyd_sample` - ``dask_ml.cluster.KMeans`` Lloyd iterations on the sample, as float32
    in [0, 1], with empty clusters re-seeded instead of collapsing to black.
@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from pipeline.colours import nearest, pack, unpack
-from pipeline.kmeans import Clusters, per_cluster, split_merge, update
+from pipeline.kmeans import Clusters, per_cluster, plusplus, split_merge, update
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,11 @@ class Fit:
 
 
 def seed(sample: NDArray[np.float32], k: int, random_state: int) -> NDArray[np.float32]:
-    """k-means++ starting centres for ``k`` clusters of ``sample`` (n, 3) float32."""
-    from sklearn.cluster import kmeans_plusplus
+    """k-means++ starting centres for ``k`` clusters of ``sample`` (n, 3) float32.
 
-    centres, _ = kmeans_plusplus(sample, k, random_state=random_state)
-    return centres.astype(np.float32)
+    See :func:`pipeline.kmeans.plusplus`.
+    """
+    return sample[plusplus(sample, k, random_state)]
 
 
 def lloyd_sample(
@@ -162,7 +162,7 @@ def polish(
         if np.array_equal(new, palette):
             return palette, labels, it
         palette = new
-        labels = nearest(colours, palette)
+        labels = nearest(colours, palette, guess=labels)
     return palette, labels, max_iter
 
 

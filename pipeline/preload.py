@@ -1,8 +1,9 @@
 """Worker preload: get, once when a worker starts, the fixed costs of the job's first task.
 
 Importing scikit-learn and dask-ml takes 2-3 s (imageio another 0.1 s), and numba compiles
-dask-ml's k-means kernels and the labelling kernel on their first call (about 1.5 s more);
-without this, the first image each worker reads, fits and labels pays for all of it. Local
+dask-ml's k-means kernels and the pipeline's own kernels on their first call (about 1.5 s more
+once the pipeline's are in numba's on-disk cache, 4 s before); without this, the first image
+each worker reads, fits and labels pays for all of it. Local
 clusters started by :func:`pipeline.cluster.connect` preload this module; start workers of
 other clusters with ``dask worker --preload pipeline.preload`` (or the
 ``distributed.worker.preload`` setting) to the same effect.
@@ -21,11 +22,12 @@ from pipeline.fit import fit_palette
 def warm_up() -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(8, 16, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     keys, counts = histogram(image)
-    fit = fit_palette(image.reshape(-1, 3), keys, counts, 4, random_state=0)
-    for block in (image, image[:, ::2]):  # contiguous chunks and views of a decoded image
-        label_block(block, fit, label_dtype(4))
+    fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
+    # contiguous chunks and views of a decoded image; colours the fit has not seen
+    for block in (image, image[:, ::2], 255 - image, 128 - image[:2, :2]):
+        label_block(block, fit, label_dtype(16))
 
 
 warm_up()

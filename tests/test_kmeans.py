@@ -34,7 +34,7 @@ def test_incremental_lloyd_equals_full_lloyd(seed, k):
     state = Clusters(points, weights, start)
     state.lloyd(200)
     assert np.allclose(state.centres, naive_lloyd(points, weights, start, 200))
-    full_labels, _ = nearest_centre(points.astype(np.float32), state.centres.astype(np.float32))
+    full_labels, _ = nearest_centre(points, state.centres)
     assert np.array_equal(state.labels, full_labels)
 
 
