@@ -31,10 +31,14 @@ def grid_stride(shape: tuple[int, int], limit: int) -> int:
     return stride
 
 
-def _grid_histogram(
+def grid_histogram(
     block: NDArray[np.uint8], row: int, col: int, stride: int
 ) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
-    # The grid is every stride-th row and column of the whole image, from (0, 0).
+    """Histogram of the pixels of ``block`` that lie on its image's grid.
+
+    ``block`` starts at ``row``, ``col`` of the image; the grid is every ``stride``-th row and
+    column of the image from (0, 0).
+    """
     return histogram(block[-row % stride :: stride, -col % stride :: stride])
 
 
@@ -50,7 +54,7 @@ def colour_counts(image: da.Array, limit: int) -> Delayed:
     row_starts = np.cumsum((0, *image.chunks[0][:-1]))
     col_starts = np.cumsum((0, *image.chunks[1][:-1]))
     blocks = image.to_delayed(optimize_graph=False)[:, :, 0]  # keep keys shared with the job
-    count = delayed(_grid_histogram, pure=True)
+    count = delayed(grid_histogram, pure=True)
     parts = [
         count(blocks[i, j], int(row), int(col), stride)
         for i, row in enumerate(row_starts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,11 +25,11 @@ from numpy.typing import NDArray
 from pipeline import stopping
 from pipeline.assign import label_block, label_dtype
 from pipeline.config import Settings
-from pipeline.count import colour_counts
+from pipeline.count import colour_counts, grid_histogram, grid_stride
 from pipeline.errors import InputError, PipelineError
 from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import psnr
-from pipeline.sample import sample_pixels
+from pipeline.sample import sample_pixels, sample_positions
 from pipeline.sources import Source
 from pipeline.store import (
     block_regions,
@@ -130,12 +131,24 @@ def _finish(store: str, name: str, fit: Fit, errors: list[int], n_pixels: int) -
     return finalize(store, name, fit.palette, attrs)
 
 
+def _fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
+    # The whole fit of an image held as one block, in one task: the same sample and counts as
+    # sample_pixels and colour_counts take chunk by chunk.
+    rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
+    stride = grid_stride(block.shape[:2], settings.count_pixels)
+    return _fit(block[rows, cols], grid_histogram(block, 0, 0, stride), settings)
+
+
 def fit_graph(source: Source, settings: Settings) -> Delayed:
     """The lazy fit of one image: sample and colour counts, then the palette.
 
-    Both read the image chunk by chunk, or, for a file decoded whole, the decoded image itself.
+    Both read the image chunk by chunk; an image held as one block (a file decoded whole, or an
+    image of one chunk) is fitted by one task.
     """
     image = source.image if source.whole is None else source.whole
+    blocks = image.to_delayed(optimize_graph=False).ravel()  # keep keys shared with the job
+    if len(blocks) == 1:
+        return delayed(_fit_block, pure=True)(blocks[0], settings)
     return delayed(_fit, pure=True)(
         sample_pixels(image, settings.sample, settings.seed),
         colour_counts(image, settings.count_pixels),
@@ -150,19 +163,31 @@ def write_graph(
 
     ``fit`` is the image's :class:`~pipeline.fit.Fit`, or a lazy one (:func:`fit_graph`, or a
     distributed future); ``target`` its empty labels array (see
-    :func:`pipeline.store.create_image`).
+    :func:`pipeline.store.create_image`). An image of one chunk is labelled, written and
+    marked complete by one task.
     """
     image = source.image
     dtype = label_dtype(settings.colors)
+    token = tokenize(image.name, fit, store, source.name, dtype, uuid.uuid4())  # one per run
+    n_pixels = int(image.shape[0] * image.shape[1])
+    blocks = image.to_delayed(optimize_graph=False).ravel()
+    regions = block_regions(image)
+    if len(blocks) == 1:
+        return delayed(_label_and_finish)(
+            blocks[0],
+            fit,
+            dtype,
+            target,
+            regions[0],
+            store,
+            source.name,
+            dask_key_name=f"{LABEL_TASK}-{token}-0",
+        )
     write = delayed(_label_and_write, pure=True)
-    token = tokenize(image.name, fit, store, source.name, dtype)
     errors = [
         write(block, fit, dtype, target, region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
-        for i, (block, region) in enumerate(
-            zip(image.to_delayed(optimize_graph=False).ravel(), block_regions(image), strict=True)
-        )
+        for i, (block, region) in enumerate(zip(blocks, regions, strict=True))
     ]
-    n_pixels = int(image.shape[0] * image.shape[1])
     return delayed(_finish, pure=False)(store, source.name, fit, errors, n_pixels)
 
 
@@ -177,6 +202,20 @@ def _label_and_write(
     labels, error = label_block(block, fit, dtype)
     write_labels(target, region, labels)
     return error
+
+
+def _label_and_finish(
+    block: NDArray[np.uint8],
+    fit: Fit,
+    dtype: np.dtype,
+    target: zarr.Array,
+    region: tuple[slice, slice],
+    store: str,
+    name: str,
+) -> dict[str, Any]:
+    # An image of one chunk: label it, write it and mark it complete in one task.
+    error = _label_and_write(block, fit, dtype, target, region)
+    return _finish(store, name, fit, [error], block.shape[0] * block.shape[1])
 
 
 def _describe(exc: BaseException, source: str) -> str:
