@@ -44,7 +44,7 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     except Exception as exc:
         raise PipelineError(f"{path}: not a Zarr v3 store ({exc})") from None
     if mode != "r" and "format" not in root.attrs:
-        root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+        root.update_attributes({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
     elif root.attrs.get("format") != FORMAT_NAME:
         raise PipelineError(f"{path}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
     return root
@@ -92,15 +92,16 @@ def create_image(
     """
     from pipeline.assign import label_dtype
 
-    group = root.create_group(name, overwrite=True)
-    group.attrs.update(
-        {
+    group = root.create_group(
+        name,
+        overwrite=True,
+        attributes={  # one metadata write (attrs.update writes it once per key)
             **attrs,
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "package_version": _version(),
             "status": "writing",
-        }
+        },
     )
     return group.create_array(
         "labels",
@@ -162,8 +163,8 @@ def finalize(
     nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
     metrics = dict(attrs.get("metrics", {}))
     metrics.update(stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes)
-    group.attrs.update({**attrs, "metrics": metrics})
-    group.attrs["status"] = "complete"
+    # one write of the group's metadata, after every chunk and the palette
+    group.update_attributes({**attrs, "metrics": metrics, "status": "complete"})
     return dict(group.attrs)
 
 
