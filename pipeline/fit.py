@@ -19,6 +19,7 @@ their palette (lossless) without any fitting.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ import dask
 import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from pipeline.colours import nearest, pack, unpack
 from pipeline.kmeans import Clusters, per_cluster, plusplus, split_merge, update
@@ -83,6 +84,15 @@ class Fit:
     keys: NDArray[np.uint32]
     labels: NDArray[np.uint16]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.cache
+def _thread_pools() -> ThreadpoolController:
+    # Finding the loaded BLAS/OpenMP libraries costs ~5 ms: once per process, after dask-ml
+    # (and with it scikit-learn's OpenMP runtime) is loaded.
+    import dask_ml.cluster  # noqa: F401
+
+    return ThreadpoolController()
 
 
 def seed(sample: NDArray[np.float32], k: int, random_state: int) -> NDArray[np.float32]:
@@ -259,7 +269,7 @@ def fit_palette(
         "counted_pixels": int(counts.sum()),
         "sample_size": len(sample),
     }
-    with threadpool_limits(limits=1):
+    with _thread_pools().limit(limits=1):  # the fit is one task among many
         if len(keys) <= k:
             palette = colours
             labels = np.arange(len(keys), dtype=np.intp)

@@ -9,7 +9,7 @@ other clusters with ``dask worker --preload pipeline.preload`` (or the
 ``distributed.worker.preload`` setting) to the same effect.
 """
 
-import imagecodecs  # noqa: F401  (decodes JPEG)
+import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
 import imageio.v3  # noqa: F401  (decodes the other formats)
 import numpy as np
 

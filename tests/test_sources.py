@@ -6,7 +6,16 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError, UsageError
-from pipeline.sources import discover, from_array, open_file, open_inputs, read_file, unique_names
+from pipeline.sources import (
+    _decode_fast,
+    discover,
+    from_array,
+    open_file,
+    open_inputs,
+    read_file,
+    to_rgb8,
+    unique_names,
+)
 
 
 def opened(path, chunk=64):
@@ -111,16 +120,17 @@ def test_float_images_are_rejected(write_image):
         open_file(path, "f.tif", 64)
 
 
-def test_truncated_jpeg_fails_when_decoded(tmp_path, write_image, china):
-    data = Path(write_image("whole.jpg", china)).read_bytes()
-    path = tmp_path / "cut.jpg"
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_file_fails_when_decoded(tmp_path, write_image, china, suffix):
+    data = Path(write_image("whole" + suffix, china)).read_bytes()
+    path = tmp_path / ("cut" + suffix)
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot decode image") as info:
         read_file(str(path))
     assert str(path) in str(info.value)
 
 
-def test_jpeg_decodes_to_the_same_pixels_as_imageio(write_image, china):
+def test_jpeg_and_png_decode_to_the_same_pixels_as_imageio(write_image, china):
     import imageio.v3 as iio
     import skimage
     import sklearn.datasets
@@ -128,12 +138,15 @@ def test_jpeg_decodes_to_the_same_pixels_as_imageio(write_image, china):
     photos = [
         *(Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"),
         *(Path(skimage.__file__).parent / "data").glob("*.jpg"),
+        *(Path(skimage.__file__).parent / "data").glob("*.png"),
         Path(write_image("gray.jpg", china[:, :, 1])),
+        Path(write_image("interlaced.png", china, interlace=1)),
     ]
     for path in photos:
-        expected = iio.imread(path)
-        expected = np.repeat(expected[:, :, None], 3, axis=2) if expected.ndim == 2 else expected
+        expected = to_rgb8(iio.imread(path, index=0))  # the same rules, after imageio's decode
         assert np.array_equal(read_file(str(path)), expected), path
+    rgb = write_image("rgb.png", china)
+    assert np.array_equal(_decode_fast(rgb), china)  # the fast path itself is taken
 
 
 def test_cmyk_jpeg_is_converted_not_taken_for_rgba(tmp_path, china):
