@@ -37,10 +37,11 @@ def label_dtype(colors: int) -> np.dtype:
 
 
 @numba.njit(nogil=True, cache=True)
-def _lookup(block, entries, shift, mask, one, labels):  # type: ignore[no-untyped-def]
+def _lookup(block, entries, shift, mask, one, labels, pending):  # type: ignore[no-untyped-def]
     # Fills ``labels`` from the table; returns the summed error and how many pixels were not
-    # in it (their labels are left unset). ``shift``, ``mask`` and ``one`` have the entries'
-    # type, so that no operation mixes signed and unsigned integers (numba would use floats).
+    # in it, whose flat positions go to ``pending`` (their labels are left unset). ``shift``,
+    # ``mask`` and ``one`` have the entries' type, so that no operation mixes signed and
+    # unsigned integers (numba would use floats).
     error = np.uint64(0)
     missing = 0
     height, width = labels.shape
@@ -53,11 +54,30 @@ def _lookup(block, entries, shift, mask, one, labels):  # type: ignore[no-untype
             )
             entry = entries[key]
             if entry == 0:
+                pending[missing] = i * width + j
                 missing += 1
             else:
                 labels[i, j] = (entry & mask) - one
                 error += np.uint64(entry >> shift)
     return error, missing
+
+
+@numba.njit(nogil=True, cache=True)
+def _lookup_at(block, entries, shift, mask, one, labels, positions):  # type: ignore[no-untyped-def]
+    # The same as _lookup for the pixels at ``positions`` only, all of them in the table.
+    error = np.uint64(0)
+    width = labels.shape[1]
+    for position in positions:
+        i, j = position // width, position % width
+        key = (
+            (np.uint32(block[i, j, 0]) << np.uint32(16))
+            | (np.uint32(block[i, j, 1]) << np.uint32(8))
+            | np.uint32(block[i, j, 2])
+        )
+        entry = entries[key]
+        labels[i, j] = (entry & mask) - one
+        error += np.uint64(entry >> shift)
+    return error
 
 
 class LookupTable:
@@ -91,17 +111,21 @@ class LookupTable:
         """Labels (h, w) of an (h, w, 3) uint8 block and the sum of their squared errors.
 
         One compiled pass over the pixels; colours the table does not hold yet are labelled
-        exactly (:func:`~pipeline.colours.nearest`), added, and the pass is run again.
+        exactly (:func:`~pipeline.colours.nearest`) and added, and their pixels are looked up
+        again.
         """
-        labels = np.empty(block.shape[:2], dtype=dtype)
+        height, width = block.shape[:2]
+        labels = np.empty((height, width), dtype=dtype)
+        pending = np.empty(height * width, dtype=np.uint32 if height * width < 1 << 32 else np.intp)
         word = self.entries.dtype.type
         fields = (word(self.label_bits), word((1 << self.label_bits) - 1), word(1))
-        error, missing = _lookup(block, self.entries, *fields, labels)
+        error, missing = _lookup(block, self.entries, *fields, labels, pending)
         if missing:
-            keys = pack(block)
-            new = np.unique(keys[self.entries[keys] == 0])
+            where = pending[:missing]
+            rows, cols = np.divmod(where, width)
+            new = np.unique(pack(block[rows, cols]))
             self._add(new, nearest(unpack(new), self.palette))
-            error, missing = _lookup(block, self.entries, *fields, labels)
+            error += _lookup_at(block, self.entries, *fields, labels, where)
         return labels, int(error)
 
     def release(self) -> None:

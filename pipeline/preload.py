@@ -26,7 +26,7 @@ def warm_up() -> None:
     keys, counts = histogram(image)
     fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
     # contiguous chunks and views of a decoded image; colours the fit has not seen
-    for block in (image, image[:, ::2], 255 - image, 128 - image[:2, :2]):
+    for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))
 
 
