@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import dask
@@ -183,9 +184,10 @@ def write_graph(
             source.name,
             dask_key_name=f"{LABEL_TASK}-{token}-0",
         )
-    write = delayed(_label_and_write, pure=True)
+    # bound here, the zarr array is not searched for dask collections once per chunk
+    write = delayed(partial(_label_and_write, dtype=dtype, target=target), pure=True)
     errors = [
-        write(block, fit, dtype, target, region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
+        write(block, fit, region=region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
         for i, (block, region) in enumerate(zip(blocks, regions, strict=True))
     ]
     return delayed(_finish, pure=False)(store, source.name, fit, errors, n_pixels)
