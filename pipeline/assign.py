@@ -24,7 +24,7 @@ import numpy as np
 from dask import delayed
 from numpy.typing import NDArray
 
-from pipeline.colours import nearest, pack, unpack
+from pipeline.colours import colour_table, nearest, pack, recycle_table, unpack
 from pipeline.fit import Fit
 
 #: Bits of a squared distance between two uint8 RGB colours (at most 3 * 255**2 < 2**18).
@@ -93,7 +93,7 @@ class LookupTable:
         self.palette = fit.palette
         self.label_bits = len(fit.palette).bit_length()
         wide = self.label_bits + ERROR_BITS > 32
-        self.entries = _buffer(np.dtype(np.uint64 if wide else np.uint32))
+        self.entries = colour_table(np.dtype(np.uint64 if wide else np.uint32))
         self._set: list[NDArray[np.uint32]] = []
         self.users = 0  # tasks using the table now
         self.retired = False  # released as soon as no task uses it
@@ -129,29 +129,17 @@ class LookupTable:
         return labels, int(error)
 
     def release(self) -> None:
-        """Clear the entries set and keep the memory for the next table (see KEEP_TABLES)."""
-        for keys in self._set:
-            self.entries[keys] = 0
-        free = _FREE.setdefault(self.entries.dtype, [])
-        if len(free) < KEEP_TABLES:
-            free.append(self.entries)
+        """Clear the entries set and hand the memory back for the next table."""
+        recycle_table(self.entries, *self._set)
 
 
 #: Most tables kept per process. Beyond it the least recently used table is released (and
-#: rebuilt if its fit is used again), so that a batch of images reuses table memory instead of
-#: mapping 64 MiB afresh per image, which costs more in page faults than the lookups.
+#: rebuilt if its fit is used again), so that a batch of images reuses table memory.
 KEEP_TABLES = 2
 #: Tables by ``id`` of their fit, least recently used first.
 _TABLES: OrderedDict[int, LookupTable] = OrderedDict()
-#: Cleared table memory, per entry type.
-_FREE: dict[np.dtype, list[NDArray[np.unsignedinteger]]] = {}
 #: Re-entrant: a fit may be garbage-collected (and its table forgotten) while it is held.
 _LOCK = threading.RLock()
-
-
-def _buffer(dtype: np.dtype) -> NDArray[np.unsignedinteger]:
-    free = _FREE.get(dtype)
-    return free.pop() if free else np.zeros(1 << 24, dtype=dtype)
 
 
 def _retire(table: LookupTable) -> None:

@@ -23,6 +23,7 @@ def warm_up() -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    histogram(image[::2, ::2])  # counting a grid of a decoded image
     keys, counts = histogram(image)
     fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
     # contiguous chunks and views of a decoded image; colours the fit has not seen
