@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from pipeline.config import Settings
 from pipeline.job import ImageResult, compress_sources, failed_inputs
 from pipeline.sources import from_array, open_inputs
-from pipeline.store import StoredImage, image_names, open_root, read_image
+from pipeline.store import StoredImage, image_names, location, open_root, read_image
 
 
 def compress(
@@ -22,6 +22,7 @@ def compress(
     overwrite: bool = False,
     client: Any = None,
     on_result: Callable[[ImageResult], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
     **settings: Any,
 ) -> list[ImageResult]:
     """Compress image files (paths, folders or glob patterns) into a Zarr store.
@@ -40,6 +41,9 @@ def compress(
         current scheduler.
     on_result : callable, optional
         Called with each :class:`ImageResult` as soon as it is known.
+    on_start : callable, optional
+        Called once the inputs are opened, with the number of results to come and the pixels
+        of the images that could be opened (e.g. to report progress).
     **settings
         Overrides of :class:`pipeline.config.Settings` (``colors``, ``sample``, ``seed``,
         ``chunk``, ...).
@@ -50,9 +54,12 @@ def compress(
         Inputs that could not be opened first, then one per opened image in input order.
     """
     config = Settings.from_config(**settings)
+    store = location(store)
     paths = [inputs] if isinstance(inputs, str) else inputs
     sources, errors = open_inputs(paths, config.chunk, config.max_pixels, exclude=store)
     bad = failed_inputs(errors)
+    if on_start is not None:
+        on_start(len(bad) + len(sources), sum(s.image.shape[0] * s.image.shape[1] for s in sources))
     for result in bad:
         if on_result is not None:
             on_result(result)
@@ -77,7 +84,9 @@ def compress_array(
     """
     config = Settings.from_config(**settings)
     source = from_array(array, name, config.chunk)
-    return compress_sources([source], store, config, overwrite=overwrite, client=client)[0]
+    return compress_sources([source], location(store), config, overwrite=overwrite, client=client)[
+        0
+    ]
 
 
 def open_store(store: str) -> dict[str, StoredImage]:

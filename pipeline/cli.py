@@ -9,6 +9,7 @@ complete image; running it again finishes the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -25,14 +26,21 @@ RUN_EPILOG = """\
 inputs: image files (JPEG, PNG, TIFF, BMP, GIF, WebP, ... anything imageio reads), folders (their
 image files) and glob patterns; with none, the two sample photos shipped with scikit-learn.
 
-Defaults come from dask's configuration (pipeline.*), so they can also be set with environment
-variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else the
-DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
+A job file (--config job.toml) may hold any option, with keys named as the long options
+(inputs = [...], out = "...", colors = 64, max_iter = 3, overwrite = true, ...); options given on
+the command line win. Other defaults come from dask's configuration (pipeline.*), so they can also
+be set with environment variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else
+the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
+
+Progress: one line per image as it finishes (images and pixels done of all), and on a terminal a
+live status line. The dashboard address is printed at start; --report keeps a copy of what it
+showed.
 
 Images already complete in the store with the same settings are skipped, so rerunning an
 interrupted job finishes it; --overwrite recomputes them.
 
-exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error.
+exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error,
+130/143 stopped by SIGINT/SIGTERM (complete images are kept; a rerun finishes the rest).
 """
 
 
@@ -107,7 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive, help="worker processes of a local cluster (default: cores)"
     )
     run.add_argument(
-        "--overwrite", action="store_true", help="recompute images already in the store"
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        help="recompute images already in the store (default: skip them)",
+    )
+    run.add_argument(
+        "--config",
+        metavar="JOB.toml",
+        help="job file holding any of these options (keys as the long option names, with "
+        "underscores); options given here win over it",
+    )
+    run.add_argument(
+        "--report",
+        metavar="HTML",
+        help="save a Dask performance report (task stream, worker profiles) to this file",
     )
 
     rec = commands.add_parser(
@@ -148,51 +169,52 @@ def _versions(own: str) -> str:
     return "\n".join(parts)
 
 
+def _job(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's values: command-line options over the job file (``--config``)."""
+    from pipeline.jobfile import KEYS, read_job_file
+
+    job = read_job_file(args.config) if args.config else {}
+    given = {key: getattr(args, key, None) for key in KEYS}
+    given["inputs"] = args.inputs or None
+    return {**job, **{k: v for k, v in given.items() if v is not None}}
+
+
 def _run(args: argparse.Namespace) -> int:
+    import dask.config
+    from distributed import performance_report
+
     from pipeline.api import compress
     from pipeline.cluster import connect, scheduler_address
     from pipeline.config import Settings
+    from pipeline.progress import Progress
     from pipeline.report import summary
     from pipeline.sources import sample_images
 
-    settings = Settings.from_config(
-        colors=args.colors,
-        sample=args.sample,
-        seed=args.seed,
-        chunk=args.chunk,
-        max_iter=args.max_iter,
-        effort=args.effort,
-        max_pixels=args.max_pixels,
-    )
-    import dask.config
-
-    store = args.out or dask.config.get("pipeline.store")
-    inputs = args.inputs or sample_images()
-    address = scheduler_address(args.scheduler)
+    job = _job(args)
+    settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
+    store = job.get("out") or dask.config.get("pipeline.store")
+    inputs = job.get("inputs") or sample_images()
+    address = scheduler_address(job.get("scheduler"))
     print(f"cluster: {address or 'local'}", file=sys.stderr)
-    with connect(address, workers=args.workers) as client:
-        print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
-        done = 0
-
-        def progress(result: Any) -> None:
-            nonlocal done
-            done += 1
-            line = f"[{done}] {result.name}: {result.status}"
-            if result.status == "done":
-                line += f" ({result.seconds:.1f} s)"
-            elif result.error:
-                line += f": {result.error}"
-            print(line, file=sys.stderr, flush=True)
-
-        results = compress(
-            inputs,
-            store,
-            overwrite=args.overwrite,
-            client=client,
-            on_result=progress,
-            **vars(settings),
-        )
+    with connect(address, workers=job.get("workers")) as client:
+        print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+        report = job.get("report")
+        with (
+            performance_report(filename=report) if report else contextlib.nullcontext(),
+            Progress() as progress,
+        ):
+            results = compress(
+                inputs,
+                store,
+                overwrite=bool(job.get("overwrite")),
+                client=client,
+                on_result=progress,
+                on_start=progress.start,
+                **vars(settings),
+            )
     print(f"\nstore: {store}")
+    if report:
+        print(f"report: {report}")
     print(summary(results))
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 

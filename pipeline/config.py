@@ -74,6 +74,11 @@ class Settings:
     count_pixels: int
 
     @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Names of the settings."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
         """Settings from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
         values = {

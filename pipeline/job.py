@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -67,6 +67,8 @@ class ImageResult:
         The image group's attributes once complete (settings, fit, metrics).
     seconds : float
         Wall time from submission to completion.
+    pixels : int
+        Pixels of the image (0 when it could not be opened).
     """
 
     name: str
@@ -75,6 +77,7 @@ class ImageResult:
     error: str | None = None
     attrs: dict[str, Any] | None = None
     seconds: float = 0.0
+    pixels: int = 0
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -249,7 +252,10 @@ def compress_sources(
     wanted: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
 
+    pixels = {s.name: int(s.image.shape[0] * s.image.shape[1]) for s in sources}
+
     def report(result: ImageResult) -> None:
+        result = replace(result, pixels=pixels[result.name])
         results[result.name] = result
         if on_result is not None:
             on_result(result)

@@ -88,7 +88,7 @@ def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
     directly inside them; a Zarr array's own folder is an input, not a folder to search. A path
     that does not exist and matches no glob is still returned, so that opening it reports it as
     missing alongside the other images. Paths inside ``exclude`` (the job's own output store)
-    are left out.
+    are left out. Paths are returned absolute.
     """
     from pipeline.tiled import is_zarr_array
 
@@ -107,7 +107,8 @@ def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
     if exclude is not None:
         skip = Path(exclude).resolve()
         found = [p for p in found if not Path(p).resolve().is_relative_to(skip)]
-    return list(dict.fromkeys(found))
+    # absolute: the workers that read them may run in another folder
+    return list(dict.fromkeys(os.path.abspath(p) for p in found))
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:
