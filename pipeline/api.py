@@ -11,8 +11,9 @@ from numpy.typing import NDArray
 
 from pipeline.config import Settings
 from pipeline.job import ImageResult, compress_sources, failed_inputs
+from pipeline.paths import location
 from pipeline.sources import from_array, open_inputs
-from pipeline.store import StoredImage, image_names, location, open_root, read_image
+from pipeline.store import StoredImage, image_names, open_root, read_image
 
 
 def compress(

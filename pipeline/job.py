@@ -30,6 +30,7 @@ from pipeline.count import colour_counts, grid_histogram, grid_stride
 from pipeline.errors import InputError, PipelineError
 from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import psnr
+from pipeline.paths import location
 from pipeline.sample import sample_pixels, sample_positions
 from pipeline.sources import Source
 from pipeline.store import (
@@ -87,7 +88,7 @@ class ImageResult:
 
 def recorded_settings(source: Source, settings: Settings) -> dict[str, Any]:
     """Attributes recorded for an image before any work: its source and the job settings."""
-    path = source.path if source.path == "<array>" else os.path.abspath(source.path)
+    path = source.path if source.path == "<array>" else location(source.path)
     return {
         "source": {
             "path": path,

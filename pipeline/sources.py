@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -33,6 +34,7 @@ from dask import delayed
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError, UsageError
+from pipeline.paths import filesystem, is_url, location, read_bytes
 
 #: Pillow's decompression-bomb limit (it refuses images of more pixels): the default largest
 #: image decoded whole.
@@ -88,13 +90,15 @@ def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
     directly inside them; a Zarr array's own folder is an input, not a folder to search. A path
     that does not exist and matches no glob is still returned, so that opening it reports it as
     missing alongside the other images. Paths inside ``exclude`` (the job's own output store)
-    are left out. Paths are returned absolute.
+    are left out. URLs (``s3://...``) are listed with fsspec.
     """
     from pipeline.tiled import is_zarr_array
 
     found: list[str] = []
     for item in inputs:
-        if os.path.isdir(item) and not is_zarr_array(item):
+        if is_url(item):
+            found.extend(_discover_url(item))
+        elif os.path.isdir(item) and not is_zarr_array(item):
             found.extend(
                 str(p)
                 for p in sorted(Path(item).iterdir())
@@ -105,10 +109,34 @@ def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
         else:
             found.append(item)
     if exclude is not None:
-        skip = Path(exclude).resolve()
-        found = [p for p in found if not Path(p).resolve().is_relative_to(skip)]
-    # absolute: the workers that read them may run in another folder
-    return list(dict.fromkeys(os.path.abspath(p) for p in found))
+        found = [p for p in found if not _inside(p, exclude)]
+    return list(dict.fromkeys(found))
+
+
+def _inside(path: str, folder: str) -> bool:
+    if is_url(path) or is_url(folder):
+        return path == folder or path.startswith(folder.rstrip("/") + "/")
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def _discover_url(item: str) -> list[str]:
+    """:func:`discover` for one URL: a folder's image files and Zarr arrays, a glob, a file."""
+    from pipeline.tiled import is_zarr_array
+
+    fs, inner = filesystem(item)
+    if glob.has_magic(inner):
+        return [fs.unstrip_protocol(p) for p in sorted(fs.glob(inner)) if fs.isfile(p)]
+    if not fs.isdir(inner) or is_zarr_array(item):
+        return [item]
+    found = []
+    for entry in sorted(fs.ls(inner, detail=True), key=lambda e: e["name"]):
+        url = fs.unstrip_protocol(entry["name"])
+        if entry["type"] == "file":
+            if Path(entry["name"]).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(url)
+        elif is_zarr_array(url):
+            found.append(url)
+    return found
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:
@@ -193,11 +221,16 @@ def read_file(path: str) -> NDArray[np.uint8]:
     import imageio.v3 as iio
 
     try:
-        raw = _decode_fast(path)
+        # a URL is read once; a local file only if the fast decoders take it
+        remote = is_url(path)
+        data = read_bytes(path) if remote or _fast_format(read_bytes(path, 8)) else None
+        raw = None if data is None else _decode_fast(data)
         if raw is None:
+            resource = data if remote else path
+            hint = Path(path).suffix.lower() or None
             with _no_pillow_limit():
-                raw = iio.imread(path, index=0)
-            if _is_cmyk(path, raw.shape):
+                raw = iio.imread(resource, index=0, extension=hint)
+            if _is_cmyk(resource, raw.shape):
                 raw = _cmyk_to_rgb(raw)
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
@@ -208,14 +241,14 @@ def read_file(path: str) -> NDArray[np.uint8]:
     return to_rgb8(raw)
 
 
-def _is_cmyk(path: str, shape: tuple[int, ...]) -> bool:
-    """Whether the four channels of ``shape`` are CMYK (as Pillow reads ``path``), not RGBA."""
+def _is_cmyk(resource: str | bytes, shape: tuple[int, ...]) -> bool:
+    """Whether the four channels of ``shape`` are CMYK (as Pillow reads the file), not RGBA."""
     if len(shape) != 3 or shape[2] != 4:
         return False
     import imageio.v3 as iio
 
     try:
-        return iio.immeta(path, index=0).get("mode") == "CMYK"
+        return iio.immeta(resource, index=0).get("mode") == "CMYK"
     except Exception:
         return False
 
@@ -234,7 +267,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_RGB8 = b"\x08\x02"
 
 
-def _decode_fast(path: str) -> NDArray[np.uint8] | None:
+def _fast_format(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a JPEG or PNG (see :func:`_decode_fast`)."""
+    return head.startswith((b"\xff\xd8\xff", PNG_SIGNATURE))
+
+
+def _decode_fast(data: bytes) -> NDArray[np.uint8] | None:
     """Decode the commonest files with imagecodecs, or return None to let imageio decode them.
 
     imageio's Pillow plugin converts and copies after decoding; imagecodecs hands over the
@@ -248,8 +286,6 @@ def _decode_fast(path: str) -> NDArray[np.uint8] | None:
     * PNG through libpng, about twice as fast, only for plain 8-bit RGB (no transparency chunk,
       not animated): other PNG flavours follow Pillow's conversions.
     """
-    with open(path, "rb") as file:
-        data = file.read()
     import imagecodecs
 
     try:
@@ -281,33 +317,30 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
 
     Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.tiled`); every
     other format is decoded whole by one task, then split into chunks, and is refused above
-    ``max_pixels`` (default: Pillow's own decompression-bomb limit).
+    ``max_pixels`` (default: Pillow's own decompression-bomb limit). ``path`` may be a URL
+    (see :mod:`pipeline.paths`); a TIFF behind a URL is decoded whole.
 
     Raises
     ------
     InputError
         If the path is missing, not a file, or not an image imageio can read.
     """
-    import imageio.v3 as iio
-
     from pipeline.tiled import is_tiled_tiff, is_zarr_array, open_tiff, open_zarr
 
-    if not os.path.exists(path):
+    where = location(path)  # what tasks read: the workers may run in another folder
+    fs, inner = filesystem(path) if is_url(path) else (None, path)
+    if not (fs.exists(inner) if fs else os.path.exists(path)):
         raise InputError(path, "no such file")
     if is_zarr_array(path):
-        return from_array(open_zarr(path, chunk), name, chunk, path=path, keep_chunks=True)
-    if not os.path.isfile(path):
+        return from_array(open_zarr(where, chunk), name, chunk, path=path, keep_chunks=True)
+    if not (fs.isfile(inner) if fs else os.path.isfile(path)):
         raise InputError(path, "not a file")
-    if is_tiled_tiff(path):
-        return from_array(open_tiff(path, chunk), name, chunk, path=path, keep_chunks=True)
-    try:
-        with _no_pillow_limit():
-            props = iio.improps(path, index=0)
-    except Exception as exc:
-        raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
+    if fs is None and is_tiled_tiff(path):
+        return from_array(open_tiff(where, chunk), name, chunk, path=path, keep_chunks=True)
+    resource, props = _header(path)
     shape = tuple(int(s) for s in props.shape)
     try:
-        cmyk = _is_cmyk(path, shape)
+        cmyk = _is_cmyk(resource, shape)
         conversion = "CMYK to RGB" if cmyk else conversion_for(shape, props.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
@@ -321,7 +354,7 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
             "or convert it to a tiled TIFF, which is read tile by tile",
         )
     whole = da.from_delayed(
-        delayed(read_file, pure=True)(path, dask_key_name=f"read-{name}-{file_token(path)}"),
+        delayed(read_file, pure=True)(where, dask_key_name=f"read-{name}-{file_token(path)}"),
         shape=(shape[0], shape[1], 3),
         dtype=np.uint8,
     )
@@ -336,10 +369,40 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
     )
 
 
+#: Bytes read from a URL to learn an image's size and type before deciding how to read it.
+HEADER_BYTES = 1 << 20
+
+
+def _header(path: str) -> tuple[str | bytes, Any]:
+    """What imageio reads an image's properties from (the path, or a URL's bytes), and them.
+
+    A URL's first ``HEADER_BYTES`` usually hold the header; else the whole file is read.
+    """
+    import imageio.v3 as iio
+
+    hint = Path(path).suffix.lower() or None
+    attempts: list[str | bytes] = (
+        [read_bytes(path, HEADER_BYTES), read_bytes(path)] if is_url(path) else [path]
+    )
+    for i, resource in enumerate(attempts):
+        try:
+            with _no_pillow_limit():
+                return resource, iio.improps(resource, index=0, extension=hint)
+        except Exception as exc:
+            if i == len(attempts) - 1 or len(resource) < HEADER_BYTES:
+                raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
 def file_token(path: str, *extra: object) -> str:
     """Dask token of a file's current version (path, size, modification time) and ``extra``."""
     from dask.base import tokenize
 
+    if is_url(path):
+        fs, inner = filesystem(path)
+        info = fs.info(inner)
+        version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+        return tokenize(path, info.get("size"), str(version), *extra)
     stat = os.stat(path)
     return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, *extra)
 

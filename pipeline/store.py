@@ -8,7 +8,6 @@ labels chunk and the palette are written.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,15 +33,6 @@ def _version() -> str:
     from pipeline import __version__
 
     return __version__
-
-
-def location(path: str) -> str:
-    """Where a store is, as every process of a job must see it: a URL, or an absolute path.
-
-    Workers of a cluster run in other folders (or on other machines), so a relative path would
-    name another store there.
-    """
-    return path if "://" in path else os.path.abspath(path)
 
 
 def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:

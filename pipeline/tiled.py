@@ -7,7 +7,6 @@ of its own chunk, so no task holds more than a chunk. Work chunks are rounded to
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,17 +15,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
+from pipeline.paths import join, read_bytes
 
 
 def is_zarr_array(path: str) -> bool:
-    """Whether ``path`` is a folder holding a Zarr array (v2 or v3), not a group."""
-    if os.path.isfile(os.path.join(path, ".zarray")):
-        return True
+    """Whether ``path`` (a folder or URL) holds a Zarr array (v2 or v3), not a group."""
     try:
-        with open(os.path.join(path, "zarr.json"), encoding="utf-8") as metadata:
-            return json.load(metadata).get("node_type") == "array"
+        return json.loads(read_bytes(join(path, "zarr.json"))).get("node_type") == "array"
     except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        read_bytes(join(path, ".zarray"), 1)
+    except OSError:
         return False
+    return True
 
 
 def is_tiled_tiff(path: str) -> bool:

@@ -3,8 +3,8 @@
 Kubernetes documents are checked against the API's own schemas: core kinds with
 kubernetes-validate (the Kubernetes OpenAPI schemas it ships, strict: unknown fields fail, as
 they do for ``kubectl apply`` since server-side field validation became the default), DaskJob
-documents against the ``openAPIV3Schema`` of the CRD that the installed dask-kubernetes package
-ships (its Helm chart's rendered CRD), made strict the same way. The pod specs the Dask operator
+documents against the ``openAPIV3Schema`` of the Dask operator's CRD (dask-kubernetes' rendered
+Helm CRD, vendored in tests/data), made strict the same way. The pod specs the Dask operator
 turns into Pods are also checked as core Pods. Commands are parsed by the real command-line
 parsers (distributed's ``dask worker`` / ``dask scheduler``, bash), the Slurm job script is
 rendered by dask-jobqueue, and the init container's wait runs against a real scheduler.
@@ -174,14 +174,8 @@ def worker_malloc() -> dict[str, str]:
 
 @cache
 def daskjob_crd() -> dict[str, Any]:
-    """The DaskJob CRD as dask-kubernetes ships it, rendered (every $ref resolved)."""
-    dist = importlib.metadata.distribution("dask-kubernetes")
-    (path,) = [
-        f
-        for f in dist.files or []
-        if f.as_posix().endswith("helm/dask-kubernetes-operator/crds/daskjob.yaml")
-    ]
-    return yaml.safe_load(Path(str(dist.locate_file(path))).read_text())
+    """The DaskJob CRD of the Dask operator (dask-kubernetes 2026.3.0's rendered Helm CRD)."""
+    return yaml.safe_load((Path(__file__).parent / "data" / "daskjob-crd.yaml").read_text())
 
 
 def strict(schema: dict[str, Any]) -> dict[str, Any]:

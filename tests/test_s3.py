@@ -1,0 +1,106 @@
+"""Inputs and store on object storage: a real S3-compatible server (moto) on 127.0.0.1.
+
+The job reads its photos from a bucket and writes its store to it through fsspec URLs, with the
+credentials and endpoint taken from the environment as on a cluster; the store is then listed
+and rebuilt from the bucket, and must equal a local run on the same files.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import zarr
+
+from tests.test_cli import run
+from tests.test_cluster import free_port, store_bytes
+
+pytestmark = pytest.mark.slow
+
+SECRET = "pipeline-test-secret-key"
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """A moto S3 server on 127.0.0.1; yields the environment that reaches it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    env = {
+        "AWS_ACCESS_KEY_ID": "pipeline-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_photo, china):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.mkdir("photos")
+    local = tmp_path / "local"
+    local.mkdir()
+    iio.imwrite(local / "small.png", small_photo)
+    iio.imwrite(local / "china.jpg", china, quality=90)
+    (local / "notes.jpg").write_text("not an image")
+    for path in local.iterdir():
+        fs.put_file(str(path), f"photos/incoming/{path.name}")
+
+    done = run("run", "s3://photos/incoming/", "-o", "s3://photos/out.zarr", "-k", "32",
+               "--workers", "2", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stderr  # the bad file fails alone
+    errors = [line for line in done.stdout.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: s3://photos/incoming/notes.jpg: not a readable image: unknown or unsupported format"
+    ]
+    assert "2 done, 0 skipped, 1 failed" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+    assert not (tmp_path / "out.zarr").exists()  # nothing written locally
+
+    info = run("info", "s3://photos/out.zarr", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert SECRET not in info.stdout
+    images = zarr.open_group("s3://photos/out.zarr", mode="r")
+    assert sorted(images.group_keys()) == ["china.jpg", "small.png"]
+    for name in images.group_keys():
+        assert images[name].attrs["status"] == "complete"
+        assert images[name].attrs["source"]["path"] == f"s3://photos/incoming/{name}"
+
+    rebuilt = run("reconstruct", "s3://photos/out.zarr", "--out", "rebuilt", cwd=tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    palette = images["small.png"]["palette"][...]
+    labels = images["small.png"]["labels"][...]
+    assert np.array_equal(iio.imread(tmp_path / "rebuilt" / "small.png"), palette[labels])
+
+    # the same files from a local folder give the same store, byte for byte
+    os.remove(local / "notes.jpg")
+    same = run("run", str(local), "-o", "local.zarr", "-k", "32", "--workers", "2",
+               cwd=tmp_path)  # fmt: skip
+    assert same.returncode == 0, same.stderr
+    fs.get("photos/out.zarr", str(tmp_path / "downloaded.zarr"), recursive=True)
+    assert store_bytes(tmp_path / "downloaded.zarr") == store_bytes(tmp_path / "local.zarr")
