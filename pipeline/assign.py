@@ -24,7 +24,7 @@ import numpy as np
 from dask import delayed
 from numpy.typing import NDArray
 
-from pipeline.colours import colour_table, nearest, pack, recycle_table, unpack
+from pipeline.colours import colour_table, nearest, pack, pixel_key, recycle_table, unpack
 from pipeline.fit import Fit
 
 #: Bits of a squared distance between two uint8 RGB colours (at most 3 * 255**2 < 2**18).
@@ -47,11 +47,7 @@ def _lookup(block, entries, shift, mask, one, labels, pending):  # type: ignore[
     height, width = labels.shape
     for i in range(height):
         for j in range(width):
-            key = (
-                (np.uint32(block[i, j, 0]) << np.uint32(16))
-                | (np.uint32(block[i, j, 1]) << np.uint32(8))
-                | np.uint32(block[i, j, 2])
-            )
+            key = pixel_key(block, i, j)
             entry = entries[key]
             if entry == 0:
                 pending[missing] = i * width + j
@@ -69,11 +65,7 @@ def _lookup_at(block, entries, shift, mask, one, labels, positions):  # type: ig
     width = labels.shape[1]
     for position in positions:
         i, j = position // width, position % width
-        key = (
-            (np.uint32(block[i, j, 0]) << np.uint32(16))
-            | (np.uint32(block[i, j, 1]) << np.uint32(8))
-            | np.uint32(block[i, j, 2])
-        )
+        key = pixel_key(block, i, j)
         entry = entries[key]
         labels[i, j] = (entry & mask) - one
         error += np.uint64(entry >> shift)

@@ -59,6 +59,16 @@ def recycle_table(table: NDArray[np.unsignedinteger], *used: NDArray[np.uint32])
             free.append(table)
 
 
+@numba.njit(inline="always", cache=True)
+def pixel_key(block, i, j):  # type: ignore[no-untyped-def]
+    """Compiled kernels' :func:`pack` of pixel ``(i, j)`` of an (h, w, 3) uint8 block."""
+    return (
+        (np.uint32(block[i, j, 0]) << np.uint32(16))
+        | (np.uint32(block[i, j, 1]) << np.uint32(8))
+        | np.uint32(block[i, j, 2])
+    )
+
+
 @numba.njit(nogil=True, cache=True)
 def _count(block, counts, distinct):  # type: ignore[no-untyped-def]
     # Counts each pixel's colour in ``counts`` (a colour table); colours met for the first time
@@ -67,11 +77,7 @@ def _count(block, counts, distinct):  # type: ignore[no-untyped-def]
     height, width = block.shape[:2]
     for i in range(height):
         for j in range(width):
-            key = (
-                (np.uint32(block[i, j, 0]) << np.uint32(16))
-                | (np.uint32(block[i, j, 1]) << np.uint32(8))
-                | np.uint32(block[i, j, 2])
-            )
+            key = pixel_key(block, i, j)
             if counts[key] == 0:
                 distinct[found] = key
                 found += 1

@@ -40,6 +40,7 @@ from packaging.specifiers import SpecifierSet
 from pipeline.cli import build_parser
 from pipeline.cluster import WORKER_MALLOC
 from pipeline.config import Settings
+from pipeline.jobfile import JOB_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -538,10 +539,6 @@ def test_cronjob_rbac_allows_what_the_script_does() -> None:
 
 
 # --- job files -----------------------------------------------------------------------------
-
-#: Keys of a job file (deploy/README.md): `python -m pipeline run`'s options, with underscores.
-JOB_KEYS = {"inputs", "out", "scheduler", "workers", "overwrite", "report"}
-
 
 @pytest.mark.parametrize(("where", "text"), job_files(), ids=[w for w, _ in job_files()])
 def test_job_files_hold_valid_settings(where: str, text: str) -> None:
