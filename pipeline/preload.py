@@ -31,4 +31,10 @@ def warm_up() -> None:
         label_block(block, fit, label_dtype(16))
 
 
-warm_up()
+def dask_setup(worker: object) -> None:
+    """Warm up each worker that preloads this module (distributed calls this as it starts).
+
+    Not done at import: ``dask worker --preload`` also imports the module in the command-line
+    process, to look for options, where the warm-up would only cost time.
+    """
+    warm_up()

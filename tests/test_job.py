@@ -222,3 +222,18 @@ def test_reconstruct_writes_files_any_format_streamed_for_tiff_and_zarr(
         assert got.shape == expected.shape
     else:
         assert np.array_equal(got, expected)
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_are_warmed_up_by_the_preload():
+    from pipeline.cluster import connect
+
+    def compiled():
+        from pipeline import assign, colours, kmeans
+
+        kernels = (colours._count, colours._nearest_all, colours._nearest_guided)
+        kernels += (kmeans._greedy_plusplus, assign._lookup, assign._lookup_at)
+        return all(kernel.signatures for kernel in kernels)
+
+    with connect(None, workers=1, dashboard_address="127.0.0.1:0") as fresh:  # no task run yet
+        assert list(fresh.run(compiled).values()) == [True]
