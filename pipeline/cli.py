@@ -25,6 +25,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 RUN_EPILOG = """\
 inputs: image files (JPEG, PNG, TIFF, BMP, GIF, WebP, ... anything imageio reads), folders (their
 image files) and glob patterns; with none, the two sample photos shipped with scikit-learn.
+Inputs and the store may be fsspec URLs (s3://bucket/photos/, gs://..., file://...), which the
+workers read and write themselves; credentials come from the usual places (for S3: AWS_*
+environment variables, ~/.aws, AWS_ENDPOINT_URL for compatible servers) and are never printed.
 
 A job file (--config job.toml) may hold any option, with keys named as the long options
 (inputs = [...], out = "...", colors = 64, max_iter = 3, overwrite = true, ...); options given on
@@ -80,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("inputs", nargs="*", metavar="INPUT", help="image file, folder or glob")
-    run.add_argument("-o", "--out", metavar="STORE", help="output store (default: compressed.zarr)")
+    run.add_argument(
+        "inputs", nargs="*", metavar="INPUT", help="image file, folder or glob; local or a URL"
+    )
+    run.add_argument(
+        "-o",
+        "--out",
+        metavar="STORE",
+        help="output store, a folder or a URL (default: compressed.zarr)",
+    )
     run.add_argument("-k", "--colors", type=_positive, help="palette size, 1..65536 (default: 128)")
     run.add_argument(
         "--sample",
