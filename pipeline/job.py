@@ -151,9 +151,9 @@ def fit_graph(source: Source, settings: Settings) -> Delayed:
     image of one chunk) is fitted by one task.
     """
     image = source.image if source.whole is None else source.whole
-    blocks = image.to_delayed(optimize_graph=False).ravel()  # keep keys shared with the job
-    if len(blocks) == 1:
-        return delayed(_fit_block, pure=True)(blocks[0], settings)
+    if image.npartitions == 1:
+        (block,) = image.to_delayed(optimize_graph=False).ravel()  # keys shared with the job
+        return delayed(_fit_block, pure=True)(block, settings)
     return delayed(_fit, pure=True)(
         sample_pixels(image, settings.sample, settings.seed),
         colour_counts(image, settings.count_pixels),
@@ -177,21 +177,14 @@ def write_graph(
     n_pixels = int(image.shape[0] * image.shape[1])
     blocks = image.to_delayed(optimize_graph=False).ravel()
     regions = block_regions(image)
+    # bound here, the zarr array is not searched for dask collections in every task's arguments
+    write = partial(_label_and_write, dtype=dtype, target=target)
     if len(blocks) == 1:
-        return delayed(_label_and_finish)(
-            blocks[0],
-            fit,
-            dtype,
-            target,
-            regions[0],
-            store,
-            source.name,
-            dask_key_name=f"{LABEL_TASK}-{token}-0",
-        )
-    # bound here, the zarr array is not searched for dask collections once per chunk
-    write = delayed(partial(_label_and_write, dtype=dtype, target=target), pure=True)
+        finish = partial(_label_and_finish, write, store=store, name=source.name)
+        return delayed(finish)(blocks[0], fit, regions[0], dask_key_name=f"{LABEL_TASK}-{token}-0")
+    label = delayed(write, pure=True)
     errors = [
-        write(block, fit, region=region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
+        label(block, fit, region=region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
         for i, (block, region) in enumerate(zip(blocks, regions, strict=True))
     ]
     return delayed(_finish, pure=False)(store, source.name, fit, errors, n_pixels)
@@ -211,16 +204,17 @@ def _label_and_write(
 
 
 def _label_and_finish(
+    write: Callable[..., int],
     block: NDArray[np.uint8],
     fit: Fit,
-    dtype: np.dtype,
-    target: zarr.Array,
     region: tuple[slice, slice],
+    *,
     store: str,
     name: str,
 ) -> dict[str, Any]:
-    # An image of one chunk: label it, write it and mark it complete in one task.
-    error = _label_and_write(block, fit, dtype, target, region)
+    # An image of one chunk: label and write it (``write``: _label_and_write with its array
+    # bound), then mark it complete, in one task.
+    error = write(block, fit, region=region)
     return _finish(store, name, fit, [error], block.shape[0] * block.shape[1])
 
 
