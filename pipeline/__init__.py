@@ -3,8 +3,8 @@
 from pipeline.api import compress, compress_array, open_store
 from pipeline.config import Settings
 from pipeline.fit import Fit, fit_palette
-from pipeline.job import ImageResult
 from pipeline.reconstruct import reconstruct, write_images
+from pipeline.results import ImageResult
 from pipeline.store import FORMAT_VERSION, StoredImage
 
 __version__ = "0.1.0"

@@ -2,18 +2,109 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from numpy.typing import NDArray
 
-from pipeline.config import Settings
-from pipeline.job import ImageResult, compress_sources, failed_inputs
+from pipeline import lease
+from pipeline.config import Running, Settings
+from pipeline.discover import discover
+from pipeline.names import node_name, unique_names
 from pipeline.paths import location
-from pipeline.sources import from_array, open_inputs
-from pipeline.store import StoredImage, image_names, open_root, read_image
+from pipeline.plan import Given, Item, batch_size, plan, prior
+from pipeline.results import ImageResult
+from pipeline.run import ClusterExecutor, LocalExecutor, Runner
+from pipeline.sources import from_array
+from pipeline.store import (
+    StoredImage,
+    digest,
+    existing_status,
+    image_names,
+    list_store,
+    open_root,
+    read_image,
+    reuse_values,
+)
+from pipeline.work import Job, Spec
+
+
+def stream(
+    inputs: Sequence[str] | str,
+    store: str,
+    *,
+    overwrite: bool = False,
+    client: Any = None,
+    on_start: Callable[[int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+    running: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[ImageResult]:
+    """Compress image files into a store, yielding each image's result as soon as it is known.
+
+    Parameters are those of :func:`compress`, plus ``notify`` (called with a line of text when
+    the job is stopping) and ``running``: overrides of :class:`pipeline.config.Running` (how
+    the job is batched and stopped; never changes a stored byte). Nothing is kept per image
+    but its plan, so a job over millions of inputs holds little memory.
+    """
+    config = Settings.from_config(**settings)
+    how = Running.from_config(**(running or {}))
+    store = location(store)
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    entries, errors = discover(paths, exclude=store)
+    if on_start is not None:
+        on_start(len(entries) + len(errors), sum(e.size or 0 for e in entries))
+    for error in errors:
+        yield ImageResult(
+            node_name(error.source.rsplit("/", 1)[-1]), error.source, "failed", str(error)
+        )
+    if not entries:
+        return
+    names = unique_names([e.path for e in entries])
+    executor = ClusterExecutor(client) if client is not None else LocalExecutor()
+    items = plan(
+        entries,
+        names,
+        list_store(store),
+        config,
+        overwrite=overwrite,
+        check=_checker(store),
+        batch_bytes=how.batch_bytes,
+        batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
+    )
+    yield from _execute(store, config, how, executor, items, notify)
+
+
+def _execute(
+    store: str,
+    config: Settings,
+    how: Running,
+    executor: LocalExecutor | ClusterExecutor,
+    items: Iterator[Item],
+    notify: Callable[[str], None] | None,
+) -> Iterator[ImageResult]:
+    open_root(store, mode="a")
+    try:
+        with lease.hold(store, ttl=how.lease_seconds) as held:
+            job = Job(store, config, held.run, how.batch_pixels)
+            yield from Runner(job, how, executor, held, notify).run(items)
+    finally:
+        executor.close()
+
+
+def _checker(store: str) -> Callable[[str, dict[str, Any]], str]:
+    """``check`` for :func:`pipeline.plan.plan`: reads one image's metadata when asked."""
+    root: list[Any] = []
+
+    def check(name: str, values: dict[str, Any]) -> str:
+        if not root:
+            root.append(open_root(store))
+        return existing_status(root[0], name, values)
+
+    return check
 
 
 def compress(
@@ -31,20 +122,21 @@ def compress(
     Parameters
     ----------
     inputs : str or sequence of str
-        Files, folders (their image files) or glob patterns.
+        Files, folders (their image files) or glob patterns; local or fsspec URLs.
     store : str
-        Output store directory (created if needed).
+        Output store directory or URL (created if needed). One job writes a store at a time
+        (see :mod:`pipeline.lease`).
     overwrite : bool
         Recompute images already complete in the store (default: skip them if stored with the
         same settings, fail them if stored with other settings).
     client : distributed.Client, optional
-        Run every image concurrently on this cluster; default: one after another on dask's
-        current scheduler.
+        Run on this cluster, a bounded amount of work at a time; default: one item after
+        another on dask's current scheduler.
     on_result : callable, optional
         Called with each :class:`ImageResult` as soon as it is known.
     on_start : callable, optional
-        Called once the inputs are opened, with the number of results to come and the pixels
-        of the images that could be opened (e.g. to report progress).
+        Called once the inputs are listed, with the number of results to come and the bytes
+        of the input files (e.g. to report progress).
     **settings
         Overrides of :class:`pipeline.config.Settings` (``colors``, ``sample``, ``seed``,
         ``chunk``, ...).
@@ -52,21 +144,16 @@ def compress(
     Returns
     -------
     list of ImageResult
-        Inputs that could not be opened first, then one per opened image in input order.
+        One per input, in the order they finished (inputs that cannot be listed first).
     """
-    config = Settings.from_config(**settings)
-    store = location(store)
-    paths = [inputs] if isinstance(inputs, str) else inputs
-    sources, errors = open_inputs(paths, config.chunk, config.max_pixels, exclude=store)
-    bad = failed_inputs(errors)
-    if on_start is not None:
-        on_start(len(bad) + len(sources), sum(s.image.shape[0] * s.image.shape[1] for s in sources))
-    for result in bad:
+    results = []
+    for result in stream(
+        inputs, store, overwrite=overwrite, client=client, on_start=on_start, **settings
+    ):
         if on_result is not None:
             on_result(result)
-    return bad + compress_sources(
-        sources, store, config, overwrite=overwrite, client=client, on_result=on_result
-    )
+        results.append(result)
+    return results
 
 
 def compress_array(
@@ -80,14 +167,31 @@ def compress_array(
 ) -> ImageResult:
     """Compress one in-memory numpy or dask image into group ``name`` of ``store``.
 
-    Accepts the same shapes and pixel types as files (see :mod:`pipeline.sources`). Other
-    parameters are as for :func:`compress`.
+    Accepts the same shapes and pixel types as files (see :mod:`pipeline.sources`); ``name``
+    is escaped like a file name (:func:`pipeline.names.node_name`). Other parameters are as
+    for :func:`compress`.
     """
     config = Settings.from_config(**settings)
-    source = from_array(array, name, config.chunk)
-    return compress_sources([source], location(store), config, overwrite=overwrite, client=client)[
-        0
-    ]
+    how = Running.from_config()
+    store = location(store)
+    group = node_name(name)
+    source = from_array(array, group, config.chunk)
+    values = reuse_values("<array>", config)
+    listing = list_store(store)
+    spec = Spec(
+        group,
+        "<array>",
+        token=tokenize(source.image.name),
+        key=digest(values),
+        stale=listing.complete.get(group),
+    )
+    decided = None
+    if not overwrite and group in listing.groups:
+        decided = prior(spec, values, _checker(store))
+    item: Item = decided or Given(spec, source)
+    executor = ClusterExecutor(client) if client is not None else LocalExecutor()
+    (result,) = _execute(store, config, how, executor, iter([item]), None)
+    return result
 
 
 def open_store(store: str) -> dict[str, StoredImage]:

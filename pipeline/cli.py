@@ -136,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         "underscores); options given here win over it",
     )
     run.add_argument(
+        "--stop-grace",
+        type=float,
+        metavar="SECONDS",
+        help="after a first SIGINT/SIGTERM, how long images in flight may finish before the job "
+        "stops (default: 20; pipeline.stop-grace)",
+    )
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an image that failed because of an unexpected error",
+    )
+    run.add_argument(
         "--report",
         metavar="HTML",
         help="save a Dask performance report (task stream, worker profiles) to this file",
@@ -193,11 +205,11 @@ def _run(args: argparse.Namespace) -> int:
     import dask.config
     from distributed import performance_report
 
-    from pipeline.api import compress
+    from pipeline.api import stream
     from pipeline.cluster import connect, scheduler_address
     from pipeline.config import Settings
     from pipeline.progress import Progress
-    from pipeline.report import summary
+    from pipeline.report import Summary
     from pipeline.sources import sample_images
 
     job = _job(args)
@@ -205,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     store = job.get("out") or dask.config.get("pipeline.store")
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
+    gathered = Summary()
     print(f"cluster: {address or 'local'}", file=sys.stderr)
     with connect(address, workers=job.get("workers")) as client:
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
@@ -213,20 +226,25 @@ def _run(args: argparse.Namespace) -> int:
             performance_report(filename=report) if report else contextlib.nullcontext(),
             Progress() as progress,
         ):
-            results = compress(
+            for result in stream(
                 inputs,
                 store,
                 overwrite=bool(job.get("overwrite")),
                 client=client,
-                on_result=progress,
                 on_start=progress.start,
+                notify=progress.note,
+                running={"stop_grace": job.get("stop_grace")},
                 **vars(settings),
-            )
+            ):
+                progress(result)
+                gathered.add(result)
+                if args.debug and result.detail:
+                    progress.note(result.detail.rstrip())
     print(f"\nstore: {store}")
     if report:
         print(f"report: {report}")
-    print(summary(results))
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    print(gathered.text())
+    return EXIT_FAILED if gathered.failed else EXIT_OK
 
 
 def _reconstruct(args: argparse.Namespace) -> int:

@@ -27,9 +27,64 @@ DEFAULTS: dict[str, Any] = {
         "max-pixels": 178_956_970,
         "count-pixels": 4_194_304,
         "store": "compressed.zarr",
+        # How a job runs (never what it stores: same bytes whatever these are).
+        "batch-bytes": 4 << 20,
+        "batch-images": 32,
+        "batch-pixels": 4_194_304,
+        "in-flight": 2,
+        "stop-grace": 20,
+        "lease-seconds": 60,
     }
 }
 dask.config.update_defaults(DEFAULTS)
+
+
+@dataclass(frozen=True)
+class Running:
+    """How a job runs: batching, work in flight, stopping; none of it changes a stored byte.
+
+    Attributes
+    ----------
+    batch_bytes : int
+        Inputs are batched, several per task, until their files add up to this many bytes;
+        a larger file gets a graph of its own (chunk-parallel).
+    batch_images : int
+        Most images per batch (fewer when the job is small: every worker gets some).
+    batch_pixels : int
+        Most pixels of an image compressed inside a batch; a larger one gets its own graph.
+    in_flight : int
+        Work submitted at once, in tasks per thread of the cluster: new work is submitted as
+        work completes.
+    stop_grace : float
+        Seconds that images in flight get to finish after a first SIGINT/SIGTERM (Kubernetes
+        waits 30 s before it kills a pod; give Slurm ``--signal=...@N`` with N above this).
+    lease_seconds : float
+        The store's lease lasts this long unless renewed; a job that died without releasing
+        it blocks another job on the store for at most this long (at once on the same host).
+    """
+
+    batch_bytes: int
+    batch_images: int
+    batch_pixels: int
+    in_flight: int
+    stop_grace: float
+    lease_seconds: float
+
+    @classmethod
+    def from_config(cls, **overrides: Any) -> Running:
+        """Values from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
+        values = {
+            f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise UsageError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        for name in ("batch_images", "in_flight"):
+            if values[name] < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 1, got {values[name]}")
+        return cls(**values)
+
 
 #: Most colours a palette may have (labels are uint16 above 256 colours).
 MAX_COLORS = 65_536

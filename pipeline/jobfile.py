@@ -32,6 +32,7 @@ JOB_KEYS: dict[str, type] = {
     "workers": int,
     "overwrite": bool,
     "report": str,
+    "stop_grace": float,
 }
 #: Every key a job file may hold.
 KEYS = tuple(JOB_KEYS) + Settings.names()
@@ -75,12 +76,17 @@ def read_job_file(path: str) -> dict[str, Any]:
         if key not in values:
             continue
         value = values[key]
-        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        number = kind is float and isinstance(value, int)  # TOML's 20 for 20.0
+        wrong = not (isinstance(value, kind) or number) or (
+            kind in (int, float) and isinstance(value, bool)
+        )
         if key == "inputs" and not wrong:
             wrong = not all(isinstance(item, str) for item in value)
         if wrong:
             expected = "a list of strings" if key == "inputs" else f"a {kind.__name__}"
             raise UsageError(f"{path}: {key} must be {expected}, got {value!r}")
+    if values.get("stop_grace", 0) < 0:
+        raise UsageError(f"{path}: stop_grace must be >= 0, got {values['stop_grace']}")
     if values.get("workers", 1) < 1:
         raise UsageError(f"{path}: workers must be >= 1, got {values['workers']}")
     settings = {k: v for k, v in values.items() if k not in JOB_KEYS}

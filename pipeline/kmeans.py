@@ -261,7 +261,8 @@ def split_merge(state: Clusters, *, tries: int, max_iter: int = 100) -> int:
                 (int(i), int(j))
                 for j in np.argsort(merge_cost, kind="stable")[:4]
                 for i in np.argsort(-error, kind="stable")[:4]
-                if i not in (j, partner[j]) and (int(i), int(j)) not in rejected
+                # a cluster without error (empty, or one colour) has nothing to split
+                if error[i] > 0 and i not in (j, partner[j]) and (int(i), int(j)) not in rejected
             ),
             None,
         )

@@ -13,7 +13,7 @@ import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
 import imageio.v3  # noqa: F401  (decodes the other formats)
 import numpy as np
 
-import pipeline.job  # noqa: F401  (zarr, dask, the task functions)
+import pipeline.graph  # noqa: F401  (zarr, dask, the task functions)
 from pipeline.assign import label_block, label_dtype
 from pipeline.colours import histogram
 from pipeline.fit import fit_palette

@@ -1,11 +1,13 @@
-"""Progress of a job, for logs and terminals: images done of all, pixels done of all.
+"""Progress of a job, for logs and terminals: images done of all, input bytes done of all.
 
-Every finished image gets one plain line (what a scheduled job's log keeps), e.g.::
+Every image done or failed gets one plain line (what a scheduled job's log keeps), e.g.::
 
-    [3/12] china.jpg: done after 1.9 s, 34.51 dB, 6.4x; 0.8 of 3.3 MP (25%)
+    [3/12] china.jpg: done after 0.3 s, 34.51 dB, 6.4x; 0.4 of 1.6 MB (25%)
 
-On a terminal, a live status line under them is redrawn twice a second with a bar, the counts
-and the elapsed time.
+with the image's own time. Images skipped because they are already complete get a line each
+for the first :data:`SKIP_LINES`, then one line per :data:`SKIP_EVERY` (a rerun of a large job
+skips most of its images). On a terminal, a live status line under them is redrawn twice a
+second with a bar, the counts and the elapsed time.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import threading
 import time
 from typing import TextIO
 
-from pipeline.job import ImageResult
+from pipeline.results import ImageResult
 
 #: Seconds between redraws of the live line on a terminal.
 REDRAW_SECONDS = 0.5
 #: Width of the live bar in characters.
 BAR_WIDTH = 30
+#: Skipped images that get a line each; after them, one line per SKIP_EVERY skipped.
+SKIP_LINES = 20
+SKIP_EVERY = 1000
 
 
 class Progress:
@@ -34,8 +39,8 @@ class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
-        self.images = self.pixels = 0
-        self.images_done = self.pixels_done = 0
+        self.images = self.bytes = 0
+        self.images_done = self.bytes_done = self.skipped = 0
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -54,39 +59,50 @@ class Progress:
             with self._lock:
                 self._write(self._status() + "\n")
 
-    def start(self, images: int, pixels: int) -> None:
-        """Record the size of the job: images to report on, pixels of those opened."""
+    def start(self, images: int, size: int) -> None:
+        """Record the size of the job: images to report on, bytes of their files."""
         with self._lock:
-            self.images, self.pixels = images, pixels
+            self.images, self.bytes = images, size
             self.started = time.monotonic()
 
     def __call__(self, result: ImageResult) -> None:
         """Record one image's result and log its line."""
         with self._lock:
             self.images_done += 1
-            self.pixels_done += result.pixels
+            self.bytes_done += result.size
+            if result.status == "skipped":
+                self.skipped += 1
+                if self.skipped > SKIP_LINES and self.skipped % SKIP_EVERY:
+                    return
             self._write(self._line(result) + "\n" + (self._status() if self.live else ""))
+
+    def note(self, text: str) -> None:
+        """Log a line that is not an image's (the job stopping, a traceback)."""
+        with self._lock:
+            self._write(text + "\n" + (self._status() if self.live else ""))
 
     def _line(self, result: ImageResult) -> str:
         line = f"[{self.images_done}/{self.images}] {result.name}: {result.status}"
-        if result.status == "done":
+        if result.status == "skipped" and self.skipped > SKIP_LINES:
+            line += f" ({self.skipped:,} already complete so far)"
+        elif result.status == "done":
             metrics = result.metrics
             psnr = metrics.get("psnr_db")
             quality = "lossless" if psnr is None else f"{psnr:.2f} dB"
             line += f" after {result.seconds:.1f} s, {quality}, {metrics.get('ratio', 0):.1f}x"
         elif result.error:
             line += f": {result.error}"
-        if self.pixels:
-            share = self.pixels_done / self.pixels
-            line += f"; {self.pixels_done / 1e6:.1f} of {self.pixels / 1e6:.1f} MP ({share:.0%})"
+        if self.bytes:
+            share = self.bytes_done / self.bytes
+            line += f"; {self.bytes_done / 1e6:.1f} of {self.bytes / 1e6:.1f} MB ({share:.0%})"
         return line
 
     def _status(self) -> str:
-        share = self.pixels_done / self.pixels if self.pixels else 0.0
+        share = self.bytes_done / self.bytes if self.bytes else 0.0
         filled = int(BAR_WIDTH * share)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
         elapsed = time.monotonic() - self.started
-        done = f"{self.images_done}/{self.images} images, {share:.0%} of pixels"
+        done = f"{self.images_done}/{self.images} images, {share:.0%} of input bytes"
         return f"[{bar}] {done}, {elapsed:.0f} s"
 
     def _write(self, text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.job import ImageResult
+from pipeline.results import ImageResult
 
 
 def _human_bytes(n: float) -> str:
@@ -55,13 +55,42 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
     return "\n".join(lines)
 
 
-def summary(results: Sequence[ImageResult]) -> str:
-    """Per-image table of a job, followed by its failures, one line each."""
-    rows = [image_row(r.name, r.status, r.attrs or {}) for r in results]
-    text = table(rows)
-    failed = [r for r in results if r.status == "failed"]
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    text += "\n\n" + ", ".join(f"{n} {s}" for s, n in counts.items())
-    if failed:
-        text += "\n" + "\n".join(f"error: {r.error}" for r in failed)
-    return text
+#: Images listed in a job's summary table; the rest are counted (``info`` lists every one).
+SUMMARY_ROWS = 50
+#: Failures listed after a job's summary table, one line each; the rest are counted.
+SUMMARY_ERRORS = 100
+
+
+class Summary:
+    """A job's summary, gathered result by result in bounded memory (any number of images)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.errors: list[str] = []
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+
+    def add(self, result: ImageResult) -> None:
+        """Count one image's result (and keep its row and error while there is room)."""
+        self.counts[result.status] += 1
+        if len(self.rows) < SUMMARY_ROWS:
+            self.rows.append(image_row(result.name, result.status, result.attrs or {}))
+        if result.error and len(self.errors) < SUMMARY_ERRORS:
+            self.errors.append(result.error)
+
+    @property
+    def failed(self) -> int:
+        """Images that failed."""
+        return self.counts["failed"]
+
+    def text(self) -> str:
+        """Per-image table (the first :data:`SUMMARY_ROWS`), the counts, then the failures."""
+        total = sum(self.counts.values())
+        text = table(self.rows)
+        if total > len(self.rows):
+            text += f"\n... and {total - len(self.rows):,} more images"
+        text += "\n\n" + ", ".join(f"{n} {s}" for s, n in self.counts.items())
+        if self.errors:
+            text += "\n" + "\n".join(f"error: {e}" for e in self.errors)
+        if self.failed > len(self.errors):
+            text += f"\n... and {self.failed - len(self.errors):,} more failures"
+        return text

@@ -19,10 +19,9 @@ JPEG, PNG and most formats decode whole: the file is read by one task, then spli
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +30,15 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask import delayed
+from dask.base import tokenize
 from numpy.typing import NDArray
 
-from pipeline.errors import InputError, UsageError
+from pipeline.errors import InputError
 from pipeline.paths import filesystem, is_url, location, read_bytes
 
 #: Pillow's decompression-bomb limit (it refuses images of more pixels): the default largest
 #: image decoded whole.
 PILLOW_LIMIT = 178_956_970
-
-#: File extensions picked up when a folder is given as input.
-IMAGE_EXTENSIONS = frozenset(
-    {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
-)
 
 
 @dataclass(frozen=True)
@@ -81,80 +76,6 @@ class Source:
     conversion: str
     streamed: bool = False
     whole: da.Array | None = None
-
-
-def discover(inputs: Sequence[str], exclude: str | None = None) -> list[str]:
-    """Expand files, folders and glob patterns into a sorted, de-duplicated list of files.
-
-    Folders contribute the image files (by extension, see ``IMAGE_EXTENSIONS``) and Zarr arrays
-    directly inside them; a Zarr array's own folder is an input, not a folder to search. A path
-    that does not exist and matches no glob is still returned, so that opening it reports it as
-    missing alongside the other images. Paths inside ``exclude`` (the job's own output store)
-    are left out. URLs (``s3://...``) are listed with fsspec.
-    """
-    from pipeline.tiled import is_zarr_array
-
-    found: list[str] = []
-    for item in inputs:
-        if is_url(item):
-            found.extend(_discover_url(item))
-        elif os.path.isdir(item) and not is_zarr_array(item):
-            found.extend(
-                str(p)
-                for p in sorted(Path(item).iterdir())
-                if (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) or is_zarr_array(str(p))
-            )
-        elif glob.has_magic(item):
-            found.extend(sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p)))
-        else:
-            found.append(item)
-    if exclude is not None:
-        found = [p for p in found if not _inside(p, exclude)]
-    return list(dict.fromkeys(found))
-
-
-def _inside(path: str, folder: str) -> bool:
-    if is_url(path) or is_url(folder):
-        return path == folder or path.startswith(folder.rstrip("/") + "/")
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
-
-
-def _discover_url(item: str) -> list[str]:
-    """:func:`discover` for one URL: a folder's image files and Zarr arrays, a glob, a file."""
-    from pipeline.tiled import is_zarr_array
-
-    fs, inner = filesystem(item)
-    if glob.has_magic(inner):
-        return [fs.unstrip_protocol(p) for p in sorted(fs.glob(inner)) if fs.isfile(p)]
-    if not fs.isdir(inner) or is_zarr_array(item):
-        return [item]
-    found = []
-    for entry in sorted(fs.ls(inner, detail=True), key=lambda e: e["name"]):
-        url = fs.unstrip_protocol(entry["name"])
-        if entry["type"] == "file":
-            if Path(entry["name"]).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(url)
-        elif is_zarr_array(url):
-            found.append(url)
-    return found
-
-
-def unique_names(paths: Sequence[str]) -> list[str]:
-    """Group names for ``paths``: the file name, prefixed by parent folders where names clash."""
-    parts = [Path(p).parts for p in paths]
-    depth = [1] * len(paths)
-    while True:
-        names = ["__".join(pp[-d:]) for pp, d in zip(parts, depth, strict=True)]
-        clash = {n for n in names if names.count(n) > 1}
-        if not clash:
-            return names
-        grown = False
-        for i, n in enumerate(names):
-            if n in clash and depth[i] < len(parts[i]):
-                depth[i] += 1
-                grown = True
-        if not grown:
-            raise UsageError(f"inputs give the same name twice: {sorted(clash)}")
 
 
 def conversion_for(shape: tuple[int, ...], dtype: np.dtype) -> str:
@@ -312,38 +233,95 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
-    """Open an input lazily: read its header now, its pixels when the graph runs.
+@dataclass(frozen=True)
+class Probe:
+    """What a worker learns from an input's header, enough to build its lazy image on the client.
+
+    Attributes
+    ----------
+    path : str
+        The input as given (messages name it).
+    where : str
+        The input as every process reads it (:func:`pipeline.paths.location`).
+    kind : str
+        ``"whole"`` (decoded whole by one task), ``"tiff"`` (tiled TIFF, read tile by tile) or
+        ``"zarr"`` (a Zarr array, read chunk by chunk).
+    shape : tuple of int
+        Shape of the image as stored.
+    dtype : str
+        Pixel type as stored.
+    conversion : str
+        How it becomes RGB uint8 (see the module docstring).
+    tile : tuple of int or None
+        Tile height and width of a tiled TIFF.
+    array : zarr.Array or None
+        The opened Zarr array of a ``"zarr"`` input (opening it reads only its metadata).
+    """
+
+    path: str
+    where: str
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str
+    conversion: str
+    tile: tuple[int, int] | None = None
+    array: Any = None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the image."""
+        return int(self.shape[0]) * int(self.shape[1])
+
+
+def probe(path: str, max_pixels: int = PILLOW_LIMIT) -> Probe:
+    """Open an input's header (on a worker): its size, pixel type and how it is to be read.
 
     Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.tiled`); every
-    other format is decoded whole by one task, then split into chunks, and is refused above
-    ``max_pixels`` (default: Pillow's own decompression-bomb limit). ``path`` may be a URL
-    (see :mod:`pipeline.paths`); a TIFF behind a URL is decoded whole.
+    other format is decoded whole by one task, and is refused above ``max_pixels`` (default:
+    Pillow's own decompression-bomb limit). ``path`` may be a URL (see :mod:`pipeline.paths`);
+    a TIFF behind a URL is decoded whole.
 
     Raises
     ------
     InputError
-        If the path is missing, not a file, or not an image imageio can read.
+        If the path is missing, not a file, or not an image that can be read.
     """
-    from pipeline.tiled import is_tiled_tiff, is_zarr_array, open_tiff, open_zarr
+    from pipeline.tiled import is_zarr_array, open_zarr_array, tiff_layout
 
-    where = location(path)  # what tasks read: the workers may run in another folder
+    where = location(path)
     fs, inner = filesystem(path) if is_url(path) else (None, path)
-    if not (fs.exists(inner) if fs else os.path.exists(path)):
+    try:
+        exists = fs.exists(inner) if fs else os.path.exists(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {_one_line(exc)}") from None
+    if not exists:
         raise InputError(path, "no such file")
     if is_zarr_array(path):
-        return from_array(open_zarr(where, chunk), name, chunk, path=path, keep_chunks=True)
+        array = open_zarr_array(where)
+        shape = tuple(int(s) for s in array.shape)
+        return Probe(
+            path,
+            where,
+            "zarr",
+            shape,
+            str(array.dtype),
+            _conversion(path, shape, array.dtype),
+            array=array,
+        )
     if not (fs.isfile(inner) if fs else os.path.isfile(path)):
         raise InputError(path, "not a file")
-    if fs is None and is_tiled_tiff(path):
-        return from_array(open_tiff(where, chunk), name, chunk, path=path, keep_chunks=True)
+    layout = None if fs else tiff_layout(path)
+    if layout is not None:
+        shape, dtype, tile = layout
+        return Probe(
+            path, where, "tiff", shape, str(dtype), _conversion(path, shape, dtype), tile=tile
+        )
     resource, props = _header(path)
     shape = tuple(int(s) for s in props.shape)
-    try:
-        cmyk = _is_cmyk(resource, shape)
-        conversion = "CMYK to RGB" if cmyk else conversion_for(shape, props.dtype)
-    except ValueError as exc:
-        raise InputError(path, str(exc)) from None
+    if _is_cmyk(resource, shape):
+        conversion = "CMYK to RGB"
+    else:
+        conversion = _conversion(path, shape, props.dtype)
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:
         gib = pixels * 4 / 2**30
@@ -353,20 +331,14 @@ def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) 
             f"images decoded whole (about {gib:.1f} GiB of worker memory); raise --max-pixels, "
             "or convert it to a tiled TIFF, which is read tile by tile",
         )
-    whole = da.from_delayed(
-        delayed(read_file, pure=True)(where, dask_key_name=f"read-{name}-{file_token(path)}"),
-        shape=(shape[0], shape[1], 3),
-        dtype=np.uint8,
-    )
-    return Source(
-        name=name,
-        path=path,
-        image=whole.rechunk((chunk, chunk, 3)),
-        shape=shape,
-        dtype=str(props.dtype),
-        conversion=conversion,
-        whole=whole,
-    )
+    return Probe(path, where, "whole", shape, str(props.dtype), conversion)
+
+
+def _conversion(path: str, shape: tuple[int, ...], dtype: Any) -> str:
+    try:
+        return conversion_for(shape, np.dtype(dtype))
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
 
 
 #: Bytes read from a URL to learn an image's size and type before deciding how to read it.
@@ -394,17 +366,65 @@ def _header(path: str) -> tuple[str | bytes, Any]:
     raise AssertionError("unreachable")
 
 
-def file_token(path: str, *extra: object) -> str:
-    """Dask token of a file's current version (path, size, modification time) and ``extra``."""
-    from dask.base import tokenize
+def read_whole(found: Probe) -> NDArray[np.uint8]:
+    """Every pixel of a probed input as one (H, W, 3) uint8 array (small images of a batch)."""
+    if found.kind == "whole":
+        return read_file(found.where)
+    image = source_from_probe(found, "", max(found.shape[:2]), tokenize(found.where)).image
+    return np.asarray(image.compute(scheduler="synchronous"))
 
-    if is_url(path):
-        fs, inner = filesystem(path)
-        info = fs.info(inner)
-        version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
-        return tokenize(path, info.get("size"), str(version), *extra)
-    stat = os.stat(path)
-    return tokenize(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, *extra)
+
+def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
+    """Rows and columns of the chunks an input is worked on and its labels are stored in.
+
+    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk``.
+    """
+    from pipeline.tiled import aligned
+
+    if found.kind == "whole":
+        return chunk, chunk
+    tile = found.tile if found.kind == "tiff" else found.array.chunks
+    assert tile is not None
+    return aligned(chunk, tile[0]), aligned(chunk, tile[1])
+
+
+def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source:
+    """The lazy image of a probed input (no I/O: the graph reads it when it runs).
+
+    ``token`` identifies the input's current version (from its listing: size and modification
+    time or ETag), so that a changed file gets new task keys.
+    """
+    from pipeline.tiled import TiffTiles
+
+    if found.kind == "whole":
+        whole = da.from_delayed(
+            delayed(read_file, pure=True)(found.where, dask_key_name=f"read-{token}"),
+            shape=(found.shape[0], found.shape[1], 3),
+            dtype=np.uint8,
+        )
+        return Source(
+            name=name,
+            path=found.path,
+            image=whole.rechunk((chunk, chunk, 3)),
+            shape=found.shape,
+            dtype=found.dtype,
+            conversion=found.conversion,
+            whole=whole,
+        )
+    chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
+    if found.kind == "zarr":
+        array = da.from_zarr(found.array, chunks=chunks)
+    else:
+        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype))
+        array = da.from_array(
+            tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
+        )
+    return from_array(array, name, chunk, path=found.path, keep_chunks=True)
+
+
+def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
+    """Probe an input and return its lazy image (both here: for notebooks and tests)."""
+    return source_from_probe(probe(path, max_pixels), name, chunk, tokenize(location(path)))
 
 
 def from_array(
@@ -444,29 +464,6 @@ def from_array(
         conversion=conversion,
         streamed=streamed,
     )
-
-
-def open_inputs(
-    inputs: Iterable[str], chunk: int, max_pixels: int = PILLOW_LIMIT, exclude: str | None = None
-) -> tuple[list[Source], list[InputError]]:
-    """Discover and open every input; bad ones are returned as errors instead of raising.
-
-    ``exclude`` is the job's output store, never an input (see :func:`discover`).
-
-    Returns
-    -------
-    sources : list of Source
-    errors : list of InputError
-    """
-    paths = discover(list(inputs), exclude)
-    sources: list[Source] = []
-    errors: list[InputError] = []
-    for path, name in zip(paths, unique_names(paths), strict=True):
-        try:
-            sources.append(open_file(path, name, chunk, max_pixels))
-        except InputError as exc:
-            errors.append(exc)
-    return sources, errors
 
 
 def sample_images() -> list[str]:

@@ -56,6 +56,11 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
         _signal_number = 0
 
 
+def requested() -> int:
+    """The signal number of a stop request, 0 when none was made."""
+    return _signal_number if _requested.is_set() else 0
+
+
 def check() -> None:
     """Raise :class:`Interrupted` if a stop was requested."""
     if _requested.is_set():

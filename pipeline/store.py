@@ -8,16 +8,20 @@ labels chunk and the palette are written.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
 import zarr
 from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
 from pipeline.errors import PipelineError
+from pipeline.paths import filesystem, join
 
 #: Version of the store layout described in docs/store-format.md.
 FORMAT_VERSION = 1
@@ -25,8 +29,17 @@ FORMAT_VERSION = 1
 FORMAT_NAME = "pipeline.palette-image"
 #: zstd level of labels and palette chunks.
 ZSTD_LEVEL = 3
-#: Settings that must match for an existing complete image to be reused rather than rewritten.
-REUSE_KEYS = ("source", "colors_requested", "sample_size_requested", "seed", "fit_settings")
+#: Settings that must match for an existing complete image to be reused rather than rewritten
+#: (with the source's path, ``source.path``).
+REUSE_KEYS = ("colors_requested", "sample_size_requested", "seed", "fit_settings")
+#: Folder of the store root holding the job's bookkeeping; image group names never start with
+#: ``.`` (see :mod:`pipeline.names`), so it is never taken for an image.
+META = ".pipeline"
+#: Folder of completion markers: one empty object ``<digest>-<name>`` per complete image,
+#: written after the image is marked complete, so that listing it tells a rerun what is done.
+COMPLETE = META + "/complete"
+#: Hex digits of the settings digest in a marker's name.
+DIGEST_CHARS = 16
 
 
 def _version() -> str:
@@ -52,22 +65,118 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
 
 def image_names(root: zarr.Group) -> list[str]:
     """Names of the image groups in a store, sorted."""
-    return sorted(root.group_keys())
+    with warnings.catch_warnings():
+        # zarr-python warns that the bookkeeping folder (META) is not a Zarr node
+        warnings.filterwarnings("ignore", NOT_A_NODE, category=UserWarning)
+        return sorted(root.group_keys())
+
+
+#: zarr-python's warning about a folder of a group that is not a Zarr node.
+NOT_A_NODE = "Object at .* is not recognized as a component of a Zarr hierarchy"
+
+
+def reuse_values(source_path: str, settings: Any) -> dict[str, Any]:
+    """What must match for a stored image to be reused: its source and the settings shaping it.
+
+    ``source_path`` as recorded (:func:`pipeline.paths.location`); ``settings`` a
+    :class:`pipeline.config.Settings`.
+    """
+    return {
+        "source_path": source_path,
+        "colors_requested": settings.colors,
+        "sample_size_requested": settings.sample,
+        "seed": settings.seed,
+        "fit_settings": settings.fit_settings(),
+    }
+
+
+def digest(values: dict[str, Any]) -> str:
+    """Short stable digest of :func:`reuse_values` (part of a completion marker's name)."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def marker(store: str, name: str, key: str) -> str:
+    """Path of the completion marker of image ``name`` stored with settings digest ``key``."""
+    return join(store, f"{COMPLETE}/{key}-{name}")
+
+
+def write_marker(store: str, name: str, key: str) -> None:
+    """Record that image ``name`` is complete (after its status says so)."""
+    fs, path = filesystem(marker(store, name, key))
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    fs.pipe_file(path, b"")
+
+
+def remove_marker(store: str, name: str, key: str) -> None:
+    """Forget that image ``name`` was complete (before its group is written again)."""
+    fs, path = filesystem(marker(store, name, key))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(path)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one listing of a store tells, without reading any image's metadata.
+
+    Attributes
+    ----------
+    groups : set of str
+        Names of the image groups present (complete or not).
+    complete : dict
+        Image name -> settings digest of its completion marker (see :func:`marker`).
+    """
+
+    groups: frozenset[str]
+    complete: dict[str, str]
+
+
+def list_store(store: str) -> Listing:
+    """List the image groups and completion markers of ``store`` (empty if it does not exist).
+
+    Two listings (paged by the filesystem: on S3 one request per 1,000 names), whatever the
+    number of images.
+    """
+    fs, root = filesystem(store)
+    fs.invalidate_cache(root)
+    try:
+        top = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return Listing(frozenset(), {})
+    groups = frozenset(
+        name
+        for entry in top
+        if entry["type"] == "directory"
+        and not (name := entry["name"].rstrip("/").rsplit("/", 1)[-1]).startswith(".")
+    )
+    try:
+        marks = fs.ls(join(root, COMPLETE), detail=False)
+    except FileNotFoundError:
+        marks = []
+    complete = {}
+    for path in marks:
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+        if len(base) > DIGEST_CHARS and base[DIGEST_CHARS] == "-":
+            complete[base[DIGEST_CHARS + 1 :]] = base[:DIGEST_CHARS]
+    return Listing(groups, complete)
 
 
 def existing_status(root: zarr.Group, name: str, wanted: dict[str, Any]) -> str:
-    """What a job should do with image ``name`` given the settings ``wanted`` it would record.
+    """What a job should do with image ``name`` given the :func:`reuse_values` ``wanted``.
 
-    Returns ``"absent"``, ``"incomplete"`` (a group left by an interrupted run), or ``"complete"``
-    when a complete image with the same settings exists. Raises :class:`PipelineError` when a
-    complete image with other settings exists (the caller decides whether to overwrite).
+    Reads the image's metadata: for images the listing cannot vouch for (stores written before
+    completion markers, or an image whose marker was not written). Returns ``"absent"``,
+    ``"incomplete"`` (a group left by an interrupted run), or ``"complete"`` when a complete
+    image with the same settings exists. Raises :class:`PipelineError` when a complete image
+    with other settings exists (the caller decides whether to overwrite).
     """
     if name not in root:
         return "absent"
     attrs = dict(root[name].attrs)
     if attrs.get("status") != "complete":
         return "incomplete"
-    changed = [key for key in REUSE_KEYS if attrs.get(key) != wanted.get(key)]
+    stored = {**{key: attrs.get(key) for key in REUSE_KEYS}, "source_path": _source_path(attrs)}
+    changed = [key for key in stored if stored[key] != wanted.get(key)]
     if changed:
         raise PipelineError(
             f"{name}: already stored with other settings ({', '.join(changed)}); "
@@ -76,8 +185,13 @@ def existing_status(root: zarr.Group, name: str, wanted: dict[str, Any]) -> str:
     return "complete"
 
 
+def _source_path(attrs: dict[str, Any]) -> Any:
+    source = attrs.get("source")
+    return source.get("path") if isinstance(source, dict) else None
+
+
 def create_image(
-    root: zarr.Group,
+    store: str,
     name: str,
     shape: tuple[int, int],
     chunks: tuple[int, int],
@@ -92,8 +206,10 @@ def create_image(
     """
     from pipeline.assign import label_dtype
 
-    group = root.create_group(
-        name,
+    group = zarr.create_group(
+        store,
+        path=name,
+        zarr_format=3,
         overwrite=True,
         attributes={  # one metadata write (attrs.update writes it once per key)
             **attrs,
@@ -115,9 +231,9 @@ def create_image(
     )
 
 
-def block_regions(image: da.Array) -> list[tuple[slice, slice]]:
-    """(rows, columns) region of each block of a dask image, in ``to_delayed().ravel()`` order."""
-    starts = [np.concatenate([[0], np.cumsum(c)]) for c in image.chunks[:2]]
+def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slice]]:
+    """(rows, columns) region of each block of a dask-style chunking, in row-major order."""
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:2]]
     return [
         (slice(int(r0), int(r1)), slice(int(c0), int(c1)))
         for r0, r1 in zip(starts[0][:-1], starts[0][1:], strict=True)
@@ -130,10 +246,11 @@ def write_labels(target: zarr.Array, region: tuple[slice, slice], labels: NDArra
     target[region] = labels
 
 
-def remove_image(root: zarr.Group, name: str) -> None:
+def remove_image(store: str, name: str) -> None:
     """Delete image group ``name`` (used for images that failed while being written)."""
-    if name in root:
-        del root[name]
+    fs, path = filesystem(join(store, name))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
 
 
 def finalize(

@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
@@ -31,17 +30,26 @@ def is_zarr_array(path: str) -> bool:
     return True
 
 
-def is_tiled_tiff(path: str) -> bool:
-    """Whether ``path`` is a TIFF file whose first image is stored in tiles."""
+def tiff_layout(path: str) -> tuple[tuple[int, ...], np.dtype, tuple[int, int]] | None:
+    """Shape, pixel type and tile size of a TIFF file whose first image is tiled, else None."""
     if not path.lower().endswith((".tif", ".tiff")):
-        return False
+        return None
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return bool(tif.pages[0].is_tiled)
+            page = tif.pages[0]
+            if not page.is_tiled:
+                return None
+            shape = tuple(int(s) for s in page.shape)
+            return shape, np.dtype(page.dtype), (int(page.tilelength), int(page.tilewidth))
     except Exception:
-        return False
+        return None
+
+
+def is_tiled_tiff(path: str) -> bool:
+    """Whether ``path`` is a TIFF file whose first image is stored in tiles."""
+    return tiff_layout(path) is not None
 
 
 def aligned(chunk: int, tile: int) -> int:
@@ -83,32 +91,11 @@ def _describe(region: Any) -> str:
     return "[" + ", ".join(parts[:2]) + "]"
 
 
-def open_tiff(path: str, chunk: int) -> da.Array:
-    """Lazy dask array of a tiled TIFF's first image, chunked in whole tiles near ``chunk``."""
-    import tifffile
-
-    from pipeline.sources import file_token
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        shape = tuple(int(s) for s in page.shape)
-        dtype = np.dtype(page.dtype)
-        tile = (int(page.tilelength), int(page.tilewidth))
-    chunks = (aligned(chunk, tile[0]), aligned(chunk, tile[1]), *shape[2:])
-    name = "tiff-" + file_token(path, chunks)
-    return da.from_array(
-        TiffTiles(path, shape, dtype), chunks=chunks, name=name, asarray=False, fancy=False
-    )
-
-
-def open_zarr(path: str, chunk: int) -> da.Array:
-    """Lazy dask array of a Zarr array, chunked in whole Zarr chunks near ``chunk``."""
+def open_zarr_array(path: str) -> Any:
+    """The Zarr array at ``path``, opened for reading (its metadata only)."""
     import zarr
 
     try:
-        array = zarr.open_array(path, mode="r")
+        return zarr.open_array(path, mode="r")
     except Exception as exc:
         raise InputError(path, f"not a readable Zarr array: {exc}") from None
-    tile = array.chunks
-    chunks = tuple(aligned(chunk, t) if i < 2 else -1 for i, t in enumerate(tile))
-    return da.from_zarr(array, chunks=chunks)

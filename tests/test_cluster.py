@@ -204,7 +204,7 @@ def test_job_file_with_overrides_progress_and_report(tmp_path, photos):
     lines = [line for line in done.stderr.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"]
     assert lines[-1].endswith("(100%)")
-    assert " MP (" in lines[0]
+    assert " MB (" in lines[0]
     report = (tmp_path / "jobs" / "report.html").read_text()
     assert "Dask Performance Report" in report
     assert "report: " in done.stdout

@@ -5,17 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import InputError, UsageError
-from pipeline.sources import (
-    _decode_fast,
-    discover,
-    from_array,
-    open_file,
-    open_inputs,
-    read_file,
-    to_rgb8,
-    unique_names,
-)
+from pipeline.errors import InputError
+from pipeline.sources import _decode_fast, from_array, open_file, probe, read_file, to_rgb8
 
 
 def opened(path, chunk=64):
@@ -160,28 +151,20 @@ def test_cmyk_jpeg_is_converted_not_taken_for_rgba(tmp_path, china):
     assert np.abs(pixels.astype(int) - china).mean() < 3  # the photo's colours, not inks
 
 
-def test_folder_inputs_and_globs(tmp_path, write_image, small_photo):
-    a = write_image("a.png", small_photo)
-    b = write_image("b.jpg", small_photo)
-    (tmp_path / "inputs" / "notes.txt").write_text("not an image")
-    folder = os.path.dirname(a)
-    assert discover([folder]) == [a, b]
-    assert discover([os.path.join(folder, "*.png"), a]) == [a]
-    assert discover(["nowhere.png"]) == ["nowhere.png"]
+def test_probe_reads_only_the_header_and_says_how_to_read(write_image, small_photo, tmp_path):
+    import tifffile
 
-
-def test_open_inputs_separates_bad_from_good(write_image, small_photo, tmp_path):
-    good = write_image("good.png", small_photo)
-    sources, errors = open_inputs([good, str(tmp_path / "gone.png")], 64)
-    assert [s.name for s in sources] == ["good.png"]
-    assert len(errors) == 1
-    assert "gone.png: no such file" in str(errors[0])
-
-
-def test_clashing_names_get_their_folder():
-    assert unique_names(["a/x.png", "b/x.png", "c/y.png"]) == ["a__x.png", "b__x.png", "y.png"]
-    with pytest.raises(UsageError):
-        unique_names(["x.png", "x.png"])
+    found = probe(write_image("a.png", small_photo))
+    assert (found.kind, found.shape, found.dtype, found.pixels) == (
+        "whole",
+        (120, 170, 3),
+        "uint8",
+        20400,
+    )
+    tiled = tmp_path / "t.tif"
+    tifffile.imwrite(tiled, small_photo, tile=(64, 64), photometric="rgb")
+    found = probe(str(tiled))
+    assert (found.kind, found.tile) == ("tiff", (64, 64))
 
 
 def test_from_array_normalises_like_files(small_photo):

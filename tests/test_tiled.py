@@ -10,7 +10,8 @@ import zarr
 
 from pipeline import compress, open_store
 from pipeline.errors import InputError
-from pipeline.sources import discover, open_file
+from pipeline.discover import discover
+from pipeline.sources import open_file
 from pipeline.tiled import aligned, is_tiled_tiff
 
 FAST = {"colors": 32, "sample": 2000}
@@ -29,6 +30,12 @@ def zarr_image(tmp_path, china):
     array = zarr.create_array(path, shape=china.shape, chunks=(100, 160, 3), dtype="uint8")
     array[...] = china
     return str(path)
+
+
+def found(inputs, exclude=None):
+    entries, errors = discover(inputs, exclude)
+    assert errors == []
+    return [e.path for e in entries]
 
 
 def stored(store, name):
@@ -78,17 +85,17 @@ def test_streamed_input_on_a_cluster_runs_in_two_passes(tmp_path, tiled_tiff, ch
 
 
 def test_zarr_arrays_in_a_folder_are_inputs(tmp_path, zarr_image):
-    assert discover([str(tmp_path)]) == [zarr_image]
-    assert discover([zarr_image]) == [zarr_image]
+    assert found([str(tmp_path)]) == [zarr_image]
+    assert found([zarr_image]) == [zarr_image]
 
 
 def test_the_output_store_is_never_an_input(tmp_path, zarr_image):
     store = str(tmp_path / "out.zarr")
     assert compress([str(tmp_path)], store, **FAST)[0].status == "done"
-    assert discover([str(tmp_path)]) == [zarr_image]  # a Zarr group is not an image
-    everything = discover([str(tmp_path / "**")])
+    assert found([str(tmp_path)]) == [zarr_image]  # a Zarr group is not an image
+    everything = found([str(tmp_path / "**")])
     assert any(p.startswith(store) for p in everything)
-    assert discover([str(tmp_path / "**")], exclude=store) == [
+    assert found([str(tmp_path / "**")], exclude=store) == [
         p for p in everything if not p.startswith(store)
     ]
     again = compress([str(tmp_path), str(tmp_path / "out.zarr" / "**")], store, **FAST)

@@ -1,0 +1,159 @@
+"""The dask graphs of a job's work items: the only module that makes graphs.
+
+* a batch of small images: one task (:func:`pipeline.work.compress_batch`);
+* a probe: one task opening a large input's header on a worker;
+* a large image decoded whole: read, fit, then per chunk a cut and a label-and-write task,
+  then a finish task (:func:`whole_graph`), with :class:`Placement` keeping the decoded image
+  where it was decoded;
+* an image read chunk by chunk (tiled TIFF, Zarr, a dask or numpy array): its fit
+  (:func:`fit_graph`), then its labelling with that fit (:func:`write_graph`).
+
+Every graph of an image ends in one task returning :class:`~pipeline.work.Done` or
+:class:`~pipeline.work.Failed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dask import delayed
+from dask.array.core import normalize_chunks
+from dask.base import tokenize
+from dask.delayed import Delayed
+
+from pipeline.config import Settings
+from pipeline.count import colour_counts
+from pipeline.sample import sample_pixels
+from pipeline.sources import Probe, Source, read_file, work_chunks
+from pipeline.store import block_regions
+from pipeline.work import (
+    Job,
+    Spec,
+    compress_batch,
+    create_task,
+    cut_task,
+    finish_task,
+    fit_sampled_task,
+    fit_task,
+    guarded,
+    label_task,
+    probe_task,
+    recorded,
+)
+
+#: Name of the tasks that label and write one chunk (followed by a token and the chunk index).
+LABEL_TASK = "label"
+
+read_task = guarded(read_file)
+
+
+def _token(spec: Spec, job: Job) -> str:
+    # one per image and run: the tasks of a run write, so they are never shared with another
+    return tokenize(spec.token, spec.name, job.run)
+
+
+def batch_graph(specs: Sequence[Spec], job: Job) -> Delayed:
+    """One task compressing ``specs`` one after another."""
+    key = "batch-" + tokenize([s.token for s in specs], job.run)
+    return delayed(compress_batch)(list(specs), job, dask_key_name=key)
+
+
+def probe_graph(spec: Spec, job: Job) -> Delayed:
+    """One task opening ``spec``'s header (a :class:`~pipeline.sources.Probe` or a Failed)."""
+    return delayed(probe_task)(
+        spec.path, job.settings.max_pixels, dask_key_name=f"probe-{_token(spec, job)}"
+    )
+
+
+def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
+    """The graph of a large image decoded whole by one task, and its number of chunks."""
+    token = _token(spec, job)
+    settings = job.settings
+    shape = (found.shape[0], found.shape[1])
+    chunks = work_chunks(found, settings.chunk)
+    regions = block_regions(normalize_chunks(chunks, shape))
+    pixels = delayed(read_task)(found.where, dask_key_name=f"read-{token}")
+    fit = delayed(fit_task)(pixels, settings, dask_key_name=f"fit-{token}")
+    attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, settings, job.run)
+    target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
+    errors = [
+        delayed(label_task)(
+            delayed(cut_task)(pixels, region, dask_key_name=f"cut-{token}-{i}"),
+            fit,
+            target,
+            region,
+            dask_key_name=f"{LABEL_TASK}-{token}-{i}",
+        )
+        for i, region in enumerate(regions)
+    ]
+    final = delayed(finish_task)(
+        job, spec, fit, target, errors, shape[0] * shape[1], dask_key_name=f"finish-{token}"
+    )
+    return final, len(regions)
+
+
+def fit_graph(source: Source, settings: Settings) -> Delayed:
+    """The lazy fit of an image read chunk by chunk: its sample and colour counts, then the palette.
+
+    Both read the image chunk by chunk; an image of one chunk is fitted by one task.
+    """
+    image = source.image
+    if image.npartitions == 1:
+        (block,) = image.to_delayed(optimize_graph=False).ravel()
+        return delayed(fit_task, pure=True)(block, settings)
+    return delayed(fit_sampled_task, pure=True)(
+        sample_pixels(image, settings.sample, settings.seed),
+        colour_counts(image, settings.count_pixels),
+        settings,
+    )
+
+
+def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Delayed, int]:
+    """The labelling of an image read chunk by chunk with ``fit`` (a Fit, a Delayed or a future).
+
+    Returns the graph, ending in the image's finish task, and its number of chunks.
+    """
+    token = _token(spec, job)
+    image = source.image
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    rows, cols = image.chunks[:2]
+    attrs = recorded(
+        spec.path, source.shape, source.dtype, source.conversion, job.settings, job.run
+    )
+    target = delayed(create_task)(
+        job, spec, attrs, shape, (rows[0], cols[0]), dask_key_name=f"create-{token}"
+    )
+    blocks = image.to_delayed(optimize_graph=False).ravel()
+    errors = [
+        delayed(label_task)(block, fit, target, region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
+        for i, (block, region) in enumerate(zip(blocks, block_regions(image.chunks), strict=True))
+    ]
+    final = delayed(finish_task)(
+        job, spec, fit, target, errors, shape[0] * shape[1], dask_key_name=f"finish-{token}"
+    )
+    return final, len(errors)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the tasks of an image decoded whole start (a ``workers`` annotation, by key).
+
+    Everything starts on ``home``, which decodes the image and cuts it into chunks, except the
+    labelling of every other chunk, which starts on ``helper`` and fetches just its chunk.
+    Restrictions are loose: the scheduler may still move tasks. Without them it would ship the
+    whole decoded image to another worker.
+    """
+
+    home: str | None
+    helper: str | None
+
+    def __call__(self, key: object) -> list[str]:
+        """Workers a task with this ``key`` should start on."""
+        odd_label = (
+            isinstance(key, str)
+            and key.startswith(LABEL_TASK + "-")
+            and int(key.rsplit("-", 1)[1]) % 2 == 1
+        )
+        worker = self.helper if odd_label else self.home
+        return [worker] if worker else []

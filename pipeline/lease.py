@@ -1,0 +1,434 @@
+"""One writer per store: a lease file beside the store that a job holds, renews and releases.
+
+Two jobs writing one store at once would mix their chunks into each other's images, so a job
+holds the store's lease (:func:`hold`) while it writes, and a second job on the same store is
+refused with :class:`StoreBusy`, whose one-line message names the holder. The lease is the JSON
+file next to the store named like it plus :data:`LEASE_SUFFIX` (``out.zarr.lease.json`` for
+``out.zarr``). It is not inside the store because zarr-python warns about, and with warnings as
+errors fails on, every entry of a group's folder that is not a Zarr node. It names its holder
+(run id, host, pid, start time) and when it expires; a daemon thread renews it every ``ttl / 3``
+seconds. Workers check :func:`is_holder` just before they mark an image complete, so the workers
+of a job whose lease expired or was taken over cannot mark images complete (fencing).
+
+A holder that died does not block the store forever. A lease is *stale*, and the next job takes
+it over, when it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted or
+on a lost machine), or at once when its holder ran on this host and its pid no longer exists (a
+rerun right after ``kill -9`` or ``scancel``). Expiry compares unix times of different hosts, so
+their clocks must agree to well within ``ttl``. A lease file that cannot be parsed (never written
+by this module: every write below is atomic) counts as stale.
+
+Local stores (paths, ``file://`` URLs)
+    Exact. A lease is created by hard-linking a fully written temporary file onto the lease path
+    (``os.link`` fails if the lease exists, like ``O_CREAT | O_EXCL``, and readers never see a
+    half-written lease); it is renewed by ``os.replace`` of a temporary file after re-reading that
+    it is still ours. A stale lease is taken over by renaming it aside, checking that what was
+    moved is the stale lease judged (if another taker replaced it meanwhile, the moved lease is
+    linked back, unless an even newer one exists, and the judgement starts over), and creating
+    ours. Racing jobs end with exactly one holder; in a three-way race over a stale lease a job
+    may see itself hold the lease until its next renewal finds it lost (fencing covers it).
+URL stores (fsspec)
+    Best effort, through the filesystem's own operations. A lease is created with
+    ``pipe_file(mode="create")``, which is exclusive where the filesystem can do it (S3 through
+    s3fs: ``If-None-Match: *``, honoured by AWS and moto) and otherwise checks for an existing file
+    first; ours is then read back to confirm it names our run. On S3, renewing and taking over
+    are conditional on the ETag read (``If-Match``), so they fail instead of overwriting a lease
+    someone else wrote meanwhile. Remaining windows: on filesystems without conditional writes,
+    two jobs that both find no lease (or the same stale one) and write within the same moment can
+    both read their own lease back, and the first learns it lost the store at its next renewal
+    (``ttl / 3``); and :meth:`Lease.release` deletes after checking that the lease is ours, so a
+    job that takes over in between (possible only once ours expired) loses its new lease.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pipeline.errors import PipelineError, UsageError
+from pipeline.paths import filesystem, is_url
+
+#: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
+LEASE_SUFFIX = ".lease.json"
+#: How often acquiring starts over when the lease changes under it before giving up.
+_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a lease file holds: who holds the store, until when, and how long a renewal lasts."""
+
+    run: str
+    host: str
+    pid: int
+    started: str
+    expires: float
+    ttl: float
+
+    def describe(self) -> str:
+        """The holder for a message: host, pid, run id and start time."""
+        return f"host {self.host}, pid {self.pid}, run {self.run}, since {self.started}"
+
+
+class StoreBusy(UsageError):
+    """Another job holds the store's lease; the message names it."""
+
+    def __init__(self, store: str, holder: Holder) -> None:
+        super().__init__(
+            f"{store}: in use by another job ({holder.describe()}); wait for it to finish, or stop"
+            f" it (the lease expires {holder.ttl:g} s after its holder stops renewing it)"
+        )
+        self.store = store
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class _Version:
+    """The bytes of a lease file, with the tag that conditional writes compare (S3's ETag)."""
+
+    data: bytes
+    tag: str | None = None
+
+
+class _LeaseFile(Protocol):
+    def read(self, tag: bool = True) -> _Version | None: ...
+    def create(self, data: bytes) -> bool: ...
+    def renew(self, current: _Version, data: bytes) -> bool: ...
+    def take_over(self, stale: _Version, data: bytes) -> bool: ...
+    def remove(self, current: _Version) -> None: ...
+
+
+class _LocalFile:
+    """The lease file of a store on a local (or shared, POSIX) filesystem."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.folder, self.name = os.path.split(path)
+
+    def read(self, tag: bool = True) -> _Version | None:
+        try:
+            with open(self.path, "rb") as file:
+                return _Version(file.read())
+        except FileNotFoundError:
+            return None
+
+    def create(self, data: bytes) -> bool:
+        os.makedirs(self.folder, exist_ok=True)
+        written = self._write_aside(data)
+        try:
+            os.link(written, self.path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(written)
+        return True
+
+    def renew(self, current: _Version, data: bytes) -> bool:
+        written = self._write_aside(data)
+        try:
+            os.replace(written, self.path)
+        except OSError:
+            os.unlink(written)
+            raise
+        return True
+
+    def take_over(self, stale: _Version, data: bytes) -> bool:
+        return self._remove_if(stale) and self.create(data)
+
+    def remove(self, current: _Version) -> None:
+        self._remove_if(current)
+
+    def _write_aside(self, data: bytes) -> str:
+        descriptor, path = tempfile.mkstemp(dir=self.folder, prefix=self.name + ".", suffix=".tmp")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        return path
+
+    def _remove_if(self, expected: _Version) -> bool:
+        """Remove the lease if it still is ``expected``: rename it aside first, then look."""
+        aside = f"{self.path}.{uuid.uuid4().hex}.aside"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            with open(aside, "rb") as file:
+                if file.read() == expected.data:
+                    return True
+            # Another job replaced the lease since we read it: give its lease back. If an even
+            # newer one exists already, that one wins and the job we moved learns it lost.
+            with suppress(FileExistsError):
+                os.link(aside, self.path)
+            return False
+        finally:
+            os.unlink(aside)
+
+
+class _RemoteFile:
+    """The lease file of a store behind an fsspec URL (object storage)."""
+
+    def __init__(self, fs: Any, path: str, conditional: bool) -> None:
+        self.fs = fs
+        self.path = path
+        self.conditional = conditional
+
+    def read(self, tag: bool = True) -> _Version | None:
+        try:
+            etag = None
+            if tag and self.conditional:
+                # The ETag is read before the bytes: if the lease changes in between, the tag is
+                # the older one and a conditional write fails (safe) rather than overwriting.
+                self.fs.invalidate_cache(self.path)
+                etag = self.fs.info(self.path)["ETag"]
+            return _Version(self.fs.cat_file(self.path), etag)
+        except FileNotFoundError:
+            return None
+
+    def create(self, data: bytes) -> bool:
+        self.fs.invalidate_cache(self.path)
+        try:
+            self.fs.pipe_file(self.path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def renew(self, current: _Version, data: bytes) -> bool:
+        return self._swap(current, data)
+
+    def take_over(self, stale: _Version, data: bytes) -> bool:
+        return self._swap(stale, data)
+
+    def remove(self, current: _Version) -> None:
+        self.fs.rm_file(self.path)
+
+    def _swap(self, current: _Version, data: bytes) -> bool:
+        if current.tag is None:
+            self.fs.pipe_file(self.path, data)
+            return True
+        try:
+            self.fs.pipe_file(self.path, data, IfMatch=current.tag)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            # s3fs reports a failed If-Match (412 PreconditionFailed) as EINVAL.
+            if exc.errno == errno.EINVAL:
+                return False
+            raise
+        return True
+
+
+def _lease_file(store: str) -> _LeaseFile:
+    if not is_url(store):
+        return _LocalFile(os.path.abspath(store) + LEASE_SUFFIX)
+    fs, inner = filesystem(store)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" in protocols:
+        return _LocalFile(inner.rstrip("/") + LEASE_SUFFIX)
+    # Object stores (root marker "") have buckets at the top: no file can sit beside a bucket.
+    if fs.root_marker == "" and "/" not in inner.strip("/"):
+        raise UsageError(f"{store}: a store at the root of a bucket cannot be leased")
+    # s3fs passes extra keywords on to PutObject, where S3 honours If-Match.
+    return _RemoteFile(fs, inner.rstrip("/") + LEASE_SUFFIX, conditional="s3" in protocols)
+
+
+def _encode(holder: Holder) -> bytes:
+    return json.dumps(asdict(holder), sort_keys=True).encode()
+
+
+def _parse(version: _Version | None) -> Holder | None:
+    if version is None:
+        return None
+    try:
+        fields = json.loads(version.data)
+        return Holder(
+            run=str(fields["run"]),
+            host=str(fields["host"]),
+            pid=int(fields["pid"]),
+            started=str(fields["started"]),
+            expires=float(fields["expires"]),
+            ttl=float(fields["ttl"]),
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _stale(holder: Holder | None) -> bool:
+    """Whether a lease may be taken over: unreadable, expired, or its holder here and dead."""
+    if holder is None or holder.expires < time.time():
+        return True
+    return holder.host == socket.gethostname() and not _alive(holder.pid)
+
+
+class Lease:
+    """A held lease on a store, renewed by a daemon thread until :meth:`release`."""
+
+    def __init__(self, store: str, file: _LeaseFile, holder: Holder) -> None:
+        self.store = store
+        self.run = holder.run
+        self._file = file
+        self._holder = holder
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"lease {store}", daemon=True)
+        self._thread.start()
+
+    def lost(self) -> bool:
+        """Whether renewal found the lease taken over, unreadable, or expired before renewal."""
+        return self._lost.is_set()
+
+    def release(self) -> None:
+        """Stop renewing, and delete the lease if it still names our run."""
+        self._stop.set()
+        self._thread.join()
+        current = self._file.read()
+        found = _parse(current)
+        if current is not None and found is not None and found.run == self.run:
+            self._file.remove(current)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self._holder.ttl / 3) and not self._lost.is_set():
+            # A transient failure (network, server): the next period tries again, and the lease
+            # counts as lost only once it expired unrenewed (checked in _renew).
+            with suppress(OSError):
+                self._renew()
+
+    def _renew(self) -> None:
+        # Once our lease expired another job may be taking it over right now: renewing could
+        # overwrite its new lease, so a late renewal gives the store up instead.
+        if time.time() > self._holder.expires:
+            self._lost.set()
+            return
+        current = self._file.read()
+        if current is None:
+            return  # moved aside for a moment by a job judging it; the next period looks again
+        found = _parse(current)
+        if found is None or found.run != self.run:
+            self._lost.set()
+            return
+        renewed = replace(self._holder, expires=time.time() + self._holder.ttl)
+        if self._file.renew(current, _encode(renewed)):
+            self._holder = renewed
+        else:
+            self._lost.set()
+
+
+def _new_holder(run: str, ttl: float) -> Holder:
+    now = datetime.now(UTC)
+    return Holder(
+        run=run,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        expires=now.timestamp() + ttl,
+        ttl=ttl,
+    )
+
+
+def _acquire(store: str, ttl: float, run: str) -> Lease:
+    file = _lease_file(store)
+    mine = _new_holder(run, ttl)
+    data = _encode(mine)
+    for _ in range(_ATTEMPTS):
+        if not file.create(data):
+            current = file.read()
+            if current is None:
+                continue  # released in the meantime
+            theirs = _parse(current)
+            if theirs is not None and not _stale(theirs):
+                raise StoreBusy(store, theirs)
+            if not file.take_over(current, data):
+                continue  # someone else changed it first: judge again
+        confirmed = _parse(file.read(tag=False))
+        if confirmed is not None and confirmed.run == run:
+            return Lease(store, file, mine)
+    raise PipelineError(f"{store}: could not take the store's lease, it keeps changing")
+
+
+@contextmanager
+def hold(store: str, *, ttl: float = 60.0, run: str | None = None) -> Iterator[Lease]:
+    """Hold the lease of ``store`` within the block: the only writer of the store.
+
+    Parameters
+    ----------
+    store
+        The store's root: a local path or an fsspec URL (its lease file goes beside it).
+    ttl
+        Seconds the lease lasts unrenewed; it is renewed every ``ttl / 3`` seconds while held.
+    run
+        The run id to hold it as (a new uuid4 hex by default).
+
+    Yields
+    ------
+    Lease
+        The held lease; its ``run`` is what workers pass to :func:`is_holder`.
+
+    Raises
+    ------
+    StoreBusy
+        Another job holds a lease on the store that is not stale.
+    """
+    if ttl <= 0:
+        raise UsageError(f"lease ttl must be positive, not {ttl:g}")
+    lease = _acquire(store, ttl, run or uuid.uuid4().hex)
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def holder(store: str) -> Holder | None:
+    """The holder of the store's lease, or None if there is no (readable) lease.
+
+    Parameters
+    ----------
+    store
+        The store's root: a local path or an fsspec URL.
+
+    Returns
+    -------
+    Holder or None
+        What the lease file says, whether or not it expired.
+    """
+    return _parse(_lease_file(store).read(tag=False))
+
+
+def is_holder(store: str, run: str) -> bool:
+    """Whether run ``run`` holds the store's lease now, with one small read.
+
+    Workers call this just before they mark an image complete, so that a job whose lease expired
+    or was taken over cannot mark images complete.
+
+    Parameters
+    ----------
+    store
+        The store's root: a local path or an fsspec URL.
+    run
+        The run id of the job (:attr:`Lease.run`).
+
+    Returns
+    -------
+    bool
+        True if the lease names ``run`` and has not expired.
+    """
+    found = holder(store)
+    return found is not None and found.run == run and found.expires >= time.time()

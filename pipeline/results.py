@@ -1,0 +1,46 @@
+"""What happened to each image of a job, as the job reports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What happened to one image of a job.
+
+    Attributes
+    ----------
+    name : str
+        Group name in the store.
+    source : str
+        Input path (or ``"<array>"``).
+    status : str
+        ``"done"``, ``"skipped"`` (already complete with the same settings) or ``"failed"``.
+    error : str or None
+        One-line reason for a failure, naming the input.
+    attrs : dict or None
+        The image group's attributes once done (settings, fit, metrics). Not read for skipped
+        images: the store's listing tells they are complete (see :func:`pipeline.open_store`).
+    seconds : float
+        The image's own time: its compression inside a batch, or its graph from submission.
+    size : int
+        Bytes of the input file (0 when unknown).
+    detail : str or None
+        Traceback of an unexpected error (a bug rather than a bad input).
+    """
+
+    name: str
+    source: str
+    status: str
+    error: str | None = None
+    attrs: dict[str, Any] | None = None
+    seconds: float = 0.0
+    size: int = 0
+    detail: str | None = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The ``metrics`` attribute of the stored image (empty unless done)."""
+        return dict((self.attrs or {}).get("metrics", {}))

@@ -1,0 +1,350 @@
+"""What the tasks of a job do on the workers: open inputs, compress images, mark them complete.
+
+Everything here runs inside a task and does its own I/O; :mod:`pipeline.graph` arranges these
+functions into dask graphs. Small images are compressed whole, several per task
+(:func:`compress_batch`); a large image is a graph of steps (read, fit, label chunk by chunk,
+finish) whose functions are the ``*_task`` ones below.
+
+Errors are values: a task that fails for one image returns a :class:`Failed` instead of raising,
+and the tasks after it pass that on, so an expected problem (a truncated JPEG, a missing file)
+ends as one line in the job's output, with no worker traceback in the logs. Unexpected errors
+(bugs) carry their traceback in :attr:`Failed.detail`, shown with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+
+from pipeline import lease
+from pipeline.assign import label_block, label_dtype
+from pipeline.config import Settings
+from pipeline.count import grid_histogram, grid_stride
+from pipeline.errors import PipelineError
+from pipeline.fit import Fit, fit_palette
+from pipeline.metrics import psnr
+from pipeline.paths import location
+from pipeline.sample import sample_positions
+from pipeline.sources import Probe, probe, read_whole, work_chunks
+from pipeline.store import (
+    create_image,
+    finalize,
+    remove_image,
+    remove_marker,
+    write_labels,
+    write_marker,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one run needs: where it writes, how, and the run's lease.
+
+    Attributes
+    ----------
+    store : str
+        The output store, as every process sees it.
+    settings : Settings
+    run : str
+        The run's id; an image is marked complete only while the store's lease names it.
+    batch_pixels : int
+        Most pixels of an image compressed inside a batch (see :class:`Deferred`).
+    """
+
+    store: str
+    settings: Settings
+    run: str
+    batch_pixels: int
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One input image as planned on the client, from its listing only.
+
+    Attributes
+    ----------
+    name : str
+        Group name in the store.
+    path : str
+        The input as given (a path, a URL or ``"<array>"``).
+    token : str
+        Identifies this version of the input (path, size and modification time or ETag).
+    key : str
+        Digest of the settings it is stored with (:func:`pipeline.store.digest`).
+    stale : str or None
+        Digest of a completion marker left by an earlier run, removed before rewriting.
+    size : int
+        Bytes of the input file (0 when unknown).
+    """
+
+    name: str
+    path: str
+    token: str
+    key: str
+    stale: str | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An image that could not be compressed.
+
+    Attributes
+    ----------
+    problem : str
+        One line; it starts with the input's name when ``named``.
+    named : bool
+    detail : str or None
+        Traceback of an unexpected error (a bug, not a problem with the input).
+    """
+
+    problem: str
+    named: bool = True
+    detail: str | None = None
+
+    def line(self, path: str) -> str:
+        """The one-line message, naming the input ``path``."""
+        return self.problem if self.named else f"{path}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Done:
+    """An image compressed and marked complete: its attributes and its own time."""
+
+    name: str
+    attrs: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An image found too large for a batch: the client gives it a graph of its own."""
+
+    spec: Spec
+    found: Probe
+
+
+class LeaseLost(PipelineError):
+    """Another job holds the store now: this run must not mark anything complete."""
+
+
+def failure(exc: BaseException) -> Failed:
+    """The :class:`Failed` value of an exception raised while working on one image."""
+    if isinstance(exc, PipelineError):
+        return Failed(str(exc))
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError):  # storage and file system problems: expected, no traceback
+        return Failed(f"{type(exc).__name__}: {text}", named=False)
+    detail = "".join(traceback.format_exception(exc))
+    return Failed(f"{type(exc).__name__}: {text}", named=False, detail=detail)
+
+
+def first_failure(*values: object) -> Failed | None:
+    """The first :class:`Failed` among ``values`` (looking inside lists too), else None."""
+    for value in values:
+        if isinstance(value, Failed):
+            return value
+        if isinstance(value, list | tuple) and (found := first_failure(*value)) is not None:
+            return found
+    return None
+
+
+R = TypeVar("R")
+
+
+def guarded(function: Callable[..., R]) -> Callable[..., R | Failed]:
+    """``function`` as a task step: returns a :class:`Failed` given one, or instead of raising."""
+
+    @functools.wraps(function)
+    def step(*args: Any, **kwargs: Any) -> R | Failed:
+        failed = first_failure(*args, *kwargs.values())
+        if failed is not None:
+            return failed
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            return failure(exc)
+
+    return step
+
+
+def fit_sampled(
+    sample: NDArray[np.uint8],
+    counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
+    settings: Settings,
+) -> Fit:
+    """The palette of an image from its pixel sample and colour counts."""
+    keys, freq = counts
+    return fit_palette(
+        sample,
+        keys,
+        freq,
+        settings.colors,
+        random_state=settings.seed,
+        max_iter=settings.max_iter,
+        tol=settings.tol,
+        effort=settings.effort,
+    )
+
+
+def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
+    """The palette of an image held as one array: the same sample and counts as chunk by chunk."""
+    rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
+    stride = grid_stride(block.shape[:2], settings.count_pixels)
+    return fit_sampled(block[rows, cols], grid_histogram(block, 0, 0, stride), settings)
+
+
+def recorded(
+    path: str,
+    shape: Sequence[int],
+    dtype: str,
+    conversion: str,
+    settings: Settings,
+    run: str,
+) -> dict[str, Any]:
+    """Attributes recorded for an image when its group is created: its source and the settings."""
+    return {
+        "source": {
+            "path": path if path == "<array>" else location(path),
+            "shape": [int(s) for s in shape],
+            "dtype": dtype,
+            "conversion": conversion,
+        },
+        "image_shape": [int(shape[0]), int(shape[1]), 3],
+        "colors_requested": settings.colors,
+        "sample_size_requested": settings.sample,
+        "seed": settings.seed,
+        "chunk": settings.chunk,
+        "fit_settings": settings.fit_settings(),
+        "run": run,
+    }
+
+
+def create(
+    job: Job, spec: Spec, attrs: dict[str, Any], shape: tuple[int, int], chunks: tuple[int, int]
+) -> zarr.Array:
+    """(Re)create the image's group, status ``"writing"``, after forgetting an old completion."""
+    if spec.stale is not None:
+        remove_marker(job.store, spec.name, spec.stale)
+    return create_image(job.store, spec.name, shape, chunks, job.settings.colors, attrs)
+
+
+def finish(job: Job, spec: Spec, fit: Fit, errors: Sequence[int], n_pixels: int) -> dict[str, Any]:
+    """Write the palette and metrics and mark the image complete, if the run still holds the store.
+
+    ``errors`` are the chunks' summed squared errors, computed while labelling: the error of
+    every pixel with the labels the store holds.
+    """
+    mse = sum(errors) / (3 * n_pixels)
+    attrs: dict[str, Any] = {
+        "colors": len(fit.palette),
+        "fit": fit.info,
+        "metrics": {"psnr_db": psnr(mse), "mse": mse, "raw_bytes": 3 * n_pixels},
+        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if not lease.is_holder(job.store, job.run):
+        raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
+    stored = finalize(job.store, spec.name, fit.palette, attrs)
+    write_marker(job.store, spec.name, spec.key)
+    return stored
+
+
+def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]) -> dict[str, Any]:
+    """Fit, label, store and finish one image held in memory; its labels chunked like the work."""
+    fit = fit_block(pixels, job.settings)
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, job.settings, job.run)
+    target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
+    try:
+        labels, error = label_block(pixels, fit, label_dtype(job.settings.colors))
+        write_labels(target, (slice(None), slice(None)), labels)
+        return finish(job, spec, fit, [error], shape[0] * shape[1])
+    except LeaseLost:
+        raise  # the group may be the other job's now
+    except BaseException:
+        remove_image(job.store, spec.name)
+        raise
+
+
+def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Deferred]:
+    """Compress small images one after another in one task; one outcome each, in order.
+
+    An image found to have more than ``job.batch_pixels`` pixels (a small file can hold a large
+    image) is returned as :class:`Deferred`, untouched, for a graph of its own.
+    """
+    limit = job.settings.max_pixels
+    outcomes: list[Done | Failed | Deferred] = []
+    for spec in specs:
+        started = time.perf_counter()
+        try:
+            found = probe(spec.path, limit)
+            if found.pixels > job.batch_pixels:
+                outcomes.append(Deferred(spec, found))
+                continue
+            attrs = compress_whole(job, spec, found, read_whole(found))
+        except Exception as exc:
+            outcomes.append(failure(exc))
+        else:
+            outcomes.append(Done(spec.name, attrs, time.perf_counter() - started))
+    return outcomes
+
+
+# Steps of a large image's graph (see pipeline.graph).
+probe_task = guarded(probe)
+fit_task = guarded(fit_block)
+fit_sampled_task = guarded(fit_sampled)
+
+
+@guarded
+def cut_task(pixels: NDArray[np.uint8], region: tuple[slice, slice]) -> NDArray[np.uint8]:
+    """One chunk of an image decoded whole."""
+    return pixels[region]
+
+
+@guarded
+def create_task(
+    job: Job, spec: Spec, attrs: dict[str, Any], shape: tuple[int, int], chunks: tuple[int, int]
+) -> zarr.Array:
+    """:func:`create` as a step."""
+    return create(job, spec, attrs, shape, chunks)
+
+
+@guarded
+def label_task(
+    block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
+) -> int:
+    """Label one chunk and write it (no labels stay in memory between tasks); its error."""
+    labels, error = label_block(block, fit, np.dtype(target.dtype))
+    write_labels(target, region, labels)
+    return error
+
+
+def finish_task(
+    job: Job, spec: Spec, fit: Fit | Failed, target: object, errors: list[object], n_pixels: int
+) -> Done | Failed:
+    """The last step: mark the image complete, or remove what it wrote if any step failed.
+
+    The :class:`Done` it returns has no time of its own: the client times the whole graph.
+    """
+    failed = first_failure(fit, target, errors)
+    if failed is None:
+        try:
+            attrs = finish(job, spec, fit, errors, n_pixels)  # type: ignore[arg-type]
+        except LeaseLost as exc:
+            return failure(exc)
+        except Exception as exc:
+            failed = failure(exc)
+        else:
+            return Done(spec.name, attrs, 0.0)
+    if not isinstance(target, Failed):
+        remove_image(job.store, spec.name)
+    return failed
