@@ -27,12 +27,14 @@ Naming the images of a job (:func:`unique_names`)
     or of a URL after its protocol (``s3://bucket/a/x.png``: ``bucket``, ``a``, ``x.png``). Its
     name is its escaped file name. Names that clash get their parent folders prefixed, joined with
     ``__`` (``a/x.png``, ``b/x.png`` -> ``a__x.png``, ``b__x.png``), one more folder at a time and
-    only for the names that still clash. Clashes are decided ignoring case and Unicode
-    normalization (NFC), because case-insensitive file systems would merge such names. Names
-    that still clash with every folder prefixed (``A.png`` and ``a.png`` in one folder) get ``~``
-    and 8 hex digits of the SHA-1 of their whole path before the extension (more digits, or a
-    counter for a path given twice, if that is not enough). Every input gets its own name; the
-    names depend only on the list of paths.
+    only for the names that still clash. Each component is escaped, then the rules on how a name
+    starts and ends, and on its length, apply to the joined name (``_/x.png`` -> ``%5F__x.png``;
+    the hash of a long one is of its components joined by ``/``). Clashes are decided ignoring
+    case and Unicode normalization (NFC), because case-insensitive file systems would merge such
+    names. Names that still clash with every folder prefixed (``A.png`` and ``a.png`` in one
+    folder) get ``~`` and 8 hex digits of the SHA-1 of their whole path before the extension
+    (more digits, or a counter for a path given twice, if that is not enough). Every input gets
+    its own name, and the same list of paths always gets the same names.
 """
 
 from __future__ import annotations

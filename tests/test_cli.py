@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,32 +159,111 @@ def test_reconstruct_any_imageio_format(tmp_path, small_photo):
     assert iio.imread(Path(tmp_path / "out" / "crop.tif")).shape == small_photo.shape
 
 
+class Job:
+    """``python -m pipeline`` in the background, its stderr lines collected as they come."""
+
+    def __init__(self, *args, cwd):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            # as from a terminal: a shell's background jobs (CI, this suite) ignore SIGINT
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text, timeout=120):
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert self.process.poll() is None, "\n".join(self.lines)
+            assert time.monotonic() < deadline, "\n".join(self.lines)
+            time.sleep(0.05)
+
+    def finish(self, timeout=120):
+        out = self.process.stdout.read()
+        self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return self.process.returncode, out, "\n".join(self.lines)
+
+
+def photos(folder, small_photo, count):
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        iio.imwrite(folder / f"p{i:02d}.png", np.roll(small_photo, 3 * i, axis=0))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_job_cleanly_and_a_rerun_finishes_it(tmp_path, small_photo, signum):
-    for i in range(6):
-        iio.imwrite(tmp_path / f"p{i}.png", np.roll(small_photo, i, axis=0))
-    command = ["run", str(tmp_path), "--workers", "1", "-o", "s.zarr"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *command],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    line = ""
-    deadline = time.monotonic() + 120
-    while not line.startswith("dashboard:") and time.monotonic() < deadline:
-        line = process.stderr.readline()
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, err
+def test_a_signal_keeps_every_finished_image_and_a_rerun_finishes_the_job(
+    tmp_path, small_photo, signum
+):
+    from tests.test_cluster import store_bytes
+
+    photos(tmp_path / "in", small_photo, 40)
+    command = ["run", "in", "--workers", "1", "-k", "32", "-o", "s.zarr"]
+    job = Job(*command, cwd=tmp_path)
+    job.wait_for("[3/40]")
+    job.process.send_signal(signum)
+    code, _, err = job.finish()
+    assert code == 128 + signum, err
+    assert "stopping: submitting nothing more" in err
     assert "interrupted: complete images are kept; run again to finish" in err
     assert "Traceback" not in err
-
-    rerun = run(*command, cwd=tmp_path, timeout=120)
-    assert rerun.returncode == 0, rerun.stderr
+    done = {line.split()[1].rstrip(":") for line in err.splitlines() if ": done after" in line}
+    assert 3 <= len(done) < 40
     root = zarr.open_group(tmp_path / "s.zarr", mode="r")
-    assert sorted(root.group_keys()) == [f"p{i}.png" for i in range(6)]
-    assert {root[name].attrs["status"] for name in root.group_keys()} == {"complete"}
+    complete = {n for n in root.group_keys() if root[n].attrs.get("status") == "complete"}
+    assert complete == done  # every image reported done is complete, and only those
+
+    rerun = run(*command, cwd=tmp_path, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{40 - len(done)} done, {len(done)} skipped, 0 failed" in rerun.stdout
+    undisturbed = run("run", "in", "--workers", "1", "-k", "32", "-o", "u.zarr", cwd=tmp_path)
+    assert undisturbed.returncode == 0, undisturbed.stderr
+    assert store_bytes(tmp_path / "s.zarr") == store_bytes(tmp_path / "u.zarr")
+
+
+@pytest.mark.slow
+def test_a_second_job_on_a_store_is_refused_until_the_first_ends(tmp_path, small_photo):
+    photos(tmp_path / "in", small_photo, 200)
+    command = ["run", "in", "--workers", "1", "-k", "16", "--sample", "500", "-o", "s.zarr"]
+    first = Job(*command, cwd=tmp_path)
+    first.wait_for("[1/200]")
+    second = run(*command, cwd=tmp_path, timeout=120)
+    assert second.returncode == 2, second.stderr
+    (line,) = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+    assert "s.zarr: in use by another job" in line
+    assert f"pid {first.process.pid}" in line
+    code, _, err = first.finish()
+    assert code == 0, err
+    again = run(*command, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "0 done, 200 skipped, 0 failed" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_job_killed_outright_does_not_block_the_store(tmp_path, small_photo):
+    photos(tmp_path / "in", small_photo, 30)
+    command = ["run", "in", "--workers", "1", "-k", "16", "--sample", "500", "-o", "s.zarr"]
+    first = Job(*command, cwd=tmp_path)
+    first.wait_for("[1/30]")
+    os.killpg(first.process.pid, signal.SIGKILL)  # the job and its local cluster
+    first.finish()
+    started = time.monotonic()
+    again = run(*command, cwd=tmp_path, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - started < 60  # no waiting for the lease to expire
+    root = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    names = [n for n in root.group_keys() if not n.startswith(".")]
+    assert len(names) == 30
+    assert {root[n].attrs["status"] for n in names} == {"complete"}

@@ -90,11 +90,12 @@ def photos(tmp_path, small_photo):
 
 
 def store_bytes(path: Path) -> dict[str, bytes]:
-    """Every chunk of every array of a store (metadata, with its timestamps, left out)."""
+    """Every chunk of every array of a store (metadata, with its timestamps, and the job's
+    bookkeeping left out)."""
     return {
         str(p.relative_to(path)): p.read_bytes()
         for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != "zarr.json"
+        if p.is_file() and p.name != "zarr.json" and p.relative_to(path).parts[0] != ".pipeline"
     }
 
 

@@ -319,3 +319,9 @@ def test_a_large_folder_is_listed_quickly(tmp_path):
     start = time.perf_counter()
     assert len(discover([str(root / "**" / "*.png")])[0]) == 20_000
     assert time.perf_counter() - start < 10
+
+
+def test_an_unknown_protocol_is_one_error():
+    (message,) = problems(discover(["nope://bucket/x.png"]))
+    assert message.startswith("nope://bucket/x.png: ")
+    assert "\n" not in message
