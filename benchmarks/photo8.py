@@ -80,8 +80,8 @@ def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
     from pipeline.assign import assign
     from pipeline.config import Settings
     from pipeline.count import colour_counts
-    from pipeline.job import _fit
     from pipeline.sample import sample_pixels
+    from pipeline.work import fit_sampled
 
     settings = Settings.from_config(colors=k, effort=effort)
     arr = da.from_array(image, chunks=(settings.chunk, settings.chunk, 3))
@@ -89,7 +89,7 @@ def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
         sample, counts = dask.compute(
             sample_pixels(arr, settings.sample, 0), colour_counts(arr, settings.count_pixels)
         )
-        fit = _fit(sample, counts, settings)
+        fit = fit_sampled(sample, counts, settings)
         labels = assign(arr, fit, k).compute()
     return fit.palette[labels]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -57,10 +58,9 @@ def stream(
     entries, errors = discover(paths, exclude=store)
     if on_start is not None:
         on_start(len(entries) + len(errors), sum(e.size or 0 for e in entries))
-    for error in errors:
-        yield ImageResult(
-            node_name(error.source.rsplit("/", 1)[-1]), error.source, "failed", str(error)
-        )
+    for error in errors:  # named as given: they never reach the store
+        shown = os.path.basename(error.source.rstrip("/")) or error.source
+        yield ImageResult(shown, error.source, "failed", str(error))
     if not entries:
         return
     names = unique_names([e.path for e in entries])

@@ -195,7 +195,8 @@ def cells(
     weights = counts.astype(np.float64)
     if bits >= 8:
         return colours.astype(np.float64), weights
-    _, inverse = np.unique(pack(colours >> (8 - bits)), return_inverse=True)
+    coarse = (colours >> (8 - bits)).astype(np.uint8)
+    _, inverse = np.unique(pack(coarse), return_inverse=True)
     n = int(inverse.max()) + 1
     mass = per_cluster(inverse, weights, n)
     return per_cluster(inverse, weights[:, None] * colours, n) / mass[:, None], mass

@@ -67,7 +67,7 @@ def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
 def per_cluster(labels: Index, values: Float, k: int) -> Float:
     """Sum of ``values`` (shape (n,) or (n, c)) over each of ``k`` clusters."""
     if values.ndim == 1:
-        return np.bincount(labels, weights=values, minlength=k)
+        return np.bincount(labels, weights=values, minlength=k).astype(np.float64, copy=False)
     return np.stack(
         [np.bincount(labels, weights=values[:, c], minlength=k) for c in range(values.shape[1])],
         axis=1,

@@ -147,10 +147,10 @@ def read_file(path: str) -> NDArray[np.uint8]:
         data = read_bytes(path) if remote or _fast_format(read_bytes(path, 8)) else None
         raw = None if data is None else _decode_fast(data)
         if raw is None:
-            resource = data if remote else path
+            resource: str | bytes = data if remote and data is not None else path
             hint = Path(path).suffix.lower() or None
             with _no_pillow_limit():
-                raw = iio.imread(resource, index=0, extension=hint)
+                raw = iio.imread(resource, index=0, extension=hint)  # type: ignore[arg-type]
             if _is_cmyk(resource, raw.shape):
                 raw = _cmyk_to_rgb(raw)
     except Exception as exc:
@@ -359,7 +359,7 @@ def _header(path: str) -> tuple[str | bytes, Any]:
     for i, resource in enumerate(attempts):
         try:
             with _no_pillow_limit():
-                return resource, iio.improps(resource, index=0, extension=hint)
+                return resource, iio.improps(resource, index=0, extension=hint)  # type: ignore[arg-type]
         except Exception as exc:
             if i == len(attempts) - 1 or len(resource) < HEADER_BYTES:
                 raise InputError(path, f"not a readable image: {_one_line(exc)}") from None

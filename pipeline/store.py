@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.paths import filesystem, join
 
 #: Version of the store layout described in docs/store-format.md.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Value of the ``format`` attribute of the root group and of each image group.
 FORMAT_NAME = "pipeline.palette-image"
 #: zstd level of labels and palette chunks.
@@ -32,12 +31,17 @@ ZSTD_LEVEL = 3
 #: Settings that must match for an existing complete image to be reused rather than rewritten
 #: (with the source's path, ``source.path``).
 REUSE_KEYS = ("colors_requested", "sample_size_requested", "seed", "fit_settings")
-#: Folder of the store root holding the job's bookkeeping; image group names never start with
+#: Group of the store root holding the job's bookkeeping; image group names never start with
 #: ``.`` (see :mod:`pipeline.names`), so it is never taken for an image.
 META = ".pipeline"
-#: Folder of completion markers: one empty object ``<digest>-<name>`` per complete image,
-#: written after the image is marked complete, so that listing it tells a rerun what is done.
+#: Group of completion markers: one empty group ``<digest>-<name>`` per complete image, written
+#: after the image is marked complete, so that listing it tells a rerun what is done. Markers
+#: are Zarr groups (one small ``zarr.json`` each) so that the store holds Zarr nodes only.
 COMPLETE = META + "/complete"
+#: The metadata document of an empty group without attributes.
+EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+#: What the bookkeeping group says of itself.
+META_NOTE = "job bookkeeping (completion markers); not an image"
 #: Hex digits of the settings digest in a marker's name.
 DIGEST_CHARS = 16
 
@@ -49,7 +53,11 @@ def _version() -> str:
 
 
 def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
-    """Open the store's root group; ``mode="a"`` creates it (with its format attributes)."""
+    """Open the store's root group; ``mode="a"`` creates it (with its format attributes).
+
+    Opened for writing, a version-1 store gets the bookkeeping group (:data:`META`) and becomes
+    version 2; its images are unchanged.
+    """
     try:
         root = zarr.open_group(path, mode=mode, zarr_format=3)
     except FileNotFoundError:
@@ -57,22 +65,20 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     except Exception as exc:
         raise PipelineError(f"{path}: not a Zarr v3 store ({exc})") from None
     if mode != "r" and "format" not in root.attrs:
-        root.update_attributes({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+        root.update_attributes({"format": FORMAT_NAME})
     elif root.attrs.get("format") != FORMAT_NAME:
         raise PipelineError(f"{path}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
+    if mode != "r" and root.attrs.get("format_version") != FORMAT_VERSION:
+        meta = zarr.open_group(path, path=META, mode="a", zarr_format=3)
+        meta.update_attributes({"pipeline": META_NOTE})
+        meta.require_group("complete")
+        root.update_attributes({"format_version": FORMAT_VERSION})
     return root
 
 
 def image_names(root: zarr.Group) -> list[str]:
-    """Names of the image groups in a store, sorted."""
-    with warnings.catch_warnings():
-        # zarr-python warns that the bookkeeping folder (META) is not a Zarr node
-        warnings.filterwarnings("ignore", NOT_A_NODE, category=UserWarning)
-        return sorted(root.group_keys())
-
-
-#: zarr-python's warning about a folder of a group that is not a Zarr node.
-NOT_A_NODE = "Object at .* is not recognized as a component of a Zarr hierarchy"
+    """Names of the image groups in a store, sorted (the bookkeeping group left out)."""
+    return sorted(name for name in root.group_keys() if not name.startswith("."))
 
 
 def reuse_values(source_path: str, settings: Any) -> dict[str, Any]:
@@ -103,16 +109,16 @@ def marker(store: str, name: str, key: str) -> str:
 
 def write_marker(store: str, name: str, key: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    fs, path = filesystem(marker(store, name, key))
+    fs, path = filesystem(join(marker(store, name, key), "zarr.json"))
     fs.makedirs(fs._parent(path), exist_ok=True)
-    fs.pipe_file(path, b"")
+    fs.pipe_file(path, EMPTY_GROUP)
 
 
 def remove_marker(store: str, name: str, key: str) -> None:
     """Forget that image ``name`` was complete (before its group is written again)."""
     fs, path = filesystem(marker(store, name, key))
     with contextlib.suppress(FileNotFoundError):
-        fs.rm_file(path)
+        fs.rm(path, recursive=True)
 
 
 @dataclass(frozen=True)
@@ -150,12 +156,14 @@ def list_store(store: str) -> Listing:
         and not (name := entry["name"].rstrip("/").rsplit("/", 1)[-1]).startswith(".")
     )
     try:
-        marks = fs.ls(join(root, COMPLETE), detail=False)
+        marks = fs.ls(join(root, COMPLETE), detail=True)
     except FileNotFoundError:
         marks = []
     complete = {}
-    for path in marks:
-        base = path.rstrip("/").rsplit("/", 1)[-1]
+    for entry in marks:
+        base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        if entry["type"] != "directory":
+            continue
         if len(base) > DIGEST_CHARS and base[DIGEST_CHARS] == "-":
             complete[base[DIGEST_CHARS + 1 :]] = base[:DIGEST_CHARS]
     return Listing(groups, complete)

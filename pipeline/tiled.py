@@ -38,7 +38,7 @@ def tiff_layout(path: str) -> tuple[tuple[int, ...], np.dtype, tuple[int, int]] 
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = tif.pages.first  # a TiffPage (pages[0] may be typed as a TiffFrame)
             if not page.is_tiled:
                 return None
             shape = tuple(int(s) for s in page.shape)

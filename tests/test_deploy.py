@@ -540,6 +540,7 @@ def test_cronjob_rbac_allows_what_the_script_does() -> None:
 
 # --- job files -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("where", "text"), job_files(), ids=[w for w, _ in job_files()])
 def test_job_files_hold_valid_settings(where: str, text: str) -> None:
     values = tomllib.loads(text)

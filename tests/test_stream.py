@@ -18,7 +18,7 @@ from pipeline.api import stream
 from pipeline.config import Settings
 from pipeline.sources import probe
 from pipeline.store import COMPLETE, list_store, open_root
-from pipeline.work import Job, Spec, compress_whole, failure
+from pipeline.work import Job, LeaseLost, Spec, compress_whole, failure
 from tests.test_cluster import store_bytes
 
 FAST = {"colors": 16, "sample": 500}
@@ -134,7 +134,7 @@ def test_a_deposed_job_cannot_mark_an_image_complete(tmp_path, crops):
         job = Job(store, Settings.from_config(**FAST), "another-run", 4_194_304)
         spec = Spec("c02.png", path, token="t", key="0" * 16)
         found = probe(path)
-        with pytest.raises(Exception) as info:
+        with pytest.raises(LeaseLost) as info:
             compress_whole(job, spec, found, np.asarray(iio.imread(path)))
         outcome = failure(info.value)
     assert (

@@ -9,8 +9,8 @@ import tifffile
 import zarr
 
 from pipeline import compress, open_store
-from pipeline.errors import InputError
 from pipeline.discover import discover
+from pipeline.errors import InputError
 from pipeline.sources import open_file
 from pipeline.tiled import aligned, is_tiled_tiff
 
