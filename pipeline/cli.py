@@ -208,6 +208,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.api import stream
     from pipeline.cluster import connect, scheduler_address
     from pipeline.config import Settings
+    from pipeline.lease import check_free
     from pipeline.progress import Progress
     from pipeline.report import Summary
     from pipeline.sources import sample_images
@@ -217,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
     store = job.get("out") or dask.config.get("pipeline.store")
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
+    check_free(store)  # a job already writing the store: say so before starting a cluster
     gathered = Summary()
     print(f"cluster: {address or 'local'}", file=sys.stderr)
     with connect(address, workers=job.get("workers")) as client:

@@ -14,8 +14,9 @@ A holder that died does not block the store forever. A lease is *stale*, and the
 it over, when it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted or
 on a lost machine), or at once when its holder ran on this host and its pid no longer exists (a
 rerun right after ``kill -9`` or ``scancel``). Expiry compares unix times of different hosts, so
-their clocks must agree to well within ``ttl``. A lease file that cannot be parsed (never written
-by this module: every write below is atomic) counts as stale.
+their clocks must agree to well within ``ttl``. A lease file that cannot be parsed counts as
+stale (this module never leaves one half-written: its local writes are renames and links, and an
+object store's put replaces an object whole).
 
 Local stores (paths, ``file://`` URLs)
     Exact. A lease is created by hard-linking a fully written temporary file onto the lease path
@@ -410,6 +411,16 @@ def holder(store: str) -> Holder | None:
         What the lease file says, whether or not it expired.
     """
     return _parse(_lease_file(store).read(tag=False))
+
+
+def check_free(store: str) -> None:
+    """Raise :class:`StoreBusy` now if a live job holds the store (before a job starts a cluster).
+
+    Only a hint: the lease is taken by :func:`hold`, which decides.
+    """
+    current = holder(store)
+    if current is not None and not _stale(current):
+        raise StoreBusy(store, current)
 
 
 def is_holder(store: str, run: str) -> bool:

@@ -6,8 +6,10 @@ Images
 Stores and files
     ``store``: a fresh store path under pytest's tmp_path; ``write_image``: writes an array as an
     image file in any imageio format.
-Clusters
-    ``client``: a real two-process distributed LocalCluster on 127.0.0.1, shared by the session.
+Clusters and servers
+    ``client``: a real two-process distributed LocalCluster on 127.0.0.1, shared by the session;
+    ``s3``: a real S3 server (moto) on 127.0.0.1, reached through the environment;
+    ``free_port()``: a free TCP port on 127.0.0.1.
 Configuration
     an autouse fixture restores dask's configuration after each test.
 """
@@ -15,6 +17,11 @@ Configuration
 from __future__ import annotations
 
 import copy
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -99,3 +106,46 @@ def client() -> Iterator[object]:
 
     with connect(None, workers=2, dashboard_address="127.0.0.1:0") as c:
         yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SECRET = "pipeline-test-secret-key"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1; yields the environment that reaches it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.2)
+    env = {
+        "AWS_ACCESS_KEY_ID": "pipeline-test",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    server.terminate()
+    server.wait(timeout=30)

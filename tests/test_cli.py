@@ -233,12 +233,18 @@ def test_a_signal_keeps_every_finished_image_and_a_rerun_finishes_the_job(
     assert store_bytes(tmp_path / "s.zarr") == store_bytes(tmp_path / "u.zarr")
 
 
+def started_job(folder, small_photo, count):
+    """A job on ``count`` photos that has finished its first image, and its command."""
+    photos(folder / "in", small_photo, count)
+    command = ["run", "in", "--workers", "1", "-k", "16", "--sample", "500", "-o", "s.zarr"]
+    job = Job(*command, cwd=folder)
+    job.wait_for(f"[1/{count}]")
+    return job, command
+
+
 @pytest.mark.slow
 def test_a_second_job_on_a_store_is_refused_until_the_first_ends(tmp_path, small_photo):
-    photos(tmp_path / "in", small_photo, 200)
-    command = ["run", "in", "--workers", "1", "-k", "16", "--sample", "500", "-o", "s.zarr"]
-    first = Job(*command, cwd=tmp_path)
-    first.wait_for("[1/200]")
+    first, command = started_job(tmp_path, small_photo, 200)
     second = run(*command, cwd=tmp_path, timeout=120)
     assert second.returncode == 2, second.stderr
     (line,) = [x for x in second.stderr.splitlines() if x.startswith("error:")]
@@ -253,10 +259,7 @@ def test_a_second_job_on_a_store_is_refused_until_the_first_ends(tmp_path, small
 
 @pytest.mark.slow
 def test_a_job_killed_outright_does_not_block_the_store(tmp_path, small_photo):
-    photos(tmp_path / "in", small_photo, 30)
-    command = ["run", "in", "--workers", "1", "-k", "16", "--sample", "500", "-o", "s.zarr"]
-    first = Job(*command, cwd=tmp_path)
-    first.wait_for("[1/30]")
+    first, command = started_job(tmp_path, small_photo, 30)
     os.killpg(first.process.pid, signal.SIGKILL)  # the job and its local cluster
     first.finish()
     started = time.monotonic()

@@ -6,7 +6,6 @@ the package.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,15 +18,10 @@ import numpy as np
 import pytest
 import zarr
 
+from tests.conftest import free_port
 from tests.test_cli import run
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DaskCluster:

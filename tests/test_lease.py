@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -263,42 +262,6 @@ def test_zarr_does_not_see_the_lease(store):
         assert sorted(root.group_keys()) == ["a.png", "b.jpg"]
         members = zarr.open_group(store, mode="r").members()
         assert sorted(name for name, _ in members) == ["a.png", "b.jpg"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A moto S3 server on 127.0.0.1, reached through the environment (children inherit it)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "pipeline-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pipeline-test-secret-key")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    yield
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -6,56 +6,17 @@ and rebuilt from the bucket, and must equal a local run on the same files.
 """
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import zarr
 
+from tests.conftest import SECRET
 from tests.test_cli import run
-from tests.test_cluster import free_port, store_bytes
+from tests.test_cluster import store_bytes
 
 pytestmark = pytest.mark.slow
-
-SECRET = "pipeline-test-secret-key"
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    """A moto S3 server on 127.0.0.1; yields the environment that reaches it."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-    env = {
-        "AWS_ACCESS_KEY_ID": "pipeline-test",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_photo, china):
