@@ -25,7 +25,7 @@ from dask.delayed import Delayed
 from pipeline.config import Settings
 from pipeline.count import colour_counts
 from pipeline.sample import sample_pixels
-from pipeline.sources import Probe, Source, read_file, work_chunks
+from pipeline.sources import Probe, Source, decode, work_chunks
 from pipeline.store import block_regions
 from pipeline.work import (
     Job,
@@ -45,7 +45,7 @@ from pipeline.work import (
 #: Name of the tasks that label and write one chunk (followed by a token and the chunk index).
 LABEL_TASK = "label"
 
-read_task = guarded(read_file)
+read_task = guarded(decode)
 
 
 def _token(spec: Spec, job: Job) -> str:
@@ -73,7 +73,7 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
     shape = (found.shape[0], found.shape[1])
     chunks = work_chunks(found, settings.chunk)
     regions = block_regions(normalize_chunks(chunks, shape))
-    pixels = delayed(read_task)(found.where, dask_key_name=f"read-{token}")
+    pixels = delayed(read_task)(found, dask_key_name=f"read-{token}")
     fit = delayed(fit_task)(pixels, settings, dask_key_name=f"fit-{token}")
     attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, settings, job.run)
     target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")

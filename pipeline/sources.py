@@ -366,10 +366,18 @@ def _header(path: str) -> tuple[str | bytes, Any]:
     raise AssertionError("unreachable")
 
 
+def decode(found: Probe) -> NDArray[np.uint8]:
+    """:func:`read_file` of a probed input; errors name the input as it was given."""
+    try:
+        return read_file(found.where)
+    except InputError as exc:
+        raise InputError(found.path, exc.problem) from None
+
+
 def read_whole(found: Probe) -> NDArray[np.uint8]:
     """Every pixel of a probed input as one (H, W, 3) uint8 array (small images of a batch)."""
     if found.kind == "whole":
-        return read_file(found.where)
+        return decode(found)
     image = source_from_probe(found, "", max(found.shape[:2]), tokenize(found.where)).image
     return np.asarray(image.compute(scheduler="synchronous"))
 
@@ -398,7 +406,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
 
     if found.kind == "whole":
         whole = da.from_delayed(
-            delayed(read_file, pure=True)(found.where, dask_key_name=f"read-{token}"),
+            delayed(decode, pure=True)(found, dask_key_name=f"read-{token}"),
             shape=(found.shape[0], found.shape[1], 3),
             dtype=np.uint8,
         )

@@ -2,9 +2,10 @@
 
 Python turns SIGINT into a ``KeyboardInterrupt`` raised wherever the main thread happens to be,
 which may be inside an import lock callback (where it is swallowed) or inside dask's or
-distributed's own machinery. A job run from the command line instead records the signal and stops
-at the next point that checks for it (:func:`check`, :func:`pause`): between images, and while
-waiting for the cluster. A second signal interrupts at once.
+distributed's own machinery. A job run from the command line instead records the signal
+(:func:`requested`): the job's loop (:mod:`pipeline.run`) then submits nothing more, lets the
+work in flight finish within its grace period and raises :class:`Interrupted`. A second signal
+interrupts at once.
 """
 
 from __future__ import annotations
@@ -59,15 +60,3 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
 def requested() -> int:
     """The signal number of a stop request, 0 when none was made."""
     return _signal_number if _requested.is_set() else 0
-
-
-def check() -> None:
-    """Raise :class:`Interrupted` if a stop was requested."""
-    if _requested.is_set():
-        raise Interrupted(_signal_number)
-
-
-def pause(seconds: float) -> None:
-    """Wait up to ``seconds``, returning early (by raising :class:`Interrupted`) on a stop."""
-    _requested.wait(seconds)
-    check()

@@ -146,6 +146,9 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none for old servers
     yield env
     server.terminate()
     server.wait(timeout=30)

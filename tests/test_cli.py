@@ -65,11 +65,17 @@ def test_default_run_compresses_the_sample_photos(tmp_path):
 def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
     iio.imwrite(tmp_path / "good.png", small_photo)
     (tmp_path / "notes.jpg").write_text("hello")
+    iio.imwrite(tmp_path / "whole.jpg", small_photo)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])  # decodes on a worker, then fails
+    os.symlink("loop.png", tmp_path / "loop.png")
     done = run(
         "run",
         "good.png",
         "notes.jpg",
         "missing.png",
+        "cut.jpg",
+        "loop.png",
         "-o",
         "s.zarr",
         "-k",
@@ -82,13 +88,15 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr + done.stdout
-    errors = {line for line in done.stdout.splitlines() if line.startswith("error:")}
-    assert errors == {
+    errors = sorted(line for line in done.stdout.splitlines() if line.startswith("error:"))
+    assert errors[0].startswith("error: cut.jpg: cannot decode image: ")
+    assert errors[1:] == [
+        "error: loop.png: symbolic link loop",
         "error: missing.png: no such file",
         "error: notes.jpg: not a readable image: unknown or unsupported format",
-    }
+    ]
     assert "good.png: done" in done.stderr
-    assert "1 done, 0 skipped, 2 failed" in done.stdout
+    assert "1 done, 0 skipped, 4 failed" in done.stdout
 
 
 @pytest.mark.parametrize(
