@@ -35,15 +35,23 @@ the command line win. Other defaults come from dask's configuration (pipeline.*)
 be set with environment variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else
 the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
 
-Progress: one line per image as it finishes (images and pixels done of all), and on a terminal a
-live status line. The dashboard address is printed at start; --report keeps a copy of what it
-showed.
+Progress: one line per image as it finishes (images and input bytes done of all), and on a
+terminal a live status line. The dashboard address is printed at start; --report keeps a copy of
+what it showed.
 
-Images already complete in the store with the same settings are skipped, so rerunning an
-interrupted job finishes it; --overwrite recomputes them.
+The client only lists the inputs and the store; workers open, decode and compress the images,
+small ones several per task, with at most two tasks per worker thread in flight. Images already
+complete in the store with the same settings are skipped (the store's listing says which), so
+rerunning an interrupted job finishes it; --overwrite recomputes them. One job writes a store at
+a time: another job on it is refused with a line naming it, until its lease (a file beside the
+store) is released, expires, or its process on this host is gone.
 
-exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error,
-130/143 stopped by SIGINT/SIGTERM (complete images are kept; a rerun finishes the rest).
+A first SIGINT/SIGTERM stops submitting work and lets the images in flight finish for up to
+--stop-grace seconds; a second one stops at once. Every image reported done is complete.
+
+exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error (the
+store in use by another job included), 130/143 stopped by SIGINT/SIGTERM (complete images are
+kept; a rerun finishes the rest).
 """
 
 
