@@ -273,23 +273,26 @@ class Probe:
         return int(self.shape[0]) * int(self.shape[1])
 
 
-def probe(path: str, max_pixels: int = PILLOW_LIMIT) -> Probe:
+def probe(path: str, max_pixels: int = PILLOW_LIMIT, *, listed: bool = False) -> Probe:
     """Open an input's header (on a worker): its size, pixel type and how it is to be read.
 
     Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.tiled`); every
     other format is decoded whole by one task, and is refused above ``max_pixels`` (default:
     Pillow's own decompression-bomb limit). ``path`` may be a URL (see :mod:`pipeline.paths`);
-    a TIFF behind a URL is decoded whole.
+    a TIFF behind a URL is decoded whole. ``listed``: the path was listed as a file, so it is
+    not looked up again (on object storage each lookup is a request).
 
     Raises
     ------
     InputError
         If the path is missing, not a file, or not an image that can be read.
     """
-    from pipeline.tiled import is_zarr_array, open_zarr_array, tiff_layout
+    from pipeline.tiled import is_zarr_array, open_zarr_array
 
     where = location(path)
     fs, inner = filesystem(path) if is_url(path) else (None, path)
+    if listed:
+        return _probe_file(path, where, fs is not None, max_pixels)
     try:
         exists = fs.exists(inner) if fs else os.path.exists(path)
     except OSError as exc:
@@ -310,7 +313,14 @@ def probe(path: str, max_pixels: int = PILLOW_LIMIT) -> Probe:
         )
     if not (fs.isfile(inner) if fs else os.path.isfile(path)):
         raise InputError(path, "not a file")
-    layout = None if fs else tiff_layout(path)
+    return _probe_file(path, where, fs is not None, max_pixels)
+
+
+def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
+    """:func:`probe` of a path known to be a file."""
+    from pipeline.tiled import tiff_layout
+
+    layout = None if remote else tiff_layout(path)
     if layout is not None:
         shape, dtype, tile = layout
         return Probe(

@@ -286,7 +286,7 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
     for spec in specs:
         started = time.perf_counter()
         try:
-            found = probe(spec.path, limit)
+            found = probe(spec.path, limit, listed=True)  # batches hold listed files only
             if found.pixels > job.batch_pixels:
                 outcomes.append(Deferred(spec, found))
                 continue
