@@ -124,6 +124,7 @@ def plan(
             key=digest(values),
             stale=listing.complete.get(name),
             size=entry.size or 0,
+            fresh=name not in listing.groups,
         )
         if not overwrite and name in listing.groups:
             decided = prior(spec, values, check)

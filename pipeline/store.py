@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
 from pipeline.errors import PipelineError
-from pipeline.paths import filesystem, join
+from pipeline.paths import filesystem, is_url, join
 
 #: Version of the store layout described in docs/store-format.md.
 FORMAT_VERSION = 2
@@ -110,7 +110,8 @@ def marker(store: str, name: str, key: str) -> str:
 def write_marker(store: str, name: str, key: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
     fs, path = filesystem(join(marker(store, name, key), "zarr.json"))
-    fs.makedirs(fs._parent(path), exist_ok=True)
+    if not is_url(store):  # object stores have no folders to make (and would ask for each)
+        fs.makedirs(fs._parent(path), exist_ok=True)
     fs.pipe_file(path, EMPTY_GROUP)
 
 
@@ -205,8 +206,14 @@ def create_image(
     chunks: tuple[int, int],
     colors: int,
     attrs: dict[str, Any],
+    *,
+    fresh: bool = False,
 ) -> zarr.Array:
     """(Re)create image group ``name`` with status ``"writing"`` and an empty ``labels`` array.
+
+    ``fresh``: the store's listing had no such group, so there is nothing to delete first (on
+    object storage deleting a prefix is a listing and a request per object); if one exists
+    after all, zarr refuses and the image fails.
 
     Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
     chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
@@ -218,7 +225,7 @@ def create_image(
         store,
         path=name,
         zarr_format=3,
-        overwrite=True,
+        overwrite=not fresh,
         attributes={  # one metadata write (attrs.update writes it once per key)
             **attrs,
             "format": FORMAT_NAME,

@@ -84,6 +84,8 @@ class Spec:
         Digest of a completion marker left by an earlier run, removed before rewriting.
     size : int
         Bytes of the input file (0 when unknown).
+    fresh : bool
+        The store's listing had no group of this name (nothing to delete before writing it).
     """
 
     name: str
@@ -92,6 +94,7 @@ class Spec:
     key: str
     stale: str | None = None
     size: int = 0
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,9 @@ def create(
     """(Re)create the image's group, status ``"writing"``, after forgetting an old completion."""
     if spec.stale is not None:
         remove_marker(job.store, spec.name, spec.stale)
-    return create_image(job.store, spec.name, shape, chunks, job.settings.colors, attrs)
+    return create_image(
+        job.store, spec.name, shape, chunks, job.settings.colors, attrs, fresh=spec.fresh
+    )
 
 
 def finish(job: Job, spec: Spec, fit: Fit, errors: Sequence[int], n_pixels: int) -> dict[str, Any]:
