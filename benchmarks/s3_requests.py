@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from streaming import make_inputs
 
-from tests.test_cluster import DaskCluster, free_port
+from tests.conftest import start_moto
+from tests.test_cluster import DaskCluster
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -186,29 +186,6 @@ class CountingProxy(ThreadingHTTPServer):
         self.server_close()
 
 
-def start_moto(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A moto S3 server on a free port of 127.0.0.1, and its URL once it answers."""
-    port = free_port()
-    with open(folder / "moto.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=2).close()
-            return server, endpoint
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.2)
-
-
 def upload(inputs: Path, endpoint: str) -> None:
     import s3fs
 
@@ -260,7 +237,8 @@ def main() -> None:
     folder = Path(args.work or tempfile.mkdtemp(prefix="pipeline-s3-requests-"))
     folder.mkdir(parents=True, exist_ok=True)
     inputs = make_inputs(folder, args.count, "lossless")
-    moto, endpoint = start_moto(folder)
+    with open(folder / "moto.log", "w") as log:
+        moto, endpoint = start_moto(log)
     proxies: list[CountingProxy] = []
     cluster = None
     try:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from streaming import photos
+from streaming import write_pngs
 
 from tests.test_cluster import store_bytes
 
@@ -56,20 +56,12 @@ def command(inputs: Path, store: Path) -> list[str]:
 def make_photos(folder: Path, count: int) -> Path:
     """``count`` WIDTH x HEIGHT PNG crops of the bundled photos, each rolled differently, in
     ``folder/photos{count}`` (kept between runs)."""
-    import imagecodecs
     import numpy as np
 
-    target = folder / f"photos{count}"
-    if target.exists() and len(os.listdir(target)) == count:
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    sources = photos()
-    for i in range(count):
-        rolled = np.roll(sources[i % len(sources)], (i * 37, i * 53), axis=(0, 1))
-        crop = np.ascontiguousarray(rolled[:HEIGHT, :WIDTH])
-        (target / f"photo{i:04d}.png").write_bytes(imagecodecs.png_encode(crop))
-    return target
+    def crop(image: np.ndarray, i: int) -> np.ndarray:
+        return np.roll(image, (i * 37, i * 53), axis=(0, 1))[:HEIGHT, :WIDTH]
+
+    return write_pngs(folder / f"photos{count}", count, crop)
 
 
 class Job:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,25 +58,31 @@ def photos() -> list[np.ndarray]:
     return found
 
 
-def make_inputs(folder: Path, count: int, mode: str) -> Path:
-    """``count`` 64x64 PNG crops in ``folder/{mode}{count}`` (kept between runs)."""
+def write_pngs(target: Path, count: int, crop: Callable[[np.ndarray, int], np.ndarray]) -> Path:
+    """``count`` PNGs ``crop(photo, i)`` of the bundled photos in ``target`` (kept between runs)."""
     import imagecodecs
 
-    target = folder / f"{mode}{count}"
     if target.exists() and len(os.listdir(target)) == count:
         return target
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     sources = photos()
     for i in range(count):
-        image = sources[i % len(sources)]
+        pixels = np.ascontiguousarray(crop(sources[i % len(sources)], i))
+        (target / f"img{i:07d}.png").write_bytes(imagecodecs.png_encode(pixels))
+    return target
+
+
+def make_inputs(folder: Path, count: int, mode: str) -> Path:
+    """``count`` 64x64 PNG crops in ``folder/{mode}{count}``, posterized for ``lossless``."""
+
+    def crop(image: np.ndarray, i: int) -> np.ndarray:
         y = (i * 37) % (image.shape[0] - SIDE)
         x = (i * 53) % (image.shape[1] - SIDE)
-        crop = np.ascontiguousarray(image[y : y + SIDE, x : x + SIDE])
-        if mode == "lossless":
-            crop = crop // 32 * 32 + 16
-        (target / f"img{i:07d}.png").write_bytes(imagecodecs.png_encode(crop))
-    return target
+        part = image[y : y + SIDE, x : x + SIDE]
+        return part // 32 * 32 + 16 if mode == "lossless" else part
+
+    return write_pngs(folder / f"{mode}{count}", count, crop)
 
 
 class Cluster:

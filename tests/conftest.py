@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import numpy as np
@@ -117,27 +118,33 @@ def free_port() -> int:
 SECRET = "pipeline-test-secret-key"
 
 
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1; yields the environment that reaches it."""
+def start_moto(log: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """A moto S3 server on a free port of 127.0.0.1 (output to ``log``), and its URL once it
+    answers (also used by benchmarks/s3_requests.py)."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             urllib.request.urlopen(endpoint, timeout=2).close()
-            break
+            return server, endpoint
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
                 server.kill()
                 raise RuntimeError("moto server did not start") from None
             time.sleep(0.2)
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1; yields the environment that reaches it."""
+    server, endpoint = start_moto(subprocess.DEVNULL)
     env = {
         "AWS_ACCESS_KEY_ID": "pipeline-test",
         "AWS_SECRET_ACCESS_KEY": SECRET,
