@@ -64,7 +64,7 @@ def stream(
     if not entries:
         return
     names = unique_names([e.path for e in entries])
-    executor = ClusterExecutor(client) if client is not None else LocalExecutor()
+    executor = _executor(client)
     items = plan(
         entries,
         names,
@@ -76,6 +76,11 @@ def stream(
         batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
     )
     yield from _execute(store, config, how, executor, items, notify)
+
+
+def _executor(client: Any) -> LocalExecutor | ClusterExecutor:
+    """Where the work runs: on ``client``'s cluster, else in this process."""
+    return ClusterExecutor(client) if client is not None else LocalExecutor()
 
 
 def _execute(
@@ -189,7 +194,7 @@ def compress_array(
     if not overwrite and group in listing.groups:
         decided = prior(spec, values, _checker(store))
     item: Item = decided or Given(spec, source)
-    executor = ClusterExecutor(client) if client is not None else LocalExecutor()
+    executor = _executor(client)
     (result,) = _execute(store, config, how, executor, iter([item]), None)
     return result
 

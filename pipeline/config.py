@@ -39,6 +39,19 @@ DEFAULTS: dict[str, Any] = {
 dask.config.update_defaults(DEFAULTS)
 
 
+def _configured(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` from dask.config ``pipeline.*``, ``overrides`` on top.
+
+    ``None`` overrides are ignored; one that is not a field raises :class:`UsageError`.
+    """
+    values = {f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)}
+    unknown = set(overrides) - set(values)
+    if unknown:
+        raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 @dataclass(frozen=True)
 class Running:
     """How a job runs: batching, work in flight, stopping; none of it changes a stored byte.
@@ -73,10 +86,7 @@ class Running:
     @classmethod
     def from_config(cls, **overrides: Any) -> Running:
         """Values from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
-        values = {
-            f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = _configured(cls, overrides)
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}")
@@ -136,14 +146,7 @@ class Settings:
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
         """Settings from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
-        values = {
-            f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)
-        }
-        unknown = set(overrides) - set(values)
-        if unknown:
-            raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
+        settings = cls(**_configured(cls, overrides))
         settings.validate()
         return settings
 

@@ -25,7 +25,7 @@ from dask.delayed import Delayed
 from pipeline.config import Settings
 from pipeline.count import colour_counts
 from pipeline.sample import sample_pixels
-from pipeline.sources import Probe, Source, decode, work_chunks
+from pipeline.sources import Probe, Source, work_chunks
 from pipeline.store import block_regions
 from pipeline.work import (
     Job,
@@ -36,16 +36,14 @@ from pipeline.work import (
     finish_task,
     fit_sampled_task,
     fit_task,
-    guarded,
     label_task,
     probe_task,
+    read_task,
     recorded,
 )
 
 #: Name of the tasks that label and write one chunk (followed by a token and the chunk index).
 LABEL_TASK = "label"
-
-read_task = guarded(decode)
 
 
 def _token(spec: Spec, job: Job) -> str:

@@ -14,6 +14,7 @@ images left ``"writing"`` are redone by the next run.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -237,12 +238,12 @@ class Runner:
         settings = self.job.settings
         if isinstance(opened, Probe) and opened.kind == "whole":
             workers = self.executor.workers()
+            placed: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if workers:  # left to itself, the scheduler ships the decoded image around
                 n = len(self.pending)
                 place = Placement(workers[n % len(workers)], workers[(n + 1) % len(workers)])
-                with dask.annotate(workers=place, allow_other_workers=True):
-                    graph, chunks = whole_graph(spec, opened, self.job)
-            else:
+                placed = dask.annotate(workers=place, allow_other_workers=True)
+            with placed:
                 graph, chunks = whole_graph(spec, opened, self.job)
             self._launch(graph, Flight("image", self._share(chunks), (spec,)))
             return

@@ -34,7 +34,7 @@ from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import psnr
 from pipeline.paths import location
 from pipeline.sample import sample_positions
-from pipeline.sources import Probe, probe, read_whole, work_chunks
+from pipeline.sources import Probe, decode, probe, read_whole, work_chunks
 from pipeline.store import (
     create_image,
     finalize,
@@ -305,6 +305,7 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
 
 # Steps of a large image's graph (see pipeline.graph).
 probe_task = guarded(probe)
+read_task = guarded(decode)
 fit_task = guarded(fit_block)
 fit_sampled_task = guarded(fit_sampled)
 
