@@ -15,7 +15,7 @@ Reported for each run: the client's requests in all, per image and by kind; the 
 requests in all and per image; wall seconds and exit status. Target: the client makes under
 0.05 requests per image (it only lists the inputs and the store; workers open and read images).
 
-Usage: python benchmarks/s3_requests.py [--count 1000] [--work DIR]
+Usage: python benchmarks/s3_requests.py [--count 1000] [--work DIR] [--log]
 """
 
 from __future__ import annotations
@@ -166,6 +166,7 @@ class CountingProxy(ThreadingHTTPServer):
         self.methods: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
         self.chunked = 0
+        self.log: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     def record(self, method: str, target: str, chunked: bool) -> None:
@@ -173,12 +174,18 @@ class CountingProxy(ThreadingHTTPServer):
             self.methods[method] += 1
             self.kinds[kind(method, target)] += 1
             self.chunked += chunked
+            self.log.append(f"{method} {target}")
 
     def take(self) -> dict[str, object]:
         """The counts so far, which start again from zero."""
         with self._lock:
-            counts = {"methods": self.methods, "kinds": self.kinds, "chunked": self.chunked}
-            self.methods, self.kinds, self.chunked = Counter(), Counter(), 0
+            counts = {
+                "methods": self.methods,
+                "kinds": self.kinds,
+                "chunked": self.chunked,
+                "log": self.log,
+            }
+            self.methods, self.kinds, self.chunked, self.log = Counter(), Counter(), 0, []
         return counts
 
     def close(self) -> None:
@@ -233,6 +240,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="images (default: 1000)")
     parser.add_argument("--work", default=None, help="folder for generated inputs (kept)")
+    parser.add_argument(
+        "--log", action="store_true", help="also print every request of each side, in order"
+    )
     args = parser.parse_args()
     folder = Path(args.work or tempfile.mkdtemp(prefix="pipeline-s3-requests-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -276,6 +286,11 @@ def main() -> None:
         methods = {side: dict(row[side]["methods"]) for side in ("client", "workers")}
         chunked = {side: row[side]["chunked"] for side in ("client", "workers")}
         print(f"{label}: by method {methods}; chunked request bodies {chunked}")
+    if args.log:
+        for label, row in runs.items():
+            for side in ("client", "workers"):
+                print(f"\n{label}, requests of the {side} in order:")
+                print("\n".join(row[side]["log"]))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,14 @@ from pipeline.results import ImageResult
 from pipeline.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.sources import from_array
 from pipeline.store import (
+    Listing,
     StoredImage,
     digest,
     existing_status,
     image_names,
     list_store,
     open_root,
+    prepare,
     read_image,
     reuse_values,
 )
@@ -65,16 +67,19 @@ def stream(
         return
     names = unique_names([e.path for e in entries])
     executor = _executor(client)
-    items = plan(
-        entries,
-        names,
-        list_store(store),
-        config,
-        overwrite=overwrite,
-        check=_checker(store),
-        batch_bytes=how.batch_bytes,
-        batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
-    )
+
+    def items(listing: Listing) -> Iterator[Item]:
+        return plan(
+            entries,
+            names,
+            listing,
+            config,
+            overwrite=overwrite,
+            check=_checker(store),
+            batch_bytes=how.batch_bytes,
+            batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
+        )
+
     yield from _execute(store, config, how, executor, items, notify)
 
 
@@ -88,14 +93,16 @@ def _execute(
     config: Settings,
     how: Running,
     executor: LocalExecutor | ClusterExecutor,
-    items: Iterator[Item],
+    items: Callable[[Listing], Iterator[Item]],
     notify: Callable[[str], None] | None,
 ) -> Iterator[ImageResult]:
-    open_root(store, mode="a")
+    """Run the work ``items`` plans from the store's listing, taken once the store is ours."""
     try:
         with lease.hold(store, ttl=how.lease_seconds) as held:
+            listing = list_store(store)
+            prepare(store, listing)
             job = Job(store, config, held.run, how.batch_pixels)
-            yield from Runner(job, how, executor, held, notify).run(items)
+            yield from Runner(job, how, executor, held, notify).run(items(listing))
     finally:
         executor.close()
 
@@ -182,20 +189,21 @@ def compress_array(
     group = node_name(name)
     source = from_array(array, group, config.chunk)
     values = reuse_values("<array>", config)
-    listing = list_store(store)
-    spec = Spec(
-        group,
-        "<array>",
-        token=tokenize(source.image.name),
-        key=digest(values),
-        stale=listing.complete.get(group),
-    )
-    decided = None
-    if not overwrite and group in listing.groups:
-        decided = prior(spec, values, _checker(store))
-    item: Item = decided or Given(spec, source)
-    executor = _executor(client)
-    (result,) = _execute(store, config, how, executor, iter([item]), None)
+
+    def items(listing: Listing) -> Iterator[Item]:
+        spec = Spec(
+            group,
+            "<array>",
+            token=tokenize(source.image.name),
+            key=digest(values),
+            stale=listing.complete.get(group),
+        )
+        decided = None
+        if not overwrite and group in listing.groups:
+            decided = prior(spec, values, _checker(store))
+        yield decided or Given(spec, source)
+
+    (result,) = _execute(store, config, how, _executor(client), items, None)
     return result
 
 

@@ -3,7 +3,8 @@
 Each input item is, in this order:
 
 * a URL (``s3://...``, any fsspec protocol): a glob is one ``glob`` request, a folder one
-  (paged) ``ls``, a file one ``info``; the Zarr arrays directly in a folder are inputs;
+  (paged) ``ls``, an image file one ``info``; the Zarr arrays directly in a folder are inputs
+  (a folder holding a ``zarr.json`` or ``.zarray`` is read to tell an array from a group);
 * an existing local folder: its image files (by extension, see ``IMAGE_EXTENSIONS``) and the
   Zarr arrays directly inside it, not recursively; a Zarr array's own folder is an input;
 * a glob pattern: the files it matches (``**`` is zero or more folders and never follows a
@@ -265,12 +266,16 @@ def _url(item: str) -> list[Entry]:
                 raise InputError(item, "no file matches this pattern")
             urls = sorted(((fs.unstrip_protocol(i["name"]), i) for i in files), key=lambda u: u[0])
             return [_url_entry(url, info) for url, info in urls]
-        info = fs.info(inner)
-        if info.get("type") != "directory":
-            return [_url_entry(item, info)]
-        if is_zarr_array(item):
-            return [Entry(item, None, _version(info), zarr=True)]
-        return _url_folder(fs, inner)
+        if os.path.splitext(inner)[1].lower() in IMAGE_EXTENSIONS:  # a file, most likely
+            info = fs.info(inner)
+            if info.get("type") != "directory":
+                return [_url_entry(item, info)]
+        # One (paged) listing says the rest: a folder lists its entries, a file itself (on
+        # object stores by listing its parent).
+        listed = fs.ls(inner, detail=True)
+        if len(listed) == 1 and _same(listed[0]["name"], inner) and listed[0]["type"] == "file":
+            return [_url_entry(item, listed[0])]
+        return _url_folder(fs, item, listed)
     except FileNotFoundError:
         raise InputError(item, "no such file") from None
     except InputError:
@@ -279,15 +284,25 @@ def _url(item: str) -> list[Entry]:
         raise InputError(item, _one_line(exc)) from None
 
 
-def _url_folder(fs: Any, inner: str) -> list[Entry]:
+def _url_folder(fs: Any, item: str, listed: list[dict[str, Any]]) -> list[Entry]:
+    """The inputs of folder ``item`` from its listing: ``item`` itself if it is a Zarr array."""
+    names = {info["name"].rstrip("/").rsplit("/", 1)[-1]: info for info in listed}
+    if {"zarr.json", ".zarray"} & names.keys() and is_zarr_array(item):
+        marker = names.get("zarr.json") or names[".zarray"]
+        return [Entry(item, None, _version(marker), zarr=True)]
     entries = []
-    for info in fs.ls(inner, detail=True):
+    for info in listed:
         if info.get("type") == "file":
             if os.path.splitext(info["name"])[1].lower() in IMAGE_EXTENSIONS:
                 entries.append(_url_entry(fs.unstrip_protocol(info["name"]), info))
         elif is_zarr_array(url := fs.unstrip_protocol(info["name"])):
             entries.append(Entry(url, None, _version(info), zarr=True))
     return sorted(entries, key=lambda entry: entry.path)
+
+
+def _same(name: str, inner: str) -> bool:
+    """Whether a listed name is ``inner`` itself (spelled with or without its protocol)."""
+    return name.rstrip("/").split("://")[-1] == inner.rstrip("/").split("://")[-1]
 
 
 def _url_entry(url: str, info: dict[str, Any]) -> Entry:

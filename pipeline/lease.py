@@ -31,13 +31,15 @@ URL stores (fsspec)
     Best effort, through the filesystem's own operations. A lease is created with
     ``pipe_file(mode="create")``, which is exclusive where the filesystem can do it (S3 through
     s3fs: ``If-None-Match: *``, honoured by AWS and moto) and otherwise checks for an existing file
-    first; ours is then read back to confirm it names our run. On S3, renewing and taking over
-    are conditional on the ETag read (``If-Match``), so they fail instead of overwriting a lease
-    someone else wrote meanwhile. Remaining windows: on filesystems without conditional writes,
-    two jobs that both find no lease (or the same stale one) and write within the same moment can
-    both read their own lease back, and the first learns it lost the store at its next renewal
-    (``ttl / 3``); and :meth:`Lease.release` deletes after checking that the lease is ours, so a
-    job that takes over in between (possible only once ours expired) loses its new lease.
+    first; ours is then read back to confirm it names our run. On S3, taking over is conditional
+    on the ETag read (``If-Match``) and renewing on the ETag of our own last write, so both fail
+    instead of overwriting a lease someone else wrote meanwhile, and a renewal is one request
+    (elsewhere it reads the lease first). Remaining windows: on filesystems without conditional
+    writes, two jobs that both find no lease (or the same stale one) and write within the same
+    moment can both read their own lease back, and the first learns it lost the store at its
+    next renewal (``ttl / 3``); and :meth:`Lease.release` deletes after checking that the lease
+    is ours, so a job that takes over in between (possible only once ours expired) loses its new
+    lease.
 """
 
 from __future__ import annotations
@@ -102,15 +104,21 @@ class _Version:
 
 
 class _LeaseFile(Protocol):
+    #: Whether writes are conditional (renew and take over a compare-and-swap on the tag of the
+    #: version written last), so a renewal need not read the lease first.
+    exclusive: bool
+
     def read(self, tag: bool = True) -> _Version | None: ...
-    def create(self, data: bytes) -> bool: ...
-    def renew(self, current: _Version, data: bytes) -> bool: ...
-    def take_over(self, stale: _Version, data: bytes) -> bool: ...
+    def create(self, data: bytes) -> _Version | None: ...
+    def renew(self, current: _Version, data: bytes) -> _Version | None: ...
+    def take_over(self, stale: _Version, data: bytes) -> _Version | None: ...
     def remove(self, current: _Version) -> None: ...
 
 
 class _LocalFile:
     """The lease file of a store on a local (or shared, POSIX) filesystem."""
+
+    exclusive = False
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -123,28 +131,28 @@ class _LocalFile:
         except FileNotFoundError:
             return None
 
-    def create(self, data: bytes) -> bool:
+    def create(self, data: bytes) -> _Version | None:
         os.makedirs(self.folder, exist_ok=True)
         written = self._write_aside(data)
         try:
             os.link(written, self.path)
         except FileExistsError:
-            return False
+            return None
         finally:
             os.unlink(written)
-        return True
+        return _Version(data)
 
-    def renew(self, current: _Version, data: bytes) -> bool:
+    def renew(self, current: _Version, data: bytes) -> _Version | None:
         written = self._write_aside(data)
         try:
             os.replace(written, self.path)
         except OSError:
             os.unlink(written)
             raise
-        return True
+        return _Version(data)
 
-    def take_over(self, stale: _Version, data: bytes) -> bool:
-        return self._remove_if(stale) and self.create(data)
+    def take_over(self, stale: _Version, data: bytes) -> _Version | None:
+        return self.create(data) if self._remove_if(stale) else None
 
     def remove(self, current: _Version) -> None:
         self._remove_if(current)
@@ -181,51 +189,56 @@ class _RemoteFile:
     def __init__(self, fs: Any, path: str, conditional: bool) -> None:
         self.fs = fs
         self.path = path
-        self.conditional = conditional
+        self.exclusive = conditional
+        # s3fs asks for an object's size (a HEAD) before reading it unless told to read it in
+        # one request.
+        self._whole = {"max_concurrency": 1} if conditional else {}
 
     def read(self, tag: bool = True) -> _Version | None:
         try:
             etag = None
-            if tag and self.conditional:
+            if tag and self.exclusive:
                 # The ETag is read before the bytes: if the lease changes in between, the tag is
                 # the older one and a conditional write fails (safe) rather than overwriting.
                 self.fs.invalidate_cache(self.path)
                 etag = self.fs.info(self.path)["ETag"]
-            return _Version(self.fs.cat_file(self.path), etag)
+            return _Version(self.fs.cat_file(self.path, **self._whole), etag)
         except FileNotFoundError:
             return None
 
-    def create(self, data: bytes) -> bool:
+    def create(self, data: bytes) -> _Version | None:
         self.fs.invalidate_cache(self.path)
         try:
-            self.fs.pipe_file(self.path, data, mode="create")
+            return self._written(data, self.fs.pipe_file(self.path, data, mode="create"))
         except FileExistsError:
-            return False
-        return True
+            return None
 
-    def renew(self, current: _Version, data: bytes) -> bool:
+    def renew(self, current: _Version, data: bytes) -> _Version | None:
         return self._swap(current, data)
 
-    def take_over(self, stale: _Version, data: bytes) -> bool:
+    def take_over(self, stale: _Version, data: bytes) -> _Version | None:
         return self._swap(stale, data)
 
     def remove(self, current: _Version) -> None:
         self.fs.rm_file(self.path)
 
-    def _swap(self, current: _Version, data: bytes) -> bool:
+    def _written(self, data: bytes, response: Any) -> _Version:
+        """The version just written, tagged with the ETag of s3fs's PutObject response."""
+        etag = response.get("ETag") if self.exclusive and isinstance(response, dict) else None
+        return _Version(data, etag)
+
+    def _swap(self, current: _Version, data: bytes) -> _Version | None:
         if current.tag is None:
-            self.fs.pipe_file(self.path, data)
-            return True
+            return self._written(data, self.fs.pipe_file(self.path, data))
         try:
-            self.fs.pipe_file(self.path, data, IfMatch=current.tag)
+            return self._written(data, self.fs.pipe_file(self.path, data, IfMatch=current.tag))
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             # s3fs reports a failed If-Match (412 PreconditionFailed) as EINVAL.
             if exc.errno == errno.EINVAL:
-                return False
+                return None
             raise
-        return True
 
 
 def _lease_file(store: str) -> _LeaseFile:
@@ -283,11 +296,12 @@ def _stale(holder: Holder | None) -> bool:
 class Lease:
     """A held lease on a store, renewed by a daemon thread until :meth:`release`."""
 
-    def __init__(self, store: str, file: _LeaseFile, holder: Holder) -> None:
+    def __init__(self, store: str, file: _LeaseFile, holder: Holder, version: _Version) -> None:
         self.store = store
         self.run = holder.run
         self._file = file
         self._holder = holder
+        self._version = version
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._keep, name=f"lease {store}", daemon=True)
@@ -301,7 +315,7 @@ class Lease:
         """Stop renewing, and delete the lease if it still names our run."""
         self._stop.set()
         self._thread.join()
-        current = self._file.read()
+        current = self._file.read(tag=False)
         found = _parse(current)
         if current is not None and found is not None and found.run == self.run:
             self._file.remove(current)
@@ -319,18 +333,22 @@ class Lease:
         if time.time() > self._holder.expires:
             self._lost.set()
             return
-        current = self._file.read()
-        if current is None:
-            return  # moved aside for a moment by a job judging it; the next period looks again
-        found = _parse(current)
-        if found is None or found.run != self.run:
-            self._lost.set()
-            return
+        current = self._version
+        if not self._file.exclusive:  # no compare-and-swap: look that it is still ours first
+            found = self._file.read()
+            if found is None:
+                return  # moved aside for a moment by a job judging it; the next period looks
+            current = found
+            theirs = _parse(current)
+            if theirs is None or theirs.run != self.run:
+                self._lost.set()
+                return
         renewed = replace(self._holder, expires=time.time() + self._holder.ttl)
-        if self._file.renew(current, _encode(renewed)):
-            self._holder = renewed
-        else:
+        version = self._file.renew(current, _encode(renewed))
+        if version is None:
             self._lost.set()
+        else:
+            self._holder, self._version = renewed, version
 
 
 def _new_holder(run: str, ttl: float) -> Holder:
@@ -350,18 +368,22 @@ def _acquire(store: str, ttl: float, run: str) -> Lease:
     mine = _new_holder(run, ttl)
     data = _encode(mine)
     for _ in range(_ATTEMPTS):
-        if not file.create(data):
+        version = file.create(data)
+        if version is None:
             current = file.read()
             if current is None:
                 continue  # released in the meantime
             theirs = _parse(current)
             if theirs is not None and not _stale(theirs):
                 raise StoreBusy(store, theirs)
-            if not file.take_over(current, data):
+            version = file.take_over(current, data)
+            if version is None:
                 continue  # someone else changed it first: judge again
+        # Read back: an S3-compatible server that ignores If-None-Match would let two creates
+        # both succeed (the later write wins, and only its job reads itself back).
         confirmed = _parse(file.read(tag=False))
         if confirmed is not None and confirmed.run == run:
-            return Lease(store, file, mine)
+            return Lease(store, file, mine, version)
     raise PipelineError(f"{store}: could not take the store's lease, it keeps changing")
 
 

@@ -34,16 +34,34 @@ def filesystem(url: str) -> tuple[Any, str]:
     return url_to_fs(url)
 
 
+def zarr_store(path: str) -> Any:
+    """What zarr should open for ``path``: a local path as it is, a URL as an fsspec store.
+
+    On S3 the store reads each object in one request: s3fs otherwise asks for an object's size
+    (a HEAD) before every whole read, to decide whether to read it in concurrent parts, which
+    for Zarr chunks and metadata documents never pays.
+    """
+    if not is_url(path):
+        return path
+    from zarr.storage import FsspecStore
+
+    options = {"max_concurrency": 1} if path.startswith(("s3://", "s3a://")) else {}
+    return FsspecStore.from_url(path, storage_options=options)
+
+
 def join(url: str, name: str) -> str:
     """``url`` with ``name`` appended as one more path component."""
     return url.rstrip("/") + "/" + name
 
 
 def read_bytes(path: str, length: int | None = None) -> bytes:
-    """The content of a local file or URL (only its first ``length`` bytes, if given)."""
+    """The content of a local file or URL (only its first ``length`` bytes, if given).
+
+    A URL is read in one request (a range read from 0: no size lookup first).
+    """
     if not is_url(path):
         with open(path, "rb") as file:
             return file.read() if length is None else file.read(length)
     fs, inner = filesystem(path)
-    with fs.open(inner, "rb") as file:
-        return file.read() if length is None else file.read(length)
+    data: bytes = fs.cat_file(inner, start=0, end=length)
+    return data

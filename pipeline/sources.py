@@ -131,8 +131,11 @@ def _no_pillow_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_file(path: str) -> NDArray[np.uint8]:
+def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
     """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
+
+    ``data``: the file's bytes, when they were read already (a URL's small file, by
+    :func:`probe`).
 
     Raises
     ------
@@ -144,7 +147,8 @@ def read_file(path: str) -> NDArray[np.uint8]:
     try:
         # a URL is read once; a local file only if the fast decoders take it
         remote = is_url(path)
-        data = read_bytes(path) if remote or _fast_format(read_bytes(path, 8)) else None
+        if data is None and (remote or _fast_format(read_bytes(path, 8))):
+            data = read_bytes(path)
         raw = None if data is None else _decode_fast(data)
         if raw is None:
             resource: str | bytes = data if remote and data is not None else path
@@ -256,6 +260,9 @@ class Probe:
         Tile height and width of a tiled TIFF.
     array : zarr.Array or None
         The opened Zarr array of a ``"zarr"`` input (opening it reads only its metadata).
+    data : bytes or None
+        The whole file, when reading its header from a URL read all of it (a small file): the
+        decode then reads nothing again.
     """
 
     path: str
@@ -266,6 +273,7 @@ class Probe:
     conversion: str
     tile: tuple[int, int] | None = None
     array: Any = None
+    data: bytes | None = None
 
     @property
     def pixels(self) -> int:
@@ -341,7 +349,8 @@ def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
             f"images decoded whole (about {gib:.1f} GiB of worker memory); raise --max-pixels, "
             "or convert it to a tiled TIFF, which is read tile by tile",
         )
-    return Probe(path, where, "whole", shape, str(props.dtype), conversion)
+    whole = resource if isinstance(resource, bytes) and len(resource) < HEADER_BYTES else None
+    return Probe(path, where, "whole", shape, str(props.dtype), conversion, data=whole)
 
 
 def _conversion(path: str, shape: tuple[int, ...], dtype: Any) -> str:
@@ -363,23 +372,22 @@ def _header(path: str) -> tuple[str | bytes, Any]:
     import imageio.v3 as iio
 
     hint = Path(path).suffix.lower() or None
-    attempts: list[str | bytes] = (
-        [read_bytes(path, HEADER_BYTES), read_bytes(path)] if is_url(path) else [path]
-    )
-    for i, resource in enumerate(attempts):
+    resource: str | bytes = read_bytes(path, HEADER_BYTES) if is_url(path) else path
+    whole = isinstance(resource, str) or len(resource) < HEADER_BYTES
+    while True:
         try:
             with _no_pillow_limit():
                 return resource, iio.improps(resource, index=0, extension=hint)  # type: ignore[arg-type]
         except Exception as exc:
-            if i == len(attempts) - 1 or len(resource) < HEADER_BYTES:
+            if whole:
                 raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
-    raise AssertionError("unreachable")
+            resource, whole = read_bytes(path), True  # a header past HEADER_BYTES: read it all
 
 
 def decode(found: Probe) -> NDArray[np.uint8]:
     """:func:`read_file` of a probed input; errors name the input as it was given."""
     try:
-        return read_file(found.where)
+        return read_file(found.where, found.data)
     except InputError as exc:
         raise InputError(found.path, exc.problem) from None
 

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from zarr.codecs import ZstdCodec
 
 from pipeline.errors import PipelineError
-from pipeline.paths import filesystem, is_url, join
+from pipeline.paths import filesystem, is_url, join, zarr_store
 
 #: Version of the store layout described in docs/store-format.md.
 FORMAT_VERSION = 2
@@ -59,7 +59,7 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     version 2; its images are unchanged.
     """
     try:
-        root = zarr.open_group(path, mode=mode, zarr_format=3)
+        root = zarr.open_group(zarr_store(path), mode=mode, zarr_format=3)
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such store") from None
     except Exception as exc:
@@ -69,7 +69,7 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     elif root.attrs.get("format") != FORMAT_NAME:
         raise PipelineError(f"{path}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
     if mode != "r" and root.attrs.get("format_version") != FORMAT_VERSION:
-        meta = zarr.open_group(path, path=META, mode="a", zarr_format=3)
+        meta = zarr.open_group(zarr_store(path), path=META, mode="a", zarr_format=3)
         meta.update_attributes({"pipeline": META_NOTE})
         meta.require_group("complete")
         root.update_attributes({"format_version": FORMAT_VERSION})
@@ -132,10 +132,13 @@ class Listing:
         Names of the image groups present (complete or not).
     complete : dict
         Image name -> settings digest of its completion marker (see :func:`marker`).
+    root : bool
+        Whether the store's root ``zarr.json`` exists.
     """
 
     groups: frozenset[str]
     complete: dict[str, str]
+    root: bool = False
 
 
 def list_store(store: str) -> Listing:
@@ -150,6 +153,7 @@ def list_store(store: str) -> Listing:
         top = fs.ls(root, detail=True)
     except FileNotFoundError:
         return Listing(frozenset(), {})
+    names = {entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in top}
     groups = frozenset(
         name
         for entry in top
@@ -167,7 +171,36 @@ def list_store(store: str) -> Listing:
             continue
         if len(base) > DIGEST_CHARS and base[DIGEST_CHARS] == "-":
             complete[base[DIGEST_CHARS + 1 :]] = base[:DIGEST_CHARS]
-    return Listing(groups, complete)
+    return Listing(groups, complete, root="zarr.json" in names)
+
+
+def prepare(store: str, listing: Listing) -> None:
+    """Make ``store`` ready to write images into: create it, or open it for writing.
+
+    A store its ``listing`` shows without a root gets its root and bookkeeping groups as three
+    metadata documents (three requests on object storage, where zarr's group creation looks
+    for each node and its parents first); an existing one is opened as by :func:`open_root`.
+    """
+    if listing.root:
+        open_root(store, mode="a")
+        return
+    fs, root = filesystem(store)
+    root_attrs = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+    documents = {
+        "": _group_document(root_attrs),
+        META: _group_document({"pipeline": META_NOTE}),
+        COMPLETE: EMPTY_GROUP,
+    }
+    for node, document in documents.items():
+        path = join(root, node) if node else root
+        if not is_url(store):
+            fs.makedirs(path, exist_ok=True)
+        fs.pipe_file(join(path, "zarr.json"), document)
+
+
+def _group_document(attributes: dict[str, Any]) -> bytes:
+    """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
 
 
 def existing_status(root: zarr.Group, name: str, wanted: dict[str, Any]) -> str:
@@ -222,7 +255,7 @@ def create_image(
     from pipeline.assign import label_dtype
 
     group = zarr.create_group(
-        store,
+        zarr_store(store),
         path=name,
         zarr_format=3,
         overwrite=not fresh,
@@ -281,7 +314,7 @@ def finalize(
     dict
         All attributes of the image group, as stored.
     """
-    group = zarr.open_group(path, mode="r+", zarr_format=3, path=name)
+    group = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3, path=name)
     stored = group.create_array(
         "palette",
         data=palette,

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
-from pipeline.paths import join, read_bytes
+from pipeline.paths import join, read_bytes, zarr_store
 
 
 def is_zarr_array(path: str) -> bool:
@@ -96,6 +96,6 @@ def open_zarr_array(path: str) -> Any:
     import zarr
 
     try:
-        return zarr.open_array(path, mode="r")
+        return zarr.open_array(zarr_store(path), mode="r")
     except Exception as exc:
         raise InputError(path, f"not a readable Zarr array: {exc}") from None
