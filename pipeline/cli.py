@@ -30,7 +30,7 @@ workers read and write themselves; credentials come from the usual places (for S
 environment variables, ~/.aws, AWS_ENDPOINT_URL for compatible servers) and are never printed.
 
 A job file (--config job.toml) may hold any option, with keys named as the long options
-(inputs = [...], out = "...", colors = 64, max_iter = 3, overwrite = true, ...); options given on
+(inputs = [...], out = "...", colors = 64, max_iter = 1, overwrite = true, ...); options given on
 the command line win. Other defaults come from dask's configuration (pipeline.*), so they can also
 be set with environment variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else
 the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk", type=_positive, metavar="PX", help="chunk side in pixels (default: 1024)"
     )
     run.add_argument(
-        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 3)"
+        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 1)"
     )
     run.add_argument(
         "--effort",

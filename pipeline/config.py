@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
         "sample": 5_000,
         "seed": 0,
         "chunk": 1024,
-        "max-iter": 3,
+        "max-iter": 1,
         "tol": 1e-4,
         "effort": 1,
         "max-pixels": 178_956_970,

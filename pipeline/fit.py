@@ -55,10 +55,11 @@ class Stage:
 
 
 #: What each effort level does after the dask-ml fit on the sample: refinement stages, then
-#: polish iterations on the uint8 palette.
+#: polish iterations on the uint8 palette. Effort 1, the default, is sized to cost about 25 ms
+#: more than effort 0 per small photo (benchmarks/README.md, "photo8").
 EFFORT: dict[int, tuple[tuple[Stage, ...], int]] = {
     0: ((), 2),
-    1: ((Stage(5, 20, 10), Stage(6, 10)), 3),
+    1: ((Stage(5, 10, 5), Stage(6, 3)), 3),
     2: ((Stage(6, 30, 10), Stage(8, 3)), 5),
     3: ((Stage(6, 50, 40), Stage(8, 20)), 10),
 }
@@ -237,7 +238,7 @@ def fit_palette(
     k: int,
     *,
     random_state: int,
-    max_iter: int = 3,
+    max_iter: int = 1,
     tol: float = 1e-4,
     effort: int = 1,
 ) -> Fit:
