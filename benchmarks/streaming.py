@@ -8,6 +8,9 @@ the scheduler's memory can be told apart. Reported per N:
 
 * seconds from the call until the first task started on a worker (from the task stream);
 * images/s over the whole job, and its ratio to the smallest N (flat: within 15%);
+* steady images/s: between the results of the 10% and the 90% marks of the job, without its
+  ramp-up (cluster warming to the job, first batches in flight) and its last batches (the
+  fixed costs of a job, which weigh most on the smallest N);
 * peak resident memory of the client (this process) and of the scheduler (psutil, every 0.1 s);
 * tasks run per image (from the task stream).
 
@@ -18,8 +21,12 @@ k-means fit (decode, count, label, write, mark complete: the job's whole I/O pat
 ``--mode fit`` the crops keep their colours and each gets a Dask-ML fit (``--colors 16
 --sample 256 --max-iter 1 --effort 0``), which costs about 20 ms of dask overhead per image.
 
+With ``--repeat R`` every size but the largest runs R times, in alternating rounds (the
+largest, which lasts longest, runs once); the table shows medians of the rates and the highest
+memory.
+
 Usage: python benchmarks/streaming.py [--sizes 1000 10000 100000] [--mode lossless|fit]
-       [--work DIR]
+       [--repeat 1] [--work DIR]
 """
 
 from __future__ import annotations
@@ -157,7 +164,10 @@ def run(
         get_task_stream(client) as tasks,
     ):
         started = time.time()
-        statuses = [r.status for r in stream([str(inputs)], str(store), client=client, **settings)]
+        statuses, stamps = [], []
+        for result in stream([str(inputs)], str(store), client=client, **settings):
+            statuses.append(result.status)
+            stamps.append(time.time())
         seconds = time.time() - started
     assert statuses.count("done") == len(statuses), {s: statuses.count(s) for s in set(statuses)}
     first = min(
@@ -166,9 +176,12 @@ def run(
         for part in task["startstops"]
         if part["action"] == "compute"
     )
+    n = len(statuses)
+    early, late = n // 10, (9 * n) // 10
     return {
         "first": first - started,
-        "rate": len(statuses) / seconds,
+        "rate": n / seconds,
+        "steady": (late - early) / (stamps[late] - stamps[early]),
         "client": peak.peak["client"] / 2**20,
         "scheduler": peak.peak["scheduler"] / 2**20,
         "tasks": len(tasks.data) / len(statuses),
@@ -180,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--mode", choices=sorted(SETTINGS), default="lossless")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each size but the largest")
     parser.add_argument("--work", default=None, help="folder for generated inputs (kept)")
     args = parser.parse_args()
     settings = SETTINGS[args.mode]
@@ -194,26 +208,42 @@ def main() -> None:
             client.wait_for_workers(2)
             pid = cluster.scheduler.pid
             run(client, make_inputs(folder, 100, args.mode), folder / "warm.zarr", pid, settings)
-            rows = {
-                n: run(client, inputs[n], folder / "out.zarr", pid, settings) for n in args.sizes
-            }
+            largest = max(args.sizes)
+            runs: dict[int, list[dict[str, float]]] = {n: [] for n in args.sizes}
+            for round in range(args.repeat):
+                for n in args.sizes:
+                    if n != largest or round == 0:
+                        runs[n].append(run(client, inputs[n], folder / "out.zarr", pid, settings))
     finally:
         cluster.close()
+    rows = {n: summary(got) for n, got in runs.items()}
     base = rows[args.sizes[0]]["rate"]
+    steady = rows[args.sizes[0]]["steady"]
     print(
         f"\n## {SIDE}x{SIDE} PNGs, {args.mode}: {settings}; dask scheduler + 2 workers x 1 thread"
     )
     print(
-        "| images | first task started (s) | images/s | vs smallest | client peak MiB "
-        "| scheduler peak MiB | tasks / image | total s |"
+        "| images | runs | first task started (s) | images/s | vs smallest | steady images/s "
+        "| vs smallest | client peak MiB | scheduler peak MiB | tasks / image | total s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, row in rows.items():
         print(
-            f"| {n:,} | {row['first']:.2f} | {row['rate']:.1f} | {row['rate'] / base:.2f}x "
+            f"| {n:,} | {len(runs[n])} | {row['first']:.2f} | {row['rate']:.1f} "
+            f"| {row['rate'] / base:.2f}x | {row['steady']:.1f} | {row['steady'] / steady:.2f}x "
             f"| {row['client']:.0f} | {row['scheduler']:.0f} | {row['tasks']:.3f} "
             f"| {row['seconds']:.0f} |"
         )
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of the times and rates of some runs of one size, the highest of their memory."""
+    return {
+        key: max(r[key] for r in runs)
+        if key in ("client", "scheduler")
+        else float(np.median([r[key] for r in runs]))
+        for key in runs[0]
+    }
 
 
 if __name__ == "__main__":
