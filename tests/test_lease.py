@@ -279,11 +279,21 @@ def test_a_store_on_s3(s3, start):
         assert word == "busy"
         assert f"host {socket.gethostname()}, pid {os.getpid()}, run {lease.run}" in message
         written = holder(store)
-        time.sleep(1.2)  # renewed twice, each time on condition of the ETag read
+        time.sleep(1.2)  # renewed twice, each on condition of the ETag of its last write
         assert holder(store).expires > written.expires
         assert not lease.lost()
         assert is_holder(store, lease.run)
     assert not fs.exists(lease_file)
+
+    with hold(store, ttl=1.5) as lease:
+        fs.pipe_file(lease_file, foreign_lease().encode())  # another job's lease replaced ours
+        deadline = time.monotonic() + 5
+        while not lease.lost() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lease.lost()  # the renewal's If-Match failed: it did not write over theirs
+        assert not is_holder(store, lease.run)
+    assert holder(store).host == FOREIGN  # and releasing left it alone
+    fs.rm_file(lease_file)
 
     job = start(store)
     word, run = first(job)
