@@ -9,6 +9,7 @@ appear in paths, messages or the store.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -63,5 +64,11 @@ def read_bytes(path: str, length: int | None = None) -> bytes:
         with open(path, "rb") as file:
             return file.read() if length is None else file.read(length)
     fs, inner = filesystem(path)
-    data: bytes = fs.cat_file(inner, start=0, end=length)
+    try:
+        data: bytes = fs.cat_file(inner, start=0, end=length)
+    except OSError as exc:
+        # S3 answers a range read of an empty object with 416 (s3fs: EINVAL): read it whole.
+        if exc.errno != errno.EINVAL:
+            raise
+        data = fs.cat_file(inner)
     return data

@@ -373,6 +373,8 @@ def _header(path: str) -> tuple[str | bytes, Any]:
 
     hint = Path(path).suffix.lower() or None
     resource: str | bytes = read_bytes(path, HEADER_BYTES) if is_url(path) else path
+    if resource == b"" or (isinstance(resource, str) and os.path.getsize(path) == 0):
+        raise InputError(path, "empty file")
     whole = isinstance(resource, str) or len(resource) < HEADER_BYTES
     while True:
         try:

@@ -29,6 +29,7 @@ def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_ph
     iio.imwrite(local / "small.png", small_photo)
     iio.imwrite(local / "china.jpg", china, quality=90)
     (local / "notes.jpg").write_text("not an image")
+    (local / "empty.png").write_bytes(b"")
     for path in local.iterdir():
         fs.put_file(str(path), f"photos/incoming/{path.name}")
 
@@ -37,9 +38,11 @@ def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_ph
     assert done.returncode == 1, done.stderr  # the bad file fails alone
     errors = [line for line in done.stdout.splitlines() if line.startswith("error:")]
     assert errors == [
-        "error: s3://photos/incoming/notes.jpg: not a readable image: unknown or unsupported format"
+        "error: s3://photos/incoming/empty.png: empty file",
+        "error: s3://photos/incoming/notes.jpg: not a readable image: unknown or unsupported"
+        " format",
     ]
-    assert "2 done, 0 skipped, 1 failed" in done.stdout
+    assert "2 done, 0 skipped, 2 failed" in done.stdout
     assert SECRET not in done.stdout + done.stderr
     assert not (tmp_path / "out.zarr").exists()  # nothing written locally
 
@@ -61,6 +64,7 @@ def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_ph
 
     # the same files from a local folder give the same store, byte for byte
     os.remove(local / "notes.jpg")
+    os.remove(local / "empty.png")
     same = run("run", str(local), "-o", "local.zarr", "-k", "32", "--workers", "2",
                cwd=tmp_path)  # fmt: skip
     assert same.returncode == 0, same.stderr

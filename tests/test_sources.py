@@ -92,7 +92,7 @@ def test_bilevel_image(tmp_path):
     [
         ("missing.jpg", None, "no such file"),
         ("text.jpg", b"this is not an image", "not a readable image"),
-        ("empty.png", b"", "not a readable image"),
+        ("empty.png", b"", "empty file"),
     ],
 )
 def test_bad_files_are_reported_with_their_name(tmp_path, name, content, problem):
