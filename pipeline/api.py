@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -13,7 +14,8 @@ from numpy.typing import NDArray
 
 from pipeline import lease
 from pipeline.config import Running, Settings
-from pipeline.discover import discover
+from pipeline.discover import Entry, discover
+from pipeline.errors import InputError, UsageError
 from pipeline.names import node_name, unique_names
 from pipeline.paths import location
 from pipeline.plan import Given, Item, batch_size, plan, prior
@@ -35,8 +37,45 @@ from pipeline.store import (
 from pipeline.work import Job, Spec
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs of a job, found by listing (:func:`find_inputs`).
+
+    Attributes
+    ----------
+    entries : list of Entry
+        What to compress, in input order.
+    errors : list of InputError
+        Input items that gave nothing usable (each becomes a failed result).
+    """
+
+    entries: list[Entry]
+    errors: list[InputError]
+
+
+def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
+    """List the inputs of a job writing ``store``: files, folders, globs or URLs.
+
+    Raises
+    ------
+    UsageError
+        When nothing at all can be compressed (a missing path or an empty folder given alone,
+        a pattern matching nothing), with one line naming what was looked at.
+    """
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    entries, errors = discover(paths, exclude=location(store))
+    if entries:
+        return Inputs(entries, errors)
+    if errors:
+        problems = "; ".join(str(e) for e in errors[:3])
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        raise UsageError(f"no inputs found: {problems}{more}")
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    raise UsageError(f"no inputs found: no image files in {shown}")
+
+
 def stream(
-    inputs: Sequence[str] | str,
+    inputs: Sequence[str] | str | Inputs,
     store: str,
     *,
     overwrite: bool = False,
@@ -50,21 +89,20 @@ def stream(
 
     Parameters are those of :func:`compress`, plus ``notify`` (called with a line of text when
     the job is stopping) and ``running``: overrides of :class:`pipeline.config.Running` (how
-    the job is batched and stopped; never changes a stored byte). Nothing is kept per image
-    but its plan, so a job over millions of inputs holds little memory.
+    the job is batched and stopped; never changes a stored byte). ``inputs`` may also be what
+    :func:`find_inputs` found. Nothing is kept per image but its plan, so a job over millions
+    of inputs holds little memory.
     """
     config = Settings.from_config(**settings)
     how = Running.from_config(**(running or {}))
     store = location(store)
-    paths = [inputs] if isinstance(inputs, str) else list(inputs)
-    entries, errors = discover(paths, exclude=store)
+    found = inputs if isinstance(inputs, Inputs) else find_inputs(inputs, store)
+    entries = found.entries
     if on_start is not None:
-        on_start(len(entries) + len(errors), sum(e.size or 0 for e in entries))
-    for error in errors:  # named as given: they never reach the store
+        on_start(len(entries) + len(found.errors), sum(e.size or 0 for e in entries))
+    for error in found.errors:  # named as given: they never reach the store
         shown = os.path.basename(error.source.rstrip("/")) or error.source
         yield ImageResult(shown, error.source, "failed", str(error))
-    if not entries:
-        return
     names = unique_names([e.path for e in entries])
     executor = _executor(client)
 
@@ -157,6 +195,11 @@ def compress(
     -------
     list of ImageResult
         One per input, in the order they finished (inputs that cannot be listed first).
+
+    Raises
+    ------
+    UsageError
+        When no input at all is found (see :func:`find_inputs`); no store is created.
     """
     results = []
     for result in stream(

@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     import dask.config
     from distributed import performance_report
 
-    from pipeline.api import stream
+    from pipeline.api import find_inputs, stream
     from pipeline.cluster import connect, scheduler_address
     from pipeline.config import Settings
     from pipeline.lease import check_free
@@ -226,7 +226,9 @@ def _run(args: argparse.Namespace) -> int:
     store = job.get("out") or dask.config.get("pipeline.store")
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
-    check_free(store)  # a job already writing the store: say so before starting a cluster
+    # Nothing to do, or a job already writing the store: say so before starting a cluster.
+    found = find_inputs(inputs, store)
+    check_free(store)
     gathered = Summary()
     print(f"cluster: {address or 'local'}", file=sys.stderr)
     with connect(address, workers=job.get("workers")) as client:
@@ -237,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
             Progress() as progress,
         ):
             for result in stream(
-                inputs,
+                found,
                 store,
                 overwrite=bool(job.get("overwrite")),
                 client=client,

@@ -116,6 +116,25 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (["empty"], "error: no inputs found: no image files in empty"),
+        (["nothing*.png"], "error: no inputs found: nothing*.png: no file matches this pattern"),
+        (["missing.png"], "error: no inputs found: missing.png: no such file"),
+        (["missing.png", "empty"], "error: no inputs found: missing.png: no such file"),
+    ],
+)
+def test_no_inputs_is_a_usage_error_before_any_cluster_or_store(tmp_path, inputs, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    done = run("run", *inputs, "-o", "out.zarr", cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [message]  # one line, and no cluster started
+    assert not (tmp_path / "out.zarr").exists()
+    assert not (tmp_path / "out.zarr.lease.json").exists()
+
+
 def test_environment_sets_defaults(tmp_path):
     done = run(
         "run", "--sample", "10", cwd=tmp_path, env={"DASK_PIPELINE__COLORS": "64"}, timeout=60
