@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -14,10 +15,10 @@ from numpy.typing import NDArray
 
 from pipeline import lease
 from pipeline.config import Running, Settings
-from pipeline.discover import Entry, discover
+from pipeline.discover import Entry, discover, input_folders
 from pipeline.errors import InputError, UsageError
 from pipeline.names import node_name, unique_names
-from pipeline.paths import location
+from pipeline.paths import is_url, location
 from pipeline.plan import Given, Item, batch_size, plan, prior
 from pipeline.results import ImageResult
 from pipeline.run import ClusterExecutor, LocalExecutor, Runner
@@ -63,6 +64,7 @@ def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
         a pattern matching nothing), with one line naming what was looked at.
     """
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    _check_store(location(store), paths)
     entries, errors = discover(paths, exclude=location(store))
     if entries:
         return Inputs(entries, errors)
@@ -72,6 +74,23 @@ def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
         raise UsageError(f"no inputs found: {problems}{more}")
     shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     raise UsageError(f"no inputs found: no image files in {shown}")
+
+
+def _check_store(store: str, paths: Sequence[str]) -> None:
+    """Refuse an output store that is an input folder or inside one, or a folder of other files."""
+    if is_url(store):
+        return
+    resolved = str(Path(store).resolve())
+    for folder in input_folders(paths):
+        if resolved == folder or resolved.startswith(os.path.join(folder, "")):
+            where = "is the input folder" if resolved == folder else f"is inside input {folder}"
+            raise UsageError(f"{store}: the output store {where}; choose a path outside the inputs")
+    root = Path(store)
+    if root.is_dir() and not (root / "zarr.json").exists() and any(root.iterdir()):
+        raise UsageError(
+            f"{store}: a folder that is not a store (no zarr.json, and it holds files);"
+            " choose a new path for the output store"
+        )
 
 
 def stream(

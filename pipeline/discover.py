@@ -101,6 +101,25 @@ def discover(
     return list(found.values()), errors
 
 
+def input_folders(inputs: Sequence[str]) -> list[str]:
+    """The local folders whose contents the inputs take: folders given, heads of ``**`` globs.
+
+    Resolved paths, for telling whether a job's output store lies among its inputs (URLs are
+    not looked up: that would cost requests, and their folders are listed one level only).
+    """
+    folders = []
+    for item in inputs:
+        if is_url(item):
+            continue
+        if glob.has_magic(item):
+            head, parts = _split_pattern(item)
+            if "**" in parts:
+                folders.append(str(Path(head or ".").resolve()))
+        elif os.path.isdir(item) and not is_zarr_array(item):
+            folders.append(str(Path(item).resolve()))
+    return folders
+
+
 def _local(item: str) -> list[Entry]:
     """The entries of a local folder, glob pattern or explicit path."""
     try:

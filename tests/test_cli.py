@@ -135,6 +135,26 @@ def test_no_inputs_is_a_usage_error_before_any_cluster_or_store(tmp_path, inputs
     assert not (tmp_path / "out.zarr.lease.json").exists()
 
 
+def test_a_store_among_the_inputs_or_over_other_files_is_refused(tmp_path, small_photo):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    iio.imwrite(photos / "a.png", small_photo)
+    cases = [
+        (["photos", "-o", "photos"], "the output store is the input folder"),
+        (["photos", "-o", "photos/out.zarr"], f"the output store is inside input {photos}"),
+        (["photos/**/*.png", "-o", "photos/sub/out.zarr"], "is inside input"),
+        (["photos/a.png", "-o", "photos"], "a folder that is not a store"),
+    ]
+    for args, message in cases:
+        done = run("run", *args, cwd=tmp_path, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: "), (args, line)
+        assert message in line, (args, line)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "sub"]  # nothing written there
+    assert not any((photos / "sub").iterdir())
+
+
 def test_environment_sets_defaults(tmp_path):
     done = run(
         "run", "--sample", "10", cwd=tmp_path, env={"DASK_PIPELINE__COLORS": "64"}, timeout=60

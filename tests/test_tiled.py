@@ -10,7 +10,7 @@ import zarr
 
 from pipeline import compress, open_store
 from pipeline.discover import discover
-from pipeline.errors import InputError
+from pipeline.errors import InputError, UsageError
 from pipeline.sources import open_file
 from pipeline.tiled import aligned, is_tiled_tiff
 
@@ -91,14 +91,18 @@ def test_zarr_arrays_in_a_folder_are_inputs(tmp_path, zarr_image):
 
 def test_the_output_store_is_never_an_input(tmp_path, zarr_image):
     store = str(tmp_path / "out.zarr")
-    assert compress([str(tmp_path)], store, **FAST)[0].status == "done"
+    with pytest.raises(UsageError, match="the output store is inside input"):
+        compress([str(tmp_path)], store, **FAST)
+    assert not os.path.exists(store)
+    assert compress([zarr_image], store, **FAST)[0].status == "done"
     assert found([str(tmp_path)]) == [zarr_image]  # a Zarr group is not an image
     everything = found([str(tmp_path / "**")])
     assert any(p.startswith(store) for p in everything)
     assert found([str(tmp_path / "**")], exclude=store) == [
         p for p in everything if not p.startswith(store)
     ]
-    again = compress([str(tmp_path), str(tmp_path / "out.zarr" / "**")], store, **FAST)
+    inside = str(tmp_path / "out.zarr" / "*" / "zarr.json")  # matches files of the store only
+    again = compress([zarr_image, inside], store, **FAST)
     assert [(r.name, r.status) for r in again] == [(os.path.basename(zarr_image), "skipped")]
 
 
