@@ -230,15 +230,17 @@ def test_bad_job_files_are_rejected_before_any_work(tmp_path, content, problem):
 
 
 def test_the_dashboard_answers_while_the_job_runs(tmp_path, small_photo):
+    photos = tmp_path / "photos"
+    photos.mkdir()
     for i in range(40):
-        iio.imwrite(tmp_path / f"p{i:02d}.png", np.roll(small_photo, 5 * i, axis=0))
+        iio.imwrite(photos / f"p{i:02d}.png", np.roll(small_photo, 5 * i, axis=0))
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "pipeline",
             "run",
-            str(tmp_path),
+            str(photos),
             *["--workers", "1"],
             "--effort",
             "3",
