@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, UsageError
-from pipeline.paths import filesystem, is_url
+from pipeline.paths import filesystem, is_url, read_object
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
 LEASE_SUFFIX = ".lease.json"
@@ -190,9 +190,6 @@ class _RemoteFile:
         self.fs = fs
         self.path = path
         self.exclusive = conditional
-        # s3fs asks for an object's size (a HEAD) before reading it unless told to read it in
-        # one request.
-        self._whole = {"max_concurrency": 1} if conditional else {}
 
     def read(self, tag: bool = True) -> _Version | None:
         try:
@@ -202,7 +199,7 @@ class _RemoteFile:
                 # the older one and a conditional write fails (safe) rather than overwriting.
                 self.fs.invalidate_cache(self.path)
                 etag = self.fs.info(self.path)["ETag"]
-            return _Version(self.fs.cat_file(self.path, **self._whole), etag)
+            return _Version(read_object(self.fs, self.path), etag)
         except FileNotFoundError:
             return None
 

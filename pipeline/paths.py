@@ -56,14 +56,19 @@ def join(url: str, name: str) -> str:
 
 
 def read_bytes(path: str, length: int | None = None) -> bytes:
-    """The content of a local file or URL (only its first ``length`` bytes, if given).
-
-    A URL is read in one request (a range read from 0: no size lookup first).
-    """
+    """The content of a local file or URL (only its first ``length`` bytes, if given)."""
     if not is_url(path):
         with open(path, "rb") as file:
             return file.read() if length is None else file.read(length)
-    fs, inner = filesystem(path)
+    return read_object(*filesystem(path), length)
+
+
+def read_object(fs: Any, inner: str, length: int | None = None) -> bytes:
+    """An object's bytes (its first ``length``) in one request: a range read from 0.
+
+    A plain whole read costs s3fs a size lookup (a HEAD) first, to decide whether to read in
+    concurrent parts.
+    """
     try:
         data: bytes = fs.cat_file(inner, start=0, end=length)
     except OSError as exc:

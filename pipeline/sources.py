@@ -373,8 +373,6 @@ def _header(path: str) -> tuple[str | bytes, Any]:
 
     hint = Path(path).suffix.lower() or None
     resource: str | bytes = read_bytes(path, HEADER_BYTES) if is_url(path) else path
-    if resource == b"" or (isinstance(resource, str) and os.path.getsize(path) == 0):
-        raise InputError(path, "empty file")
     whole = isinstance(resource, str) or len(resource) < HEADER_BYTES
     while True:
         try:
@@ -382,7 +380,9 @@ def _header(path: str) -> tuple[str | bytes, Any]:
                 return resource, iio.improps(resource, index=0, extension=hint)  # type: ignore[arg-type]
         except Exception as exc:
             if whole:
-                raise InputError(path, f"not a readable image: {_one_line(exc)}") from None
+                size = len(resource) if isinstance(resource, bytes) else os.path.getsize(path)
+                problem = f"not a readable image: {_one_line(exc)}" if size else "empty file"
+                raise InputError(path, problem) from None
             resource, whole = read_bytes(path), True  # a header past HEADER_BYTES: read it all
 
 

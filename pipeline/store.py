@@ -109,10 +109,15 @@ def marker(store: str, name: str, key: str) -> str:
 
 def write_marker(store: str, name: str, key: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    fs, path = filesystem(join(marker(store, name, key), "zarr.json"))
-    if not is_url(store):  # object stores have no folders to make (and would ask for each)
-        fs.makedirs(fs._parent(path), exist_ok=True)
-    fs.pipe_file(path, EMPTY_GROUP)
+    _write_group(marker(store, name, key), EMPTY_GROUP)
+
+
+def _write_group(group: str, document: bytes) -> None:
+    """Write ``document`` as the ``zarr.json`` of the group at path or URL ``group``."""
+    fs, path = filesystem(group)
+    if not is_url(group):  # object stores have no folders to make (and would ask for each)
+        fs.makedirs(path, exist_ok=True)
+    fs.pipe_file(join(path, "zarr.json"), document)
 
 
 def remove_marker(store: str, name: str, key: str) -> None:
@@ -184,18 +189,9 @@ def prepare(store: str, listing: Listing) -> None:
     if listing.root:
         open_root(store, mode="a")
         return
-    fs, root = filesystem(store)
-    root_attrs = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION}
-    documents = {
-        "": _group_document(root_attrs),
-        META: _group_document({"pipeline": META_NOTE}),
-        COMPLETE: EMPTY_GROUP,
-    }
-    for node, document in documents.items():
-        path = join(root, node) if node else root
-        if not is_url(store):
-            fs.makedirs(path, exist_ok=True)
-        fs.pipe_file(join(path, "zarr.json"), document)
+    _write_group(store, _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION}))
+    _write_group(join(store, META), _group_document({"pipeline": META_NOTE}))
+    _write_group(join(store, COMPLETE), EMPTY_GROUP)
 
 
 def _group_document(attributes: dict[str, Any]) -> bytes:
