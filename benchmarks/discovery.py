@@ -7,10 +7,16 @@
   created with ``os.open``, removed afterwards), given as the pattern ``root/**/*.jpg`` (a walk
   of every folder and one stat per file), and each of the folders as a folder item.
 
-Best of ``--repeat`` runs. Both are linear: the microseconds per path stay flat as N grows.
+* list_store: :func:`pipeline.store.list_store` (what a rerun lists to learn what is complete
+  and whose chunks are missing) on a store of N complete one-chunk images, laid out as the job
+  writes them (group, array documents, one labels and one palette chunk, a completion marker
+  naming one chunk; 1-byte files), one image in 1,000 missing its labels chunk; with the peak
+  of Python memory it allocates (tracemalloc).
+
+Best of ``--repeat`` runs. All are linear: the microseconds per path stay flat as N grows.
 
 Usage: python benchmarks/discovery.py [--work DIR] [--max 1000000] [--max-files 1000000]
-       [--repeat 3]
+       [--max-store 100000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.discover import discover
 from pipeline.names import unique_names
+from pipeline.store import COMPLETE, list_store
 
 PER_FOLDER = 1000
 
@@ -50,6 +58,35 @@ def make_tree(root: Path, n: int) -> list[str]:
     return folders
 
 
+def make_store(root: Path, n: int) -> None:
+    """A store of N complete one-chunk images as the job lays them out; every 1000th lacks its
+    labels chunk."""
+    (root / COMPLETE).mkdir(parents=True)
+    (root / "zarr.json").write_bytes(b"{}")
+    for i in range(n):
+        group = root / f"img{i}.jpg"
+        for folder in ("labels/c/0", "palette/c/0"):
+            (group / folder).mkdir(parents=True)
+        files = ["zarr.json", "labels/zarr.json", "palette/zarr.json", "palette/c/0/0"]
+        files += [] if i % 1000 == 999 else ["labels/c/0/0"]
+        for name in files:
+            fd = os.open(group / name, os.O_CREAT | os.O_WRONLY, 0o644)
+            os.write(fd, b"x")
+            os.close(fd)
+        (root / COMPLETE / f"{i:016x}.1-img{i}.jpg").mkdir()
+
+
+def listing(root: Path, repeat: int, n: int) -> tuple[float, float]:
+    """Best seconds of ``list_store`` over ``root`` and its peak traced memory (MiB)."""
+    seconds = best(repeat, lambda: len(list_store(str(root)).groups), n)
+    tracemalloc.start()
+    damaged = list_store(str(root)).damaged
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    assert len(damaged) == n // 1000, len(damaged)
+    return seconds, peak
+
+
 def best(repeat: int, run: Callable[[], int], expected: int) -> float:
     times = []
     for _ in range(repeat):
@@ -65,6 +102,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the files on disk")
     parser.add_argument("--max", type=int, default=1_000_000, help="largest N")
     parser.add_argument("--max-files", type=int, default=1_000_000, help="largest N on disk")
+    parser.add_argument("--max-store", type=int, default=100_000, help="largest store listed")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(dir=args.work, prefix="discovery-"))
@@ -91,6 +129,16 @@ def main() -> None:
             else:
                 row += " (skipped: --max-files) | | | |"
             print(row, flush=True)
+        print("\n| images in the store | list_store s | µs / image | peak MiB |")
+        print("|---:|---:|---:|---:|")
+        for n in (1_000, 10_000, 100_000):
+            if n > args.max_store:
+                continue
+            root = work / f"store{n}"
+            make_store(root, n)
+            seconds, peak = listing(root, args.repeat, n)
+            shutil.rmtree(root)
+            print(f"| {n:,} | {seconds:.2f} | {seconds / n * 1e6:.1f} | {peak:.1f} |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +29,12 @@ from pipeline.store import (
     Listing,
     StoredImage,
     digest,
-    existing_status,
-    image_names,
     list_store,
     open_root,
     prepare,
-    read_image,
     reuse_values,
 )
+from pipeline.stored import Damaged, Incomplete, open_image, reuse_status, scan
 from pipeline.work import Job, Spec
 
 
@@ -166,14 +166,7 @@ def _execute(
 
 def _checker(store: str) -> Callable[[str, dict[str, Any]], str]:
     """``check`` for :func:`pipeline.plan.plan`: reads one image's metadata when asked."""
-    root: list[Any] = []
-
-    def check(name: str, values: dict[str, Any]) -> str:
-        if not root:
-            root.append(open_root(store))
-        return existing_status(root[0], name, values)
-
-    return check
+    return functools.partial(reuse_status, store)
 
 
 def compress(
@@ -261,7 +254,7 @@ def compress_array(
             stale=listing.complete.get(group),
         )
         decided = None
-        if not overwrite and group in listing.groups:
+        if not overwrite and group in listing.groups and group not in listing.damaged:
             decided = prior(spec, values, _checker(store))
         yield decided or Given(spec, source)
 
@@ -269,11 +262,83 @@ def compress_array(
     return result
 
 
+def recompress(
+    store: str, images: Sequence[tuple[str, dict[str, Any]]], *, client: Any = None
+) -> Iterator[ImageResult]:
+    """Compress images of ``store`` again, from their recorded sources and settings.
+
+    Each ``(name, attrs)`` is rewritten under its own name with the settings its attributes
+    record (``colors_requested``, ``sample_size_requested``, ``seed``, ``chunk``,
+    ``fit_settings``), so the result is what the job that wrote it stored. A source that can
+    no longer be read fails that image with one line.
+    """
+    store = location(store)
+    how = Running.from_config()
+    by_settings: dict[Settings, list[tuple[str, str]]] = {}
+    for name, attrs in images:
+        path = attrs["source"]["path"]
+        try:
+            config = Settings.from_config(
+                colors=attrs["colors_requested"],
+                sample=attrs["sample_size_requested"],
+                seed=attrs["seed"],
+                chunk=attrs["chunk"],
+                **attrs["fit_settings"],
+            )
+        except (UsageError, TypeError, KeyError) as exc:
+            problem = f"setting {exc} not recorded" if isinstance(exc, KeyError) else str(exc)
+            yield ImageResult(name, path, "failed", f"{name}: {problem}")
+            continue
+        by_settings.setdefault(config, []).append((name, path))
+    for config, members in by_settings.items():
+        entries, errors = discover([path for _, path in members])
+        for error in errors:
+            for name, path in members:
+                if path == error.source:
+                    yield ImageResult(name, path, "failed", f"{name}: {error}")
+        named = {path: name for name, path in members}
+        names = [named[entry.path] for entry in entries]
+
+        def items(
+            listing: Listing,
+            entries: list[Entry] = entries,
+            names: list[str] = names,
+            config: Settings = config,
+        ) -> Iterator[Item]:
+            return plan(
+                entries,
+                names,
+                listing,
+                config,
+                overwrite=True,
+                check=_checker(store),
+                batch_bytes=how.batch_bytes,
+                batch_images=how.batch_images,
+            )
+
+        yield from _execute(store, config, how, _executor(client), items, None)
+
+
+class DamagedImageWarning(UserWarning):
+    """An image of a store that :func:`open_store` left out because it cannot be read."""
+
+
 def open_store(store: str) -> dict[str, StoredImage]:
-    """The complete images of a store by name (incomplete ones are left out)."""
-    root = open_root(store)
-    return {
-        name: read_image(root, name)
-        for name in image_names(root)
-        if root[name].attrs.get("status") == "complete"
-    }
+    """The complete images of a store by name.
+
+    Incomplete images are left out; so are damaged ones (unreadable metadata, arrays that
+    disagree with it, chunks missing by the listing), each with a :class:`DamagedImageWarning`
+    naming it and the problem. ``python -m pipeline verify`` checks every chunk.
+    """
+    open_root(store)
+    images = {}
+    for entry in scan(store):
+        try:
+            if entry.attrs is None or entry.problem is not None:
+                raise Damaged(entry.name, str(entry.problem))
+            images[entry.name] = open_image(store, entry.name, entry.attrs)
+        except Incomplete:
+            continue
+        except Damaged as exc:
+            warnings.warn(str(exc), DamagedImageWarning, stacklevel=2)
+    return images

@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline run | reconstruct | info``.
 
 Exit codes: 0 when every image is done, 1 when some image failed (the others are still done and
-stored), 2 on a usage or configuration error, 128 + the signal number when stopped by SIGINT
+stored) or the store could no longer be written (full, read-only: the job stops), 2 on a usage
+or configuration error, 128 + the signal number when stopped by SIGINT
 (130, Ctrl-C) or SIGTERM (143, how Kubernetes and Slurm stop a job). A stopped job keeps every
 complete image; running it again finishes the rest.
 """
@@ -17,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import PipelineError, StoreUnwritable, UsageError
 from pipeline.stopping import Interrupted, stop_on_signals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -47,11 +48,25 @@ a time: another job on it is refused with a line naming it, until its lease (a f
 store) is released, expires, or its process on this host is gone.
 
 A first SIGINT/SIGTERM stops submitting work and lets the images in flight finish for up to
---stop-grace seconds; a second one stops at once. Every image reported done is complete.
+--stop-grace seconds; a second one stops at once. Every image reported done is complete. A store
+that can no longer be written (disk full, read-only) stops the job at once, with one line.
 
-exit status: 0 all images done, 1 some image failed (the rest are stored), 2 usage error (the
-store in use by another job included), 130/143 stopped by SIGINT/SIGTERM (complete images are
-kept; a rerun finishes the rest).
+exit status: 0 all images done, 1 some image failed (the rest are stored) or the store could no
+longer be written, 2 usage error (the store in use by another job included), 130/143 stopped by
+SIGINT/SIGTERM (complete images are kept; a rerun finishes the rest).
+"""
+
+
+VERIFY_EPILOG = """\
+Images written before checksums (no digests attribute) are checked for missing chunks, chunks
+that do not decode and labels outside the palette only. --repair redoes exactly the damaged
+images, each from the source its attributes record, with the settings they record, so the
+store ends as an undisturbed run would have left it; an image whose source can no longer be
+read, whose metadata is unreadable, or that was compressed from an array is named as not
+repairable.
+
+exit status: 0 every image whole (after repair, with --repair), 1 some image damaged or not
+repaired, 2 usage error (no such store, a bad image name, the store in use by a job).
 """
 
 
@@ -164,10 +179,45 @@ def build_parser() -> argparse.ArgumentParser:
     rec = commands.add_parser(
         "reconstruct",
         help="write images back from a store",
-        description="Rebuild images from a store (palette[labels]) and write them as files.",
+        description="Rebuild images from a store (palette[labels]) and write each complete one "
+        "as a file in --out.\nNothing that exists is replaced without --overwrite, and nothing "
+        "is written into the folder of an\nimage's recorded source without --allow-source-folder.",
+        epilog="""\
+Each image becomes its name's stem plus the format's extension (china.jpg -> china.png), directly
+in --out; images whose stems clash keep their whole name (x.jpg.png, x.tif.png). Each file (or
+zarr folder) is written under a hidden temporary name in --out (.china.png.tmp-1a2b3c4d) and
+renamed once complete, so no file ever has its final name half written; a failure removes the
+temporary.
+
+An existing file or folder of an output's name is kept, and its image left out, unless
+--overwrite: then it is replaced once the new one is complete. An image whose recorded source
+(source.path, compared as real paths) is in --out is left out, so that no original is replaced
+by, or mixed with, its lossy rebuild, unless --allow-source-folder; sources behind URLs
+(s3://...) never count. Choose another --out to keep the originals apart.
+
+Every complete image is written. Each image left out gets one line on stderr, "error: NAME:
+why", and the others are still written: incomplete (still being written, or left by a stopped
+run: run the job again), damaged (metadata unreadable, chunks missing, a chunk failing its
+checksum: verify --repair redoes it), an output kept, its source's folder, a --name not in the
+store.
+
+An --out that cannot be written at all (disk full, read-only) stops the command at once, with
+one line saying how many images were not written; what was written before is complete.
+
+exit status: 0 every image written, 1 some image left out, the store cannot be read, or --out
+cannot be written, 2 usage error (a --name that cannot be an image's, such as a/b or ../x; an
+unknown --format; an --out that is a file or a URL).
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rec.add_argument("store", metavar="STORE")
-    rec.add_argument("-o", "--out", metavar="DIR", default=".", help="output folder (default: .)")
+    rec.add_argument(
+        "-o",
+        "--out",
+        metavar="DIR",
+        default=".",
+        help="output folder, created if needed; a local folder (default: .)",
+    )
     rec.add_argument(
         "--format",
         default="png",
@@ -175,7 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
         "of any size; png, webp, bmp, ... (anything imageio writes) need the whole image in "
         "memory (default: png)",
     )
-    rec.add_argument("--name", action="append", help="only this image (repeatable)")
+    rec.add_argument(
+        "--name", action="append", help="only this image, as the store names it (repeatable)"
+    )
+    rec.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files (zarr: folders) of the outputs' names, once the new one is "
+        "complete (default: keep them and leave their images out)",
+    )
+    rec.add_argument(
+        "--allow-source-folder",
+        action="store_true",
+        help="also write images whose recorded source is in --out (default: leave them out, so "
+        "that originals are never replaced by their lossy rebuilds)",
+    )
 
     info = commands.add_parser(
         "info",
@@ -184,6 +248,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("store", metavar="STORE")
     info.add_argument("--json", action="store_true", help="every attribute, as JSON")
+
+    check = commands.add_parser(
+        "verify",
+        help="check that every image of a store is whole; --repair redoes the damaged ones",
+        description="Check every image of a store: its metadata parses and has the right types, "
+        "its status is complete, its arrays agree with its attributes, every chunk exists and "
+        "passes its CRC-32C checksum, every label lies within the palette, and both arrays "
+        "match the digests recorded when the image was written. Prints one line per problem "
+        "and a summary.",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("store", metavar="STORE")
+    check.add_argument("--name", action="append", help="only this image (repeatable)")
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="compress the damaged images again from their recorded sources and settings, in "
+        "this process (holding the store's lease), then check them again",
+    )
+    check.add_argument(
+        "--threads", type=_positive, help="threads reading chunks (default: one per core)"
+    )
     return parser
 
 
@@ -230,6 +317,7 @@ def _run(args: argparse.Namespace) -> int:
     found = find_inputs(inputs, store)
     check_free(store)
     gathered = Summary()
+    stopped = False
     print(f"cluster: {address or 'local'}", file=sys.stderr)
     with connect(address, workers=job.get("workers")) as client:
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
@@ -238,50 +326,145 @@ def _run(args: argparse.Namespace) -> int:
             performance_report(filename=report) if report else contextlib.nullcontext(),
             Progress() as progress,
         ):
-            for result in stream(
-                found,
-                store,
-                overwrite=bool(job.get("overwrite")),
-                client=client,
-                on_start=progress.start,
-                notify=progress.note,
-                running={"stop_grace": job.get("stop_grace")},
-                **vars(settings),
-            ):
-                progress(result)
-                gathered.add(result)
-                if args.debug and result.detail:
-                    progress.note(result.detail.rstrip())
+            try:
+                for result in stream(
+                    found,
+                    store,
+                    overwrite=bool(job.get("overwrite")),
+                    client=client,
+                    on_start=progress.start,
+                    notify=progress.note,
+                    running={"stop_grace": job.get("stop_grace")},
+                    **vars(settings),
+                ):
+                    progress(result)
+                    gathered.add(result)
+                    if args.debug and result.detail:
+                        progress.note(result.detail.rstrip())
+            except StoreUnwritable as exc:  # still a summary of what was done before
+                stopped = True
+                progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
     print(f"\nstore: {store}")
     if report:
         print(f"report: {report}")
     print(gathered.text())
-    return EXIT_FAILED if gathered.failed else EXIT_OK
+    return EXIT_FAILED if gathered.failed or stopped else EXIT_OK
+
+
+def _not_done(left: int) -> str:
+    """What a job stopped by an unwritable store left to do, and how to finish it."""
+    images = "image" if left == 1 else "images"
+    return f"stopped, {left:,} {images} not done (run again once the store can be written)"
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from pipeline.reconstruct import write_images
+    from pipeline.reconstruct import write_each
 
-    extension = "." + args.format.lstrip(".").lower()
-    for name, path in write_images(args.store, args.out, args.name, extension).items():
-        print(f"{name} -> {path}")
-    return EXIT_OK
+    images = written = damaged = 0
+    for outcome in write_each(
+        args.store,
+        args.out,
+        args.name,
+        args.format.strip(),
+        overwrite=args.overwrite,
+        into_sources=args.allow_source_folder,
+    ):
+        images += 1
+        if outcome.path is not None:
+            written += 1
+            print(f"{outcome.name} -> {outcome.path}", flush=True)
+        else:
+            damaged += outcome.kind == "damaged"
+            print(f"error: {outcome.name}: {outcome.problem}", file=sys.stderr, flush=True)
+    if written == images:
+        return EXIT_OK
+    repair = f"; python -m pipeline verify {args.store} --repair redoes damaged ones"
+    print(
+        f"{images - written} of {images} {'image' if images == 1 else 'images'} left out, "
+        f"{written} written" + (repair if damaged else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
 
 
 def _info(args: argparse.Namespace) -> int:
     from pipeline.report import image_row, table
-    from pipeline.store import image_names, open_root
+    from pipeline.store import open_root
+    from pipeline.stored import scan
 
     root = open_root(args.store)
-    images = {name: dict(root[name].attrs) for name in image_names(root)}
+    entries = list(scan(args.store))
+    damaged = [e for e in entries if e.problem is not None]
     if args.json:
+        images = {e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries}
         print(json.dumps({"store": dict(root.attrs), "images": images}, indent=2))
     else:
         print(
-            f"{args.store}: format version {root.attrs.get('format_version')}, {len(images)} images"
+            f"{args.store}: format version {root.attrs.get('format_version')}, "
+            f"{len(entries)} images"
         )
-        print(table([image_row(n, str(a.get("status", "?")), a) for n, a in images.items()]))
-    return EXIT_OK
+        rows = [
+            image_row(e.name, "damaged", {})
+            if e.attrs is None or e.problem is not None
+            else image_row(e.name, str(e.attrs["status"]), e.attrs)
+            for e in entries
+        ]
+        print(table(rows))
+    for entry in damaged:
+        print(f"error: {entry.name}: {entry.problem}", file=sys.stderr)
+    if damaged:
+        print(
+            f"{len(damaged)} of {len(entries)} images damaged; "
+            f"python -m pipeline verify {args.store} --repair redoes them",
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if damaged else EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline.report import human_bytes
+    from pipeline.verify import repair, verify_store
+
+    started = time.perf_counter()
+    findings = []
+    for finding in verify_store(args.store, args.name, args.threads):
+        findings.append(finding)
+        for problem in finding.problems:
+            print(f"damaged: {finding.name}: {problem}", flush=True)
+    seconds = time.perf_counter() - started
+    damaged = [f for f in findings if not f.whole]
+    unchecked = sum(1 for f in findings if f.whole and not f.checked)
+    read = sum(f.bytes_read for f in findings)
+    print(
+        f"{args.store}: {len(findings)} images, {len(findings) - len(damaged)} whole, "
+        f"{len(damaged)} damaged; {human_bytes(read)} of chunks checked in {seconds:.1f} s"
+    )
+    if unchecked:
+        print(
+            f"{unchecked} images have no recorded digests (written before checksums): checked "
+            "for missing chunks, decoding and labels within the palette only"
+        )
+    if not damaged:
+        return EXIT_OK
+    if not args.repair:
+        print(f"python -m pipeline verify {args.store} --repair redoes the damaged images")
+        return EXIT_FAILED
+    left = 0
+    for finding, result in repair(args.store, damaged):
+        if result is None:
+            print(f"cannot repair: {finding.name}: {finding.repairable}")
+            left += 1
+        elif result.status != "done":
+            print(f"cannot repair: {result.error}")
+            left += 1
+        else:
+            (again,) = verify_store(args.store, [finding.name], args.threads)
+            print(f"repaired: {finding.name}" if again.whole else f"still damaged: {finding.name}")
+            left += not again.whole
+    print(f"{len(damaged) - left} of {len(damaged)} damaged images repaired")
+    return EXIT_FAILED if left else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("distributed").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="dask_ml")
-    handlers = {"run": _run, "reconstruct": _reconstruct, "info": _info}
+    handlers = {"run": _run, "reconstruct": _reconstruct, "info": _info, "verify": _verify}
     try:
         with stop_on_signals():
             return handlers[args.command](args)

@@ -1,6 +1,17 @@
-"""Exceptions the pipeline raises for expected problems (reported as one line, no traceback)."""
+"""Exceptions the pipeline raises for expected problems (reported as one line, no traceback).
+
+Also how a failed write to the store is told apart: one that every later write would meet too
+(:func:`unwritable`: the disk is full, read-only, ...) stops the job (:class:`StoreUnwritable`);
+any other fails one image.
+"""
 
 from __future__ import annotations
+
+import errno
+
+#: errno values of a write that no other write to the same store can escape: the filesystem is
+#: full, over quota, read-only, or refuses this process.
+UNWRITABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class PipelineError(Exception):
@@ -18,3 +29,40 @@ class InputError(PipelineError):
 
 class UsageError(PipelineError):
     """Settings that cannot work (bad option values, clashing names); exit code 2."""
+
+
+class StoreUnwritable(PipelineError):
+    """The store can no longer be written (full, read-only, ...): the job stops.
+
+    Attributes
+    ----------
+    store : str
+    reason : str
+        The operating system's error, e.g. ``[Errno 28] No space left on device``.
+    """
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"{store}: the store can no longer be written: {reason}")
+        self.store = store
+        self.reason = reason
+
+
+def os_reason(error: OSError) -> str:
+    """``error`` in one line without its file name: ``[Errno 28] No space left on device``.
+
+    The file is one deep inside the store, which says less than the store a message names.
+    """
+    if error.errno is not None and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def unwritable(error: OSError) -> str | None:
+    """The reason of a write ``error`` that every later write to the store would meet, else None.
+
+    Object stores report a refused write (S3's AccessDenied) as a PermissionError without an
+    errno.
+    """
+    if error.errno in UNWRITABLE or isinstance(error, PermissionError):
+        return os_reason(error)
+    return None

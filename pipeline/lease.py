@@ -10,6 +10,11 @@ errors fails on, every entry of a group's folder that is not a Zarr node. It nam
 seconds. Workers check :func:`is_holder` just before they mark an image complete, so the workers
 of a job whose lease expired or was taken over cannot mark images complete (fencing).
 
+The lease sits beside the store, on the same filesystem: when it cannot be written for a reason
+every later write would meet too (:func:`pipeline.errors.unwritable`: the disk is full,
+read-only, ...), taking it fails and renewing it gives the store up (the job can no longer prove
+it holds it), with :class:`~pipeline.errors.StoreUnwritable`. Releasing it is best effort.
+
 A holder that died does not block the store forever. A lease is *stale*, and the next job takes
 it over, when it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted or
 on a lost machine), or at once when its holder ran on this host and its pid no longer exists (a
@@ -58,7 +63,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import PipelineError, StoreUnwritable, UsageError, unwritable
 from pipeline.paths import filesystem, is_url, read_object
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
@@ -159,8 +164,12 @@ class _LocalFile:
 
     def _write_aside(self, data: bytes) -> str:
         descriptor, path = tempfile.mkstemp(dir=self.folder, prefix=self.name + ".", suffix=".tmp")
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+        except BaseException:
+            os.unlink(path)  # a full disk left it empty: one more beside the store per renewal
+            raise
         return path
 
     def _remove_if(self, expected: _Version) -> bool:
@@ -301,28 +310,54 @@ class Lease:
         self._version = version
         self._stop = threading.Event()
         self._lost = threading.Event()
+        self._unwritable: str | None = None
         self._thread = threading.Thread(target=self._keep, name=f"lease {store}", daemon=True)
         self._thread.start()
 
     def lost(self) -> bool:
-        """Whether renewal found the lease taken over, unreadable, or expired before renewal."""
+        """Whether renewal gave the store up: the lease taken over, unreadable or expired.
+
+        Also when renewal could not write the lease (:meth:`unwritable`).
+        """
         return self._lost.is_set()
 
+    def unwritable(self) -> str | None:
+        """Why renewal could not write the lease, when no later write could either (disk full).
+
+        Returns
+        -------
+        str or None
+            The operating system's error, e.g. ``[Errno 28] No space left on device``; None
+            while renewals succeed, and when the lease was lost for another reason.
+        """
+        return self._unwritable
+
     def release(self) -> None:
-        """Stop renewing, and delete the lease if it still names our run."""
+        """Stop renewing, and delete the lease if it still names our run.
+
+        Best effort: a lease that cannot be read or removed (a read-only disk, a network
+        failure) is left to expire, and on this host a rerun takes it over at once.
+        """
         self._stop.set()
         self._thread.join()
-        current = self._file.read(tag=False)
-        found = _parse(current)
-        if current is not None and found is not None and found.run == self.run:
-            self._file.remove(current)
+        with suppress(OSError):
+            current = self._file.read(tag=False)
+            found = _parse(current)
+            if current is not None and found is not None and found.run == self.run:
+                self._file.remove(current)
 
     def _keep(self) -> None:
         while not self._stop.wait(self._holder.ttl / 3) and not self._lost.is_set():
-            # A transient failure (network, server): the next period tries again, and the lease
-            # counts as lost only once it expired unrenewed (checked in _renew).
-            with suppress(OSError):
+            try:
                 self._renew()
+            except OSError as exc:
+                # A transient failure (network, server): the next period tries again, and the
+                # lease counts as lost only once it expired unrenewed (checked in _renew). A
+                # full or read-only disk is not transient: give the store up now.
+                reason = unwritable(exc)
+                if reason is not None:
+                    self._unwritable = reason
+                    self._lost.set()
 
     def _renew(self) -> None:
         # Once our lease expired another job may be taking it over right now: renewing could
@@ -406,14 +441,31 @@ def hold(store: str, *, ttl: float = 60.0, run: str | None = None) -> Iterator[L
     ------
     StoreBusy
         Another job holds a lease on the store that is not stale.
+    StoreUnwritable
+        The lease could not be written, or the block failed writing the store, because the
+        filesystem refuses every write (:func:`pipeline.errors.unwritable`: full, read-only,
+        ...). The lease is beside the store, so neither can be written: the holder stops.
     """
     if ttl <= 0:
         raise UsageError(f"lease ttl must be positive, not {ttl:g}")
-    lease = _acquire(store, ttl, run or uuid.uuid4().hex)
+    with _refusing(store):
+        lease = _acquire(store, ttl, run or uuid.uuid4().hex)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+
+@contextmanager
+def _refusing(store: str) -> Iterator[None]:
+    """Within the block, an OSError that every later write would meet is StoreUnwritable."""
     try:
-        yield lease
-    finally:
-        lease.release()
+        yield
+    except OSError as exc:
+        reason = unwritable(exc)
+        if reason is None:
+            raise
+        raise StoreUnwritable(store, reason) from exc
 
 
 def holder(store: str) -> Holder | None:

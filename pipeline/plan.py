@@ -12,7 +12,9 @@ version from listing its folder or bucket, and what is already complete from lis
 
 Only images the listing cannot vouch for (a group without a completion marker: a store
 written before markers existed, or an image whose job died between marking it complete and
-writing its marker) cost one metadata read, through ``check``.
+writing its marker) cost one metadata read, through ``check``. An image whose marker names more
+labels chunks than the listing shows, or whose metadata documents are gone
+(:attr:`pipeline.store.Listing.damaged`), is redone: the listing proves it damaged.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pipeline.discover import Entry
 from pipeline.errors import PipelineError
 from pipeline.paths import location
 from pipeline.sources import Source
-from pipeline.store import Listing, digest, reuse_values
+from pipeline.store import Listing, digest, reuse_values, tag_digest
 from pipeline.work import Spec
 
 
@@ -86,7 +88,7 @@ def prior(
     Its completion marker vouches for it; without one (or with another settings digest), its
     metadata is read through ``check``.
     """
-    if spec.stale == spec.key:
+    if spec.stale is not None and tag_digest(spec.stale) == spec.key:
         return Skip(spec)
     try:
         state = check(spec.name, values)
@@ -126,7 +128,7 @@ def plan(
             size=entry.size or 0,
             fresh=name not in listing.groups,
         )
-        if not overwrite and name in listing.groups:
+        if not overwrite and name in listing.groups and name not in listing.damaged:
             decided = prior(spec, values, check)
             if decided is not None:
                 yield decided

@@ -8,7 +8,8 @@ from typing import Any
 from pipeline.results import ImageResult
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """``n`` bytes for a person: B, KiB, MiB or GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -32,7 +33,7 @@ def image_row(name: str, status: str, attrs: dict[str, Any]) -> list[str]:
         f"{shape[0] * shape[1]:,}",
         str(attrs.get("colors", "")),
         _psnr(metrics.get("psnr_db")),
-        _human_bytes(metrics["stored_bytes"]),
+        human_bytes(metrics["stored_bytes"]),
         f"{metrics['ratio']:.1f}x",
     ]
 

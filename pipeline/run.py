@@ -9,6 +9,11 @@ A first SIGINT/SIGTERM stops submitting; work in flight gets ``stop_grace`` seco
 then the rest is cancelled and :class:`~pipeline.stopping.Interrupted` is raised. A second
 signal interrupts at once. Either way every image reported done is complete in the store, and
 images left ``"writing"`` are redone by the next run.
+
+An image failing because the store can no longer be written (a full or read-only disk: see
+:attr:`pipeline.work.Failed.unwritable`), or a lease renewal failing for that reason, stops the
+job without a grace period (work in flight would fail the same way): the rest is cancelled and
+:class:`~pipeline.errors.StoreUnwritable` is raised after the results known so far.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import dask
 
 from pipeline import stopping
 from pipeline.config import Running
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, StoreUnwritable
 from pipeline.graph import Placement, batch_graph, fit_graph, probe_graph, whole_graph, write_graph
 from pipeline.lease import Lease
 from pipeline.plan import Batch, Given, Item, Large, Refuse, Skip
@@ -163,13 +168,24 @@ class Runner:
         self.pending: dict[Any, Flight] = {}
         self.units = 0
         self.ready: deque[tuple[Spec, Probe | Source]] = deque()  # large images to submit
+        self.unwritable: str | None = None  # why the store can no longer be written
 
     def limit(self) -> int:
         """Most units in flight now."""
         return self.running.in_flight * max(1, self.executor.threads())
 
     def run(self, items: Iterable[Item]) -> Iterator[ImageResult]:
-        """Results in completion order (skips and refusals as soon as they are planned)."""
+        """Results in completion order (skips and refusals as soon as they are planned).
+
+        Raises
+        ------
+        StoreUnwritable
+            After the results known so far, once the store can no longer be written.
+        PipelineError
+            Once another job has taken over the store's lease.
+        stopping.Interrupted
+            When asked to stop by a signal.
+        """
         todo = iter(items)
         exhausted = False
         deadline: float | None = None
@@ -182,6 +198,8 @@ class Runner:
                 )
             if self.lease is not None and self.lease.lost():
                 self.executor.cancel(self.pending)
+                if (reason := self.lease.unwritable()) is not None:
+                    raise StoreUnwritable(self.job.store, reason)
                 raise PipelineError(
                     f"{self.job.store}: another job has taken over the store's lease; stopped"
                 )
@@ -204,6 +222,10 @@ class Runner:
                 continue
             for future in self.executor.wait(self.pending, POLL_SECONDS):
                 yield from self._finished(future, self.pending.pop(future))
+            if self.unwritable is not None:
+                self.executor.cancel(self.pending)
+                self.pending.clear()
+                raise StoreUnwritable(self.job.store, self.unwritable)
             if deadline is not None and time.monotonic() >= deadline:
                 self.notify(f"stopping: cancelled {len(self.pending)} tasks still in flight")
                 self.executor.cancel(self.pending)
@@ -264,17 +286,18 @@ class Runner:
         error = future.exception()
         value = failure(error) if error is not None else future.result()
         if flight.phase == "batch" and not isinstance(value, Failed):
-            for spec, outcome in zip(flight.specs, value, strict=True):
+            # fewer outcomes than images when the store became unwritable: the rest not attempted
+            for spec, outcome in zip(flight.specs, value, strict=False):
                 if isinstance(outcome, Deferred):
                     self.ready.append((spec, outcome.found))
                 else:
                     own = outcome.seconds if isinstance(outcome, Done) else 0.0
-                    yield _outcome(spec, outcome, own)
+                    yield self._outcome(spec, outcome, own)
             return
         seconds = time.monotonic() - flight.started
         if isinstance(value, Failed):  # a whole batch fails only if its task was lost
             for spec in flight.specs:
-                yield _outcome(spec, value, seconds)
+                yield self._outcome(spec, value, seconds)
             return
         (spec,) = flight.specs
         if flight.phase == "probe":
@@ -286,13 +309,14 @@ class Runner:
             following = Flight("image", flight.units, (spec,), started=flight.started, keep=fit)
             self._launch(graph, following)
         else:
-            yield _outcome(spec, value, seconds)
+            yield self._outcome(spec, value, seconds)
 
-
-def _outcome(spec: Spec, outcome: Done | Failed, seconds: float) -> ImageResult:
-    if isinstance(outcome, Done):
-        return _result(spec, "done", attrs=outcome.attrs, seconds=seconds)
-    return _result(spec, "failed", error=outcome.line(spec.path), detail=outcome.detail)
+    def _outcome(self, spec: Spec, outcome: Done | Failed, seconds: float) -> ImageResult:
+        """The result of an image that finished; noting why, if the store became unwritable."""
+        if isinstance(outcome, Done):
+            return _result(spec, "done", attrs=outcome.attrs, seconds=seconds)
+        self.unwritable = self.unwritable or outcome.unwritable
+        return _result(spec, "failed", error=outcome.line(spec.path), detail=outcome.detail)
 
 
 def _result(spec: Spec, status: str, **fields: Any) -> ImageResult:

@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 from numpy.typing import NDArray
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import PipelineError
 from pipeline.paths import filesystem, is_url, join, zarr_store
@@ -28,6 +33,11 @@ FORMAT_VERSION = 2
 FORMAT_NAME = "pipeline.palette-image"
 #: zstd level of labels and palette chunks.
 ZSTD_LEVEL = 3
+#: Codecs after the array-to-bytes step of both arrays: zstd, then a CRC-32C of the compressed
+#: chunk (Zarr v3's core ``crc32c`` codec), so that every reader notices a damaged chunk.
+COMPRESSORS = (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec())
+#: Hash of the ``digests`` attribute (see :func:`chunk_digest`).
+DIGEST_ALGORITHM = "sha256"
 #: Settings that must match for an existing complete image to be reused rather than rewritten
 #: (with the source's path, ``source.path``).
 REUSE_KEYS = ("colors_requested", "sample_size_requested", "seed", "fit_settings")
@@ -76,11 +86,6 @@ def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     return root
 
 
-def image_names(root: zarr.Group) -> list[str]:
-    """Names of the image groups in a store, sorted (the bookkeeping group left out)."""
-    return sorted(name for name in root.group_keys() if not name.startswith("."))
-
-
 def reuse_values(source_path: str, settings: Any) -> dict[str, Any]:
     """What must match for a stored image to be reused: its source and the settings shaping it.
 
@@ -102,27 +107,69 @@ def digest(values: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def marker(store: str, name: str, key: str) -> str:
-    """Path of the completion marker of image ``name`` stored with settings digest ``key``."""
-    return join(store, f"{COMPLETE}/{key}-{name}")
+def marker(store: str, name: str, tag: str) -> str:
+    """Path of the completion marker ``<tag>-<name>`` of image ``name``.
+
+    ``tag`` is the settings digest, followed by ``.`` and the number of labels chunks for
+    markers written since checksums (:func:`marker_tag`).
+    """
+    return join(store, f"{COMPLETE}/{tag}-{name}")
 
 
-def write_marker(store: str, name: str, key: str) -> None:
+def marker_tag(key: str, chunks: int) -> str:
+    """The tag of a completion marker: settings digest ``key`` and the labels chunks written."""
+    return f"{key}.{chunks}"
+
+
+def tag_digest(tag: str) -> str:
+    """The settings digest of a marker's tag."""
+    return tag[:DIGEST_CHARS]
+
+
+def write_marker(store: str, name: str, tag: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    _write_group(marker(store, name, key), EMPTY_GROUP)
+    _write_group(marker(store, name, tag), EMPTY_GROUP)
 
 
 def _write_group(group: str, document: bytes) -> None:
-    """Write ``document`` as the ``zarr.json`` of the group at path or URL ``group``."""
-    fs, path = filesystem(group)
-    if not is_url(group):  # object stores have no folders to make (and would ask for each)
-        fs.makedirs(path, exist_ok=True)
-    fs.pipe_file(join(path, "zarr.json"), document)
+    """Write ``document`` as the ``zarr.json`` of the group at path or URL ``group``, whole.
+
+    An object store puts an object whole. Locally, a new group is made in a hidden folder
+    beside it and renamed into place, and an existing group's document is replaced by
+    renaming a complete file over it, so that a full disk or a killed process never leaves a
+    group folder (a completion marker, the store's root) without its document, or with half
+    of one.
+    """
+    if is_url(group):  # object stores have no folders to make (and would ask for each)
+        fs, path = filesystem(group)
+        fs.pipe_file(join(path, "zarr.json"), document)
+        return
+    parent, name = os.path.split(os.path.abspath(group))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(group):
+        staged = os.path.join(group, f".zarr.json.{uuid.uuid4().hex}")
+        try:
+            with open(staged, "wb") as file:
+                file.write(document)
+            os.replace(staged, os.path.join(group, "zarr.json"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(staged)
+            raise
+        return
+    folder = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+    try:
+        with open(os.path.join(folder, "zarr.json"), "wb") as file:
+            file.write(document)
+        os.rename(folder, group)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
-def remove_marker(store: str, name: str, key: str) -> None:
+def remove_marker(store: str, name: str, tag: str) -> None:
     """Forget that image ``name`` was complete (before its group is written again)."""
-    fs, path = filesystem(marker(store, name, key))
+    fs, path = filesystem(marker(store, name, tag))
     with contextlib.suppress(FileNotFoundError):
         fs.rm(path, recursive=True)
 
@@ -136,47 +183,186 @@ class Listing:
     groups : set of str
         Names of the image groups present (complete or not).
     complete : dict
-        Image name -> settings digest of its completion marker (see :func:`marker`).
+        Image name -> tag of its completion marker (see :func:`marker`).
     root : bool
         Whether the store's root ``zarr.json`` exists.
+    damaged : dict
+        Image name -> what its files lack, for images whose marker says how many labels chunks
+        they hold: a metadata document, a chunk, or a chunk emptied to 0 bytes.
+    links : set of str
+        Entries of the root that are symbolic links: never read as images.
     """
 
     groups: frozenset[str]
     complete: dict[str, str]
     root: bool = False
+    damaged: dict[str, str] = field(default_factory=dict)
+    links: frozenset[str] = frozenset()
 
 
 def list_store(store: str) -> Listing:
     """List the image groups and completion markers of ``store`` (empty if it does not exist).
 
-    Two listings (paged by the filesystem: on S3 one request per 1,000 names), whatever the
-    number of images.
+    The root and the markers are one listing each, and the files of every image one listing of
+    the whole store (paged by the filesystem: on S3 one request per 1,000 objects; a walk of
+    the folders of a local store), whatever the number of images. Files are looked at image by
+    image as the walk goes, so memory does not grow with the store.
     """
     fs, root = filesystem(store)
+    local = not is_url(store)
     fs.invalidate_cache(root)
     try:
-        top = fs.ls(root, detail=True)
+        top = dict(_entries(fs, root, local))
     except FileNotFoundError:
         return Listing(frozenset(), {})
-    names = {entry["name"].rstrip("/").rsplit("/", 1)[-1] for entry in top}
-    groups = frozenset(
-        name
-        for entry in top
-        if entry["type"] == "directory"
-        and not (name := entry["name"].rstrip("/").rsplit("/", 1)[-1]).startswith(".")
-    )
+    groups = frozenset(n for n, kind in top.items() if kind == "directory" and n[0] != ".")
+    links = frozenset(n for n, kind in top.items() if kind == "link")
     try:
-        marks = fs.ls(join(root, COMPLETE), detail=True)
+        marks = list(_entries(fs, join(root, COMPLETE), local))
     except FileNotFoundError:
         marks = []
     complete = {}
-    for entry in marks:
-        base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if entry["type"] != "directory":
+    for base, kind in marks:
+        if kind == "directory" and (parsed := _parse_marker(base)) is not None:
+            complete[parsed[1]] = parsed[0]
+    expected = {
+        name: int(tag[DIGEST_CHARS + 1 :])
+        for name, tag in complete.items()
+        if name in groups and len(tag) > DIGEST_CHARS
+    }
+    damaged = {}
+    if expected:
+        files = _walk(root) if local else _find(fs, root)
+        for name, found in _by_image(files, expected):
+            problem = _lacking(found, expected[name])
+            if problem:
+                damaged[name] = problem
+    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links)
+
+
+def _entries(fs: Any, path: str, local: bool) -> Iterator[tuple[str, str]]:
+    """(name, ``"directory"``, ``"file"`` or ``"link"``) of each entry of a folder or prefix.
+
+    Local folders are read with ``os.scandir`` (no stat of each entry: a store's root may hold
+    millions of groups); other filesystems list as fsspec does.
+    """
+    if local:
+        with os.scandir(path) as found:
+            for entry in found:
+                kind = "directory" if entry.is_dir(follow_symlinks=False) else "file"
+                yield entry.name, "link" if entry.is_symlink() else kind
+        return
+    for info in fs.ls(path, detail=True):
+        kind = "link" if info.get("islink") else info["type"]
+        yield info["name"].rstrip("/").rsplit("/", 1)[-1], kind
+
+
+def _parse_marker(base: str) -> tuple[str, str] | None:
+    """(tag, image name) of a marker named ``<digest>[.<chunks>]-<name>``, else None."""
+    head, sep, name = base.partition("-")
+    digest_part, dot, chunks = head.partition(".")
+    valid = (
+        sep
+        and name
+        and len(digest_part) == DIGEST_CHARS
+        and (not dot or (chunks.isdigit() and len(chunks) < 12))
+    )
+    return (head, name) if valid else None
+
+
+#: What an image's folder holds besides chunks: the documents the listing checks for.
+_DOCUMENTS = ("zarr.json", "labels/zarr.json", "palette/zarr.json")
+
+
+def _walk(root: str) -> Iterator[tuple[str, int]]:
+    """(path relative to ``root``, size) of the files of a local store, folder by folder.
+
+    Never follows a symbolic link; skips the bookkeeping group.
+    """
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, relative)))
+        except OSError:
             continue
-        if len(base) > DIGEST_CHARS and base[DIGEST_CHARS] == "-":
-            complete[base[DIGEST_CHARS + 1 :]] = base[:DIGEST_CHARS]
-    return Listing(groups, complete, root="zarr.json" in names)
+        for entry in entries:
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if relative or not entry.name.startswith("."):
+                    stack.append(path)
+            elif entry.is_file(follow_symlinks=False) and relative:
+                # only a chunk's size matters (0 bytes: emptied); a stat costs a system call
+                chunk = "/c/" in path
+                yield path, entry.stat(follow_symlinks=False).st_size if chunk else 1
+
+
+def _find(fs: Any, root: str) -> Iterator[tuple[str, int]]:
+    """(path relative to ``root``, size) of the objects of a store behind a URL, sorted."""
+    prefix = root.rstrip("/") + "/"
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        relative = path[len(prefix) :] if path.startswith(prefix) else path
+        if "/" in relative and not relative.startswith("."):
+            yield relative, int(info.get("size") or 0)
+
+
+@dataclass
+class _Found:
+    """The files of one image, as a listing sees them."""
+
+    documents: set[str] = field(default_factory=set)
+    labels: int = 0
+    palette: int = 0
+    empty: str | None = None
+
+
+def _by_image(
+    files: Iterable[tuple[str, int]], wanted: dict[str, int]
+) -> Iterator[tuple[str, _Found]]:
+    """What each image of ``wanted`` holds, from ``files`` given image by image.
+
+    Files of one image come together (a walk or a sorted listing); images of ``wanted`` with
+    no file at all are given last, empty.
+    """
+    current: tuple[str, _Found] | None = None
+    seen: set[str] = set()
+    for path, size in files:
+        name, _, inner = path.partition("/")
+        if name not in wanted:
+            continue
+        if current is None or current[0] != name:
+            if current is not None:
+                yield current
+            current = (name, _Found())
+            seen.add(name)
+        found = current[1]
+        if inner in _DOCUMENTS:
+            found.documents.add(inner)
+        elif inner.startswith(("labels/c/", "palette/c/")):
+            if inner.startswith("labels/"):
+                found.labels += 1
+            else:
+                found.palette += 1
+            if size == 0 and found.empty is None:
+                found.empty = inner
+    if current is not None:
+        yield current
+    for name in wanted.keys() - seen:
+        yield name, _Found()
+
+
+def _lacking(found: _Found, chunks: int) -> str | None:
+    """What an image holding ``found`` lacks, given its marker's ``chunks``; None if whole."""
+    missing = [doc for doc in _DOCUMENTS if doc not in found.documents]
+    if missing:
+        return f"metadata missing ({', '.join(missing)})"
+    if found.labels < chunks:
+        return f"{chunks - found.labels} of {chunks} labels chunks missing"
+    if found.palette < 1:
+        return "palette chunk missing"
+    if found.empty is not None:
+        return f"chunk {found.empty} is empty (0 bytes)"
+    return None
 
 
 def prepare(store: str, listing: Listing) -> None:
@@ -197,35 +383,6 @@ def prepare(store: str, listing: Listing) -> None:
 def _group_document(attributes: dict[str, Any]) -> bytes:
     """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
     return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
-
-
-def existing_status(root: zarr.Group, name: str, wanted: dict[str, Any]) -> str:
-    """What a job should do with image ``name`` given the :func:`reuse_values` ``wanted``.
-
-    Reads the image's metadata: for images the listing cannot vouch for (stores written before
-    completion markers, or an image whose marker was not written). Returns ``"absent"``,
-    ``"incomplete"`` (a group left by an interrupted run), or ``"complete"`` when a complete
-    image with the same settings exists. Raises :class:`PipelineError` when a complete image
-    with other settings exists (the caller decides whether to overwrite).
-    """
-    if name not in root:
-        return "absent"
-    attrs = dict(root[name].attrs)
-    if attrs.get("status") != "complete":
-        return "incomplete"
-    stored = {**{key: attrs.get(key) for key in REUSE_KEYS}, "source_path": _source_path(attrs)}
-    changed = [key for key in stored if stored[key] != wanted.get(key)]
-    if changed:
-        raise PipelineError(
-            f"{name}: already stored with other settings ({', '.join(changed)}); "
-            "use --overwrite to replace it"
-        )
-    return "complete"
-
-
-def _source_path(attrs: dict[str, Any]) -> Any:
-    source = attrs.get("source")
-    return source.get("path") if isinstance(source, dict) else None
 
 
 def create_image(
@@ -268,7 +425,7 @@ def create_image(
         shape=shape,
         chunks=chunks,
         dtype=label_dtype(colors),
-        compressors=ZstdCodec(level=ZSTD_LEVEL),
+        compressors=COMPRESSORS,
         fill_value=0,
         dimension_names=("y", "x"),
         config={"write_empty_chunks": True},
@@ -285,9 +442,45 @@ def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slic
     ]
 
 
-def write_labels(target: zarr.Array, region: tuple[slice, slice], labels: NDArray[Any]) -> None:
-    """Write one block of labels; ``region`` must cover whole chunks of ``target``."""
+#: A labels chunk's digest with its position in the chunk grid: ((row, column), digest).
+ChunkDigest = tuple[tuple[int, int], bytes]
+
+
+def write_labels(
+    target: zarr.Array, region: tuple[slice, slice], labels: NDArray[Any]
+) -> list[ChunkDigest]:
+    """Write one block of labels; ``region`` must cover whole chunks of ``target``.
+
+    Returns
+    -------
+    list
+        Each chunk of the block with its :func:`chunk_digest`.
+    """
     target[region] = labels
+    rows, cols = target.chunks
+    top, left = region[0].start or 0, region[1].start or 0
+    height, width = labels.shape
+    return [
+        (((top + y) // rows, (left + x) // cols), chunk_digest(labels[y : y + rows, x : x + cols]))
+        for y in range(0, height, rows)
+        for x in range(0, width, cols)
+    ]
+
+
+def chunk_digest(values: NDArray[Any]) -> bytes:
+    """SHA-256 of one labels chunk's values (cut to the image), C order, little-endian."""
+    data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+    return hashlib.new(DIGEST_ALGORITHM, data.data).digest()
+
+
+def labels_digest(chunk_digests: Iterable[bytes]) -> str:
+    """The labels' digest: SHA-256 of the chunks' digests in row-major chunk order, as hex."""
+    return hashlib.new(DIGEST_ALGORITHM, b"".join(chunk_digests)).hexdigest()
+
+
+def palette_digest(palette: NDArray[np.uint8]) -> str:
+    """SHA-256 of the palette's bytes ((k, 3) uint8, C order), as hex."""
+    return hashlib.new(DIGEST_ALGORITHM, np.ascontiguousarray(palette).data).hexdigest()
 
 
 def remove_image(store: str, name: str) -> None:
@@ -298,35 +491,51 @@ def remove_image(store: str, name: str) -> None:
 
 
 def finalize(
-    path: str, name: str, palette: NDArray[np.uint8], attrs: dict[str, Any]
-) -> dict[str, Any]:
+    path: str,
+    name: str,
+    palette: NDArray[np.uint8],
+    attrs: dict[str, Any],
+    chunk_digests: Iterable[ChunkDigest],
+) -> tuple[dict[str, Any], int]:
     """Write the palette and the final attributes, then mark image ``name`` complete.
 
-    Call only after every labels chunk is written. Adds ``stored_bytes`` (palette + labels chunks,
-    compressed) and ``ratio`` (``raw_bytes`` / ``stored_bytes``) to ``attrs["metrics"]``.
+    Call only after every labels chunk is written; ``chunk_digests`` are theirs
+    (:func:`write_labels`), in any order. Adds ``stored_bytes`` (palette + labels
+    chunks, compressed) and ``ratio`` (``raw_bytes`` / ``stored_bytes``) to
+    ``attrs["metrics"]``, and the ``digests`` of both arrays.
 
     Returns
     -------
     dict
         All attributes of the image group, as stored.
+    int
+        The number of labels chunks (for the completion marker).
     """
     group = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3, path=name)
     stored = group.create_array(
         "palette",
         data=palette,
         chunks=palette.shape,
-        compressors=ZstdCodec(level=ZSTD_LEVEL),
+        compressors=COMPRESSORS,
         dimension_names=("color", "channel"),
         overwrite=True,
     )
     labels = group["labels"]
     assert isinstance(labels, zarr.Array)
+    ordered = dict(sorted(chunk_digests))
+    if len(ordered) != labels.nchunks:
+        raise PipelineError(f"{name}: {len(ordered)} labels chunks written of {labels.nchunks}")
     nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
     metrics = dict(attrs.get("metrics", {}))
     metrics.update(stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes)
+    digests = {
+        "algorithm": DIGEST_ALGORITHM,
+        "palette": palette_digest(palette),
+        "labels": labels_digest(ordered.values()),
+    }
     # one write of the group's metadata, after every chunk and the palette
-    group.update_attributes({**attrs, "metrics": metrics, "status": "complete"})
-    return dict(group.attrs)
+    group.update_attributes({**attrs, "metrics": metrics, "digests": digests, "status": "complete"})
+    return dict(group.attrs), int(labels.nchunks)
 
 
 @dataclass(frozen=True)
@@ -347,20 +556,3 @@ class StoredImage:
     palette: NDArray[np.uint8]
     labels: zarr.Array
     attrs: dict[str, Any]
-
-
-def read_image(root: zarr.Group, name: str) -> StoredImage:
-    """Open image ``name``; raises :class:`PipelineError` unless it is complete."""
-    if name not in root:
-        raise PipelineError(f"{name}: no such image in the store")
-    group = root[name]
-    assert isinstance(group, zarr.Group)
-    attrs = dict(group.attrs)
-    if attrs.get("status") != "complete":
-        raise PipelineError(
-            f"{name}: incomplete (status {attrs.get('status')!r}); run the job again"
-        )
-    labels, palette = group["labels"], group["palette"]
-    assert isinstance(labels, zarr.Array)
-    assert isinstance(palette, zarr.Array)
-    return StoredImage(name=name, palette=np.asarray(palette[...]), labels=labels, attrs=attrs)

@@ -8,15 +8,18 @@ finish) whose functions are the ``*_task`` ones below.
 Errors are values: a task that fails for one image returns a :class:`Failed` instead of raising,
 and the tasks after it pass that on, so an expected problem (a truncated JPEG, a missing file)
 ends as one line in the job's output, with no worker traceback in the logs. Unexpected errors
-(bugs) carry their traceback in :attr:`Failed.detail`, shown with ``--debug``.
+(bugs) carry their traceback in :attr:`Failed.detail`, shown with ``--debug``. A failed write to
+the store fails its image and removes what the image wrote; when no later write could succeed
+either (a full or read-only disk), :attr:`Failed.unwritable` says why, and the job stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,15 +32,17 @@ from pipeline import lease
 from pipeline.assign import label_block, label_dtype
 from pipeline.config import Settings
 from pipeline.count import grid_histogram, grid_stride
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, os_reason, unwritable
 from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import psnr
 from pipeline.paths import location
 from pipeline.sample import sample_positions
 from pipeline.sources import Probe, decode, probe, read_whole, work_chunks
 from pipeline.store import (
+    ChunkDigest,
     create_image,
     finalize,
+    marker_tag,
     remove_image,
     remove_marker,
     write_labels,
@@ -108,11 +113,15 @@ class Failed:
     named : bool
     detail : str or None
         Traceback of an unexpected error (a bug, not a problem with the input).
+    unwritable : str or None
+        Why the store can no longer be written, when the image failed because of that (a full
+        or read-only disk): no other image can be written either.
     """
 
     problem: str
     named: bool = True
     detail: str | None = None
+    unwritable: str | None = None
 
     def line(self, path: str) -> str:
         """The one-line message, naming the input ``path``."""
@@ -140,8 +149,37 @@ class LeaseLost(PipelineError):
     """Another job holds the store now: this run must not mark anything complete."""
 
 
+class StoreWriteError(PipelineError):
+    """Writing an image into the store failed; ``unwritable`` when no later write can succeed."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"cannot write to the store: {os_reason(error)}")
+        self.unwritable = unwritable(error)
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Within the block, an OSError is a failed write to the store (:class:`StoreWriteError`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreWriteError(exc) from exc
+
+
+def _undo(remove: Callable[..., None], *args: str) -> None:
+    """Remove what a failed image wrote with ``remove(*args)``, if the store still lets us.
+
+    A full disk still lets files be removed; a read-only one does not, and what stays is never
+    marked complete: a group stays ``"writing"``, which the next run redoes.
+    """
+    with contextlib.suppress(OSError):
+        remove(*args)
+
+
 def failure(exc: BaseException) -> Failed:
     """The :class:`Failed` value of an exception raised while working on one image."""
+    if isinstance(exc, StoreWriteError):
+        return Failed(str(exc), named=False, unwritable=exc.unwritable)
     if isinstance(exc, PipelineError):
         return Failed(str(exc))
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -235,21 +273,36 @@ def recorded(
 def create(
     job: Job, spec: Spec, attrs: dict[str, Any], shape: tuple[int, int], chunks: tuple[int, int]
 ) -> zarr.Array:
-    """(Re)create the image's group, status ``"writing"``, after forgetting an old completion."""
+    """(Re)create the image's group, status ``"writing"``, after forgetting an old completion.
+
+    A group the store let be made only in part is removed.
+    """
     if spec.stale is not None:
-        remove_marker(job.store, spec.name, spec.stale)
-    return create_image(
-        job.store, spec.name, shape, chunks, job.settings.colors, attrs, fresh=spec.fresh
-    )
+        with _writing():
+            remove_marker(job.store, spec.name, spec.stale)
+    try:
+        with _writing():
+            return create_image(
+                job.store, spec.name, shape, chunks, job.settings.colors, attrs, fresh=spec.fresh
+            )
+    except StoreWriteError:
+        _undo(remove_image, job.store, spec.name)
+        raise
 
 
-def finish(job: Job, spec: Spec, fit: Fit, errors: Sequence[int], n_pixels: int) -> dict[str, Any]:
+#: What labelling a block gives: its summed squared error and the digests of its chunks.
+Labelled = tuple[int, list[ChunkDigest]]
+
+
+def finish(
+    job: Job, spec: Spec, fit: Fit, labelled: Sequence[Labelled], n_pixels: int
+) -> dict[str, Any]:
     """Write the palette and metrics and mark the image complete, if the run still holds the store.
 
-    ``errors`` are the chunks' summed squared errors, computed while labelling: the error of
-    every pixel with the labels the store holds.
+    ``labelled`` holds each block's summed squared error, computed while labelling (the error
+    of every pixel with the labels the store holds), and its chunks' digests.
     """
-    mse = sum(errors) / (3 * n_pixels)
+    mse = sum(error for error, _ in labelled) / (3 * n_pixels)
     attrs: dict[str, Any] = {
         "colors": len(fit.palette),
         "fit": fit.info,
@@ -258,8 +311,18 @@ def finish(job: Job, spec: Spec, fit: Fit, errors: Sequence[int], n_pixels: int)
     }
     if not lease.is_holder(job.store, job.run):
         raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
-    stored = finalize(job.store, spec.name, fit.palette, attrs)
-    write_marker(job.store, spec.name, spec.key)
+    with _writing():
+        digests = [digest for _, block in labelled for digest in block]
+        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests)
+    tag = marker_tag(spec.key, chunks)
+    try:
+        with _writing():
+            write_marker(job.store, spec.name, tag)
+    except StoreWriteError:
+        # a marker's folder lists as complete even without its document: the next run would
+        # skip the image, whose group the caller removes
+        _undo(remove_marker, job.store, spec.name, tag)
+        raise
     return stored
 
 
@@ -271,12 +334,13 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
     try:
         labels, error = label_block(pixels, fit, label_dtype(job.settings.colors))
-        write_labels(target, (slice(None), slice(None)), labels)
-        return finish(job, spec, fit, [error], shape[0] * shape[1])
+        with _writing():
+            digests = write_labels(target, (slice(None), slice(None)), labels)
+        return finish(job, spec, fit, [(error, digests)], shape[0] * shape[1])
     except LeaseLost:
         raise  # the group may be the other job's now
     except BaseException:
-        remove_image(job.store, spec.name)
+        _undo(remove_image, job.store, spec.name)
         raise
 
 
@@ -284,7 +348,8 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
     """Compress small images one after another in one task; one outcome each, in order.
 
     An image found to have more than ``job.batch_pixels`` pixels (a small file can hold a large
-    image) is returned as :class:`Deferred`, untouched, for a graph of its own.
+    image) is returned as :class:`Deferred`, untouched, for a graph of its own. The outcomes end
+    early, at a failure that leaves the store unwritable: the images after it are not attempted.
     """
     limit = job.settings.max_pixels
     outcomes: list[Done | Failed | Deferred] = []
@@ -297,7 +362,10 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
                 continue
             attrs = compress_whole(job, spec, found, read_whole(found))
         except Exception as exc:
-            outcomes.append(failure(exc))
+            failed = failure(exc)
+            outcomes.append(failed)
+            if failed.unwritable is not None:
+                break  # the rest would meet the same error, and the job stops
         else:
             outcomes.append(Done(spec.name, attrs, time.perf_counter() - started))
     return outcomes
@@ -327,30 +395,34 @@ def create_task(
 @guarded
 def label_task(
     block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
-) -> int:
-    """Label one chunk and write it (no labels stay in memory between tasks); its error."""
+) -> Labelled:
+    """Label one chunk and write it (no labels stay in memory between tasks).
+
+    Returns its summed squared error and its chunks' digests.
+    """
     labels, error = label_block(block, fit, np.dtype(target.dtype))
-    write_labels(target, region, labels)
-    return error
+    with _writing():
+        digests = write_labels(target, region, labels)
+    return error, digests
 
 
 def finish_task(
-    job: Job, spec: Spec, fit: Fit | Failed, target: object, errors: list[object], n_pixels: int
+    job: Job, spec: Spec, fit: Fit | Failed, target: object, labelled: list[object], n_pixels: int
 ) -> Done | Failed:
     """The last step: mark the image complete, or remove what it wrote if any step failed.
 
     The :class:`Done` it returns has no time of its own: the client times the whole graph.
     """
-    failed = first_failure(fit, target, errors)
+    failed = first_failure(fit, target, labelled)
     if failed is None:
         try:
-            attrs = finish(job, spec, fit, errors, n_pixels)  # type: ignore[arg-type]
+            attrs = finish(job, spec, fit, labelled, n_pixels)  # type: ignore[arg-type]
         except LeaseLost as exc:
             return failure(exc)
         except Exception as exc:
             failed = failure(exc)
         else:
             return Done(spec.name, attrs, 0.0)
-    if not isinstance(target, Failed):
-        remove_image(job.store, spec.name)
+    if not isinstance(target, Failed):  # a group made in part was removed by its create step
+        _undo(remove_image, job.store, spec.name)
     return failed

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import compress, compress_array, open_store, reconstruct, write_images
+from pipeline import compress, compress_array, open_store, reconstruct
 from pipeline.errors import InputError, PipelineError
 from pipeline.store import open_root
 from tests.oracles import brute_force, photo_psnr
@@ -203,32 +203,6 @@ def test_placement_splits_the_labelling_of_an_image_decoded_whole_between_two_wo
     assert place("cut-0123abcd-7") == ["tcp://a:1"]  # cut where it was decoded
     assert place("read-0123") == ["tcp://a:1"]
     assert Placement(None, None)("anything") == []
-
-
-@pytest.mark.parametrize("extension", [".tif", ".zarr", ".webp", ".bmp"])
-def test_reconstruct_writes_files_any_format_streamed_for_tiff_and_zarr(
-    store, tmp_path, china, extension
-):
-    import imageio.v3 as iio
-    import tifffile
-
-    compress_array(china, store, "china.jpg", chunk=200, **FAST)
-    written = write_images(store, str(tmp_path / "out"), extension=extension)
-    target = written["china.jpg"]
-    assert target.endswith("china" + extension)
-    expected = reconstruct(store, "china.jpg").compute()
-    if extension == ".zarr":
-        got = zarr.open_array(target, mode="r")[...]
-    elif extension == ".tif":
-        with tifffile.TiffFile(target) as tif:
-            assert tif.pages[0].is_tiled
-            got = tif.asarray()
-    else:
-        got = iio.imread(target)
-    if extension == ".webp":  # lossy by default: only the shape is comparable
-        assert got.shape == expected.shape
-    else:
-        assert np.array_equal(got, expected)
 
 
 @pytest.mark.slow

@@ -1,0 +1,196 @@
+"""Prove a store whole, chunk by chunk, and redo exactly the images that are not.
+
+For every image (:func:`verify_image`): its metadata parses and has the types readers need; its
+status is complete; its arrays agree with its attributes; every labels and palette chunk exists,
+decodes and passes its CRC-32C; every label lies within the palette; and both arrays hash to the
+digests recorded when the image was written. A listing is enough to find missing chunks; the
+rest reads every chunk once, several chunks at a time.
+
+:func:`repair` compresses the damaged images again from their recorded sources with their
+recorded settings (:func:`pipeline.api.recompress`), so a repaired store holds the bytes an
+undisturbed run would have written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.paths import filesystem, join
+from pipeline.results import ImageResult
+from pipeline.store import StoredImage, chunk_digest, labels_digest, palette_digest
+from pipeline.stored import Damaged, Entry, Incomplete, one_line, open_image, scan
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What :func:`verify_image` found of one image.
+
+    Attributes
+    ----------
+    name : str
+    problems : list of str
+        One line each; empty when the image is whole.
+    attrs : dict or None
+        Its attributes when they could be read (what :func:`repair` needs).
+    bytes_read : int
+        Compressed bytes of the chunks read.
+    checked : bool
+        Whether digests were compared (images written before checksums have none).
+    """
+
+    name: str
+    problems: list[str]
+    attrs: dict[str, Any] | None
+    bytes_read: int = 0
+    checked: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Whether nothing is wrong with the image."""
+        return not self.problems
+
+    @property
+    def repairable(self) -> str | None:
+        """Why :func:`repair` cannot redo this image, or None when it can."""
+        if self.attrs is None:
+            return "its metadata is unreadable, so its source and settings are unknown"
+        source = self.attrs.get("source")
+        path = source.get("path") if isinstance(source, dict) else None
+        if not isinstance(path, str):
+            return "its metadata records no source"
+        if path == "<array>":
+            return "it was compressed from an array; compress the array again"
+        if not isinstance(self.attrs.get("fit_settings"), dict):
+            return "its metadata records no fit settings"
+        return None
+
+
+def _chunk_keys(store: str, name: str, array: str) -> set[tuple[int, ...]]:
+    """Grid indices of the chunks of ``name/array`` present in the store (one listing)."""
+    fs, root = filesystem(join(join(join(store, name), array), "c"))
+    try:
+        found = fs.find(root)
+    except FileNotFoundError:
+        return set()
+    prefix = root.rstrip("/") + "/"
+    keys = set()
+    for path in found:
+        parts = path[len(prefix) :].split("/")
+        if all(part.isdigit() for part in parts):
+            keys.add(tuple(int(part) for part in parts))
+    return keys
+
+
+def _grid(array: zarr.Array) -> list[tuple[int, ...]]:
+    counts = [-(-size // chunk) for size, chunk in zip(array.shape, array.chunks, strict=True)]
+    return [tuple(int(i) for i in index) for index in np.ndindex(*counts)]
+
+
+def _check_chunk(
+    labels: zarr.Array, index: tuple[int, ...], colors: int
+) -> tuple[bytes | None, str | None]:
+    """Digest of one labels chunk, or the problem met reading it."""
+    try:
+        block = np.asarray(labels.blocks[index])
+    except Exception as exc:
+        return None, f"labels chunk {_at(index)}: {one_line(exc)}"
+    if block.size and int(block.max()) >= colors:
+        return None, (
+            f"labels chunk {_at(index)} holds label {int(block.max())}; "
+            f"the palette has {colors} entries"
+        )
+    return chunk_digest(block), None
+
+
+def _at(index: tuple[int, ...]) -> str:
+    return "/".join(str(i) for i in index)
+
+
+def verify_image(
+    store: str, entry: Entry, pool: concurrent.futures.Executor | None = None
+) -> Finding:
+    """Check one image of ``store`` (an :class:`~pipeline.stored.Entry` of its scan) whole.
+
+    ``pool`` reads its labels chunks concurrently.
+    """
+    if entry.attrs is None:
+        return Finding(entry.name, [str(entry.problem)], entry.raw)
+    try:
+        image = open_image(store, entry.name, entry.attrs)
+    except (Damaged, Incomplete) as exc:
+        problem = exc.problem if isinstance(exc, Damaged) else str(exc).split(": ", 1)[1]
+        return Finding(entry.name, [problem], entry.attrs)
+    return _verify_arrays(store, image, pool)
+
+
+def _verify_arrays(
+    store: str, image: StoredImage, pool: concurrent.futures.Executor | None
+) -> Finding:
+    labels, attrs = image.labels, image.attrs
+    problems = []
+    if (0, 0) not in _chunk_keys(store, image.name, "palette"):
+        problems.append("palette chunk missing")
+    present = _chunk_keys(store, image.name, "labels")
+    grid = _grid(labels)
+    missing = [index for index in grid if index not in present]
+    if missing:
+        shown = ", ".join(_at(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        problems.append(f"{len(missing)} of {len(grid)} labels chunks missing ({shown})")
+    colors = len(image.palette)
+    mapper: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
+    results = list(mapper(lambda index: _check_chunk(labels, index, colors), grid))
+    problems += [problem for _, problem in results if problem is not None]
+    digests = attrs.get("digests")
+    checked = isinstance(digests, dict)
+    if isinstance(digests, dict) and not problems:
+        if labels_digest(d for d, _ in results if d is not None) != digests["labels"]:
+            problems.append("labels do not match their recorded digest")
+        if palette_digest(image.palette) != digests["palette"]:
+            problems.append("palette does not match its recorded digest")
+    read = int(labels.nbytes_stored())
+    return Finding(image.name, problems, attrs, read, checked)
+
+
+def verify_store(
+    store: str, names: list[str] | None = None, threads: int | None = None
+) -> Iterator[Finding]:
+    """Verify every image of ``store`` (or those ``names``), yielding findings as they come.
+
+    Chunks are read by ``threads`` threads (default: one per core).
+    """
+    from pipeline.store import open_root
+
+    open_root(store)
+    workers = threads or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
+        for entry in scan(store, names):
+            yield verify_image(store, entry, pool)
+
+
+def repair(
+    store: str, damaged: list[Finding], client: Any = None
+) -> Iterator[tuple[Finding, ImageResult | None]]:
+    """Compress the ``damaged`` images of ``store`` again; each with its result.
+
+    Images that cannot be redone (:attr:`Finding.repairable`) come with no result; each redone
+    one with the :class:`~pipeline.results.ImageResult` of its new compression.
+    """
+    from pipeline.api import recompress
+
+    todo = []
+    for finding in damaged:
+        if finding.repairable is not None:
+            yield finding, None
+        else:
+            assert finding.attrs is not None
+            todo.append((finding.name, finding.attrs))
+    by_name = {f.name: f for f in damaged}
+    for result in recompress(store, todo, client=client):
+        yield by_name[result.name], result
