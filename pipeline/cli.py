@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError
-from pipeline.stopping import Interrupted, stop_on_signals
+from pipeline.stopping import Interrupted, requested, stop_on_signals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -357,6 +357,12 @@ def _not_done(left: int) -> str:
     return f"stopped, {left:,} {images} not done (run again once the store can be written)"
 
 
+def _stop_point() -> None:
+    """Between two images of ``reconstruct`` or ``verify``: stop here if a signal asked to."""
+    if requested():
+        raise Interrupted(requested())
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     from pipeline.reconstruct import write_each
 
@@ -376,6 +382,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         else:
             damaged += outcome.kind == "damaged"
             print(f"error: {outcome.name}: {outcome.problem}", file=sys.stderr, flush=True)
+        _stop_point()
     if written == images:
         return EXIT_OK
     repair = f"; python -m pipeline verify {args.store} --repair redoes damaged ones"
@@ -433,6 +440,7 @@ def _verify(args: argparse.Namespace) -> int:
         findings.append(finding)
         for problem in finding.problems:
             print(f"damaged: {finding.name}: {problem}", flush=True)
+        _stop_point()
     seconds = time.perf_counter() - started
     damaged = [f for f in findings if not f.whole]
     unchecked = sum(1 for f in findings if f.whole and not f.checked)
@@ -467,6 +475,15 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if left else EXIT_OK
 
 
+#: What a command stopped by a signal leaves, said in its last line.
+INTERRUPTED = {
+    "run": "complete images are kept; run again to finish",
+    "reconstruct": "every file written is complete; nothing half-written is left",
+    "info": "stopped",
+    "verify": "stopped; images repaired so far are complete",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -483,5 +500,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as exc:
-        print("interrupted: complete images are kept; run again to finish", file=sys.stderr)
+        print(f"interrupted: {INTERRUPTED[args.command]}", file=sys.stderr)
         return 128 + exc.signum if isinstance(exc, Interrupted) else EXIT_INTERRUPTED

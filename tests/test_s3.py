@@ -62,6 +62,22 @@ def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_ph
     labels = images["small.png"]["labels"][...]
     assert np.array_equal(iio.imread(tmp_path / "rebuilt" / "small.png"), palette[labels])
 
+    # damage on S3: a deleted labels chunk is seen by info (from the listing), named by verify,
+    # and redone by a rerun
+    fs.rm("photos/out.zarr/small.png/labels/c/0/0")
+    damaged = run("info", "s3://photos/out.zarr", cwd=tmp_path)
+    assert damaged.returncode == 1
+    assert "error: small.png: 1 of 1 labels chunks missing" in damaged.stderr
+    checked = run("verify", "s3://photos/out.zarr", cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "damaged: small.png: 1 of 1 labels chunks missing (0/0)" in checked.stdout
+    inputs = ["s3://photos/incoming/small.png", "s3://photos/incoming/china.jpg"]
+    again = run("run", *inputs, "-o", "s3://photos/out.zarr", "-k", "32", "--workers", "1",
+                cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "1 done, 1 skipped, 0 failed" in again.stdout
+    assert run("verify", "s3://photos/out.zarr", cwd=tmp_path).returncode == 0
+
     # the same files from a local folder give the same store, byte for byte
     os.remove(local / "notes.jpg")
     os.remove(local / "empty.png")
