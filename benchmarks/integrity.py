@@ -155,7 +155,7 @@ def main() -> None:
     ):
         shown = ", ".join(f"{r:.2f}" for r in all_runs)
         print(f"| {label} | {seconds:.2f} | {shown} | {seconds / without_s:.3f}x |")
-    print("\n| labels encoding step (one thread) | s | MB/s of labels |")
+    print("\n| writing the labels array (zarr, in memory) | s | MB/s of labels |")
     print("|---|---|---|")
     for label, seconds in codec.items():
         print(f"| {label} | {seconds:.3f} | {mb / seconds:,.0f} |")

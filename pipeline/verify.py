@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline import lease
 from pipeline.paths import filesystem, join
 from pipeline.results import ImageResult
-from pipeline.store import StoredImage, chunk_digest, labels_digest, palette_digest
+from pipeline.store import (
+    StoredImage,
+    chunk_digest,
+    labels_digest,
+    list_store,
+    palette_digest,
+    remove_marker,
+)
 from pipeline.stored import Damaged, Entry, Incomplete, one_line, open_image, scan
 
 
@@ -60,11 +68,14 @@ class Finding:
     def repairable(self) -> str | None:
         """Why :func:`repair` cannot redo this image, or None when it can."""
         if self.attrs is None:
-            return "its metadata is unreadable, so its source and settings are unknown"
+            return (
+                "its metadata is unreadable, so its source and settings are unknown; "
+                "run the job again on its inputs to redo it"
+            )
         source = self.attrs.get("source")
         path = source.get("path") if isinstance(source, dict) else None
         if not isinstance(path, str):
-            return "its metadata records no source"
+            return "its metadata records no source; run the job again on its inputs to redo it"
         if path == "<array>":
             return "it was compressed from an array; compress the array again"
         if not isinstance(self.attrs.get("fit_settings"), dict):
@@ -179,16 +190,25 @@ def repair(
 ) -> Iterator[tuple[Finding, ImageResult | None]]:
     """Compress the ``damaged`` images of ``store`` again; each with its result.
 
-    Images that cannot be redone (:attr:`Finding.repairable`) come with no result; each redone
-    one with the :class:`~pipeline.results.ImageResult` of its new compression.
+    Images that cannot be redone here (:attr:`Finding.repairable`) come with no result; their
+    completion markers are removed, so that the job run again on their inputs (which knows
+    their sources) redoes them instead of skipping them. Each redone image comes with the
+    :class:`~pipeline.results.ImageResult` of its new compression.
     """
     from pipeline.api import recompress
 
     todo = []
+    unrepairable = [f for f in damaged if f.repairable is not None]
+    if unrepairable:
+        with lease.hold(store):
+            listing = list_store(store)
+            for finding in unrepairable:
+                tag = listing.complete.get(finding.name)
+                if tag is not None:
+                    remove_marker(store, finding.name, tag)
+                yield finding, None
     for finding in damaged:
-        if finding.repairable is not None:
-            yield finding, None
-        else:
+        if finding.repairable is None:
             assert finding.attrs is not None
             todo.append((finding.name, finding.attrs))
     by_name = {f.name: f for f in damaged}
