@@ -56,7 +56,7 @@ def make_tiff(folder: Path, gigapixels: float, tile: int = 512) -> Path:
     """A tiled TIFF of flower.jpg mirror-tiled, written one row of tiles at a time."""
     import dask.array as da
 
-    from pipeline.reconstruct import write_tiled_tiff
+    from pipeline.outputs import write_tiled_tiff
 
     side = int((gigapixels * 1e9) ** 0.5) // tile * tile
     path = folder / f"flower_{gigapixels:g}gp.tif"

@@ -43,9 +43,11 @@ what it showed.
 The client only lists the inputs and the store; workers open, decode and compress the images,
 small ones several per task, with at most two tasks per worker thread in flight. Images already
 complete in the store with the same settings are skipped (the store's listing says which), so
-rerunning an interrupted job finishes it; --overwrite recomputes them. One job writes a store at
-a time: another job on it is refused with a line naming it, until its lease (a file beside the
-store) is released, expires, or its process on this host is gone.
+rerunning an interrupted job finishes it; --overwrite recomputes them. A complete image whose
+chunks or metadata documents are missing (the same listing shows it) is redone; "verify" reads
+every chunk. One job writes a store at a time: another job on it is refused with a line naming
+it, until its lease (a file beside the store) is released, expires, or its process on this host
+is gone.
 
 A first SIGINT/SIGTERM stops submitting work and lets the images in flight finish for up to
 --stop-grace seconds; a second one stops at once. Every image reported done is complete. A store
@@ -364,7 +366,7 @@ def _stop_point() -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from pipeline.reconstruct import write_each
+    from pipeline.outputs import write_each
 
     images = written = damaged = 0
     for outcome in write_each(

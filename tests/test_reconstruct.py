@@ -18,7 +18,7 @@ import zarr
 
 from pipeline import compress, compress_array, reconstruct, write_images
 from pipeline.cli import build_parser, main
-from pipeline.reconstruct import Outputs, output_names
+from pipeline.outputs import Outputs, output_names
 
 SMALL = {"colors": 16, "sample": 500, "chunk": 32}  # 120 x 170 crops: 4 x 6 labels chunks
 NAMES = ["a.png", "b.png", "c.png", "d.png", "e.png"]

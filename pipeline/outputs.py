@@ -1,0 +1,524 @@
+"""Write rebuilt images as files, never destroying what is there.
+
+Each complete image of a store becomes a file (or a Zarr array) in an output folder, written
+under a hidden temporary name and renamed into place once complete. Existing outputs are kept
+unless ``overwrite``; an image whose output would land in its source's folder is left out unless
+``into_sources``; an incomplete or damaged image is left out with its reason, and the others
+are still written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
+from pipeline.paths import is_url
+from pipeline.reconstruct import rebuild
+from pipeline.store import StoredImage, open_root
+from pipeline.stored import (
+    NO_SUCH_IMAGE,
+    Damaged,
+    Incomplete,
+    check_name,
+    one_line,
+    open_image,
+    read_attrs,
+    scan,
+)
+
+
+def output_names(names: list[str], extension: str) -> dict[str, str]:
+    """File names for rebuilt images: the name's stem plus ``extension``, unless stems clash.
+
+    Images whose stems clash (ignoring case, as case-insensitive file systems do) get their
+    whole name plus ``extension``; names that would still clash get ``~`` and 8 hex digits of
+    the SHA-1 of the image name before ``extension``. Every image gets its own file name.
+    """
+    stems = {n: Path(n).stem for n in names}
+    counts = Counter(stem.casefold() for stem in stems.values())
+    chosen = {n: (s if counts[s.casefold()] == 1 else n) + extension for n, s in stems.items()}
+    taken = Counter(file_name.casefold() for file_name in chosen.values())
+    for name, file_name in chosen.items():
+        if taken[file_name.casefold()] > 1:
+            chosen[name] = f"{name}~{hashlib.sha1(name.encode()).hexdigest()[:8]}{extension}"
+    return chosen
+
+
+#: Extensions written chunk by chunk, for images too large to rebuild in one piece.
+STREAMED_EXTENSIONS = (".tif", ".tiff", ".zarr")
+
+
+def write_tiled_tiff(pixels: da.Array, target: str | BinaryIO, tile: int = 256) -> None:
+    """Write a lazy (H, W, 3) uint8 image as a tiled TIFF, one row of chunks at a time.
+
+    ``target`` is a path or a binary file open for writing. Only one row of chunks (image
+    width x chunk height) is in memory at once.
+    """
+    import tifffile
+
+    tile = max(16, tile // 16 * 16)  # TIFF tiles are multiples of 16
+    height, width = pixels.shape[:2]
+    rows = pixels.rechunk({0: tile, 1: -1, 2: -1})
+
+    def tiles() -> Iterator[NDArray[np.uint8]]:
+        for block in rows.to_delayed().ravel():
+            strip = block.compute()
+            for x in range(0, width, tile):
+                part = np.zeros((tile, tile, 3), dtype=np.uint8)
+                piece = strip[:, x : x + tile]
+                part[: piece.shape[0], : piece.shape[1]] = piece
+                yield part
+
+    tifffile.imwrite(
+        target,
+        tiles(),
+        shape=(height, width, 3),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        photometric="rgb",
+        compression="zlib",
+        bigtiff=height * width * 3 > 2**31,
+    )
+
+
+def write_zarr(pixels: da.Array, target: str) -> None:
+    """Write a lazy (H, W, 3) uint8 image as a Zarr array at ``target``, chunked like it.
+
+    Chunks are computed and written by a few threads, a bounded number at a time. When one
+    fails, the others in flight finish before the error is raised, so nothing writes into
+    ``target`` after this returns or raises (a caller may then remove it).
+    """
+    import concurrent.futures
+
+    import zarr
+
+    rows, columns = pixels.chunks[0], pixels.chunks[1]
+    array = zarr.create_array(
+        target, shape=pixels.shape, chunks=(rows[0], columns[0], 3), dtype=np.uint8
+    )
+    blocks = pixels.to_delayed()
+    tops, lefts = np.cumsum((0, *rows)), np.cumsum((0, *columns))
+
+    def put(i: int, j: int) -> None:
+        region = (slice(tops[i], tops[i + 1]), slice(lefts[j], lefts[j + 1]))
+        array[region] = blocks[i, j, 0].compute(scheduler="sync")
+
+    threads = min(8, os.cpu_count() or 1)
+    pool = concurrent.futures.ThreadPoolExecutor(threads)
+    pending: set[concurrent.futures.Future[None]] = set()
+    try:
+        for i in range(len(rows)):
+            for j in range(len(columns)):
+                if len(pending) >= 2 * threads:
+                    done, pending = concurrent.futures.wait(
+                        pending, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    for future in done:
+                        future.result()
+                pending.add(pool.submit(put, i, j))
+        for future in concurrent.futures.as_completed(pending):
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one image of a :func:`write_each` call.
+
+    Attributes
+    ----------
+    name : str
+        The image's name in the store.
+    path : str or None
+        The file (or, for ``.zarr``, folder) written; None when the image was left out.
+    problem : str or None
+        Why it was left out, in one line without the image's name.
+    kind : str
+        ``"written"``; or why it was left out: ``"incomplete"`` (not marked complete),
+        ``"damaged"`` (metadata, a chunk or an array unreadable or missing), ``"absent"`` (no
+        such image), ``"kept"`` (an existing file or folder kept, or its source's folder not
+        written into), ``"failed"`` (the output could not be written).
+    """
+
+    name: str
+    path: str | None = None
+    problem: str | None = None
+    kind: str = "written"
+
+
+@dataclass
+class Outputs:
+    """What :func:`write_images` did.
+
+    Attributes
+    ----------
+    written : dict
+        Image name -> file (or ``.zarr`` folder) written.
+    left_out : dict
+        Image name -> why it was not written (one line; see :class:`Outcome`).
+    """
+
+    written: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one image's outcome."""
+        if outcome.path is not None:
+            self.written[outcome.name] = outcome.path
+        else:
+            self.left_out[outcome.name] = str(outcome.problem)
+
+
+def check_extension(extension: str) -> str:
+    """``extension`` as written: lowercase, with its dot (``.png``, ``.tif``, ``.zarr``, ...).
+
+    ``png`` (no dot) and ``.PNG`` are accepted too.
+
+    Raises
+    ------
+    UsageError
+        For anything but a dot and letters or digits that imageio knows, or ``.zarr``.
+    """
+    from imageio.config import known_extensions
+
+    suffix = extension.removeprefix(".").lower()
+    if not (
+        suffix.isascii()
+        and suffix.isalnum()
+        and (suffix == "zarr" or f".{suffix}" in known_extensions)
+    ):
+        raise UsageError(f"{extension!r}: not an image format (png, tif, zarr, webp, jpg, ...)")
+    return f".{suffix}"
+
+
+def write_images(
+    store: str,
+    out_dir: str,
+    names: list[str] | None = None,
+    extension: str = ".png",
+    *,
+    overwrite: bool = False,
+    into_sources: bool = False,
+) -> Outputs:
+    """Write rebuilt images of ``store`` into ``out_dir``, in the format ``extension`` names.
+
+    ``.tif``/``.tiff`` write tiled TIFF and ``.zarr`` a Zarr array, chunk by chunk, so images of
+    any size can be written; other formats (PNG, JPEG, WebP, ...; anything imageio writes) need
+    the whole image in memory at once. Every complete image is written; the others are left
+    out with a reason (see :func:`write_each`, which says what is written where, and how).
+
+    Parameters
+    ----------
+    store : str
+        Path or URL of a store written by :func:`pipeline.compress`.
+    out_dir : str
+        Local folder to write into (created if needed).
+    names : list of str, optional
+        Only these images (default: every image of the store).
+    extension : str
+        ``.png``, ``.tif``, ``.zarr``, ... (default ``.png``).
+    overwrite : bool
+        Replace existing files (or ``.zarr`` folders) of the same names; otherwise they are
+        kept and their images left out.
+    into_sources : bool
+        Allow writing into the folder of an image's recorded source; otherwise such an image
+        is left out, so that no original is ever replaced by its lossy rebuild.
+
+    Returns
+    -------
+    Outputs
+        The images written (name -> path) and those left out (name -> why).
+
+    Raises
+    ------
+    UsageError
+        For a name that cannot be an image's, an unknown ``extension``, or an ``out_dir`` that
+        is a URL or a file.
+    PipelineError
+        When the store cannot be opened, or ``out_dir`` cannot be written at all (full,
+        read-only): writing stops there.
+    """
+    outputs = Outputs()
+    for outcome in write_each(
+        store, out_dir, names, extension, overwrite=overwrite, into_sources=into_sources
+    ):
+        outputs.add(outcome)
+    return outputs
+
+
+def write_each(
+    store: str,
+    out_dir: str,
+    names: list[str] | None = None,
+    extension: str = ".png",
+    *,
+    overwrite: bool = False,
+    into_sources: bool = False,
+) -> Iterator[Outcome]:
+    """Write rebuilt images as :func:`write_images` does, yielding each image's outcome.
+
+    The store is listed once; then each image is read and written on its own, so one image
+    incomplete (status not ``"complete"``), damaged (metadata unreadable, chunks missing per
+    the listing, a chunk failing its checksum) or refused does not stop the others.
+
+    Each output is named by :func:`output_names`, directly inside ``out_dir``. It is written
+    under a hidden temporary name in ``out_dir`` (``.china.png.tmp-1a2b3c4d``) and renamed to
+    its name once complete; a failure removes the temporary, so no file ever has its final name
+    half written. An existing file (or folder) of that name is kept unless ``overwrite``; with
+    it, it is replaced once the new one is complete. An image whose recorded source
+    (``source.path``, compared as real paths; sources behind URLs never match) lies in
+    ``out_dir`` is left out unless ``into_sources``.
+    """
+    extension = check_extension(extension)
+    chosen = None if not names else list(dict.fromkeys(check_name(n) for n in names))
+    if is_url(out_dir):
+        raise UsageError(f"{out_dir}: the output folder must be a local folder")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"{out_dir}: not a folder")
+    open_root(store)
+    listed = [(entry.name, entry.problem) for entry in scan(store, chosen)]
+    files = output_names([name for name, _ in listed], extension)
+    folder = os.path.realpath(out_dir)
+    for done, (name, problem) in enumerate(listed):
+        try:
+            yield _write_one(
+                store,
+                name,
+                problem,
+                (out_dir, files[name], folder),
+                extension,
+                overwrite=overwrite,
+                into_sources=into_sources,
+            )
+        except _Unwritable as exc:
+            left = len(listed) - done
+            raise PipelineError(
+                f"{out_dir}: cannot be written: {exc}; stopped, {left:,} "
+                f"{'image' if left == 1 else 'images'} not written"
+            ) from None
+
+
+class _Unwritable(Exception):
+    """The output folder cannot be written at all (full, read-only, refused)."""
+
+
+class _Exists(Exception):
+    """The target appeared while its image was being written."""
+
+
+def _write_one(
+    store: str,
+    name: str,
+    problem: str | None,
+    where: tuple[str, str, str],
+    extension: str,
+    *,
+    overwrite: bool,
+    into_sources: bool,
+) -> Outcome:
+    """Write image ``name``, or say why not.
+
+    ``where`` is the output folder as given, the image's file name, and the folder's real path.
+    """
+    out_dir, file_name, folder = where
+    target = os.path.join(out_dir, file_name)
+    if problem is not None:
+        return Outcome(name, None, problem, "absent" if problem == NO_SUCH_IMAGE else "damaged")
+    try:
+        image = open_image(store, name, read_attrs(store, name))
+    except Incomplete as exc:
+        return Outcome(name, None, str(exc).removeprefix(f"{name}: "), "incomplete")
+    except Damaged as exc:
+        return Outcome(name, None, exc.problem, "damaged")
+    unsafe = _unsafe(file_name)
+    if unsafe:
+        return Outcome(name, None, f"not written: {unsafe}", "failed")
+    source = image.attrs["source"]["path"]
+    if not into_sources and folder in _source_folders(source):
+        return Outcome(
+            name,
+            None,
+            f"not written: {out_dir} is the folder of its source "
+            f"{source}; choose another --out, or give --allow-source-folder to write there",
+            "kept",
+        )
+    kept = _kept(target, extension == ".zarr", overwrite)
+    if kept:
+        return Outcome(name, None, f"not written: {kept}", "kept")
+    try:
+        _write_atomically(image, target, extension, overwrite=overwrite)
+    except Damaged as exc:
+        return Outcome(name, None, exc.problem, "damaged")
+    except _Exists:
+        return Outcome(name, None, f"not written: {_exists(target)}", "kept")
+    except OSError as exc:
+        reason = unwritable(exc)
+        if reason is not None:
+            raise _Unwritable(reason) from None
+        return Outcome(name, None, f"cannot write {target}: {os_reason(exc)}", "failed")
+    except Exception as exc:
+        return Outcome(name, None, f"cannot write {target}: {one_line(exc)}", "failed")
+    return Outcome(name, target)
+
+
+def _unsafe(file_name: str) -> str | None:
+    """Why ``file_name`` cannot be written directly inside the output folder, if it cannot."""
+    separators = {"/", "\\", "\0", os.sep, os.altsep} - {None}
+    if file_name in ("", ".", "..") or file_name.startswith(".") or separators & set(file_name):
+        return f"{file_name!r} is not a plain file name"
+    return None
+
+
+def _source_folders(source: str) -> set[str]:
+    """Real local folders holding a recorded source (its own and its link target's)."""
+    if source.startswith("file://"):
+        source = source.removeprefix("file://")
+    elif is_url(source):
+        return set()
+    if not os.path.isabs(source):  # "<array>": compressed from an in-memory array
+        return set()
+    return {os.path.realpath(os.path.dirname(source)), os.path.dirname(os.path.realpath(source))}
+
+
+def _is_folder(path: str) -> bool:
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _exists(target: str) -> str:
+    return f"{target} exists; --overwrite replaces it"
+
+
+def _kept(target: str, folder: bool, overwrite: bool) -> str | None:
+    """Why an existing ``target`` stays as it is (None: absent, or to be replaced)."""
+    if not os.path.lexists(target):
+        return None
+    if not overwrite:
+        return _exists(target)
+    if folder and not _is_folder(target):
+        return f"{target} exists and is not a folder; not replaced"
+    if not folder and _is_folder(target):
+        return f"{target} exists and is a folder; not replaced"
+    return None
+
+
+def _temporary(target: str, tag: str, make: bool, folder: bool) -> str:
+    """A new hidden name beside ``target`` (``.NAME.tag-XXXXXXXX``), created when ``make``.
+
+    Created with the default permissions (umask applied), unlike :mod:`tempfile`'s private ones,
+    since it becomes the output.
+    """
+    parent, base = os.path.split(target)
+    while True:
+        path = os.path.join(parent, f".{base}.{tag}-{os.urandom(4).hex()}")
+        if not make:
+            if not os.path.lexists(path):
+                return path
+            continue
+        try:
+            if folder:
+                os.mkdir(path)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if _is_folder(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _write_atomically(image: StoredImage, target: str, extension: str, *, overwrite: bool) -> None:
+    """Write ``image`` rebuilt to a temporary beside ``target``, then rename it to ``target``."""
+    folder = extension == ".zarr"
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    temp = _temporary(target, "tmp", make=True, folder=folder)
+    try:
+        _write_pixels(image, temp, extension)
+        _publish(temp, target, folder=folder, overwrite=overwrite)
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
+    """Write ``image`` rebuilt to ``path`` (an existing empty file, or folder for ``.zarr``)."""
+    pixels = rebuild(image)
+    if extension == ".zarr":
+        write_zarr(pixels, path)
+        return
+    # Files are written through a handle of our own, flushed to disk before being renamed; an
+    # image format is encoded in memory first, so that a write error is raised here rather than
+    # by the imageio plugin's finalizer.
+    with open(path, "wb") as file:
+        if extension in STREAMED_EXTENSIONS:
+            write_tiled_tiff(pixels, file, tile=min(image.labels.chunks))
+        else:
+            import imageio.v3 as iio
+
+            file.write(iio.imwrite("<bytes>", pixels.compute(), extension=extension))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _publish(temp: str, target: str, *, folder: bool, overwrite: bool) -> None:
+    """Rename the complete ``temp`` to ``target``; replace an existing one only if ``overwrite``.
+
+    Raises
+    ------
+    _Exists
+        When ``target`` appeared meanwhile and ``overwrite`` is off.
+    """
+    if not overwrite:
+        if not folder:
+            try:
+                os.link(temp, target)  # fails if target exists: nothing is ever replaced
+            except FileExistsError:
+                raise _Exists from None
+            except OSError:  # a file system without hard links
+                if os.path.lexists(target):
+                    raise _Exists from None
+                os.rename(temp, target)
+            else:
+                os.unlink(temp)
+            return
+        if os.path.lexists(target):
+            raise _Exists
+        try:
+            os.rename(temp, target)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise _Exists from None
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise _Exists from None
+            raise
+        return
+    if not folder or not os.path.lexists(target):
+        os.replace(temp, target)
+        return
+    aside = _temporary(target, "old", make=False, folder=True)
+    os.rename(target, aside)
+    try:
+        os.rename(temp, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    _remove(aside)
