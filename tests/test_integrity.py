@@ -259,3 +259,21 @@ def test_labels_beyond_the_palette_are_found(tmp_path, china):
     (finding,) = verify_store(str(store))
     assert any("holds label 250; the palette has" in p for p in finding.problems)
     assert np.asarray(group["palette"]).shape[0] < 250
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_reconstruct_writes_every_other_image_and_names_the_damaged_one(
+    capsys, copy, tmp_path, case
+):
+    DAMAGE[case](copy)
+    out = tmp_path / "rebuilt"
+    code, _, err = cli(capsys, "reconstruct", copy, "--out", out)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: p1.png: ")
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p2.png", "p3.png"]
+    for name in ("p0.png", "p2.png", "p3.png"):
+        group = zarr.open_group(str(copy / name), mode="r")
+        expected = np.asarray(group["palette"])[np.asarray(group["labels"])]
+        assert np.array_equal(iio.imread(out / name), expected)
