@@ -5,14 +5,16 @@ On the 100-megapixel JPEG of ``scale.py`` (china.jpg mirror-tiled, made in the w
 * write: the whole job on that JPEG in this process (dask's threaded scheduler, 2 threads, so
   that the store's codecs can be switched here), with checksums (zstd + crc32c codecs and the
   per-chunk SHA-256 digests) and without them (zstd only, no digests), alternating, median of
-  ``--repeat`` runs each;
+  ``--repeat`` runs each, after one untimed run;
 * codecs: the same labels chunks encoded by zstd alone and by zstd + crc32c, and hashed with
   SHA-256, in MB/s of labels;
 * verify: :func:`pipeline.verify.verify_store` over the store (every chunk read, CRC checked,
   hashed, labels compared with the palette), against a plain read of the labels array
-  (decode only), median of ``--repeat``, in MB/s of labels (decoded bytes).
+  (decode only), median of ``--repeat``, in MB/s of labels (decoded bytes);
+* verify, many images: a store of ``--small`` 64x64 crops of china.jpg (k = 32), verified with
+  1 and 2 chunk-reading threads, in images/s (best of ``--repeat``).
 
-Usage: python benchmarks/integrity.py [--jpeg-mp 100] [--repeat 3] [--work DIR]
+Usage: python benchmarks/integrity.py [--jpeg-mp 100] [--small 1000] [--repeat 3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -75,9 +77,30 @@ def timed(function: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+def small_store(work: Path, count: int) -> Path:
+    """A store of ``count`` 64x64 crops of china.jpg, compressed in this process."""
+    import imageio.v3 as iio
+    from photo8 import PHOTOS, load
+
+    from pipeline import compress
+
+    china = load(*PHOTOS["china"])
+    inputs = work / f"small{count}"
+    store = work / f"small{count}.zarr"
+    if not store.exists():
+        inputs.mkdir(exist_ok=True)
+        for i in range(count):
+            y, x = (i * 37) % 360, (i * 53) % 570
+            iio.imwrite(inputs / f"s{i:06d}.png", china[y : y + 64, x : x + 64])
+        results = compress([str(inputs)], str(store), colors=32, sample=500)
+        assert {r.status for r in results} == {"done"}
+    return store
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jpeg-mp", type=float, default=100)
+    parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
@@ -86,6 +109,7 @@ def main() -> None:
     jpeg = make_jpeg(work, args.jpeg_mp)
     jpeg.read_bytes()  # into the page cache
 
+    job(jpeg, work / "warm-up.zarr", True)  # compile the kernels and warm the caches first
     runs: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(args.repeat):
         for enabled in (False, True):
@@ -142,6 +166,15 @@ def main() -> None:
     assert finding.whole, finding.problems
     assert finding.checked
 
+    small = small_store(work, args.small)
+    per_second = {}
+    for threads in (1, 2):
+        seconds = min(
+            timed(lambda t=threads: list(verify_store(str(small), threads=t)), 1)
+            for _ in range(args.repeat)
+        )
+        per_second[threads] = args.small / seconds
+
     with_s, without_s = statistics.median(runs[True]), statistics.median(runs[False])
     print(
         f"\n{jpeg.name}: {values.shape[0]} x {values.shape[1]} labels, {mb:.1f} MB, "
@@ -166,6 +199,11 @@ def main() -> None:
             f"| {label} | {seconds:.2f} | {mb / seconds:,.0f} | {stored_mb / seconds:,.1f} "
             f"| {seconds / read:.2f}x |"
         )
+
+    print(f"\n| verify, {args.small:,} 64x64 images | images/s |")
+    print("|---|---|")
+    for threads, rate in per_second.items():
+        print(f"| {threads} chunk thread{'s' if threads > 1 else ''} | {rate:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import zarr
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.paths import join, read_bytes, zarr_store
-from pipeline.store import REUSE_KEYS, StoredImage, list_store
+from pipeline.store import REUSE_KEYS, Listing, StoredImage, list_store
 
 #: The problem of a name that is not an image group of the store.
 NO_SUCH_IMAGE = "no such image in the store"
@@ -185,22 +185,38 @@ def scan(store: str, names: list[str] | None = None) -> Iterator[Entry]:
     missing, see :attr:`pipeline.store.Listing.damaged`), and groups whose metadata cannot be
     used come with a ``problem`` instead of attributes.
     """
+    listing, chosen = listed(store, names)
+    for name in chosen:
+        yield entry(store, name, listing)
+
+
+def listed(store: str, names: list[str] | None = None) -> tuple[Listing, list[str]]:
+    """The store's listing and the image names to read: ``names`` (checked), else all, sorted.
+
+    Raises
+    ------
+    UsageError
+        For a name of ``names`` that cannot be an image's.
+    """
     listing = list_store(store)
     chosen = sorted(listing.groups | listing.links) if names is None else names
     for name in chosen:
         check_name(name)
-        if name in listing.links:
-            yield Entry(name, None, "a symbolic link in the store; not read")
-        elif name not in listing.groups:
-            yield Entry(name, None, NO_SUCH_IMAGE)
-        else:
-            try:
-                attrs = read_attrs(store, name)
-            except Damaged as exc:
-                yield Entry(name, None, exc.problem, exc.attrs)
-                continue
-            problem = listing.damaged.get(name) if attrs.get("status") == "complete" else None
-            yield Entry(name, attrs, problem)
+    return listing, chosen
+
+
+def entry(store: str, name: str, listing: Listing) -> Entry:
+    """Image ``name`` of ``store`` as the store's ``listing`` and its own metadata show it."""
+    if name in listing.links:
+        return Entry(name, None, "a symbolic link in the store; not read")
+    if name not in listing.groups:
+        return Entry(name, None, NO_SUCH_IMAGE)
+    try:
+        attrs = read_attrs(store, name)
+    except Damaged as exc:
+        return Entry(name, None, exc.problem, exc.attrs)
+    problem = listing.damaged.get(name) if attrs.get("status") == "complete" else None
+    return Entry(name, attrs, problem)
 
 
 def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +31,11 @@ from pipeline.store import (
     chunk_digest,
     labels_digest,
     list_store,
+    open_root,
     palette_digest,
     remove_marker,
 )
-from pipeline.stored import Damaged, Entry, Incomplete, one_line, open_image, scan
+from pipeline.stored import Damaged, Entry, Incomplete, entry, listed, one_line, open_image
 
 
 @dataclass(frozen=True)
@@ -169,20 +171,39 @@ def _verify_arrays(
     return Finding(image.name, problems, attrs, read, checked)
 
 
+#: Images verified at once per chunk-reading thread: on object storage each image is several
+#: round trips (metadata, listings, chunks), which other images' requests overlap.
+IMAGES_PER_THREAD = 4
+
+
 def verify_store(
     store: str, names: list[str] | None = None, threads: int | None = None
 ) -> Iterator[Finding]:
-    """Verify every image of ``store`` (or those ``names``), yielding findings as they come.
+    """Verify every image of ``store`` (or those ``names``), yielding findings in name order.
 
-    Chunks are read by ``threads`` threads (default: one per core).
+    Chunks are read by ``threads`` threads (default: one per core), and up to
+    :data:`IMAGES_PER_THREAD` images per thread are verified at once, so memory stays bounded
+    whatever the number of images.
     """
-    from pipeline.store import open_root
-
     open_root(store)
+    listing, chosen = listed(store, names)
     workers = threads or os.cpu_count() or 1
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
-        for entry in scan(store, names):
-            yield verify_image(store, entry, pool)
+    window = IMAGES_PER_THREAD * workers
+
+    def one(name: str) -> Finding:
+        return verify_image(store, entry(store, name, listing), chunks)
+
+    with (
+        concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="chunks") as chunks,
+        concurrent.futures.ThreadPoolExecutor(window, thread_name_prefix="images") as images,
+    ):
+        pending: deque[concurrent.futures.Future[Finding]] = deque()
+        for name in chosen:
+            pending.append(images.submit(one, name))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def repair(
