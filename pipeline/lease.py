@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pipeline.errors import PipelineError, StoreUnwritable, UsageError, unwritable
+from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
 from pipeline.paths import filesystem, is_url, read_object
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
@@ -488,8 +488,21 @@ def check_free(store: str) -> None:
     """Raise :class:`StoreBusy` now if a live job holds the store (before a job starts a cluster).
 
     Only a hint: the lease is taken by :func:`hold`, which decides.
+
+    Raises
+    ------
+    StoreBusy
+        When a live job holds it.
+    UsageError
+        When the lease file exists but cannot be read (permissions, a folder in its place).
     """
-    current = holder(store)
+    try:
+        current = holder(store)
+    except OSError as exc:
+        raise UsageError(
+            f"{store}: its lease file {store.rstrip('/')}{LEASE_SUFFIX} cannot be read "
+            f"({os_reason(exc)})"
+        ) from None
     if current is not None and not _stale(current):
         raise StoreBusy(store, current)
 

@@ -311,3 +311,19 @@ def test_a_store_on_s3(s3, start):
         pass
     with pytest.raises(UsageError, match="root of a bucket"), hold("s3://leases"):
         pass
+
+
+def test_a_lease_file_that_cannot_be_read_is_one_line_before_any_cluster(tmp_path, capsys):
+    from pipeline.cli import main
+
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"")
+    store = tmp_path / "out.zarr"
+    (tmp_path / "out.zarr.lease.json").mkdir()  # something not a file where the lease goes
+    assert main(["run", str(photo), "-o", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"error: {store}: its lease file {store}.lease.json cannot be read "
+        "([Errno 21] Is a directory)"
+    ]
+    assert not store.exists()
