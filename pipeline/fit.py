@@ -31,6 +31,7 @@ from threadpoolctl import ThreadpoolController
 
 from pipeline.colours import nearest, pack, unpack
 from pipeline.kmeans import Clusters, per_cluster, plusplus, split_merge, update
+from pipeline.levels import best_levels, is_gray
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,16 @@ EFFORT: dict[int, tuple[tuple[Stage, ...], int]] = {
     2: ((Stage(6, 30, 10), Stage(8, 3)), 5),
     3: ((Stage(6, 50, 40), Stage(8, 20)), 10),
 }
+
+
+#: Images with at most this many distinct colours (graphics, scans, logos) are refined on their
+#: exact colours at every stage: cheap for so few, and coarse cells would merge colours that
+#: deserve entries of their own (on scikit-image's logo at k = 256, 58.4 dB against 54.0).
+EXACT_COLOURS = 16_384
+
+#: Rounds of :func:`fill` then :func:`polish` while polishing leaves palette entries unused; a
+#: last :func:`fill` ensures the palette ends full.
+FILL_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -189,12 +200,42 @@ def _drop_unused(
     return palette[used], renumber[labels]
 
 
+def fill(
+    colours: NDArray[np.uint8],
+    counts: NDArray[np.int64],
+    palette: NDArray[np.uint8],
+    labels: NDArray[np.intp],
+    k: int,
+) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
+    """Grow a palette with no unused entry to ``min(k, len(colours))`` entries, if it is short.
+
+    The colours adding most error (pixel count times squared distance) become new entries, each
+    then the exact nearest entry of its own pixels: the error strictly drops and every entry
+    stays in use. Colours already matched exactly are never added, so a palette stays short only
+    when every colour is matched exactly (lossless): then no larger palette does better.
+    """
+    short = min(k, len(colours)) - len(palette)
+    if short <= 0:
+        return palette, labels
+    diff = colours.astype(np.int64) - palette[labels].astype(np.int64)
+    error = (diff * diff).sum(axis=1) * counts
+    worst = np.argsort(-error, kind="stable")[:short]
+    worst = np.sort(worst[error[worst] > 0])
+    if not len(worst):
+        return palette, labels
+    palette = np.concatenate([palette, colours[worst]])
+    return palette, nearest(colours, palette, guess=labels)
+
+
 def cells(
     colours: NDArray[np.uint8], counts: NDArray[np.int64], bits: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean colour and pixel count of each occupied cell of ``bits`` bits per channel."""
+    """Mean colour and pixel count of each occupied cell of ``bits`` bits per channel.
+
+    Images of at most :data:`EXACT_COLOURS` colours keep their exact colours at any ``bits``.
+    """
     weights = counts.astype(np.float64)
-    if bits >= 8:
+    if bits >= 8 or len(colours) <= EXACT_COLOURS:
         return colours.astype(np.float64), weights
     coarse = (colours >> (8 - bits)).astype(np.uint8)
     _, inverse = np.unique(pack(coarse), return_inverse=True)
@@ -276,6 +317,11 @@ def fit_palette(
             palette = colours
             labels = np.arange(len(keys), dtype=np.intp)
             info.update(method="distinct colours")  # lossless when every pixel was counted
+        elif is_gray(colours):
+            values, _ = best_levels(colours[:, 0], counts, k)
+            palette = np.repeat(values[:, None], 3, axis=1)
+            labels = nearest(colours, palette)
+            info.update(method="exact optimum of a gray image (dynamic programming over levels)")
         else:
             x = sample.astype(np.float32) / np.float32(255)
             centres, n_iter = lloyd_sample(
@@ -285,6 +331,15 @@ def fit_palette(
             centres64, refined = refine(colours, counts, centres.astype(np.float64) * 255, stages)
             palette = np.clip(np.rint(centres64), 0, 255).astype(np.uint8)
             palette, labels, polished = polish(colours, counts, palette, max_iter=polish_iter)
+            for _ in range(FILL_ROUNDS):
+                # polishing can leave entries unused or equal: fill and polish again
+                palette, labels = _drop_unused(palette, labels)
+                if len(palette) == k:
+                    break
+                palette, labels = fill(colours, counts, palette, labels, k)
+                palette, labels, more = polish(colours, counts, palette, max_iter=polish_iter)
+                polished += more
+            palette, labels = fill(colours, counts, *_drop_unused(palette, labels), k)
             info.update(
                 method="dask-ml KMeans on sample (k-means++ seeds), refined over all pixels",
                 lloyd_iter=n_iter,
