@@ -89,7 +89,12 @@ class Progress:
             metrics = result.metrics
             psnr = metrics.get("psnr_db")
             quality = "lossless" if psnr is None else f"{psnr:.2f} dB"
-            line += f" after {result.seconds:.1f} s, {quality}, {metrics.get('ratio', 0):.1f}x"
+            line += f" after {result.seconds:.1f} s, {quality}"
+            if "ciede2000_mean" in metrics:
+                line += f", dE00 {metrics['ciede2000_mean']:.2f}"
+            line += f", {metrics.get('ratio', 0):.1f}x raw"
+            if "ratio_source" in metrics:
+                line += f", {metrics['ratio_source']:.2f}x source"
         elif result.error:
             line += f": {result.error}"
         if self.bytes:

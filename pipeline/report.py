@@ -21,24 +21,45 @@ def _psnr(value: float | None) -> str:
     return "lossless" if value is None else f"{value:.2f}"
 
 
+def _figure(value: object, form: str) -> str:
+    """``value`` formatted with ``form``, or blank when absent (images stored before it)."""
+    return format(value, form) if isinstance(value, int | float) else ""
+
+
 def image_row(name: str, status: str, attrs: dict[str, Any]) -> list[str]:
-    """Table cells for one image: name, status, pixels, colours, PSNR, stored bytes, ratio."""
+    """Table cells for one image (see :data:`HEADER`)."""
     metrics = attrs.get("metrics", {})
     shape = attrs.get("image_shape", [0, 0])
+    pixels = f"{shape[0] * shape[1]:,}" if shape[0] else ""
     if not metrics:
-        return [name, status, f"{shape[0] * shape[1]:,}" if shape[0] else "", "", "", "", ""]
+        return [name, status, pixels, "", "", "", "", "", ""]
+    ratio_source = _figure(metrics.get("ratio_source"), ".2f")
     return [
         name,
         status,
-        f"{shape[0] * shape[1]:,}",
+        pixels,
         str(attrs.get("colors", "")),
         _psnr(metrics.get("psnr_db")),
+        _figure(metrics.get("ciede2000_mean"), ".2f"),
         human_bytes(metrics["stored_bytes"]),
         f"{metrics['ratio']:.1f}x",
+        ratio_source and f"{ratio_source}x",
     ]
 
 
-HEADER = ["image", "status", "pixels", "colors", "PSNR dB", "stored", "vs raw RGB"]
+#: Columns of a table of images: the ratios are the bytes of raw RGB (3 per pixel) and of the
+#: source file over the bytes stored.
+HEADER = [
+    "image",
+    "status",
+    "pixels",
+    "colors",
+    "PSNR dB",
+    "dE00",
+    "stored",
+    "vs raw RGB",
+    "vs source",
+]
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:

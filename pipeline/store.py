@@ -501,7 +501,8 @@ def finalize(
 
     Call only after every labels chunk is written; ``chunk_digests`` are theirs
     (:func:`write_labels`), in any order. Adds ``stored_bytes`` (palette + labels
-    chunks, compressed) and ``ratio`` (``raw_bytes`` / ``stored_bytes``) to
+    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``) and, when
+    ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``) to
     ``attrs["metrics"]``, and the ``digests`` of both arrays.
 
     Returns
@@ -528,6 +529,8 @@ def finalize(
     nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
     metrics = dict(attrs.get("metrics", {}))
     metrics.update(stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes)
+    if metrics.get("source_bytes"):
+        metrics["ratio_source"] = metrics["source_bytes"] / nbytes
     digests = {
         "algorithm": DIGEST_ALGORITHM,
         "palette": palette_digest(palette),

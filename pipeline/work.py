@@ -29,12 +29,12 @@ import zarr
 from numpy.typing import NDArray
 
 from pipeline import lease
-from pipeline.assign import label_block, label_dtype
+from pipeline.assign import label_block
 from pipeline.config import Settings
 from pipeline.count import grid_histogram, grid_stride
 from pipeline.errors import PipelineError, os_reason, unwritable
 from pipeline.fit import Fit, fit_palette
-from pipeline.metrics import psnr
+from pipeline.metrics import DE_UNIT, colour_error, psnr
 from pipeline.paths import location
 from pipeline.sample import sample_positions
 from pipeline.sources import Probe, decode, probe, read_whole, work_chunks
@@ -290,8 +290,40 @@ def create(
         raise
 
 
-#: What labelling a block gives: its summed squared error and the digests of its chunks.
-Labelled = tuple[int, list[ChunkDigest]]
+@dataclass(frozen=True)
+class Labelled:
+    """What labelling and writing one block gives: its error figures and its chunks' digests.
+
+    Attributes
+    ----------
+    error : int
+        Sum over the block's pixels and channels of the squared error of the stored labels.
+    colour_error : int
+        Sum of the CIEDE2000 differences of the block's measured pixels, in units of
+        :data:`pipeline.metrics.DE_UNIT` (:func:`pipeline.metrics.colour_error`).
+    measured : int
+        How many measured pixels the block holds.
+    digests : list
+        Digests of the labels chunks written (:func:`pipeline.store.write_labels`).
+    """
+
+    error: int
+    colour_error: int
+    measured: int
+    digests: list[ChunkDigest]
+
+
+def label_region(
+    block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
+) -> Labelled:
+    """Label the block of the image at ``region``, write its labels and measure its error."""
+    labels, error = label_block(block, fit, np.dtype(target.dtype))
+    with _writing():
+        digests = write_labels(target, region, labels)
+    origin = (region[0].start or 0, region[1].start or 0)
+    height, width = target.shape
+    total, measured = colour_error(block, labels, fit.palette, origin, (height, width))
+    return Labelled(error, total, measured, digests)
 
 
 def finish(
@@ -299,20 +331,30 @@ def finish(
 ) -> dict[str, Any]:
     """Write the palette and metrics and mark the image complete, if the run still holds the store.
 
-    ``labelled`` holds each block's summed squared error, computed while labelling (the error
-    of every pixel with the labels the store holds), and its chunks' digests.
+    ``labelled`` holds each block's error figures, computed while labelling (the error of
+    every pixel with the labels the store holds), and its chunks' digests.
     """
-    mse = sum(error for error, _ in labelled) / (3 * n_pixels)
+    mse = sum(part.error for part in labelled) / (3 * n_pixels)
+    measured = sum(part.measured for part in labelled)
+    metrics = {
+        "psnr_db": psnr(mse),
+        "mse": mse,
+        "ciede2000_mean": sum(p.colour_error for p in labelled) * DE_UNIT / max(measured, 1),
+        "ciede2000_pixels": measured,
+        "raw_bytes": 3 * n_pixels,
+    }
+    if spec.size:
+        metrics["source_bytes"] = spec.size
     attrs: dict[str, Any] = {
         "colors": len(fit.palette),
         "fit": fit.info,
-        "metrics": {"psnr_db": psnr(mse), "mse": mse, "raw_bytes": 3 * n_pixels},
+        "metrics": metrics,
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if not lease.is_holder(job.store, job.run):
         raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
     with _writing():
-        digests = [digest for _, block in labelled for digest in block]
+        digests = [digest for part in labelled for digest in part.digests]
         stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests)
     tag = marker_tag(spec.key, chunks)
     try:
@@ -333,10 +375,8 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, job.settings, job.run)
     target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
     try:
-        labels, error = label_block(pixels, fit, label_dtype(job.settings.colors))
-        with _writing():
-            digests = write_labels(target, (slice(None), slice(None)), labels)
-        return finish(job, spec, fit, [(error, digests)], shape[0] * shape[1])
+        labelled = label_region(pixels, fit, target, (slice(0, shape[0]), slice(0, shape[1])))
+        return finish(job, spec, fit, [labelled], shape[0] * shape[1])
     except LeaseLost:
         raise  # the group may be the other job's now
     except BaseException:
@@ -396,14 +436,8 @@ def create_task(
 def label_task(
     block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
 ) -> Labelled:
-    """Label one chunk and write it (no labels stay in memory between tasks).
-
-    Returns its summed squared error and its chunks' digests.
-    """
-    labels, error = label_block(block, fit, np.dtype(target.dtype))
-    with _writing():
-        digests = write_labels(target, region, labels)
-    return error, digests
+    """:func:`label_region` as a step (no labels stay in memory between tasks)."""
+    return label_region(block, fit, target, region)
 
 
 def finish_task(
