@@ -137,6 +137,30 @@ def build_parser() -> argparse.ArgumentParser:
         "3 best quality and slowest (default: 1)",
     )
     run.add_argument(
+        "--space",
+        choices=("rgb", "oklab"),
+        help="colour space of the fit and the labels: rgb (best PSNR) or oklab (perceptual: "
+        "lower CIEDE2000) (default: rgb)",
+    )
+    run.add_argument(
+        "--dither",
+        choices=("none", "ordered", "blue-noise"),
+        help="nudge pixels by a threshold map fixed to their position before labelling, so "
+        "that gradients show fine patterns instead of bands (default: none)",
+    )
+    run.add_argument(
+        "--dither-strength",
+        type=float,
+        metavar="S",
+        help="scale of the dither, 0..4; 1 is about the spacing of the palette (default: 1)",
+    )
+    run.add_argument(
+        "--quality",
+        metavar="MIN-MAX",
+        help="PSNR in dB, like pngquant's --quality: use the fewest colours (up to --colors) "
+        "reaching MAX; an image below MIN even with --colors colours fails (default: off)",
+    )
+    run.add_argument(
         "--max-pixels",
         type=_positive,
         metavar="N",

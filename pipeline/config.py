@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
         "effort": 1,
         "max-pixels": 178_956_970,
         "count-pixels": 4_194_304,
+        "space": "rgb",
+        "dither": "none",
+        "dither-strength": 1.0,
+        "quality": None,
         "store": "compressed.zarr",
         # How a job runs (never what it stores: same bytes whatever these are).
         "batch-bytes": 4 << 20,
@@ -126,6 +130,18 @@ class Settings:
         Most pixels whose colours the refinement counts: every pixel of an image up to this
         size, a regular grid of pixels of a larger one (labels and metrics always cover every
         pixel).
+    space : str
+        Colour space the palette is fitted and pixels are labelled in: ``"rgb"`` (squared
+        distances between uint8 sRGB values) or ``"oklab"`` (perceptual).
+    dither : str
+        ``"none"``, ``"ordered"`` (a Bayer matrix) or ``"blue-noise"``: pixels are nudged by
+        a threshold map fixed to their position before labelling, which breaks gradients' bands
+        into fine patterns; the same bytes whatever the chunking.
+    dither_strength : float
+        Scale of the nudge, 0 to 4 (1: about the spacing of the palette's colours).
+    quality : str or None
+        ``"MIN-MAX"`` or ``"MAX"``, PSNR in dB: use the fewest colours (up to ``colors``) whose
+        PSNR reaches MAX, and fail an image whose PSNR stays below MIN even at ``colors``.
     """
 
     colors: int
@@ -137,6 +153,10 @@ class Settings:
     effort: int
     max_pixels: int
     count_pixels: int
+    space: str = "rgb"
+    dither: str = "none"
+    dither_strength: float = 1.0
+    quality: str | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -154,7 +174,16 @@ class Settings:
         """Raise :class:`UsageError` naming the first setting that cannot work."""
         for f in fields(self):
             value = getattr(self, f.name)
-            kind = float if f.name == "tol" else int
+            if f.name in CHOICES:
+                if value not in CHOICES[f.name]:
+                    choices = ", ".join(CHOICES[f.name])
+                    raise UsageError(f"{f.name} must be one of {choices}, got {value!r}")
+                continue
+            if f.name == "quality":
+                if value is not None:
+                    quality_range(value)
+                continue
+            kind = float if f.name in ("tol", "dither_strength") else int
             if isinstance(value, bool) or not isinstance(value, (kind, int)):
                 raise UsageError(f"{f.name} must be a number, got {value!r}")
         checks = [
@@ -170,14 +199,49 @@ class Settings:
             (0 <= self.effort <= 3, f"effort must be 0..3, got {self.effort}"),
             (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
             (self.count_pixels >= 1, f"count_pixels must be >= 1, got {self.count_pixels}"),
+            (
+                0 <= self.dither_strength <= 4,
+                f"dither_strength must be 0..4, got {self.dither_strength}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
 
     def fit_settings(self) -> dict[str, Any]:
-        """The settings that shape the palette, as recorded in the store."""
+        """The settings that shape the palette and labels, as recorded in the store.
+
+        Settings added since the first stores are left out at the value those stores were
+        made with (:data:`ORIGINAL`), so that their images are still found complete with the
+        same settings; so is the strength of a dither that is off.
+        """
         recorded = asdict(self)
         for key in ("colors", "sample", "seed", "chunk", "max_pixels"):
             recorded.pop(key)
+        if self.dither == "none":
+            recorded.pop("dither_strength")
+        for key, value in ORIGINAL.items():
+            if recorded[key] == value:
+                recorded.pop(key)
         return recorded
+
+
+#: Settings that take one of a few names.
+CHOICES = {"space": ("rgb", "oklab"), "dither": ("none", "ordered", "blue-noise")}
+#: Settings added after the first stores, with the value those stores were made with.
+ORIGINAL: dict[str, Any] = {"space": "rgb", "dither": "none", "quality": None}
+
+
+def quality_range(text: str) -> tuple[float, float]:
+    """``(MIN, MAX)`` in dB from ``"MIN-MAX"`` or ``"MAX"`` (then MIN is 0).
+
+    Raises :class:`UsageError` unless 0 <= MIN <= MAX <= 100.
+    """
+    parts = str(text).split("-")
+    try:
+        low, high = (0.0, float(parts[0])) if len(parts) == 1 else map(float, parts)
+    except ValueError:
+        low = high = -1.0
+    if len(parts) > 2 or not 0 <= low <= high <= 100:
+        raise UsageError(f"quality must be MIN-MAX or MAX, PSNR in dB, 0..100; got {text!r}")
+    return low, high

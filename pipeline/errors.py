@@ -27,6 +27,13 @@ class InputError(PipelineError):
         self.problem = problem
 
 
+class ImageProblem(PipelineError):
+    """An image cannot be stored as asked, found where its input's name is not known.
+
+    The message says what is wrong; whoever reports it names the input.
+    """
+
+
 class UsageError(PipelineError):
     """Settings that cannot work (bad option values, clashing names); exit code 2."""
 

@@ -30,12 +30,13 @@ from numpy.typing import NDArray
 
 from pipeline import lease
 from pipeline.assign import label_block
-from pipeline.config import Settings
+from pipeline.config import Settings, quality_range
 from pipeline.count import grid_histogram, grid_stride
-from pipeline.errors import PipelineError, os_reason, unwritable
+from pipeline.errors import ImageProblem, PipelineError, os_reason, unwritable
 from pipeline.fit import Fit, fit_palette
 from pipeline.metrics import DE_UNIT, colour_error, psnr
 from pipeline.paths import location
+from pipeline.quality import search_colours
 from pipeline.sample import sample_positions
 from pipeline.sources import Probe, decode, probe, read_whole, work_chunks
 from pipeline.store import (
@@ -180,6 +181,8 @@ def failure(exc: BaseException) -> Failed:
     """The :class:`Failed` value of an exception raised while working on one image."""
     if isinstance(exc, StoreWriteError):
         return Failed(str(exc), named=False, unwritable=exc.unwritable)
+    if isinstance(exc, ImageProblem):
+        return Failed(str(exc), named=False)
     if isinstance(exc, PipelineError):
         return Failed(str(exc))
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -225,16 +228,22 @@ def fit_sampled(
 ) -> Fit:
     """The palette of an image from its pixel sample and colour counts."""
     keys, freq = counts
-    return fit_palette(
-        sample,
-        keys,
-        freq,
-        settings.colors,
-        random_state=settings.seed,
-        max_iter=settings.max_iter,
-        tol=settings.tol,
-        effort=settings.effort,
-    )
+
+    def fit_with(colors: int) -> Fit:
+        return fit_palette(
+            sample,
+            keys,
+            freq,
+            colors,
+            random_state=settings.seed,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            effort=settings.effort,
+        )
+
+    if settings.quality is None:
+        return fit_with(settings.colors)
+    return search_colours(fit_with, settings.colors, *quality_range(settings.quality))
 
 
 def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
