@@ -6,7 +6,9 @@ the CIE 1976 L*a*b* of scikit-image's ``rgb2lab``, and the CIEDE2000 formula of 
 Dalal 2005 with kL = kC = kH = 1), averaged over :data:`DE_PIXELS` pixels drawn uniformly from
 the image with a fixed seed (every pixel of a smaller image): the same pixels whatever the
 settings, the chunking or the workers, so figures of one image compare across runs. Its
-standard error on photos is about 0.01.
+standard error on photos is about 0.01. Pixels of an image with transparency are compared as
+they look over black and over white (the mean of both differences), and its PSNR is that of
+both composites (see :mod:`pipeline.rgba`).
 """
 
 from __future__ import annotations
@@ -102,6 +104,18 @@ def ciede2000(lab1: NDArray[np.float64], lab2: NDArray[np.float64]) -> NDArray[n
     return np.sqrt(np.maximum(dl**2 + dc**2 + dh_term**2 + r_t * dc * dh_term, 0.0))
 
 
+def _backgrounds(pixels: NDArray[np.uint8]) -> list[NDArray[np.uint8]]:
+    """``(n, 3)`` RGB pixels as they are; ``(n, 4)`` RGBA ones composited on black and on white.
+
+    Composites are rounded to uint8.
+    """
+    if pixels.shape[1] == 3:
+        return [pixels]
+    alpha = pixels[:, 3:].astype(np.uint32)
+    black = pixels[:, :3] * alpha
+    return [((v + 127) // 255).astype(np.uint8) for v in (black, black + 255 * (255 - alpha))]
+
+
 @functools.lru_cache(maxsize=16)
 def measured_positions(shape: tuple[int, int]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """Rows and columns (raster order) of the pixels whose CIEDE2000 is averaged."""
@@ -144,7 +158,11 @@ def colour_error(
     r, c = r[inside], c[inside]
     if not len(r):
         return 0, 0
-    original = block[r, c, :3]
-    rebuilt = palette[labels[r, c].astype(np.intp), :3]
-    units = np.rint(ciede2000(lab(original), lab(rebuilt)) / DE_UNIT).astype(np.int64)
+    seen = zip(
+        _backgrounds(block[r, c]),
+        _backgrounds(palette[labels[r, c].astype(np.intp)]),
+        strict=True,
+    )
+    differences = np.mean([ciede2000(lab(a), lab(b)) for a, b in seen], axis=0)
+    units = np.rint(differences / DE_UNIT).astype(np.int64)
     return int(units.sum()), len(r)

@@ -17,7 +17,7 @@ from pipeline.stored import (
 
 
 def rebuild_block(labels: NDArray[np.integer], palette: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """(h, w, 3) uint8 pixels of an (h, w) labels block."""
+    """(h, w, 3) uint8 pixels of an (h, w) labels block ((h, w, 4) RGBA for an RGBA palette)."""
     return palette[labels]
 
 
@@ -28,7 +28,7 @@ class UnreadableChunk(Damaged):
         return (type(self), (self.name, self.problem))
 
 
-class _CheckedLabels:
+class CheckedLabels:
     """An image's labels array whose read errors become :class:`UnreadableChunk` naming it."""
 
     def __init__(self, name: str, labels: Any) -> None:
@@ -48,11 +48,13 @@ class _CheckedLabels:
 def rebuild(image: StoredImage) -> da.Array:
     """Lazy (H, W, 3) uint8 rebuild of a stored image, chunked like its labels.
 
+    (H, W, 4) RGBA for an image stored with transparency (an RGBA palette).
+
     Computing it raises :class:`UnreadableChunk` (a :class:`pipeline.stored.Damaged`) naming the
     image when a labels chunk cannot be read.
     """
     labels = da.from_array(
-        _CheckedLabels(image.name, image.labels),
+        CheckedLabels(image.name, image.labels),
         chunks=image.labels.chunks,
         name=False,
         meta=np.empty((0, 0), dtype=image.labels.dtype),
@@ -61,14 +63,14 @@ def rebuild(image: StoredImage) -> da.Array:
         rebuild_block,
         image.palette,
         new_axis=2,
-        chunks=(*labels.chunks, (3,)),
+        chunks=(*labels.chunks, (image.palette.shape[1],)),
         dtype=np.uint8,
         meta=np.empty((0, 0, 0), dtype=np.uint8),
     )
 
 
 def reconstruct(store: str, name: str) -> da.Array:
-    """Lazy (H, W, 3) uint8 rebuild of image ``name`` of ``store``.
+    """Lazy (H, W, 3) uint8 rebuild of image ``name`` of ``store`` ((H, W, 4) with transparency).
 
     Parameters
     ----------

@@ -1,12 +1,19 @@
-"""Images with transparency: an RGBA palette, fitted and assigned on premultiplied colours.
+"""Images with transparency: an RGBA palette, fitted and assigned on how the colours look.
 
-A pixel ``(r, g, b, a)`` is compared with others through its premultiplied form
-``(r a, g a, b a, 255 a)``, integers on 0..65025: what the pixel adds over any background. All
-fully transparent pixels are then the same point (whatever colour they hide), and for opaque
-pixels distances are 255**2 times the plain RGB distances. Labels are the exact nearest palette
-entry by the squared Euclidean distance between these integer vectors (computed in int64,
-exactly), ties to the lowest index. The palette is stored as straight (not premultiplied) uint8
-RGBA; an entry of alpha 0 is ``(0, 0, 0, 0)``.
+A pixel ``(r, g, b, a)`` is compared with others by how it looks over black and over white:
+its composites ``(c a)`` and ``(c a + 255 (255 - a))`` for each channel c, six integers on
+0..65025 (255 times the 8-bit composites). The distance between two pixels is the squared
+Euclidean distance between these vectors: the error seen over black plus the error seen over
+white. So all fully transparent pixels are the same point (whatever colour they hide), a
+difference in alpha counts as much as it shows (a colour over white), and for opaque pixels
+distances are twice 255**2 times the plain RGB distances (same labels). pngquant compares
+colours over black and white alike, taking the larger of the two errors; a sum keeps the
+distance Euclidean, so that k-means centres are plain means. Labels are the exact nearest
+palette entry by this distance (computed in int64, exactly), ties to the lowest index. The
+palette is stored as straight (not premultiplied) uint8 RGBA; an entry of alpha 0 is
+``(0, 0, 0, 0)``, and an image with fully transparent pixels always has that entry (the
+first), so that they stay fully transparent. PSNR is that of the composites over black and
+white together (for opaque images, the RGB PSNR).
 
 Colours are counted with a sort (32-bit keys ``r << 24 | g << 16 | b << 8 | a``), not the
 24-bit colour table of opaque images: images with transparency are mostly icons, logos and
@@ -21,8 +28,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-#: Scale of premultiplied values (255 * 255); squared distances are FULL times those of the
-#: premultiplied colours on the 0..255 scale.
+#: Scale of the composites (255 * 255); squared distances are FULL times the squared errors
+#: of the 8-bit composites over black and over white, summed.
 FULL = 255 * 255
 
 
@@ -57,16 +64,18 @@ def histogram(pixels: NDArray[np.uint8]) -> tuple[NDArray[np.uint32], NDArray[np
     return keys.astype(np.uint32), counts.astype(np.int64)
 
 
-def premultiplied(rgba: NDArray[np.uint8]) -> NDArray[np.int64]:
-    """``(n, 4)`` integer premultiplied colours ``(r a, g a, b a, 255 a)`` of uint8 RGBA."""
+def seen(rgba: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """``(n, 6)`` composites over black and over white of uint8 RGBA colours, times 255."""
     values = rgba.astype(np.int64)
     alpha = values[:, 3:4]
-    return np.concatenate([values[:, :3] * alpha, alpha * 255], axis=1)
+    black = values[:, :3] * alpha
+    return np.concatenate([black, black + 255 * (255 - alpha)], axis=1)
 
 
 def straight(centres: NDArray[np.float64]) -> NDArray[np.uint8]:
-    """uint8 RGBA palette nearest to ``(k, 4)`` premultiplied centres (0..65025 scale)."""
-    alpha = np.clip(np.rint(centres[:, 3] / 255), 0, 255)
+    """uint8 RGBA palette nearest to ``(k, 6)`` centres of :func:`seen` vectors."""
+    hidden = (centres[:, 3:] - centres[:, :3]).mean(axis=1) / 255  # 255 - alpha
+    alpha = np.clip(np.rint(255 - hidden), 0, 255)
     shown = alpha > 0
     rgb = np.zeros((len(centres), 3))
     rgb[shown] = centres[shown, :3] / alpha[shown, None]
@@ -100,12 +109,11 @@ def _nearest(points, centres):  # type: ignore[no-untyped-def]
 def nearest(
     colours: NDArray[np.uint8], palette: NDArray[np.uint8]
 ) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
-    """Exact nearest palette entry of each RGBA colour, and its squared premultiplied distance.
+    """Exact nearest palette entry of each RGBA colour, and its squared distance.
 
-    Both in the integer premultiplied space (see the module docstring); ties to the lowest
-    index.
+    Between integer :func:`seen` vectors (see the module docstring); ties to the lowest index.
     """
-    return _nearest(premultiplied(colours), premultiplied(palette))
+    return _nearest(seen(colours), seen(palette))
 
 
 def _lloyd(
@@ -113,17 +121,22 @@ def _lloyd(
     weights: NDArray[np.float64],
     centres: NDArray[np.float64],
     max_iter: int,
+    pinned: int = 0,
 ) -> NDArray[np.float64]:
-    """Weighted Lloyd iterations on premultiplied points; an emptied centre keeps its place."""
+    """Weighted Lloyd iterations on :func:`seen` points; an emptied centre keeps its place.
+
+    The first ``pinned`` centres never move.
+    """
     k = len(centres)
     for _ in range(max_iter):
         labels, _ = _nearest(points, centres)
         mass = np.bincount(labels, weights=weights, minlength=k)
         sums = np.stack(
-            [np.bincount(labels, weights=weights * points[:, c], minlength=k) for c in range(4)],
+            [np.bincount(labels, weights=weights * column, minlength=k) for column in points.T],
             axis=1,
         )
         full = mass > 0
+        full[:pinned] = False
         new = centres.copy()
         new[full] = sums[full] / mass[full, None]
         if np.array_equal(new, centres):
@@ -137,18 +150,19 @@ def _polish(
     counts: NDArray[np.int64],
     palette: NDArray[np.uint8],
     max_iter: int,
+    pinned: int,
 ) -> tuple[NDArray[np.uint8], NDArray[np.intp], int]:
     """Lloyd iterations on the uint8 palette: exact labels, means rounded to straight RGBA.
 
-    Returns the palette of least error seen, its labels and that error (premultiplied units).
+    The first ``pinned`` entries stay. Returns the palette of least error met, its labels and
+    that error (see :func:`nearest`).
     """
-    points = premultiplied(colours).astype(np.float64)
+    points = seen(colours).astype(np.float64)
     labels, dist = nearest(colours, palette)
     best = (palette, labels, int((dist * counts).sum()))
     for _ in range(max_iter):
-        centres = _lloyd(
-            points, counts.astype(np.float64), premultiplied(palette).astype(np.float64), 1
-        )
+        start = seen(palette).astype(np.float64)
+        centres = _lloyd(points, counts.astype(np.float64), start, 1, pinned)
         new = straight(centres)
         if np.array_equal(new, palette):
             break
@@ -197,7 +211,7 @@ def fit_rgba(
 ) -> tuple[NDArray[np.uint8], NDArray[np.intp], dict[str, Any]]:
     """Fit an RGBA palette of at most ``k`` entries to an image with transparency.
 
-    k-means++ seeds on the sample's premultiplied colours (scikit-learn's
+    k-means++ seeds on the sample's :func:`seen` colours (scikit-learn's
     ``kmeans_plusplus``), weighted Lloyd iterations over the image's distinct colours, then
     polishing on the uint8 palette and filling unused entries, as for opaque images.
 
@@ -227,19 +241,23 @@ def fit_rgba(
         method = "distinct colours"
     else:
         lloyd, polish_iter = EFFORT[effort]
-        points = canonical(sample)
-        seeds, _ = kmeans_plusplus(
-            premultiplied(points).astype(np.float64), k, random_state=random_state
-        )
+        # fully transparent pixels (key 0, first) get an entry of their own, exact, that stays
+        pin = colours[:1] if keys[0] == 0 else colours[:0]
+        points = seen(canonical(sample)).astype(np.float64)
+        seeds, _ = kmeans_plusplus(points, k - len(pin), random_state=random_state)
         centres = _lloyd(
-            premultiplied(colours).astype(np.float64), counts.astype(np.float64), seeds, lloyd
+            seen(colours).astype(np.float64),
+            counts.astype(np.float64),
+            np.concatenate([seen(pin), seeds]),
+            lloyd,
+            len(pin),
         )
-        palette, _, _ = _polish(colours, counts, straight(centres), polish_iter)
+        palette, _, _ = _polish(colours, counts, straight(centres), polish_iter, len(pin))
         for _ in range(2):
             palette = _fill(colours, counts, palette, k)
-            palette, _, _ = _polish(colours, counts, palette, polish_iter)
+            palette, _, _ = _polish(colours, counts, palette, polish_iter, len(pin))
         palette = _fill(colours, counts, palette, k)
-        method = "k-means on premultiplied RGBA (k-means++ seeds on the sample)"
+        method = "k-means on RGBA seen over black and white (k-means++ seeds on the sample)"
     labels, dist = nearest(colours, palette)
     used = np.unique(labels)
     if len(used) < len(palette):
@@ -250,7 +268,7 @@ def fit_rgba(
         "distinct_colors": len(keys),
         "counted_pixels": int(counts.sum()),
         "sample_size": len(sample),
-        "mse": float((dist * counts).sum() / FULL / (4 * counts.sum())),
+        "mse": float((dist * counts).sum() / FULL / (6 * counts.sum())),
     }
     return palette, labels, info
 
@@ -258,10 +276,11 @@ def fit_rgba(
 def label_rgba(
     block: NDArray[np.uint8], palette: NDArray[np.uint8], dtype: np.dtype
 ) -> tuple[NDArray[np.unsignedinteger], int]:
-    """Labels (h, w) of an (h, w, 4) RGBA block, and their summed squared premultiplied error.
+    """Labels (h, w) of an (h, w, 4) RGBA block, and their summed squared error.
 
-    The error is in premultiplied units: divided by :data:`FULL`, it is the squared error of
-    the premultiplied colours on the 0..255 scale (for opaque pixels, the plain RGB error).
+    The error is :func:`nearest`'s: divided by :data:`FULL`, it is the squared error of the
+    8-bit composites over black and over white, summed (for opaque pixels, twice the RGB
+    error).
     """
     keys, inverse = np.unique(pack(canonical(block)).ravel(), return_inverse=True)
     labels, dist = nearest(unpack(keys), palette)

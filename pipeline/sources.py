@@ -4,7 +4,10 @@ Normalisation (recorded in each image's ``conversion`` attribute):
 
 * RGB uint8: used as it is.
 * Grayscale (H, W) or (H, W, 1): the gray value is copied to R, G and B.
-* Gray + alpha, RGBA: the alpha channel is dropped; colour channels are kept as stored.
+* Gray + alpha, RGBA: files decoded whole (PNG, WebP, GIF, ...) keep their alpha channel,
+  as (H, W, 4) RGBA, when any pixel is not fully opaque (their palette is then RGBA, see
+  :mod:`pipeline.rgba`); a fully opaque image, and any image read chunk by chunk (tiled TIFF,
+  Zarr, arrays), drops it. Colour channels are kept as stored.
 * 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
 * Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin).
 * CMYK (print JPEGs and TIFFs): converted to RGB by Pillow, not taken for RGB + alpha.
@@ -78,11 +81,18 @@ class Source:
     whole: da.Array | None = None
 
 
-def conversion_for(shape: tuple[int, ...], dtype: np.dtype) -> str:
+#: ``conversion`` steps for an alpha channel (see the module docstring).
+ALPHA_KEPT = "alpha kept unless fully opaque"
+ALPHA_DROPPED = "alpha dropped"
+
+
+def conversion_for(shape: tuple[int, ...], dtype: np.dtype, keep_alpha: bool = False) -> str:
     """How an image of this shape and pixel type becomes RGB uint8; raises ValueError if it cannot.
 
-    Returns one of the ``conversion`` values described in the module docstring, joined by ``+``.
+    Returns one of the ``conversion`` values described in the module docstring, joined by ``+``;
+    ``keep_alpha``: the image is decoded whole, and keeps an alpha channel that is not opaque.
     """
+    alpha = ALPHA_KEPT if keep_alpha else ALPHA_DROPPED
     steps = []
     if dtype == np.uint16:
         steps.append("16-bit scaled to 8-bit")
@@ -93,9 +103,9 @@ def conversion_for(shape: tuple[int, ...], dtype: np.dtype) -> str:
     if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
         steps.append("gray to RGB")
     elif len(shape) == 3 and shape[2] == 2:
-        steps.extend(["alpha dropped", "gray to RGB"])
+        steps.extend([alpha, "gray to RGB"])
     elif len(shape) == 3 and shape[2] == 4:
-        steps.append("alpha dropped")
+        steps.append(alpha)
     elif not (len(shape) == 3 and shape[2] == 3):
         raise ValueError(f"not a 2-D image: array of shape {shape}")
     if shape[0] == 0 or shape[1] == 0:
@@ -103,16 +113,23 @@ def conversion_for(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return "+".join(steps) or "none"
 
 
-def to_rgb8(block: NDArray[np.generic]) -> NDArray[np.uint8]:
-    """Normalise an image block of any supported shape and type to (h, w, 3) uint8."""
+def to_rgb8(block: NDArray[np.generic], keep_alpha: bool = False) -> NDArray[np.uint8]:
+    """Normalise an image block of any supported shape and type to (h, w, 3) uint8.
+
+    With ``keep_alpha``, a block with an alpha channel that is not fully opaque becomes
+    (h, w, 4) RGBA instead.
+    """
     if block.dtype == np.uint16:
         block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     elif block.dtype == np.bool_:
         block = block.astype(np.uint8) * np.uint8(255)
     if block.ndim == 2:
         block = block[:, :, None]
+    alpha = block[:, :, -1] if block.shape[2] in (2, 4) else None
     if block.shape[2] in (1, 2):
         block = np.repeat(block[:, :, :1], 3, axis=2)
+    if keep_alpha and alpha is not None and not (alpha == 255).all():
+        return np.concatenate([block[:, :, :3], alpha[:, :, None]], axis=2).astype(np.uint8)
     return np.ascontiguousarray(block[:, :, :3], dtype=np.uint8)
 
 
@@ -133,6 +150,8 @@ def _no_pillow_limit() -> Iterator[None]:
 
 def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
     """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
+
+    An image with transparency becomes (H, W, 4) RGBA instead (see :func:`to_rgb8`).
 
     ``data``: the file's bytes, when they were read already (a URL's small file, by
     :func:`probe`).
@@ -163,7 +182,7 @@ def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
         conversion_for(raw.shape, raw.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    return to_rgb8(raw)
+    return to_rgb8(raw, keep_alpha=True)
 
 
 def _is_cmyk(resource: str | bytes, shape: tuple[int, ...]) -> bool:
@@ -339,7 +358,7 @@ def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
     if _is_cmyk(resource, shape):
         conversion = "CMYK to RGB"
     else:
-        conversion = _conversion(path, shape, props.dtype)
+        conversion = _conversion(path, shape, props.dtype, keep_alpha=True)
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:
         gib = pixels * 4 / 2**30
@@ -353,9 +372,9 @@ def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
     return Probe(path, where, "whole", shape, str(props.dtype), conversion, data=whole)
 
 
-def _conversion(path: str, shape: tuple[int, ...], dtype: Any) -> str:
+def _conversion(path: str, shape: tuple[int, ...], dtype: Any, keep_alpha: bool = False) -> str:
     try:
-        return conversion_for(shape, np.dtype(dtype))
+        return conversion_for(shape, np.dtype(dtype), keep_alpha)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
 
@@ -394,8 +413,16 @@ def decode(found: Probe) -> NDArray[np.uint8]:
         raise InputError(found.path, exc.problem) from None
 
 
+def decode_rgb(found: Probe) -> NDArray[np.uint8]:
+    """:func:`decode` without an alpha channel."""
+    return np.ascontiguousarray(decode(found)[:, :, :3])
+
+
 def read_whole(found: Probe) -> NDArray[np.uint8]:
-    """Every pixel of a probed input as one (H, W, 3) uint8 array (small images of a batch)."""
+    """Every pixel of a probed input as one (H, W, 3) uint8 array (small images of a batch).
+
+    (H, W, 4) RGBA for an image decoded whole that has transparency.
+    """
     if found.kind == "whole":
         return decode(found)
     image = source_from_probe(found, "", max(found.shape[:2]), tokenize(found.where)).image
@@ -424,9 +451,9 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
     """
     from pipeline.tiled import TiffTiles
 
-    if found.kind == "whole":
+    if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
         whole = da.from_delayed(
-            delayed(decode, pure=True)(found, dask_key_name=f"read-{token}"),
+            delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
             shape=(found.shape[0], found.shape[1], 3),
             dtype=np.uint8,
         )
@@ -436,7 +463,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
             image=whole.rechunk((chunk, chunk, 3)),
             shape=found.shape,
             dtype=found.dtype,
-            conversion=found.conversion,
+            conversion=found.conversion.replace(ALPHA_KEPT, ALPHA_DROPPED),
             whole=whole,
         )
     chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))

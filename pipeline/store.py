@@ -503,7 +503,8 @@ def finalize(
     (:func:`write_labels`), in any order. Adds ``stored_bytes`` (palette + labels
     chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``) and, when
     ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``) to
-    ``attrs["metrics"]``, and the ``digests`` of both arrays.
+    ``attrs["metrics"]``, the ``digests`` of both arrays, and ``image_shape`` with the
+    palette's channels (4 for an image with transparency).
 
     Returns
     -------
@@ -527,6 +528,7 @@ def finalize(
     if len(ordered) != labels.nchunks:
         raise PipelineError(f"{name}: {len(ordered)} labels chunks written of {labels.nchunks}")
     nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
+    shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
     metrics = dict(attrs.get("metrics", {}))
     metrics.update(stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes)
     if metrics.get("source_bytes"):
@@ -537,7 +539,15 @@ def finalize(
         "labels": labels_digest(ordered.values()),
     }
     # one write of the group's metadata, after every chunk and the palette
-    group.update_attributes({**attrs, "metrics": metrics, "digests": digests, "status": "complete"})
+    group.update_attributes(
+        {
+            **attrs,
+            "image_shape": shape,
+            "metrics": metrics,
+            "digests": digests,
+            "status": "complete",
+        }
+    )
     return dict(group.attrs), int(labels.nchunks)
 
 

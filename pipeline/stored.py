@@ -71,9 +71,9 @@ _ALWAYS = {
             isinstance(v, list)
             and len(v) == 3
             and all(_integer(n) and n > 0 for n in v)
-            and v[2] == 3
+            and v[2] in (3, 4)
         ),
-        "[H, W, 3] with positive integers",
+        "[H, W, 3] or [H, W, 4] with positive integers",
     ),
     "source": (lambda v: isinstance(v, dict) and isinstance(v.get("path"), str), "{path: ...}"),
     "colors_requested": (lambda v: _integer(v) and v > 0, "a positive integer"),
@@ -238,7 +238,7 @@ def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
         except Exception as exc:
             raise Damaged(name, f"{key} array unreadable ({one_line(exc)})") from None
     labels, palette = arrays["labels"], arrays["palette"]
-    height, width, _ = attrs["image_shape"]
+    height, width, channels = attrs["image_shape"]
     expected_dtype = np.uint8 if attrs["colors_requested"] <= 256 else np.uint16
     if labels.shape != (height, width) or labels.dtype != expected_dtype:
         raise Damaged(
@@ -246,11 +246,11 @@ def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
             f"labels are {labels.shape} {labels.dtype}, the attributes say "
             f"({height}, {width}) {np.dtype(expected_dtype)}",
         )
-    if palette.shape != (attrs["colors"], 3) or palette.dtype != np.uint8:
+    if palette.shape != (attrs["colors"], channels) or palette.dtype != np.uint8:
         raise Damaged(
             name,
             f"palette is {palette.shape} {palette.dtype}, the attributes say "
-            f"({attrs['colors']}, 3) uint8",
+            f"({attrs['colors']}, {channels}) uint8",
         )
     try:
         colours = np.asarray(palette[...])

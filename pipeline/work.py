@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
-from pipeline import lease
+from pipeline import lease, rgba
 from pipeline.assign import label_block
 from pipeline.config import Settings, quality_range
 from pipeline.count import grid_histogram, grid_stride
@@ -226,10 +226,18 @@ def fit_sampled(
     counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
     settings: Settings,
 ) -> Fit:
-    """The palette of an image from its pixel sample and colour counts."""
+    """The palette of an image from its pixel sample and colour counts.
+
+    An RGBA sample (an image with transparency) gets an RGBA palette (:mod:`pipeline.rgba`).
+    """
     keys, freq = counts
 
     def fit_with(colors: int) -> Fit:
+        if sample.shape[1] == 4:
+            palette, labels, info = rgba.fit_rgba(
+                sample, keys, freq, colors, random_state=settings.seed, effort=settings.effort
+            )
+            return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info)
         return fit_palette(
             sample,
             keys,
@@ -250,7 +258,11 @@ def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
     """The palette of an image held as one array: the same sample and counts as chunk by chunk."""
     rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
     stride = grid_stride(block.shape[:2], settings.count_pixels)
-    return fit_sampled(block[rows, cols], grid_histogram(block, 0, 0, stride), settings)
+    if block.shape[2] == 4:
+        counts = rgba.histogram(block[::stride, ::stride])
+    else:
+        counts = grid_histogram(block, 0, 0, stride)
+    return fit_sampled(block[rows, cols], counts, settings)
 
 
 def recorded(
@@ -326,7 +338,10 @@ def label_region(
     block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
 ) -> Labelled:
     """Label the block of the image at ``region``, write its labels and measure its error."""
-    labels, error = label_block(block, fit, np.dtype(target.dtype))
+    if block.shape[2] == 4:
+        labels, error = rgba.label_rgba(block, fit.palette, np.dtype(target.dtype))
+    else:
+        labels, error = label_block(block, fit, np.dtype(target.dtype))
     with _writing():
         digests = write_labels(target, region, labels)
     origin = (region[0].start or 0, region[1].start or 0)
@@ -343,14 +358,17 @@ def finish(
     ``labelled`` holds each block's error figures, computed while labelling (the error of
     every pixel with the labels the store holds), and its chunks' digests.
     """
-    mse = sum(part.error for part in labelled) / (3 * n_pixels)
+    channels = fit.palette.shape[1]
+    # RGBA errors are of the composites over black and white, 6 values (pipeline.rgba)
+    scale, values = (rgba.FULL, 6) if channels == 4 else (1, 3)
+    mse = sum(part.error for part in labelled) / scale / (values * n_pixels)
     measured = sum(part.measured for part in labelled)
     metrics = {
         "psnr_db": psnr(mse),
         "mse": mse,
         "ciede2000_mean": sum(p.colour_error for p in labelled) * DE_UNIT / max(measured, 1),
         "ciede2000_pixels": measured,
-        "raw_bytes": 3 * n_pixels,
+        "raw_bytes": channels * n_pixels,
     }
     if spec.size:
         metrics["source_bytes"] = spec.size

@@ -23,7 +23,7 @@ def icon(size=96, seed=0):
 
 
 def brute(colours, palette):
-    p = rgba.premultiplied(colours)[:, None, :] - rgba.premultiplied(palette)[None, :, :]
+    p = rgba.seen(colours)[:, None, :] - rgba.seen(palette)[None, :, :]
     dist = (p * p).sum(axis=2)
     return dist.argmin(axis=1), dist.min(axis=1)
 
@@ -52,22 +52,45 @@ def test_nearest_is_exact_with_ties_to_the_lowest_index():
     assert not (labels == 7).any()
 
 
-def test_opaque_distances_are_rgb_distances_scaled():
+def test_distances_are_errors_over_black_and_white():
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, (200, 4), dtype=np.uint8)
     b = rng.integers(0, 256, (200, 4), dtype=np.uint8)
+    diff = rgba.seen(a) - rgba.seen(b)
+    distance = (diff * diff).sum(axis=1)
+
+    def over(x, background):
+        alpha = x[:, 3:].astype(np.float64) / 255
+        return x[:, :3] * alpha + background * (1 - alpha)
+
+    expected = sum(((over(a, v) - over(b, v)) ** 2).sum(axis=1) for v in (0.0, 255.0))
+    assert np.allclose(distance / rgba.FULL, expected)
+    # opaque colours: twice the RGB distance, so the same nearest entry as in RGB
     a[:, 3] = b[:, 3] = 255
-    premult = rgba.premultiplied(a) - rgba.premultiplied(b)
+    diff = rgba.seen(a) - rgba.seen(b)
     rgb = a[:, :3].astype(np.int64) - b[:, :3]
-    assert np.array_equal((premult * premult).sum(axis=1), rgba.FULL * (rgb * rgb).sum(axis=1))
+    assert np.array_equal((diff * diff).sum(axis=1), 2 * rgba.FULL * (rgb * rgb).sum(axis=1))
 
 
-def test_straight_inverts_premultiplied():
+def test_straight_inverts_seen():
     colours = np.random.default_rng(3).integers(0, 256, (500, 4), dtype=np.uint8)
     colours[:, 3] = np.maximum(colours[:, 3], 200)  # where 8-bit alpha keeps the colour exact
-    back = rgba.straight(rgba.premultiplied(colours).astype(np.float64))
+    back = rgba.straight(rgba.seen(colours).astype(np.float64))
     assert np.array_equal(back, colours)
-    assert not rgba.straight(np.array([[5.0, 9.0, 3.0, 100.0]])).any()  # alpha rounds to 0
+    nearly_clear = rgba.seen(np.array([[5, 9, 3, 0]], dtype=np.uint8)).astype(float) + 40
+    assert not rgba.straight(nearly_clear).any()  # alpha rounds to 0
+
+
+def test_opaque_regions_stay_opaque():
+    # clusters that mixed opaque and soft-edge pixels made whole regions see-through
+    image = icon(160)
+    keys, counts = rgba.histogram(image)
+    flat = image.reshape(-1, 4)
+    sample = flat[np.random.default_rng(0).choice(len(flat), 3000, replace=False)]
+    palette, _, _ = rgba.fit_rgba(sample, keys, counts, 32, random_state=0)
+    labels, _ = rgba.label_rgba(image, palette, np.dtype(np.uint8))
+    inside = image[..., 3] == 255
+    assert (palette[labels][inside][:, 3] >= 250).mean() > 0.99
 
 
 @pytest.mark.parametrize("k", [4, 32, 200])
@@ -85,7 +108,7 @@ def test_fit_keeps_every_entry_and_its_labels_are_exact(k):
     # every fully transparent pixel, whatever colour it hides, gets one entry
     block_labels, error = rgba.label_rgba(image, palette, np.dtype(np.uint8))
     assert len(np.unique(block_labels[image[..., 3] == 0])) == 1
-    assert error / rgba.FULL / (4 * image.shape[0] * image.shape[1]) == pytest.approx(info["mse"])
+    assert error / rgba.FULL / (6 * image.shape[0] * image.shape[1]) == pytest.approx(info["mse"])
 
 
 def test_block_labels_do_not_depend_on_the_chunking():
@@ -114,3 +137,38 @@ def test_few_colours_are_kept_exactly():
     assert info["mse"] == 0
     assert rgba.opaque(image[5:, :5])
     assert not rgba.opaque(image)
+
+
+def test_a_job_keeps_transparency_and_leaves_opaque_images_unchanged(tmp_path, write_image):
+    from pipeline import compress, open_store, reconstruct, verify_store
+
+    image = icon(120, seed=6)
+    opaque_rgba = image.copy()
+    opaque_rgba[..., 3] = 255
+    paths = [
+        write_image("clear.png", image),
+        write_image("opaque.png", opaque_rgba),
+        write_image("rgb.png", np.ascontiguousarray(opaque_rgba[..., :3])),
+    ]
+    store = str(tmp_path / "s.zarr")
+    results = compress(paths, store, colors=24, sample=2000)
+    assert [r.status for r in results] == ["done"] * 3
+    images = open_store(store)
+    clear = images["clear.png"]
+    assert clear.palette.shape == (24, 4)
+    assert clear.attrs["image_shape"] == [120, 120, 4]
+    assert clear.attrs["source"]["conversion"] == "alpha kept unless fully opaque"
+    assert clear.attrs["metrics"]["raw_bytes"] == 4 * 120 * 120
+    rebuilt = np.asarray(reconstruct(store, "clear.png"))
+    assert rebuilt.shape == (120, 120, 4)
+    assert (rebuilt[image[..., 3] == 0] == 0).all()  # transparent stays transparent
+    assert abs(rebuilt[..., 3].astype(int) - image[..., 3]).mean() < 8
+    # an RGBA file whose every pixel is opaque is stored exactly as the same RGB image
+    opaque, rgb = images["opaque.png"], images["rgb.png"]
+    assert opaque.palette.shape == (24, 3)
+    assert np.array_equal(opaque.palette, rgb.palette)
+    assert np.array_equal(opaque.labels[...], rgb.labels[...])
+    assert opaque.attrs["digests"] == rgb.attrs["digests"]
+    findings = list(verify_store(store))
+    assert [f.problems for f in findings] == [[], [], []]
+    assert all(f.checked for f in findings)

@@ -6,7 +6,15 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError
-from pipeline.sources import _decode_fast, from_array, open_file, probe, read_file, to_rgb8
+from pipeline.sources import (
+    _decode_fast,
+    decode,
+    from_array,
+    open_file,
+    probe,
+    read_file,
+    to_rgb8,
+)
 
 
 def opened(path, chunk=64):
@@ -35,6 +43,18 @@ def test_alpha_is_dropped(write_image):
     source, rgb = opened(write_image("a.png", rgba))
     assert source.conversion == "alpha dropped"
     assert np.array_equal(rgb, rgba[:, :, :3])
+
+
+def test_alpha_is_kept_by_whole_decoding_unless_opaque(write_image):
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 25, 4), dtype=np.uint8)
+    found = probe(write_image("a.png", rgba))
+    assert found.conversion == "alpha kept unless fully opaque"
+    assert np.array_equal(decode(found), rgba)
+    rgba[..., 3] = 255
+    assert np.array_equal(decode(probe(write_image("b.png", rgba))), rgba[..., :3])
+    la = np.random.default_rng(1).integers(0, 256, (20, 25, 2), dtype=np.uint8)
+    kept = decode(probe(write_image("la.png", la)))
+    assert np.array_equal(kept, np.dstack([np.repeat(la[:, :, :1], 3, axis=2), la[:, :, 1]]))
 
 
 def test_gray_alpha_keeps_the_gray(write_image):
@@ -134,7 +154,7 @@ def test_jpeg_and_png_decode_to_the_same_pixels_as_imageio(write_image, china):
         Path(write_image("interlaced.png", china, interlace=1)),
     ]
     for path in photos:
-        expected = to_rgb8(iio.imread(path, index=0))  # the same rules, after imageio's decode
+        expected = to_rgb8(iio.imread(path, index=0), keep_alpha=True)  # imageio, same rules
         assert np.array_equal(read_file(str(path)), expected), path
     rgb = write_image("rgb.png", china)
     assert np.array_equal(_decode_fast(Path(rgb).read_bytes()), china)  # the fast path is taken
