@@ -68,7 +68,7 @@ read, whose metadata is unreadable, or that was compressed from an array is name
 repairable.
 
 exit status: 0 every image whole (after repair, with --repair), 1 some image damaged or not
-repaired, 2 usage error (no such store, a bad image name, the store in use by a job).
+repaired, or no such store, 2 usage error (a bad image name, the store in use by a job).
 """
 
 
@@ -225,7 +225,8 @@ Every complete image is written. Each image left out gets one line on stderr, "e
 why", and the others are still written: incomplete (still being written, or left by a stopped
 run: run the job again), damaged (metadata unreadable, chunks missing, a chunk failing its
 checksum: verify --repair redoes it), an output kept, its source's folder, a --name not in the
-store.
+store, a format that cannot hold it (GIF of over 256 colours or 65,535 pixels across, WebP of
+over 16,383 across).
 
 An --out that cannot be written at all (disk full, read-only) stops the command at once, with
 one line saying how many images were not written; what was written before is complete.
@@ -247,9 +248,12 @@ unknown --format; an --out that is a file or a URL).
     rec.add_argument(
         "--format",
         default="png",
-        help="file extension: tif (tiled TIFF) and zarr are written chunk by chunk, for images "
-        "of any size; png, webp, bmp, ... (anything imageio writes) need the whole image in "
-        "memory (default: png)",
+        help="file extension (default: png). png and gif: indexed PNG and GIF of the stored "
+        "palette, exactly the stored pixels, holding only the labels in memory (1 byte per "
+        "pixel); above 256 colours, png is RGB and gif is refused. webp: lossless WebP, exact. "
+        "tif (tiled TIFF) and zarr are written chunk by chunk, for images of any size; webp, RGB "
+        "png and the others (jpg, bmp, ...: anything imageio writes) need the whole image in "
+        "memory",
     )
     rec.add_argument(
         "--name", action="append", help="only this image, as the store names it (repeatable)"
@@ -296,6 +300,43 @@ unknown --format; an --out that is a file or a URL).
     )
     check.add_argument(
         "--threads", type=_positive, help="threads reading chunks (default: one per core)"
+    )
+
+    page = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page showing how a store's images were compressed",
+        description="Write one HTML file showing a store's images: a summary table (size, "
+        "colours, PSNR,\nmean CIEDE2000, bytes stored, ratios to raw RGB and to the source "
+        "file) and, for each image,\nits palette as swatches (most used first) and the rebuilt "
+        "image beside its original (where\nthe recorded source can still be read): a thumbnail "
+        "and a 1:1 crop of where they differ most.",
+        epilog="""\
+The file needs nothing else to be viewed, no network either: styles are inline and pictures are
+data: URIs (rebuilt pictures and 1:1 crops PNG, the original's thumbnail JPEG). Pictures are
+computed chunk by chunk; only the crops are read at full resolution. It is written under a
+hidden temporary name beside --out and renamed once complete; an existing file is kept unless
+--overwrite.
+
+Each image left out (incomplete, damaged, a --name not in the store) gets one row in the page
+and one line on stderr, "error: NAME: why"; the others are still shown. An image whose source
+is gone, unreadable or changed since it was compressed is shown without its original, with a
+line saying why.
+
+exit status: 0 written with every image, 1 written with some image left out, no such store, or
+--out cannot be written, 2 usage error (a bad --name, an --out that exists without --overwrite,
+is a folder or a URL).
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    page.add_argument("store", metavar="STORE")
+    page.add_argument(
+        "-o", "--out", metavar="HTML", required=True, help="HTML file to write (a local file)"
+    )
+    page.add_argument(
+        "--name", action="append", help="only this image, as the store names it (repeatable)"
+    )
+    page.add_argument(
+        "--overwrite", action="store_true", help="replace an existing file of that name"
     )
     return parser
 
@@ -349,7 +390,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
         report = job.get("report")
         with (
-            performance_report(filename=report) if report else contextlib.nullcontext(),
+            # mode="inline": bokeh's JavaScript inside the file, so it renders offline
+            performance_report(filename=report, mode="inline")
+            if report
+            else contextlib.nullcontext(),
             Progress() as progress,
         ):
             try:
@@ -372,6 +416,9 @@ def _run(args: argparse.Namespace) -> int:
                 progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
     print(f"\nstore: {store}")
     if report:
+        from pipeline.htmlreport import drop_remote_icons
+
+        drop_remote_icons(report)
         print(f"report: {report}")
     print(gathered.text())
     return EXIT_FAILED if gathered.failed or stopped else EXIT_OK
@@ -501,12 +548,38 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if left else EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.htmlreport import write_report
+
+    images = left = damaged = 0
+    with contextlib.closing(
+        write_report(args.store, args.out, args.name, overwrite=args.overwrite)
+    ) as outcomes:
+        for shown in outcomes:
+            images += 1
+            if shown.problem is not None:
+                left += 1
+                damaged += shown.kind == "damaged"
+                print(f"error: {shown.name}: {shown.problem}", file=sys.stderr, flush=True)
+            elif shown.note is not None:
+                print(f"{shown.name}: {shown.note}", flush=True)
+            _stop_point()
+    counted = f"{images} {'image' if images == 1 else 'images'}"
+    print(f"report: {args.out}: {images - left} of {counted} shown")
+    if not left:
+        return EXIT_OK
+    repair = f"; python -m pipeline verify {args.store} --repair redoes damaged ones"
+    print(f"{left} of {counted} left out" + (repair if damaged else ""), file=sys.stderr)
+    return EXIT_FAILED
+
+
 #: What a command stopped by a signal leaves, said in its last line.
 INTERRUPTED = {
     "run": "complete images are kept; run again to finish",
     "reconstruct": "every file written is complete; nothing half-written is left",
     "info": "stopped",
     "verify": "stopped; images repaired so far are complete",
+    "report": "stopped; no report written",
 }
 
 
@@ -515,7 +588,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("distributed").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="dask_ml")
-    handlers = {"run": _run, "reconstruct": _reconstruct, "info": _info, "verify": _verify}
+    handlers = {
+        "run": _run,
+        "reconstruct": _reconstruct,
+        "info": _info,
+        "verify": _verify,
+        "report": _report,
+    }
     try:
         with stop_on_signals():
             return handlers[args.command](args)

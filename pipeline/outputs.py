@@ -514,7 +514,7 @@ class _Unwritable(Exception):
     """The output folder cannot be written at all (full, read-only, refused)."""
 
 
-class _Exists(Exception):
+class TargetExists(Exception):
     """The target appeared while its image was being written."""
 
 
@@ -557,15 +557,15 @@ def _write_one(
     refused = format_problem(image.palette, image.labels.shape, extension)
     if refused:
         return Outcome(name, None, f"not written: {refused}", "failed")
-    kept = _kept(target, extension == ".zarr", overwrite)
+    kept = kept_reason(target, extension == ".zarr", overwrite)
     if kept:
         return Outcome(name, None, f"not written: {kept}", "kept")
     try:
         _write_atomically(image, target, extension, overwrite=overwrite)
     except Damaged as exc:
         return Outcome(name, None, exc.problem, "damaged")
-    except _Exists:
-        return Outcome(name, None, f"not written: {_exists(target)}", "kept")
+    except TargetExists:
+        return Outcome(name, None, f"not written: {exists_message(target)}", "kept")
     except OSError as exc:
         reason = unwritable(exc)
         if reason is not None:
@@ -599,16 +599,17 @@ def _is_folder(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path)
 
 
-def _exists(target: str) -> str:
+def exists_message(target: str) -> str:
+    """The line saying that ``target`` exists and is kept."""
     return f"{target} exists; --overwrite replaces it"
 
 
-def _kept(target: str, folder: bool, overwrite: bool) -> str | None:
+def kept_reason(target: str, folder: bool, overwrite: bool) -> str | None:
     """Why an existing ``target`` stays as it is (None: absent, or to be replaced)."""
     if not os.path.lexists(target):
         return None
     if not overwrite:
-        return _exists(target)
+        return exists_message(target)
     if folder and not _is_folder(target):
         return f"{target} exists and is not a folder; not replaced"
     if not folder and _is_folder(target):
@@ -616,7 +617,7 @@ def _kept(target: str, folder: bool, overwrite: bool) -> str | None:
     return None
 
 
-def _temporary(target: str, tag: str, make: bool, folder: bool) -> str:
+def temporary_beside(target: str, tag: str, make: bool, folder: bool) -> str:
     """A new hidden name beside ``target`` (``.NAME.tag-XXXXXXXX``), created when ``make``.
 
     Created with the default permissions (umask applied), unlike :mod:`tempfile`'s private ones,
@@ -639,7 +640,8 @@ def _temporary(target: str, tag: str, make: bool, folder: bool) -> str:
         return path
 
 
-def _remove(path: str) -> None:
+def remove_output(path: str) -> None:
+    """Remove the file or folder ``path`` (a temporary output), if it is there."""
     with contextlib.suppress(FileNotFoundError):
         if _is_folder(path):
             shutil.rmtree(path)
@@ -651,12 +653,12 @@ def _write_atomically(image: StoredImage, target: str, extension: str, *, overwr
     """Write ``image`` rebuilt to a temporary beside ``target``, then rename it to ``target``."""
     folder = extension == ".zarr"
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    temp = _temporary(target, "tmp", make=True, folder=folder)
+    temp = temporary_beside(target, "tmp", make=True, folder=folder)
     try:
         _write_pixels(image, temp, extension)
-        _publish(temp, target, folder=folder, overwrite=overwrite)
+        publish(temp, target, folder=folder, overwrite=overwrite)
     except BaseException:
-        _remove(temp)
+        remove_output(temp)
         raise
 
 
@@ -683,12 +685,12 @@ def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
         os.fsync(file.fileno())
 
 
-def _publish(temp: str, target: str, *, folder: bool, overwrite: bool) -> None:
+def publish(temp: str, target: str, *, folder: bool, overwrite: bool) -> None:
     """Rename the complete ``temp`` to ``target``; replace an existing one only if ``overwrite``.
 
     Raises
     ------
-    _Exists
+    TargetExists
         When ``target`` appeared meanwhile and ``overwrite`` is off.
     """
     if not overwrite:
@@ -696,33 +698,33 @@ def _publish(temp: str, target: str, *, folder: bool, overwrite: bool) -> None:
             try:
                 os.link(temp, target)  # fails if target exists: nothing is ever replaced
             except FileExistsError:
-                raise _Exists from None
+                raise TargetExists from None
             except OSError:  # a file system without hard links
                 if os.path.lexists(target):
-                    raise _Exists from None
+                    raise TargetExists from None
                 os.rename(temp, target)
             else:
                 os.unlink(temp)
             return
         if os.path.lexists(target):
-            raise _Exists
+            raise TargetExists
         try:
             os.rename(temp, target)
         except (FileExistsError, IsADirectoryError, NotADirectoryError):
-            raise _Exists from None
+            raise TargetExists from None
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise _Exists from None
+                raise TargetExists from None
             raise
         return
     if not folder or not os.path.lexists(target):
         os.replace(temp, target)
         return
-    aside = _temporary(target, "old", make=False, folder=True)
+    aside = temporary_beside(target, "old", make=False, folder=True)
     os.rename(target, aside)
     try:
         os.rename(temp, target)
     except BaseException:
         os.rename(aside, target)
         raise
-    _remove(aside)
+    remove_output(aside)
