@@ -4,10 +4,11 @@ Assignment is a table lookup keyed by the 24-bit colour (:func:`pipeline.colours
 table of a fit starts with the colours the fit counted and their exact labels; a colour it has not
 seen yet (an image whose colours were counted from a sample) is labelled once, exactly, by the
 brute-force kernel and added to the table. The result is always
-:func:`pipeline.colours.nearest` of the stored palette. Each table entry also holds the squared
-error of its colour, so a chunk's labels and its exact error come from one pass over the pixels,
-compiled with numba (three times faster than the same steps as NumPy array operations, which each
-make a full-size temporary).
+:func:`pipeline.colours.nearest` of the stored palette, in the fit's colour space
+(:attr:`pipeline.fit.Fit.space`). Each table entry also holds the squared RGB error of its colour
+(PSNR is measured in RGB whatever the space), so a chunk's labels and its exact error come from
+one pass over the pixels, compiled with numba (three times faster than the same steps as NumPy
+array operations, which each make a full-size temporary).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dask import delayed
 from numpy.typing import NDArray
 
 from pipeline.colours import colour_table, nearest, pack, pixel_key, recycle_table, unpack
+from pipeline.dither import DEFAULT_STRENGTH, dither_block
 from pipeline.fit import Fit
 
 #: Bits of a squared distance between two uint8 RGB colours (at most 3 * 255**2 < 2**18).
@@ -76,13 +78,15 @@ class LookupTable:
     """Label and squared error of every 24-bit colour met so far, for one palette.
 
     An entry is 0 for a colour not labelled yet, else ``1 + label`` in its low ``label_bits``
-    and the colour's squared distance to its entry above them: 2**24 entries (64 MiB). The
+    (the nearest entry in the fit's colour space) and the colour's squared RGB distance to its
+    entry above them: 2**24 entries (64 MiB). The
     memory is reused by the next table once this one is released (only the entries that were
     set are cleared): a fresh 64 MiB table per image costs more in page faults than the lookups.
     """
 
     def __init__(self, fit: Fit) -> None:
         self.palette = fit.palette
+        self.space = fit.space
         self.label_bits = len(fit.palette).bit_length()
         wide = self.label_bits + ERROR_BITS > 32
         self.entries = colour_table(np.dtype(np.uint64 if wide else np.uint32))
@@ -103,8 +107,8 @@ class LookupTable:
         """Labels (h, w) of an (h, w, 3) uint8 block and the sum of their squared errors.
 
         One compiled pass over the pixels; colours the table does not hold yet are labelled
-        exactly (:func:`~pipeline.colours.nearest`) and added, and their pixels are looked up
-        again.
+        exactly (:func:`~pipeline.colours.nearest` in the fit's space) and added, and their
+        pixels are looked up again.
         """
         height, width = block.shape[:2]
         labels = np.empty((height, width), dtype=dtype)
@@ -116,7 +120,7 @@ class LookupTable:
             where = pending[:missing]
             rows, cols = np.divmod(where, width)
             new = np.unique(pack(block[rows, cols]))
-            self._add(new, nearest(unpack(new), self.palette))
+            self._add(new, nearest(unpack(new), self.palette, space=self.space))
             error += _lookup_at(block, self.entries, *fields, labels, where)
         return labels, int(error)
 
@@ -170,14 +174,32 @@ def lookup_table(fit: Fit) -> Iterator[LookupTable]:
 
 
 def label_block(
-    block: NDArray[np.uint8], fit: Fit, dtype: np.dtype
+    block: NDArray[np.uint8],
+    fit: Fit,
+    dtype: np.dtype,
+    dither: str = "none",
+    strength: float = DEFAULT_STRENGTH,
+    origin: tuple[int, int] = (0, 0),
 ) -> tuple[NDArray[np.unsignedinteger], int]:
     """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette, and their squared error.
 
     The error is the sum over the block's pixels and channels of (pixel - palette entry)**2.
+    With ``dither`` (``"ordered"`` or ``"blue-noise"``, see :mod:`pipeline.dither`) each pixel
+    is nudged by a threshold fixed to its absolute position before it is labelled: ``origin``
+    is the block's top-left pixel in the image, ``strength`` the nudge in palette spacings.
     """
     with lookup_table(fit) as table:
-        return table.lookup(block, dtype)
+        if dither == "none":
+            return table.lookup(block, dtype)
+        return dither_block(
+            block,
+            *origin,
+            fit.palette,
+            dither,
+            strength,
+            lambda pixels: table.lookup(pixels, dtype)[0],
+            fit.space,
+        )
 
 
 def assign_block(

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dither-strength",
         type=float,
         metavar="S",
-        help="scale of the dither, 0..4; 1 is about the spacing of the palette (default: 1)",
+        help="scale of the dither in spacings of the palette's colours, 0..4 (default: 0.75)",
     )
     run.add_argument(
         "--quality",

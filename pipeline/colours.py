@@ -1,8 +1,10 @@
 """Kernels on RGB colours: packing, counting, and the exact nearest palette entry.
 
 Colours are handled as integers throughout. A pixel ``(r, g, b)`` packs into the 24-bit key
-``r << 16 | g << 8 | b``; distances are squared Euclidean distances between uint8 triples, which
-this module computes exactly (see :func:`nearest`).
+``r << 16 | g << 8 | b``. Distances are squared Euclidean distances between the colours'
+coordinates in a colour space (:data:`SPACES`): the uint8 triples themselves in ``"rgb"``,
+which this module computes exactly (see :func:`nearest`), or their float64 OKLab coordinates
+(:mod:`pipeline.oklab`) in ``"oklab"``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import threading
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
+from pipeline import oklab
+
+#: Colour spaces a palette can be fitted and pixels labelled in, each with the unit of its
+#: :func:`coordinates`: divided by it, colours span about [0, 1] (the scale of the dask-ml fit
+#: on the sample and of its ``tol``).
+SPACES: dict[str, float] = {"rgb": 255.0, "oklab": oklab.SCALE}
 
 
 def pack(pixels: NDArray[np.uint8]) -> NDArray[np.uint32]:
@@ -28,6 +37,34 @@ def unpack(keys: NDArray[np.integer]) -> NDArray[np.uint8]:
     """Inverse of :func:`pack`: 24-bit keys ``(...)`` to uint8 RGB ``(..., 3)``."""
     k = np.asarray(keys, dtype=np.uint32)
     return np.stack([(k >> 16) & 255, (k >> 8) & 255, k & 255], axis=-1).astype(np.uint8)
+
+
+def check_space(space: str) -> None:
+    """Raise ``ValueError`` unless ``space`` is one of :data:`SPACES`."""
+    if space not in SPACES:
+        raise ValueError(f"unknown colour space {space!r}: expected one of {', '.join(SPACES)}")
+
+
+def coordinates(colours: NDArray[np.uint8], space: str) -> NDArray[np.float64]:
+    """Coordinates of uint8 RGB ``colours`` ``(..., 3)`` in ``space``, as float64.
+
+    ``"rgb"``: the values themselves (0..255); ``"oklab"``: :func:`pipeline.oklab.coordinates`.
+    """
+    check_space(space)
+    if space == "oklab":
+        return oklab.coordinates(colours)
+    return colours.astype(np.float64)
+
+
+def to_uint8(points: NDArray[np.float64], space: str) -> NDArray[np.uint8]:
+    """The uint8 colours of points ``(..., 3)`` of ``space``: :func:`coordinates` inverted.
+
+    Each sRGB value is clipped to 0..255 and rounded (``"oklab"``: :func:`pipeline.oklab.to_uint8`).
+    """
+    check_space(space)
+    if space == "oklab":
+        return oklab.to_uint8(points)
+    return np.clip(np.rint(points), 0, 255).astype(np.uint8)
 
 
 #: Cleared colour tables kept per entry type for reuse (see :func:`colour_table`).
@@ -126,6 +163,9 @@ def merge_histograms(
 #: orders the centres by their distance to each other (k**2 log k work) to skip most of them.
 FEW_CENTRES = 8
 GUIDED_FROM = 16
+#: Relative margin of the guided search's triangle-inequality bound (see
+#: :func:`_nearest_guided`): a million times the rounding error of float64 distances.
+WIDEN = 1e-9
 
 
 @numba.njit(nogil=True, cache=True)
@@ -149,12 +189,15 @@ def _nearest_all(points, centres):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def _nearest_guided(points, centres, neighbours, spacing, guess, slack):  # type: ignore[no-untyped-def]
+def _nearest_guided(points, centres, neighbours, spacing, guess, widen):  # type: ignore[no-untyped-def]
     # For each point: start from a guessed centre g (``guess[i]``, or when negative the previous
     # point's answer), then scan the other centres in order of their distance from g. By the
     # triangle inequality a centre farther from g than |p - g| + |p - best| cannot be nearer
-    # than the best so far, nor tie with it, so the scan stops there (``slack`` covers the
-    # rounding of square roots: every exact tie is examined).
+    # than the best so far, nor tie with it, so the scan stops there. ``widen`` (slightly above
+    # 1) multiplies that bound to cover rounding: every computed distance and square root is
+    # within a few units in the last place, i.e. a relative 1e-15, of the exact one whatever the
+    # scale of the coordinates, so every centre whose computed distance ties with or beats the
+    # best is examined.
     n, k = points.shape[0], centres.shape[0]
     labels = np.empty(n, dtype=np.intp)
     dist = np.empty(n, dtype=np.float64)
@@ -166,7 +209,7 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, slack):  # type
         best = d0 * d0 + d1 * d1 + d2 * d2
         label = g
         radius = np.sqrt(best)
-        reach = 2.0 * radius + slack
+        reach = 2.0 * radius * widen
         for m in range(1, k):
             if spacing[g, m] > reach:
                 break
@@ -175,7 +218,7 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, slack):  # type
             d = d0 * d0 + d1 * d1 + d2 * d2
             if d < best:
                 best, label = d, j
-                reach = radius + np.sqrt(d) + slack
+                reach = (radius + np.sqrt(d)) * widen
             elif d == best and j < label:
                 label = j
         labels[i] = label
@@ -194,7 +237,8 @@ def nearest_centre(
     Distances are computed in float64, one point at a time in a compiled loop. With many centres
     and many points per centre, each point starts from a guessed centre and looks only at the
     centres close enough to it to possibly be nearer (triangle inequality); otherwise at every
-    centre. For uint8 colours every distance is an exact integer, so the result equals the
+    centre; either way the result is that of comparing every centre, whatever the scale of the
+    coordinates. For uint8 colours every distance is an exact integer, so the result equals the
     integer brute force. ``guess`` (a centre index per point, e.g. its previous label) only
     changes the speed; without it, each point starts from the previous point's answer, which
     suits colours in sorted order.
@@ -208,25 +252,24 @@ def nearest_centre(
     spacing = np.take_along_axis(gaps, neighbours, axis=1)
     if guess is None:
         guess = np.full(len(points), -1, dtype=np.intp)
-    # square roots of values up to 3 * 255**2 are within ~1e-13 of exact
     return _nearest_guided(
-        points,
-        centres64,
-        neighbours,
-        spacing,
-        np.asarray(guess, dtype=np.intp),
-        1e-6,
+        points, centres64, neighbours, spacing, np.asarray(guess, dtype=np.intp), 1.0 + WIDEN
     )
 
 
 def nearest(
-    pixels: NDArray[np.uint8], palette: NDArray[np.uint8], guess: NDArray[np.integer] | None = None
+    pixels: NDArray[np.uint8],
+    palette: NDArray[np.uint8],
+    guess: NDArray[np.integer] | None = None,
+    space: str = "rgb",
 ) -> NDArray[np.intp]:
     """Index of the nearest palette entry for each pixel, exactly.
 
-    The nearest entry minimises the squared Euclidean distance between uint8 RGB triples; ties go
-    to the lowest index. This equals the brute-force integer computation: :func:`nearest_centre`
-    works in float64, where for uint8 inputs every distance is an integer and therefore exact.
+    The nearest entry minimises the squared Euclidean distance between the colours'
+    :func:`coordinates` in ``space``; ties go to the lowest index. In ``"rgb"`` this equals the
+    brute-force integer computation: :func:`nearest_centre` works in float64, where for uint8
+    inputs every distance is an integer and therefore exact. In ``"oklab"`` it equals comparing
+    the float64 distance ``d0 * d0 + d1 * d1 + d2 * d2`` to every entry.
 
     Parameters
     ----------
@@ -234,9 +277,13 @@ def nearest(
     palette : ndarray of uint8, shape (k, 3)
     guess : ndarray of int, shape (n,), optional
         A likely answer per pixel (see :func:`nearest_centre`); only the speed depends on it.
+    space : str
+        One of :data:`SPACES`.
 
     Returns
     -------
     ndarray of intp, shape (n,)
     """
-    return nearest_centre(pixels, palette, guess)[0]
+    if space == "rgb":  # the uint8 values themselves
+        return nearest_centre(pixels, palette, guess)[0]
+    return nearest_centre(coordinates(pixels, space), coordinates(palette, space), guess)[0]

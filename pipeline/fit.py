@@ -15,6 +15,12 @@ The fit runs in three stages, each a plain function:
 
 :func:`fit_palette` chains them; images with at most ``k`` distinct colours get those colours as
 their palette (lossless) without any fitting.
+
+Every stage works on the colours' coordinates in the fit's colour space
+(:func:`pipeline.colours.coordinates`): their uint8 RGB values by default, or with
+``space="oklab"`` their weighted OKLab coordinates (:mod:`pipeline.oklab`), where distances follow
+perceived differences; the palette is uint8 sRGB either way, and the labels are exact in the
+fit's space.
 """
 
 from __future__ import annotations
@@ -29,7 +35,16 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from pipeline.colours import nearest, pack, unpack
+from pipeline.colours import (
+    SPACES,
+    check_space,
+    coordinates,
+    nearest,
+    nearest_centre,
+    pack,
+    to_uint8,
+    unpack,
+)
 from pipeline.kmeans import Clusters, per_cluster, plusplus, split_merge, update
 from pipeline.levels import best_levels, is_gray
 
@@ -90,12 +105,15 @@ class Fit:
         Exact nearest palette index of each of ``keys``.
     info : dict
         How the fit went: iterations per stage, sample size, distinct colours, mean squared error.
+    space : str
+        Colour space of the fit and of its labels (see :data:`pipeline.colours.SPACES`).
     """
 
     palette: NDArray[np.uint8]
     keys: NDArray[np.uint32]
     labels: NDArray[np.uint16]
     info: dict[str, Any] = field(default_factory=dict)
+    space: str = "rgb"
 
 
 @functools.cache
@@ -162,11 +180,31 @@ def polish(
     palette: NDArray[np.uint8],
     *,
     max_iter: int,
+    space: str = "rgb",
+    points: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.uint8], NDArray[np.intp], int]:
     """Lloyd iterations on the uint8 palette itself: exact labels, then rounded weighted means.
 
-    For fixed labels the rounded mean is the best uint8 value per channel, and exact relabelling
-    never increases the error, so the stored error never grows. Ends when the palette is stable.
+    Labels are the exact nearest entries in ``space`` (:func:`pipeline.colours.nearest`), each
+    entry moves to its colours' weighted mean there, back to uint8 (clipped and rounded in sRGB:
+    :func:`pipeline.colours.to_uint8`). In ``"rgb"`` that rounded mean is the best uint8 value
+    per channel for fixed labels, and exact relabelling never increases the error, so the error
+    never grows; in ``"oklab"`` rounding can make it grow, so the palette of least error seen
+    is kept. Ends when the palette is stable.
+
+    Parameters
+    ----------
+    colours : ndarray of uint8, shape (n, 3)
+    counts : ndarray of int64, shape (n,)
+        The image's distinct colours and their pixel counts.
+    palette : ndarray of uint8, shape (k, 3)
+        Starting palette.
+    max_iter : int
+        Iterations at most.
+    space : str
+        Colour space of the labels and means (see :data:`pipeline.colours.SPACES`).
+    points : ndarray of float64, shape (n, 3), optional
+        ``coordinates(colours, space)``, when already computed.
 
     Returns
     -------
@@ -175,17 +213,22 @@ def polish(
         Exact nearest entry of each colour for the returned palette.
     n_iter : int
     """
-    points = colours.astype(np.float64)
+    if points is None:
+        points = coordinates(colours, space)
     weights = counts.astype(np.float64)
-    labels = nearest(colours, palette)
+    centres = coordinates(palette, space)
+    labels, dist = nearest_centre(points, centres)
+    best = palette, labels, float((dist * weights).sum())
     for it in range(1, max_iter + 1):
-        centres = update(points, weights, labels, palette.astype(np.float64))
-        new = np.clip(np.rint(centres), 0, 255).astype(np.uint8)
+        new = to_uint8(update(points, weights, labels, centres), space)
         if np.array_equal(new, palette):
-            return palette, labels, it
-        palette = new
-        labels = nearest(colours, palette, guess=labels)
-    return palette, labels, max_iter
+            return best[0], best[1], it
+        palette, centres = new, coordinates(new, space)
+        labels, dist = nearest_centre(points, centres, guess=labels)
+        error = float((dist * weights).sum())
+        if error <= best[2]:
+            best = palette, labels, error
+    return best[0], best[1], max_iter
 
 
 def _drop_unused(
@@ -206,51 +249,67 @@ def fill(
     palette: NDArray[np.uint8],
     labels: NDArray[np.intp],
     k: int,
+    *,
+    space: str = "rgb",
+    points: NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
     """Grow a palette with no unused entry to ``min(k, len(colours))`` entries, if it is short.
 
-    The colours adding most error (pixel count times squared distance) become new entries, each
-    then the exact nearest entry of its own pixels: the error strictly drops and every entry
-    stays in use. Colours already matched exactly are never added, so a palette stays short only
-    when every colour is matched exactly (lossless): then no larger palette does better.
+    The colours adding most error (pixel count times squared distance in ``space``; ``points``
+    are their coordinates, when already computed) become new entries, each then the exact
+    nearest entry of its own pixels: the error strictly drops and every entry stays in use.
+    Colours already matched exactly are never added, so a palette stays short only when every
+    colour is matched exactly (lossless): then no larger palette does better.
     """
     short = min(k, len(colours)) - len(palette)
     if short <= 0:
         return palette, labels
-    diff = colours.astype(np.int64) - palette[labels].astype(np.int64)
+    if points is None:
+        points = coordinates(colours, space)
+    diff = points - coordinates(palette, space)[labels]
     error = (diff * diff).sum(axis=1) * counts
     worst = np.argsort(-error, kind="stable")[:short]
     worst = np.sort(worst[error[worst] > 0])
     if not len(worst):
         return palette, labels
     palette = np.concatenate([palette, colours[worst]])
-    return palette, nearest(colours, palette, guess=labels)
+    return palette, nearest_centre(points, coordinates(palette, space), guess=labels)[0]
 
 
 def cells(
-    colours: NDArray[np.uint8], counts: NDArray[np.int64], bits: int
+    colours: NDArray[np.uint8],
+    points: NDArray[np.float64],
+    counts: NDArray[np.int64],
+    bits: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Mean colour and pixel count of each occupied cell of ``bits`` bits per channel.
+    """Mean point and pixel count of each occupied cell of ``bits`` bits per RGB channel.
+
+    ``points`` are the coordinates of ``colours`` in the fit's colour space; the cells are those
+    of the RGB cube.
 
     Images of at most :data:`EXACT_COLOURS` colours keep their exact colours at any ``bits``.
     """
     weights = counts.astype(np.float64)
     if bits >= 8 or len(colours) <= EXACT_COLOURS:
-        return colours.astype(np.float64), weights
+        return points, weights
     coarse = (colours >> (8 - bits)).astype(np.uint8)
     _, inverse = np.unique(pack(coarse), return_inverse=True)
     n = int(inverse.max()) + 1
     mass = per_cluster(inverse, weights, n)
-    return per_cluster(inverse, weights[:, None] * colours, n) / mass[:, None], mass
+    return per_cluster(inverse, weights[:, None] * points, n) / mass[:, None], mass
 
 
 def refine(
     colours: NDArray[np.uint8],
+    points: NDArray[np.float64],
     counts: NDArray[np.int64],
     centres: NDArray[np.float64],
     stages: tuple[Stage, ...],
 ) -> tuple[NDArray[np.float64], dict[str, int]]:
-    """Weighted k-means over every pixel, from ``centres`` (0..255 scale), stage by stage.
+    """Weighted k-means over every pixel, from ``centres``, stage by stage.
+
+    ``points`` are the coordinates of ``colours`` in the fit's colour space
+    (:func:`pipeline.colours.coordinates`), ``centres`` too.
 
     Each :class:`Stage` runs Lloyd iterations, then split-merge moves, on the image's colours
     at its resolution (:func:`cells`); coarse stages are cheap and do most of the work, a last
@@ -264,7 +323,7 @@ def refine(
     """
     info = {"refine_iter": 0, "search_kept": 0}
     for stage in stages:
-        state = Clusters(*cells(colours, counts, stage.bits), centres)
+        state = Clusters(*cells(colours, points, counts, stage.bits), centres)
         info["refine_iter"] += state.lloyd(stage.lloyd)
         if stage.search:
             info["search_kept"] += split_merge(state, tries=stage.search, max_iter=stage.lloyd)
@@ -282,6 +341,7 @@ def fit_palette(
     max_iter: int = 1,
     tol: float = 1e-4,
     effort: int = 1,
+    space: str = "rgb",
 ) -> Fit:
     """Fit a palette of at most ``k`` colours.
 
@@ -296,16 +356,23 @@ def fit_palette(
     random_state : int
         Seed of the k-means++ seeding and of dask-ml.
     max_iter, tol : int, float
-        Lloyd iterations and tolerance (absolute centre shift, colours scaled to [0, 1]) of the
-        dask-ml fit on the sample.
+        Lloyd iterations and tolerance (absolute centre shift, coordinates divided by the
+        space's unit: RGB scaled to [0, 1], OKLab unscaled) of the dask-ml fit on the sample.
     effort : int
         0 to 3: how much work :func:`refine` and :func:`polish` put in after the sample fit
         (see :data:`EFFORT`); 0 only rounds and polishes the sample fit.
+    space : str
+        Colour space every stage works in and the labels are exact in: ``"rgb"`` (uint8 values)
+        or ``"oklab"`` (:mod:`pipeline.oklab`); see :data:`pipeline.colours.SPACES`. The palette
+        is uint8 sRGB either way, and ``info["mse"]`` is the RGB error. A gray image keeps its
+        exact RGB optimum (on the camera photo it also has a lower CIEDE2000 error than the
+        optimum of OKLab lightness), labelled in ``space``.
 
     Returns
     -------
     Fit
     """
+    check_space(space)
     colours = unpack(keys)
     info: dict[str, Any] = {
         "distinct_colors": len(keys),
@@ -320,26 +387,42 @@ def fit_palette(
         elif is_gray(colours):
             values, _ = best_levels(colours[:, 0], counts, k)
             palette = np.repeat(values[:, None], 3, axis=1)
-            labels = nearest(colours, palette)
+            labels = nearest(colours, palette, space=space)
             info.update(method="exact optimum of a gray image (dynamic programming over levels)")
         else:
-            x = sample.astype(np.float32) / np.float32(255)
+            unit = SPACES[space]
+            x = (coordinates(sample, space) / unit).astype(np.float32)
             centres, n_iter = lloyd_sample(
                 x, seed(x, k, random_state), max_iter=max_iter, tol=tol, random_state=random_state
             )
             stages, polish_iter = EFFORT[effort]
-            centres64, refined = refine(colours, counts, centres.astype(np.float64) * 255, stages)
-            palette = np.clip(np.rint(centres64), 0, 255).astype(np.uint8)
-            palette, labels, polished = polish(colours, counts, palette, max_iter=polish_iter)
+            points = coordinates(colours, space)
+            centres64, refined = refine(
+                colours, points, counts, centres.astype(np.float64) * unit, stages
+            )
+            palette, labels, polished = polish(
+                colours,
+                counts,
+                to_uint8(centres64, space),
+                max_iter=polish_iter,
+                space=space,
+                points=points,
+            )
             for _ in range(FILL_ROUNDS):
                 # polishing can leave entries unused or equal: fill and polish again
                 palette, labels = _drop_unused(palette, labels)
                 if len(palette) == k:
                     break
-                palette, labels = fill(colours, counts, palette, labels, k)
-                palette, labels, more = polish(colours, counts, palette, max_iter=polish_iter)
+                palette, labels = fill(
+                    colours, counts, palette, labels, k, space=space, points=points
+                )
+                palette, labels, more = polish(
+                    colours, counts, palette, max_iter=polish_iter, space=space, points=points
+                )
                 polished += more
-            palette, labels = fill(colours, counts, *_drop_unused(palette, labels), k)
+            palette, labels = fill(
+                colours, counts, *_drop_unused(palette, labels), k, space=space, points=points
+            )
             info.update(
                 method="dask-ml KMeans on sample (k-means++ seeds), refined over all pixels",
                 lloyd_iter=n_iter,
@@ -349,4 +432,4 @@ def fit_palette(
         palette, labels = _drop_unused(palette, labels)
         err = ((colours.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
     info["mse"] = float((err * counts).sum() / (3 * counts.sum()))
-    return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info)
+    return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info, space=space)

@@ -81,6 +81,7 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
             fit,
             target,
             region,
+            settings,
             dask_key_name=f"{LABEL_TASK}-{token}-{i}",
         )
         for i, region in enumerate(regions)
@@ -124,7 +125,9 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
     )
     blocks = image.to_delayed(optimize_graph=False).ravel()
     errors = [
-        delayed(label_task)(block, fit, target, region, dask_key_name=f"{LABEL_TASK}-{token}-{i}")
+        delayed(label_task)(
+            block, fit, target, region, job.settings, dask_key_name=f"{LABEL_TASK}-{token}-{i}"
+        )
         for i, (block, region) in enumerate(zip(blocks, block_regions(image.chunks), strict=True))
     ]
     final = delayed(finish_task)(

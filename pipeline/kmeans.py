@@ -1,6 +1,7 @@
 """k-means kernels on colours: k-means++ seeding, weighted Lloyd iterations, split-merge search.
 
-Points are colours on the 0..255 scale with a weight each (how many pixels have that colour), so
+Points are colours, as their coordinates in the fit's colour space (RGB values 0..255, or OKLab:
+:func:`pipeline.colours.coordinates`), with a weight each (how many pixels have that colour), so
 k-means over every pixel of an image costs one row per distinct colour. Per-cluster sums are kept
 up to date incrementally, and after the first pass only what moved centres can change is looked
 at again, so iterations get cheap as a fit settles. Distances here only steer the fit; stored
@@ -99,7 +100,7 @@ class Clusters:
     Parameters
     ----------
     points : ndarray (n, 3)
-        Colours on the 0..255 scale.
+        Colours' coordinates (see :func:`pipeline.colours.coordinates`).
     weights : ndarray (n,)
         Pixel count of each colour.
     centres : ndarray (k, 3)

@@ -29,6 +29,7 @@ def warm_up() -> None:
     # contiguous chunks and views of a decoded image; colours the fit has not seen
     for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))
+    label_block(image, fit, label_dtype(16), "blue-noise")  # the mask and the dither kernels
 
 
 def dask_setup(worker: object) -> None:

@@ -247,6 +247,7 @@ def fit_sampled(
             max_iter=settings.max_iter,
             tol=settings.tol,
             effort=settings.effort,
+            space=settings.space,
         )
 
     if settings.quality is None:
@@ -335,16 +336,25 @@ class Labelled:
 
 
 def label_region(
-    block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
+    block: NDArray[np.uint8],
+    fit: Fit,
+    target: zarr.Array,
+    region: tuple[slice, slice],
+    settings: Settings,
 ) -> Labelled:
-    """Label the block of the image at ``region``, write its labels and measure its error."""
+    """Label the block of the image at ``region``, write its labels and measure its error.
+
+    Blocks with transparency are not dithered.
+    """
+    origin = (region[0].start or 0, region[1].start or 0)
+    dtype = np.dtype(target.dtype)
     if block.shape[2] == 4:
-        labels, error = rgba.label_rgba(block, fit.palette, np.dtype(target.dtype))
+        labels, error = rgba.label_rgba(block, fit.palette, dtype)
     else:
-        labels, error = label_block(block, fit, np.dtype(target.dtype))
+        how = (settings.dither, settings.dither_strength, origin)
+        labels, error = label_block(block, fit, dtype, *how)
     with _writing():
         digests = write_labels(target, region, labels)
-    origin = (region[0].start or 0, region[1].start or 0)
     height, width = target.shape
     total, measured = colour_error(block, labels, fit.palette, origin, (height, width))
     return Labelled(error, total, measured, digests)
@@ -402,7 +412,8 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, job.settings, job.run)
     target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
     try:
-        labelled = label_region(pixels, fit, target, (slice(0, shape[0]), slice(0, shape[1])))
+        whole = (slice(0, shape[0]), slice(0, shape[1]))
+        labelled = label_region(pixels, fit, target, whole, job.settings)
         return finish(job, spec, fit, [labelled], shape[0] * shape[1])
     except LeaseLost:
         raise  # the group may be the other job's now
@@ -461,10 +472,14 @@ def create_task(
 
 @guarded
 def label_task(
-    block: NDArray[np.uint8], fit: Fit, target: zarr.Array, region: tuple[slice, slice]
+    block: NDArray[np.uint8],
+    fit: Fit,
+    target: zarr.Array,
+    region: tuple[slice, slice],
+    settings: Settings,
 ) -> Labelled:
     """:func:`label_region` as a step (no labels stay in memory between tasks)."""
-    return label_region(block, fit, target, region)
+    return label_region(block, fit, target, region, settings)
 
 
 def finish_task(

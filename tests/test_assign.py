@@ -84,3 +84,34 @@ def test_assign_is_exact_for_any_palette_image_and_chunking(case):
         assert_eq(labels, expected.astype(np.uint8))
     _, error = label_block(image, fit, np.dtype(np.uint8))
     assert error == ((image.astype(np.int64) - palette[expected]) ** 2).sum()
+
+
+@pytest.mark.parametrize("k", [16, 128])
+def test_oklab_labels_equal_brute_force_on_real_photos(photo, k):
+    from tests.test_oklab import oklab_brute_force
+
+    rows, cols = sample_positions(photo.shape[:2], 5000, 0)
+    keys, counts = histogram(photo)
+    fit = fit_palette(photo[rows, cols], keys, counts, k, random_state=0, space="oklab")
+    labels, error = label_block(photo, fit, np.dtype(np.uint8))
+    expected = oklab_brute_force(photo, fit.palette)
+    assert np.array_equal(labels, expected)
+    assert error == ((photo.astype(np.int64) - fit.palette[expected]) ** 2).sum()  # RGB error
+
+
+@given(images_palettes_chunks())
+@settings(max_examples=40, deadline=None)
+def test_oklab_assign_is_exact_for_any_palette_image_and_chunking(case):
+    """Colours the table lacks are labelled in the fit's space; the error stays in RGB."""
+    from tests.test_oklab import oklab_brute_force
+
+    image, palette, chunks, known = case
+    keys, _ = histogram(image)
+    keep = keys[: int(len(keys) * known)]
+    labels = nearest(unpack(keep), palette, space="oklab").astype(np.uint16)
+    fit = Fit(palette, keep, labels, {}, space="oklab")
+    expected = oklab_brute_force(image, palette)
+    with dask.config.set(scheduler="synchronous"):
+        assert_eq(assign(da.from_array(image, chunks=chunks), fit, 20), expected.astype(np.uint8))
+    _, error = label_block(image, fit, np.dtype(np.uint8))
+    assert error == ((image.astype(np.int64) - palette[expected]) ** 2).sum()

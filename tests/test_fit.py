@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from pipeline.colours import histogram, nearest
+from pipeline.colours import histogram, nearest, pack
 from pipeline.fit import fit_palette, lloyd_sample, polish, seed
 from pipeline.sample import sample_positions
 from tests.oracles import brute_force, photo_psnr
@@ -116,3 +116,98 @@ def test_more_effort_never_fits_worse(small_photo):
     ]
     assert mse[1] < mse[0]
     assert mse[3] <= mse[2] * 1.001
+
+
+def oklab_error(colours, counts, palette, labels):
+    from pipeline.colours import coordinates
+
+    diff = coordinates(colours, "oklab") - coordinates(palette, "oklab")[labels]
+    return float(((diff * diff).sum(axis=1) * counts).sum())
+
+
+def mean_de00(image, palette, labels):
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    pixels = image.reshape(-1, 3)
+    rebuilt = palette[labels.reshape(-1)]
+    return float(deltaE_ciede2000(rgb2lab(pixels[None] / 255), rgb2lab(rebuilt[None] / 255)).mean())
+
+
+@pytest.mark.parametrize(("k", "effort"), [(8, 1), (48, 0), (48, 3), (300, 1)])
+def test_oklab_fit_labels_are_exact_in_oklab(small_photo, k, effort):
+    from pipeline.colours import unpack
+    from tests.test_oklab import oklab_brute_force
+
+    keys, counts = histogram(small_photo)
+    fit = fit_palette(
+        draw(small_photo, 3000), keys, counts, k, random_state=0, effort=effort, space="oklab"
+    )
+    assert fit.space == "oklab"
+    assert fit.palette.dtype == np.uint8
+    assert np.array_equal(fit.labels, oklab_brute_force(unpack(fit.keys), fit.palette))
+    assert len(np.unique(fit.labels)) == len(fit.palette) == k  # every entry used, none short
+    rgb_mse = ((unpack(keys).astype(float) - fit.palette[fit.labels]) ** 2).sum(1) @ counts
+    assert fit.info["mse"] == pytest.approx(rgb_mse / (3 * counts.sum()), rel=1e-12)
+
+
+def test_oklab_fit_lowers_the_perceptual_error(china):
+    """Fitting and labelling in OKLab lowers the mean CIEDE2000 error against the RGB fit."""
+    keys, counts = histogram(china)
+    sample = draw(china, 5000)
+    fits = {
+        space: fit_palette(sample, keys, counts, 32, random_state=0, space=space)
+        for space in ("rgb", "oklab")
+    }
+    index = np.searchsorted(keys, pack(china))
+    de00 = {s: mean_de00(china, f.palette, f.labels[index]) for s, f in fits.items()}
+    assert de00["oklab"] < de00["rgb"] - 0.15
+    assert fits["rgb"].space == "rgb"
+
+
+def test_oklab_fit_is_deterministic(small_photo):
+    keys, counts = histogram(small_photo)
+    a, b = (
+        fit_palette(draw(small_photo, 3000), keys, counts, 24, random_state=3, space="oklab")
+        for _ in range(2)
+    )
+    assert np.array_equal(a.palette, b.palette)
+    assert np.array_equal(a.labels, b.labels)
+
+
+def test_oklab_few_colours_and_gray_images_are_labelled_in_oklab(small_photo):
+    from pipeline.colours import unpack
+    from tests.test_oklab import oklab_brute_force
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (5, 3), dtype=np.uint8)
+    few = colours[rng.integers(0, 5, (40, 30))]
+    gray = np.repeat(small_photo[..., 1:2], 3, axis=2)
+    for image, k in ((few, 16), (gray, 12)):
+        keys, counts = histogram(image)
+        fit = fit_palette(draw(image, 1000), keys, counts, k, random_state=0, space="oklab")
+        assert np.array_equal(fit.labels, oklab_brute_force(unpack(fit.keys), fit.palette))
+    assert fit.info["mse"] > 0  # the gray image needed fitting
+
+
+def test_oklab_polish_keeps_its_best_palette(china):
+    """Rounded OKLab means can raise the error (here the palette ends up oscillating between
+    two): more iterations never return a worse palette."""
+    from pipeline.colours import unpack
+    from tests.test_oklab import oklab_brute_force
+
+    keys, counts = histogram(china[:60, :80])
+    colours = unpack(keys)
+    start = colours[:: len(colours) // 32][:32]
+    errors = []
+    for max_iter in range(1, 13):
+        polished, labels, _ = polish(colours, counts, start, max_iter=max_iter, space="oklab")
+        assert np.array_equal(labels, oklab_brute_force(colours, polished))
+        errors.append(oklab_error(colours, counts, polished, labels))
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < oklab_error(colours, counts, start, oklab_brute_force(colours, start))
+
+
+def test_unknown_space_is_refused(small_photo):
+    keys, counts = histogram(small_photo)
+    with pytest.raises(ValueError, match="unknown colour space"):
+        fit_palette(draw(small_photo, 100), keys, counts, 8, random_state=0, space="lab")
