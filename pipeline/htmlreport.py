@@ -579,7 +579,7 @@ class _Totals:
             "PSNR dB": quality,
             "dE00": f"{self.ciede / self.ciede_pixels:.2f}" if self.ciede_pixels else "",
             "stored": human_bytes(self.stored) if self.images else "",
-            "vs raw RGB": f"{self.raw / self.stored:.1f}x" if self.raw and self.stored else "",
+            "vs raw": f"{self.raw / self.stored:.1f}x" if self.raw and self.stored else "",
             "vs source": f"{self.source / self.source_stored:.2f}x" if self.source_stored else "",
         }
         cells = [values.get(column, "") for column in HEADER]

@@ -47,8 +47,8 @@ def image_row(name: str, status: str, attrs: dict[str, Any]) -> list[str]:
     ]
 
 
-#: Columns of a table of images: the ratios are the bytes of raw RGB (3 per pixel) and of the
-#: source file over the bytes stored.
+#: Columns of a table of images: the ratios are the raw bytes (3 per pixel, 4 for an image with
+#: transparency) and those of the source file over the bytes stored.
 HEADER = [
     "image",
     "status",
@@ -57,7 +57,7 @@ HEADER = [
     "PSNR dB",
     "dE00",
     "stored",
-    "vs raw RGB",
+    "vs raw",
     "vs source",
 ]
 
