@@ -331,7 +331,7 @@ def test_a_disk_turned_read_only_never_lets_an_image_be_marked_complete(tmpfs, s
         if when == "while labelling":
             disk.remount("ro")
         try:
-            labelled = [label_task(pixels, fit, target, (slice(None), slice(None)))]
+            labelled = [label_task(pixels, fit, target, (slice(None), slice(None)), job.settings)]
             disk.remount("ro")
             outcome = finish_task(job, spec, fit, target, labelled, pixels.shape[0] * 128)
         finally:
@@ -351,7 +351,7 @@ def test_a_finish_failing_on_a_full_disk_removes_the_image_and_leaves_no_marker(
     job, spec, pixels, fit, attrs = steps(store)
     with lease.hold(store, run=job.run):
         target = create_task(job, spec, attrs, pixels.shape[:2], (96, 128))
-        labelled = [label_task(pixels, fit, target, (slice(None), slice(None)))]
+        labelled = [label_task(pixels, fit, target, (slice(None), slice(None)), job.settings)]
         disk.fill()
         with pytest.raises(StoreWriteError, match="No space left on device") as info:
             finish(job, spec, fit, labelled, pixels.shape[0] * 128)
@@ -371,7 +371,7 @@ def test_a_completion_marker_the_store_refuses_is_removed_with_its_image(tmpfs, 
     markers.fill()
     with lease.hold(str(store), run=job.run):
         target = create_task(job, spec, attrs, pixels.shape[:2], (96, 128))
-        labelled = [label_task(pixels, fit, target, (slice(None), slice(None)))]
+        labelled = [label_task(pixels, fit, target, (slice(None), slice(None)), job.settings)]
         with pytest.raises(StoreWriteError, match="No space left on device"):
             finish(job, spec, fit, labelled, pixels.shape[0] * 128)
         assert open_root(str(store))["n0.png"].attrs["status"] == "complete"
