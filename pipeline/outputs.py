@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.paths import is_url
+from pipeline.png import write_indexed_png
 from pipeline.reconstruct import CheckedLabels, rebuild
 from pipeline.store import StoredImage, open_root
 from pipeline.stored import (
@@ -223,9 +224,11 @@ def write_palette_image(
 
     Decoding the file (to RGB, or RGBA for an RGBA palette) gives exactly ``palette[labels]``.
     PNG and GIF of at most 256 colours are indexed: the file holds the palette (only its k
-    entries; PNG at 1, 2, 4 or 8 bits per pixel as k allows) and one index per pixel, made from
-    the labels, which are all this holds in memory (1 byte per pixel); their order in the file
-    puts the transparent colours first (a short PNG ``tRNS`` chunk; GIF's transparent index 0).
+    entries) and one index per pixel, made from the labels; the order of the entries in the
+    file puts the transparent colours first (a short PNG ``tRNS`` chunk; GIF's transparent
+    index 0). PNG is written by :mod:`pipeline.png` (1, 2, 4 or 8 bits per pixel as k allows,
+    rows unfiltered, deflate level 9), ``rows`` rows of labels in memory at a time; GIF by
+    Pillow, from every index in memory (1 byte per pixel).
     PNG of more colours is RGB (RGBA). WebP is lossless (libwebp indexes up to 256 colours on
     its own), keeping the colour of transparent pixels too.
 
@@ -281,7 +284,18 @@ def write_palette_image(
             else {}
         )
     else:
-        image, options = _indexed(palette, alpha, labels, rows, extension)
+        order, index = _transparent_first(alpha, len(palette))
+        if extension == ".png":
+            opaque_from = None if alpha is None else np.count_nonzero(alpha < 255)
+            write_indexed_png(
+                file,
+                palette[order, :3],
+                None if alpha is None else alpha[order][:opaque_from],
+                (labels.shape[0], labels.shape[1]),
+                (index[labels[top : top + rows, :]] for top in range(0, labels.shape[0], rows)),
+            )
+            return
+        image, options = _gif(palette[order], alpha, _lookup(index, labels, rows))
     image.save(file, format=PALETTE_FORMATS[extension].upper(), **options)
 
 
@@ -301,31 +315,31 @@ def _lookup(table: NDArray[np.uint8], labels: Labels, rows: int) -> NDArray[np.u
     return out
 
 
-def _indexed(
-    palette: NDArray[np.uint8],
-    alpha: NDArray[np.uint8] | None,
-    labels: Labels,
-    rows: int,
-    extension: str,
+def _transparent_first(
+    alpha: NDArray[np.uint8] | None, colours: int
+) -> tuple[NDArray[np.intp], NDArray[np.uint8]]:
+    """The order of the palette in an indexed file, and the file index of each label.
+
+    Transparent entries first (PNG's ``tRNS`` then covers only them; GIF's transparent
+    index is 0), otherwise the stored order.
+    """
+    order = np.arange(colours) if alpha is None else np.argsort(alpha == 255, kind="stable")
+    index = np.empty(colours, dtype=np.uint8)
+    index[order] = np.arange(colours)
+    return order, index
+
+
+def _gif(
+    palette: NDArray[np.uint8], alpha: NDArray[np.uint8] | None, indices: NDArray[np.uint8]
 ) -> tuple[PIL.Image.Image, dict[str, Any]]:
-    """A Pillow "P" image sharing the indices made from ``labels``, and its save options."""
+    """A Pillow "P" image sharing ``indices``, and its GIF save options."""
     from PIL import Image
 
-    # Transparent entries first; otherwise the stored order (the order of the entries does not
-    # change the size of the deflated indices: PNG does not filter palette images).
-    order = np.arange(len(palette)) if alpha is None else np.argsort(alpha == 255, kind="stable")
-    index = np.empty(len(palette), dtype=np.uint8)
-    index[order] = np.arange(len(palette))
-    indices = _lookup(index, labels, rows)
     height, width = indices.shape
     image = Image.frombuffer("P", (width, height), indices, "raw", "P", 0, 1)
-    image.putpalette(palette[order, :3].tobytes())
-    if extension == ".gif":  # Pillow's optimize would copy the indices to drop unused entries
-        return image, {"optimize": False} | ({} if alpha is None else {"transparency": 0})
-    options: dict[str, Any] = {"optimize": True}
-    if alpha is not None:
-        options["transparency"] = alpha[order][: np.count_nonzero(alpha < 255)].tobytes()
-    return image, options
+    image.putpalette(palette[:, :3].tobytes())
+    # Pillow's optimize would copy the indices to drop unused entries
+    return image, {"optimize": False} | ({} if alpha is None else {"transparency": 0})
 
 
 @dataclass(frozen=True)

@@ -297,3 +297,15 @@ def test_a_job_dithers_the_same_whatever_the_path(tmp_path, write_image):
     undithered = open_store(plain)["ramp.png"]
     assert "dither" not in undithered.attrs["fit_settings"]
     assert not np.array_equal(np.asarray(undithered.labels[...]), labels["whole"])
+
+
+def test_an_image_stored_exactly_is_not_dithered(tmp_path, write_image):
+    from pipeline import compress, open_store
+
+    levels = np.repeat(np.arange(0, 256, 4, dtype=np.uint8), 3)[:150]  # 64 gray levels
+    gray = np.tile(levels, (40, 1))
+    path = write_image("steps.png", gray)
+    store = str(tmp_path / "s.zarr")
+    compress([path], store, colors=128, dither="blue-noise")
+    image = open_store(store)["steps.png"]
+    assert image.attrs["metrics"]["psnr_db"] is None  # lossless, as without dithering

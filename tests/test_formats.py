@@ -369,3 +369,19 @@ def test_indexed_files_hold_the_labels_in_memory_never_rgb(store, tmp_path, chin
         assert int(peak.stdout) < 2 * pixels, (extension, int(peak.stdout) / pixels)
         target = tmp_path / "out" / f"large{extension}"
         assert np.array_equal(decoded(target.read_bytes()), expected(store, "large.png"))
+
+
+@pytest.mark.parametrize("colours", [2, 4, 16, 200])
+def test_png_rows_unfiltered_in_several_idat_chunks(monkeypatch, colours):
+    from pipeline import png
+
+    monkeypatch.setattr(png, "IDAT_BYTES", 64)  # many chunks
+    rng = np.random.default_rng(colours)
+    palette = rng.integers(0, 256, (colours, 3), dtype=np.uint8)
+    labels = rng.integers(0, colours, (37, 53)).astype(np.uint8)
+    out = io.BytesIO()
+    write_palette_image(palette, labels, out, ".png", rows=5)
+    data = out.getvalue()
+    assert data.count(b"IDAT") > 3
+    assert data[24] == png.bit_depth(colours)  # IHDR bit depth
+    assert np.array_equal(decoded(data, "RGB"), palette[labels])

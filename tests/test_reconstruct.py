@@ -392,7 +392,7 @@ def small_disk(tmp_path, request):
 
 @pytest.mark.parametrize(
     ("form", "small_disk"),
-    [("png", "40k"), ("tif", "32k"), ("zarr", "160k")],  # room for one to three images
+    [("png", "24k"), ("tif", "32k"), ("zarr", "160k")],  # room for one to three images
     indirect=["small_disk"],
 )
 def test_a_full_disk_stops_with_one_line_and_leaves_no_partial_file(capsys, made, small_disk, form):
