@@ -472,16 +472,8 @@ def create_task(
     return create(job, spec, attrs, shape, chunks)
 
 
-@guarded
-def label_task(
-    block: NDArray[np.uint8],
-    fit: Fit,
-    target: zarr.Array,
-    region: tuple[slice, slice],
-    settings: Settings,
-) -> Labelled:
-    """:func:`label_region` as a step (no labels stay in memory between tasks)."""
-    return label_region(block, fit, target, region, settings)
+#: :func:`label_region` as a step: it writes its labels, so none stay in memory between tasks.
+label_task = guarded(label_region)
 
 
 def finish_task(
