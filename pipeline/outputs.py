@@ -284,7 +284,7 @@ def write_palette_image(
             else {}
         )
     else:
-        order, index = _transparent_first(alpha, len(palette))
+        order, index = _file_order(palette, alpha)
         if extension == ".png":
             opaque_from = None if alpha is None else np.count_nonzero(alpha < 255)
             write_indexed_png(
@@ -315,17 +315,20 @@ def _lookup(table: NDArray[np.uint8], labels: Labels, rows: int) -> NDArray[np.u
     return out
 
 
-def _transparent_first(
-    alpha: NDArray[np.uint8] | None, colours: int
+def _file_order(
+    palette: NDArray[np.uint8], alpha: NDArray[np.uint8] | None
 ) -> tuple[NDArray[np.intp], NDArray[np.uint8]]:
     """The order of the palette in an indexed file, and the file index of each label.
 
     Transparent entries first (PNG's ``tRNS`` then covers only them; GIF's transparent
-    index is 0), otherwise the stored order.
+    index is 0), then from dark to light (so that a PNG filter can predict indices from their
+    neighbours' in smooth areas, see :mod:`pipeline.png`).
     """
-    order = np.arange(colours) if alpha is None else np.argsort(alpha == 255, kind="stable")
-    index = np.empty(colours, dtype=np.uint8)
-    index[order] = np.arange(colours)
+    light = palette[:, :3].astype(np.int64) @ np.array([299, 587, 114])
+    opaque = np.ones(len(palette), dtype=bool) if alpha is None else alpha == 255
+    order = np.lexsort((light, opaque))
+    index = np.empty(len(palette), dtype=np.uint8)
+    index[order] = np.arange(len(palette))
     return order, index
 
 
