@@ -3,8 +3,9 @@
 Colours are handled as integers throughout. A pixel ``(r, g, b)`` packs into the 24-bit key
 ``r << 16 | g << 8 | b``. Distances are squared Euclidean distances between the colours'
 coordinates in a colour space (:data:`SPACES`): the uint8 triples themselves in ``"rgb"``,
-which this module computes exactly (see :func:`nearest`), or their float64 OKLab coordinates
-(:mod:`pipeline.oklab`) in ``"oklab"``.
+which this module computes exactly (see :func:`nearest`), or in ``"oklab"`` six float64
+coordinates blending RGB and OKLab (:mod:`pipeline.oklab`). The compiled kernels work on points
+of any number of coordinates.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def check_space(space: str) -> None:
 def coordinates(colours: NDArray[np.uint8], space: str) -> NDArray[np.float64]:
     """Coordinates of uint8 RGB ``colours`` ``(..., 3)`` in ``space``, as float64.
 
-    ``"rgb"``: the values themselves (0..255); ``"oklab"``: :func:`pipeline.oklab.coordinates`.
+    ``"rgb"``: the values themselves (0..255), ``(..., 3)``; ``"oklab"``:
+    :func:`pipeline.oklab.coordinates`, ``(..., 6)``.
     """
     check_space(space)
     if space == "oklab":
@@ -57,9 +59,11 @@ def coordinates(colours: NDArray[np.uint8], space: str) -> NDArray[np.float64]:
 
 
 def to_uint8(points: NDArray[np.float64], space: str) -> NDArray[np.uint8]:
-    """The uint8 colours of points ``(..., 3)`` of ``space``: :func:`coordinates` inverted.
+    """The uint8 colours ``(..., 3)`` of points ``(..., d)`` of ``space``, near each point.
 
-    Each sRGB value is clipped to 0..255 and rounded (``"oklab"``: :func:`pipeline.oklab.to_uint8`).
+    ``"rgb"``: each value clipped to 0..255 and rounded; ``"oklab"``: the nearest of a few
+    candidate colours (:func:`pipeline.oklab.to_uint8`). Either way :func:`coordinates` of a
+    colour give back that colour.
     """
     check_space(space)
     if space == "oklab":
@@ -168,19 +172,41 @@ GUIDED_FROM = 16
 WIDEN = 1e-9
 
 
+def axes_of(points: NDArray[np.number]) -> tuple[int, ...]:
+    """The ``axes`` argument of compiled kernels on ``points`` (n, d): a tuple of ``d`` zeros.
+
+    Its type (a tuple of ``d`` items) tells numba the number of coordinates, so each kernel is
+    compiled for that many and the loop over them unrolls: with ``points.shape[1]`` as the bound
+    instead, the RGB kernels are 30% slower.
+    """
+    return (0,) * points.shape[1]
+
+
+@numba.njit(inline="always", cache=True)
+def squared_distance(points, i, centres, j, axes):  # type: ignore[no-untyped-def]
+    """Compiled kernels' squared distance between ``points[i]`` and ``centres[j]``, in float64.
+
+    The sum of ``diff * diff`` over the ``len(axes)`` coordinates (:func:`axes_of`), added in their
+    order: ``d0 * d0 + d1 * d1 + d2 * d2 + ...``.
+    """
+    total = 0.0
+    for c in range(len(axes)):
+        diff = np.float64(points[i, c]) - np.float64(centres[j, c])
+        total += diff * diff
+    return total
+
+
 @numba.njit(nogil=True, cache=True)
-def _nearest_all(points, centres):  # type: ignore[no-untyped-def]
+def _nearest_all(points, centres, axes):  # type: ignore[no-untyped-def]
     # Every point against every centre; the first of equal distances wins.
     n, k = points.shape[0], centres.shape[0]
     labels = np.empty(n, dtype=np.intp)
     dist = np.empty(n, dtype=np.float64)
     for i in range(n):
-        p0, p1, p2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
         best = np.inf
         label = 0
         for j in range(k):
-            d0, d1, d2 = p0 - centres[j, 0], p1 - centres[j, 1], p2 - centres[j, 2]
-            d = d0 * d0 + d1 * d1 + d2 * d2
+            d = squared_distance(points, i, centres, j, axes)
             if d < best:
                 best, label = d, j
         labels[i] = label
@@ -189,7 +215,7 @@ def _nearest_all(points, centres):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def _nearest_guided(points, centres, neighbours, spacing, guess, widen):  # type: ignore[no-untyped-def]
+def _nearest_guided(points, centres, neighbours, spacing, guess, widen, axes):  # type: ignore[no-untyped-def]
     # For each point: start from a guessed centre g (``guess[i]``, or when negative the previous
     # point's answer), then scan the other centres in order of their distance from g. By the
     # triangle inequality a centre farther from g than |p - g| + |p - best| cannot be nearer
@@ -203,10 +229,8 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen):  # type
     dist = np.empty(n, dtype=np.float64)
     previous = 0
     for i in range(n):
-        p0, p1, p2 = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
         g = guess[i] if guess[i] >= 0 else previous
-        d0, d1, d2 = p0 - centres[g, 0], p1 - centres[g, 1], p2 - centres[g, 2]
-        best = d0 * d0 + d1 * d1 + d2 * d2
+        best = squared_distance(points, i, centres, g, axes)
         label = g
         radius = np.sqrt(best)
         reach = 2.0 * radius * widen
@@ -214,8 +238,7 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen):  # type
             if spacing[g, m] > reach:
                 break
             j = neighbours[g, m]
-            d0, d1, d2 = p0 - centres[j, 0], p1 - centres[j, 1], p2 - centres[j, 2]
-            d = d0 * d0 + d1 * d1 + d2 * d2
+            d = squared_distance(points, i, centres, j, axes)
             if d < best:
                 best, label = d, j
                 reach = (radius + np.sqrt(d)) * widen
@@ -232,9 +255,10 @@ def nearest_centre(
     centres: NDArray[np.number],
     guess: NDArray[np.integer] | None = None,
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    """Nearest centre of each point (n, 3) and its squared distance; ties to the lowest index.
+    """Nearest centre of each point (n, d) and its squared distance; ties to the lowest index.
 
-    Distances are computed in float64, one point at a time in a compiled loop. With many centres
+    Centres are (k, d), of any number ``d`` of coordinates. Distances are computed in float64
+    (:func:`squared_distance`), one point at a time in a compiled loop. With many centres
     and many points per centre, each point starts from a guessed centre and looks only at the
     centres close enough to it to possibly be nearer (triangle inequality); otherwise at every
     centre; either way the result is that of comparing every centre, whatever the scale of the
@@ -243,17 +267,18 @@ def nearest_centre(
     changes the speed; without it, each point starts from the previous point's answer, which
     suits colours in sorted order.
     """
-    centres64 = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, 3)
     points = np.ascontiguousarray(points)
+    centres64 = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, points.shape[1])
     if len(centres64) <= FEW_CENTRES or len(points) < GUIDED_FROM * len(centres64):
-        return _nearest_all(points, centres64)
+        return _nearest_all(points, centres64, axes_of(points))
     gaps = np.sqrt(((centres64[:, None, :] - centres64[None, :, :]) ** 2).sum(axis=2))
     neighbours = np.argsort(gaps, axis=1, kind="stable")
     spacing = np.take_along_axis(gaps, neighbours, axis=1)
     if guess is None:
         guess = np.full(len(points), -1, dtype=np.intp)
+    guess = np.asarray(guess, dtype=np.intp)
     return _nearest_guided(
-        points, centres64, neighbours, spacing, np.asarray(guess, dtype=np.intp), 1.0 + WIDEN
+        points, centres64, neighbours, spacing, guess, 1.0 + WIDEN, axes_of(points)
     )
 
 
@@ -269,7 +294,8 @@ def nearest(
     :func:`coordinates` in ``space``; ties go to the lowest index. In ``"rgb"`` this equals the
     brute-force integer computation: :func:`nearest_centre` works in float64, where for uint8
     inputs every distance is an integer and therefore exact. In ``"oklab"`` it equals comparing
-    the float64 distance ``d0 * d0 + d1 * d1 + d2 * d2`` to every entry.
+    the float64 distance ``d0 * d0 + d1 * d1 + ... + d5 * d5`` of the six coordinates to every
+    entry.
 
     Parameters
     ----------

@@ -14,14 +14,14 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.colours import nearest_centre
+from pipeline.colours import axes_of, nearest_centre, squared_distance
 
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
 
 
 @numba.njit(nogil=True, cache=True)
-def _greedy_plusplus(points, first, uniforms):  # type: ignore[no-untyped-def]
+def _greedy_plusplus(points, first, uniforms, axes):  # type: ignore[no-untyped-def]
     # scikit-learn's greedy k-means++ (see plusplus), one compiled pass per candidate.
     n = points.shape[0]
     k, trials = uniforms.shape[0] + 1, uniforms.shape[1]
@@ -38,10 +38,7 @@ def _greedy_plusplus(points, first, uniforms):  # type: ignore[no-untyped-def]
             candidate = min(np.searchsorted(cumulative, uniforms[c - 1, t] * potential), n - 1)
             total = 0.0
             for i in range(n):
-                d0 = points[i, 0] - points[candidate, 0]
-                d1 = points[i, 1] - points[candidate, 1]
-                d2 = points[i, 2] - points[candidate, 2]
-                trial[i] = min(closest[i], d0 * d0 + d1 * d1 + d2 * d2)
+                trial[i] = min(closest[i], squared_distance(points, i, points, candidate, axes))
                 total += trial[i]
             if total < best_potential:
                 best_potential, chosen[c] = total, candidate
@@ -52,7 +49,7 @@ def _greedy_plusplus(points, first, uniforms):  # type: ignore[no-untyped-def]
 
 
 def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
-    """Indices of ``k`` k-means++ starting centres among ``points`` (n, 3), n >= k.
+    """Indices of ``k`` k-means++ starting centres among ``points`` (n, d), n >= k.
 
     The greedy variant scikit-learn's ``kmeans_plusplus`` uses: each new centre is the best, by
     the potential it leaves, of ``2 + int(log k)`` candidates drawn with probability proportional
@@ -62,7 +59,8 @@ def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
     rng = np.random.default_rng(random_state)
     first = int(rng.integers(len(points)))
     uniforms = rng.random((k - 1, 2 + int(np.log(k))))
-    return _greedy_plusplus(np.asarray(points, dtype=np.float64), first, uniforms)
+    points64 = np.asarray(points, dtype=np.float64)
+    return _greedy_plusplus(points64, first, uniforms, axes_of(points64))
 
 
 def per_cluster(labels: Index, values: Float, k: int) -> Float:
@@ -99,11 +97,11 @@ class Clusters:
 
     Parameters
     ----------
-    points : ndarray (n, 3)
+    points : ndarray (n, d)
         Colours' coordinates (see :func:`pipeline.colours.coordinates`).
     weights : ndarray (n,)
         Pixel count of each colour.
-    centres : ndarray (k, 3)
+    centres : ndarray (k, d)
         Starting centres.
     """
 

@@ -1,25 +1,29 @@
-"""OKLab coordinates of uint8 sRGB colours, and back, for fitting and labelling in OKLab.
+"""Fit coordinates of uint8 sRGB colours (RGB and OKLab together), and back to uint8.
 
 OKLab (Björn Ottosson, 2020, https://bottosson.github.io/posts/oklab/) is a perceptual colour
 space: Euclidean distances in it follow perceived colour differences far better than distances
-between sRGB values. A uint8 sRGB colour ``(R, G, B)`` gets its coordinates in float64 by one
-formula, :func:`coordinates`:
+between sRGB values. The ``"oklab"`` space (:data:`pipeline.colours.SPACES`) blends the two:
+a uint8 sRGB colour ``(R, G, B)`` gets six float64 coordinates by one formula,
+:func:`coordinates`:
 
-1. each channel is linearised by the sRGB transfer function, ``v = value / 255``,
-   ``v / 12.92`` if ``v <= 0.04045`` else ``((v + 0.055) / 1.055) ** 2.4``
+1. the first three are ``R * RGB_FACTOR``, ``G * RGB_FACTOR``, ``B * RGB_FACTOR``
+   (:data:`RGB_FACTOR` = ``SCALE * sqrt(RGB_SHARE) / 255``);
+2. for the last three, each channel is linearised by the sRGB transfer function,
+   ``v = value / 255``, ``v / 12.92`` if ``v <= 0.04045`` else ``((v + 0.055) / 1.055) ** 2.4``
    (:data:`SRGB_TO_LINEAR`, a 256-entry table);
-2. cone responses ``l, m, s = cbrt(M1 @ (r, g, b))`` (:data:`M1`);
-3. ``(L, a, b) = M2 @ (l, m, s)`` (:data:`M2`), L from 0 (black) to 1 (white);
-4. the fit's coordinates are ``(L, a, b)`` times :data:`WEIGHTS` (75, 100 and 125), that is
-   ``W @ (l, m, s)`` with ``W = WEIGHTS[:, None] * M2`` (:data:`SCALED_M2`).
+3. cone responses ``l, m, s = cbrt(M1 @ (r, g, b))`` (:data:`M1`);
+4. the last three coordinates are ``W @ (l, m, s)`` with ``W = WEIGHTS[:, None] * M2``
+   (:data:`SCALED_M2`), that is OKLab's ``(L, a, b) = M2 @ (l, m, s)`` (:data:`M2`, L from 0
+   for black to 1 for white) times :data:`WEIGHTS`, ``SCALE * sqrt(1 - RGB_SHARE)`` times
+   :data:`LAB_WEIGHTS`.
 
 Each matrix product is written out as ``(M[i, 0] * x + M[i, 1] * y) + M[i, 2] * z``, in
 float64, in that order, so the coordinates (and the labels that depend on them) are the same
-wherever they are computed. Squared distances between two colours are then
-``d0 * d0 + d1 * d1 + d2 * d2`` (in that order) of the coordinates' differences.
-
-:data:`WEIGHTS` scale OKLab by 100 (:data:`SCALE`, so that coordinates are of the order of
-CIELAB's) and weigh lightness less and the blue-yellow axis more than plain OKLab (see its note).
+wherever they are computed. The squared distance between two colours is then
+``d0 * d0 + d1 * d1 + ... + d5 * d5``, added in that order, of the coordinates' differences
+(:func:`pipeline.colours.squared_distance`): :data:`RGB_SHARE` of the squared RGB distance
+(values over 255) plus the rest of the squared weighted OKLab distance, both times
+``SCALE ** 2``.
 """
 
 from __future__ import annotations
@@ -68,17 +72,37 @@ M1_INVERSE: Float = np.array(
     ]
 )
 
-#: OKLab is multiplied by ``SCALE`` (L then runs from 0 to 100, like CIELAB's L*), then weighted.
+#: Coordinates are scaled by ``SCALE``: sRGB values from 0 to 255 map to 0 to ``SCALE`` and
+#: OKLab's lightness from 0 to 1 too, before the weights below (so that they are of the order of
+#: CIELAB's).
 SCALE = 100.0
 
-#: Weights of (L, a, b) in the fit's coordinates, times :data:`SCALE`. Lightness weighs less
-#: than in plain OKLab and the blue-yellow axis more: at 128 colours, mean over eight photos,
-#: this lowers both the CIEDE2000 error (1.92 to 1.80) and the RGB error (36.26 to 36.55 dB
-#: PSNR) of plain OKLab; a larger lightness weight worsens both (weight 2: 2.28, 35.07 dB).
-WEIGHTS: Float = SCALE * np.array([0.75, 1.0, 1.25])
+#: Share of the squared RGB distance in the squared distance (the weighted OKLab distance has
+#: the rest). At 128 colours, mean over eight photos (benchmarks/photo8.py; CIEDE2000 over every
+#: pixel): weighted OKLab alone gives a mean CIEDE2000 error of 1.80 but 36.55 dB PSNR, 0.9 dB
+#: below the RGB fit; this blend gives 1.86 and 37.38 dB (RGB: 2.03, 37.45 dB). More RGB raises
+#: both (0.4: 1.90, 37.45 dB), less lowers both (0.25: 1.85, 37.32 dB).
+RGB_SHARE = 0.3
+
+#: Relative weights of (L, a, b) in the OKLab part: lightness weighs less than in plain OKLab
+#: (the RGB part carries much of it) and the blue-yellow axis more. Lightness 0.75 gives 1.89
+#: and 37.39 dB; blue-yellow 1.5, 1.85 and 37.31 dB.
+LAB_WEIGHTS: Float = np.array([0.4, 1.0, 1.25])
+
+#: Factor of the uint8 sRGB values in the first three coordinates.
+RGB_FACTOR = SCALE * np.sqrt(RGB_SHARE) / 255
+
+#: Weights of (L, a, b) in the last three coordinates.
+WEIGHTS: Float = SCALE * np.sqrt(1.0 - RGB_SHARE) * LAB_WEIGHTS
 
 #: :data:`M2` with each row scaled by its axis' weight.
 SCALED_M2: Float = WEIGHTS[:, None] * M2
+
+#: Steps from a candidate colour to its neighbours (every channel -1, 0 or +1), in the order
+#: :func:`to_uint8` tries them.
+STEPS: NDArray[np.int16] = np.array(
+    [(r, g, b) for r in (-1, 0, 1) for g in (-1, 0, 1) for b in (-1, 0, 1)], dtype=np.int16
+)
 
 
 def _product(matrix: Float, x: Float, y: Float, z: Float) -> list[Float]:
@@ -86,8 +110,8 @@ def _product(matrix: Float, x: Float, y: Float, z: Float) -> list[Float]:
     return [row[0] * x + row[1] * y + row[2] * z for row in matrix]
 
 
-def coordinates(colours: NDArray[np.uint8]) -> Float:
-    """Fit coordinates (weighted OKLab, see the module's formula) of uint8 sRGB ``(..., 3)``.
+def lab(colours: NDArray[np.uint8]) -> Float:
+    """Weighted OKLab ``W @ (l, m, s)`` of uint8 sRGB ``(..., 3)``: the last three coordinates.
 
     Returns
     -------
@@ -98,19 +122,49 @@ def coordinates(colours: NDArray[np.uint8]) -> Float:
     return np.stack(_product(SCALED_M2, *cone), axis=-1)
 
 
-def to_srgb(points: Float) -> Float:
-    """The sRGB values (0..255, not rounded) of fit coordinates ``(..., 3)``, in the gamut.
+def coordinates(colours: NDArray[np.uint8]) -> Float:
+    """Fit coordinates (see the module's formula) of uint8 sRGB ``(..., 3)``.
 
-    The inverse of :func:`coordinates` up to the precision of the published inverse matrices
-    (about 1e-9); points outside the sRGB gamut are clipped in linear light.
+    Returns
+    -------
+    ndarray of float64, shape (..., 6)
+        ``RGB_FACTOR * (R, G, B)``, then :func:`lab`.
     """
-    lab = np.asarray(points, dtype=np.float64) / WEIGHTS
-    cone = [v**3 for v in _product(M2_INVERSE, *(lab[..., c] for c in range(3)))]
+    return np.concatenate([colours * RGB_FACTOR, lab(colours)], axis=-1)
+
+
+def to_srgb(points: Float) -> Float:
+    """The sRGB values (0..255, not rounded) of weighted OKLab points ``(..., 3)``, in the gamut.
+
+    The inverse of :func:`lab` up to the precision of the published inverse matrices (about
+    1e-9); points outside the sRGB gamut are clipped in linear light.
+    """
+    weighted = np.asarray(points, dtype=np.float64) / WEIGHTS
+    cone = [v**3 for v in _product(M2_INVERSE, *(weighted[..., c] for c in range(3)))]
     linear = np.clip(np.stack(_product(M1_INVERSE, *cone), axis=-1), 0.0, 1.0)
     encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
     return np.clip(encoded * 255, 0.0, 255.0)
 
 
 def to_uint8(points: Float) -> NDArray[np.uint8]:
-    """The uint8 sRGB colours of fit coordinates ``(..., 3)``: :func:`to_srgb`, rounded."""
-    return np.rint(to_srgb(points)).astype(np.uint8)
+    """The uint8 sRGB colours nearest fit coordinates ``(..., 6)``, among a few candidates.
+
+    A point's candidates are two colours and their 26 neighbours each (:data:`STEPS`): its
+    first three coordinates divided by :data:`RGB_FACTOR`, and its last three back to sRGB
+    (:func:`to_srgb`), each clipped to 0..255 and rounded. The nearest candidate by the squared
+    distance of :func:`coordinates` wins, the first in that order on ties. Any point
+    ``coordinates(colour)`` gives back ``colour``.
+
+    Returns
+    -------
+    ndarray of uint8, shape (..., 3)
+    """
+    points = np.asarray(points, dtype=np.float64)
+    flat = points.reshape(-1, points.shape[-1])
+    guesses = [flat[:, :3] / RGB_FACTOR, to_srgb(flat[:, 3:])]
+    bases = np.stack([np.rint(np.clip(g, 0.0, 255.0)) for g in guesses], axis=1)
+    candidates = bases.astype(np.int16)[:, :, None, :] + STEPS  # (n, 2, 27, 3)
+    candidates = np.clip(candidates, 0, 255).astype(np.uint8).reshape(len(flat), -1, 3)
+    diff = coordinates(candidates) - flat[:, None, :]
+    best = (diff * diff).sum(axis=2).argmin(axis=1)
+    return candidates[np.arange(len(flat)), best].reshape(*points.shape[:-1], 3)

@@ -26,6 +26,7 @@ def warm_up() -> None:
     histogram(image[::2, ::2])  # counting a grid of a decoded image
     keys, counts = histogram(image)
     fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
+    fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space="oklab")  # 6-D
     # contiguous chunks and views of a decoded image; colours the fit has not seen
     for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))

@@ -11,7 +11,7 @@ from pipeline.assign import assign, assign_block, label_block, label_dtype
 from pipeline.colours import histogram, nearest, unpack
 from pipeline.fit import Fit, fit_palette
 from pipeline.sample import sample_positions
-from tests.oracles import brute_force
+from tests.oracles import brute_force, oklab_brute_force
 
 
 def fitted(image, k, random_state=0):
@@ -88,7 +88,6 @@ def test_assign_is_exact_for_any_palette_image_and_chunking(case):
 
 @pytest.mark.parametrize("k", [16, 128])
 def test_oklab_labels_equal_brute_force_on_real_photos(photo, k):
-    from tests.test_oklab import oklab_brute_force
 
     rows, cols = sample_positions(photo.shape[:2], 5000, 0)
     keys, counts = histogram(photo)
@@ -103,7 +102,6 @@ def test_oklab_labels_equal_brute_force_on_real_photos(photo, k):
 @settings(max_examples=40, deadline=None)
 def test_oklab_assign_is_exact_for_any_palette_image_and_chunking(case):
     """Colours the table lacks are labelled in the fit's space; the error stays in RGB."""
-    from tests.test_oklab import oklab_brute_force
 
     image, palette, chunks, known = case
     keys, _ = histogram(image)

@@ -4,7 +4,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.colours import histogram, merge_histograms, nearest, pack, unpack
+from pipeline.colours import (
+    FEW_CENTRES,
+    GUIDED_FROM,
+    histogram,
+    merge_histograms,
+    nearest,
+    nearest_centre,
+    pack,
+    unpack,
+)
 from tests.oracles import brute_force
 
 rgb = hnp.arrays(np.uint8, st.tuples(st.integers(1, 300), st.just(3)))
@@ -71,3 +80,16 @@ def test_nearest_on_a_real_photo(china, k):
     pixels = china.reshape(-1, 3)[::7]
     palette = np.random.default_rng(k).integers(0, 256, (k, 3), dtype=np.uint8)
     assert np.array_equal(nearest(pixels, palette), brute_force(pixels, palette))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 6])
+@pytest.mark.parametrize("k", [FEW_CENTRES, 40])
+def test_nearest_centre_in_any_dimension_equals_brute_force(dims, k):
+    """Integer coordinates in a small range: many exact ties, which go to the lowest index."""
+    rng = np.random.default_rng(dims * 100 + k)
+    centres = rng.integers(0, 6, (k, dims)).astype(np.float64)
+    points = rng.integers(0, 6, (GUIDED_FROM * k + 7, dims)).astype(np.float64)
+    labels, dist = nearest_centre(points, centres)
+    d = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    assert np.array_equal(labels, d.argmin(axis=1))
+    assert np.array_equal(dist, d.min(axis=1))

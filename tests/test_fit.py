@@ -5,7 +5,7 @@ from sklearn.cluster import KMeans
 from pipeline.colours import histogram, nearest, pack
 from pipeline.fit import fit_palette, lloyd_sample, polish, seed
 from pipeline.sample import sample_positions
-from tests.oracles import brute_force, photo_psnr
+from tests.oracles import brute_force, oklab_brute_force, photo_psnr
 
 
 def draw(image, n, random_state=0):
@@ -136,7 +136,6 @@ def mean_de00(image, palette, labels):
 @pytest.mark.parametrize(("k", "effort"), [(8, 1), (48, 0), (48, 3), (300, 1)])
 def test_oklab_fit_labels_are_exact_in_oklab(small_photo, k, effort):
     from pipeline.colours import unpack
-    from tests.test_oklab import oklab_brute_force
 
     keys, counts = histogram(small_photo)
     fit = fit_palette(
@@ -176,7 +175,6 @@ def test_oklab_fit_is_deterministic(small_photo):
 
 def test_oklab_few_colours_and_gray_images_are_labelled_in_oklab(small_photo):
     from pipeline.colours import unpack
-    from tests.test_oklab import oklab_brute_force
 
     rng = np.random.default_rng(0)
     colours = rng.integers(0, 256, (5, 3), dtype=np.uint8)
@@ -193,7 +191,6 @@ def test_oklab_polish_keeps_its_best_palette(china):
     """Rounded OKLab means can raise the error (here the palette ends up oscillating between
     two): more iterations never return a worse palette."""
     from pipeline.colours import unpack
-    from tests.test_oklab import oklab_brute_force
 
     keys, counts = histogram(china[:60, :80])
     colours = unpack(keys)

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.colours import histogram, unpack
-from pipeline.kmeans import Clusters, nearest_centre, split_merge, update
+from pipeline.colours import coordinates, histogram, unpack
+from pipeline.kmeans import Clusters, nearest_centre, plusplus, split_merge, update
 
 
 def naive_lloyd(points, weights, centres, max_iter):
@@ -19,17 +19,18 @@ def naive_lloyd(points, weights, centres, max_iter):
     return centres
 
 
-def weighted_colours(seed, n=400):
+def weighted_colours(seed, n=400, dims=3):
     rng = np.random.default_rng(seed)
-    points = rng.integers(0, 256, (n, 3)).astype(np.float64)
+    points = rng.integers(0, 256, (n, dims)).astype(np.float64)
     weights = rng.integers(1, 50, n).astype(np.float64)
     return points, weights
 
 
-@given(st.integers(0, 10_000), st.integers(2, 12))
+@given(st.integers(0, 10_000), st.integers(2, 12), st.sampled_from([3, 6]))
 @settings(max_examples=40, deadline=None)
-def test_incremental_lloyd_equals_full_lloyd(seed, k):
-    points, weights = weighted_colours(seed)
+def test_incremental_lloyd_equals_full_lloyd(seed, k, dims):
+    """In any number of dimensions (colours' coordinates: 3 in RGB, 6 in "oklab")."""
+    points, weights = weighted_colours(seed, dims=dims)
     start = points[:k] + 0.5  # distinct, off the integer grid: no exact distance ties
     state = Clusters(points, weights, start)
     state.lloyd(200)
@@ -51,9 +52,10 @@ def test_incremental_sums_match_a_recount(seed):
     assert state.inertia() == pytest.approx(expected)
 
 
-def test_split_merge_never_increases_the_error(small_photo):
+@pytest.mark.parametrize("space", ["rgb", "oklab"])
+def test_split_merge_never_increases_the_error(small_photo, space):
     keys, counts = histogram(small_photo)
-    colours = unpack(keys).astype(np.float64)
+    colours = coordinates(unpack(keys), space)
     state = Clusters(colours, counts.astype(np.float64), colours[:: len(colours) // 32][:32])
     state.lloyd(100)
     before = state.inertia()
@@ -69,3 +71,13 @@ def test_empty_clusters_take_the_worst_point():
     state = Clusters(points, weights, np.array([[5.0, 0, 0], [5.0, 0, 0], [200, 200, 200]]))
     state.lloyd(10)
     assert sorted(map(tuple, state.centres)) == sorted(map(tuple, points))
+
+
+@pytest.mark.parametrize("dims", [3, 6])
+def test_plusplus_takes_distinct_points_far_apart(dims):
+    """Seeds on well separated groups of points: one seed per group, in any dimension."""
+    rng = np.random.default_rng(4)
+    groups = rng.permutation(np.eye(dims) * 1000)[: min(dims, 6)]
+    points = np.concatenate([g + rng.random((50, dims)) for g in groups])
+    chosen = plusplus(points, len(groups), random_state=0)
+    assert sorted(set(chosen // 50)) == list(range(len(groups)))
