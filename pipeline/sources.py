@@ -9,7 +9,8 @@ Normalisation (recorded in each image's ``conversion`` attribute):
   :mod:`pipeline.rgba`); a fully opaque image, and any image read chunk by chunk (tiled TIFF,
   Zarr, arrays), drops it. Colour channels are kept as stored.
 * 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
-* Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin).
+* Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin), or to
+  RGBA when a PNG's ``tRNS`` chunk or a GIF's transparent index makes some colour transparent.
 * CMYK (print JPEGs and TIFFs): converted to RGB by Pillow, not taken for RGB + alpha.
 * Boolean (1-bit) images: False -> 0, True -> 255, then as grayscale.
 * Multi-frame files (animated GIF, multi-page TIFF): the first frame only.
@@ -172,8 +173,9 @@ def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
         if raw is None:
             resource: str | bytes = data if remote and data is not None else path
             hint = Path(path).suffix.lower() or None
+            keyed = {"mode": "RGBA"} if _keyed_alpha(resource) else {}
             with _no_pillow_limit():
-                raw = iio.imread(resource, index=0, extension=hint)  # type: ignore[arg-type]
+                raw = iio.imread(resource, index=0, extension=hint, **keyed)  # type: ignore[arg-type]
             if _is_cmyk(resource, raw.shape):
                 raw = _cmyk_to_rgb(raw)
     except Exception as exc:
@@ -183,6 +185,30 @@ def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
     return to_rgb8(raw, keep_alpha=True)
+
+
+#: Bytes of a file's start that hold a PNG's chunks before its pixels (tRNS among them).
+KEY_BYTES = 1 << 16
+
+
+def _keyed_alpha(resource: str | bytes, shape: tuple[int, ...] | None = None) -> bool:
+    """Whether a PNG or GIF has transparency in a key that imageio drops unless asked for RGBA.
+
+    A palette PNG's ``tRNS`` chunk (or a gray or RGB PNG's single transparent colour) and a
+    GIF's transparent index: imageio reads such files as RGB. ``shape``: the image's shape as
+    imageio reports it, when known (an alpha channel already there needs nothing).
+    """
+    if shape is not None and len(shape) == 3 and shape[2] in (2, 4):
+        return False
+    head = resource[:KEY_BYTES] if isinstance(resource, bytes) else read_bytes(resource, KEY_BYTES)
+    if head.startswith(PNG_SIGNATURE):
+        pixels = head.find(b"IDAT")
+        return b"tRNS" in (head if pixels < 0 else head[:pixels])
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        import imageio.v3 as iio
+
+        return "transparency" in iio.immeta(resource, index=0)  # type: ignore[arg-type]
+    return False
 
 
 def _is_cmyk(resource: str | bytes, shape: tuple[int, ...]) -> bool:
@@ -358,6 +384,8 @@ def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
     if _is_cmyk(resource, shape):
         conversion = "CMYK to RGB"
     else:
+        if _keyed_alpha(resource, shape):  # decoded as RGBA (see read_file)
+            shape = (shape[0], shape[1], 4)
         conversion = _conversion(path, shape, props.dtype, keep_alpha=True)
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:

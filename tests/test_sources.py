@@ -217,3 +217,22 @@ def test_raising_max_pixels_lifts_pillows_own_limit(write_image, small_photo, mo
     source = open_file(path, "big.png", 64, max_pixels=1_000_000)
     assert np.array_equal(source.image.compute(), small_photo)
     assert Image.MAX_IMAGE_PIXELS == 5_000  # restored after reading
+
+
+@pytest.mark.parametrize("extension", [".png", ".gif"])
+def test_a_palette_image_with_a_transparent_index_keeps_it(tmp_path, extension):
+    from PIL import Image
+
+    indices = np.random.default_rng(0).integers(0, 4, (30, 40)).astype(np.uint8)
+    image = Image.fromarray(indices, "P")
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    path = str(tmp_path / f"p{extension}")
+    image.save(path, transparency=3)  # PNG: a tRNS chunk; GIF: the transparent index
+    found = probe(path)
+    assert found.shape == (30, 40, 4)
+    assert found.conversion == "alpha kept unless fully opaque"
+    pixels = decode(found)
+    assert np.array_equal(pixels[..., 3] == 0, indices == 3)
+    assert np.array_equal(
+        pixels[indices == 0], np.tile([255, 0, 0, 255], ((indices == 0).sum(), 1))
+    )
