@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline run | reconstruct | info``.
+"""Command line: ``python -m pipeline run | info | verify | reconstruct | report``.
 
 Exit codes: 0 when every image is done, 1 when some image failed (the others are still done and
 stored) or the store could no longer be written (full, read-only: the job stops), 2 on a usage
