@@ -88,16 +88,36 @@ def _positive(value: str) -> int:
     return number
 
 
+def _at_least_one(value: str) -> int:
+    number = _positive(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {value}")
+    return number
+
+
+class _Versions(argparse.Action):
+    """``--version``: one line per package, as they are (argparse's own action rewraps them)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from pipeline import __version__
+
+        print(_versions(__version__))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m pipeline`` argument parser."""
-    from pipeline import __version__
-
     parser = _Parser(
         prog="python -m pipeline",
         description="Compress images by k-means colour quantization on a Dask cluster, "
         "into Zarr v3 stores of palette + labels.",
     )
-    parser.add_argument("--version", action="version", version=_versions(__version__))
+    parser.add_argument(
+        "--version", action=_Versions, help="print the versions of pipeline and what it uses"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
@@ -171,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
     )
     run.add_argument(
-        "--workers", type=_positive, help="worker processes of a local cluster (default: cores)"
+        "--workers", type=_at_least_one, help="worker processes of a local cluster (default: cores)"
     )
     run.add_argument(
         "--overwrite",
@@ -341,11 +361,29 @@ is a folder or a URL).
     return parser
 
 
+#: Packages whose versions ``--version`` prints, for bug reports.
+DEPENDENCIES = (
+    "dask",
+    "distributed",
+    "dask-ml",
+    "scikit-learn",
+    "numpy",
+    "zarr",
+    "numcodecs",
+    "imageio",
+    "pillow",
+    "imagecodecs",
+    "tifffile",
+    "numba",
+    "scipy",
+)
+
+
 def _versions(own: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     parts = [f"pipeline {own}"]
-    for dist in ("dask", "distributed", "dask-ml", "scikit-learn", "numpy", "zarr", "imageio"):
+    for dist in DEPENDENCIES:
         try:
             parts.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:

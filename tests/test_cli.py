@@ -106,6 +106,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
         (["run", "--colors", "64", "--sample", "10"], "sample (10) must be at least colors (64)"),
         (["run", "--chunk", "abc"], "not an integer"),
         (["run", "--chunk", "8"], "chunk must be >= 16"),
+        (["run", "--workers", "0"], "must be >= 1: 0"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -193,8 +194,11 @@ def test_help_documents_every_option():
 def test_version_lists_dependencies(tmp_path):
     done = run("--version", cwd=tmp_path, timeout=60)
     assert done.returncode == 0
-    assert "dask-ml" in done.stdout
-    assert "zarr 3." in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("pipeline ")
+    assert len(lines) == 14  # one line per package, none folded
+    assert any(line.startswith("dask-ml ") for line in lines)
+    assert any(line.startswith("zarr 3.") for line in lines)
 
 
 def test_reconstruct_any_imageio_format(tmp_path, small_photo):
