@@ -297,13 +297,43 @@ def reuse_status(store: str, name: str, wanted: dict[str, Any]) -> str:
     if attrs.get("status") != "complete" or entry.problem is not None:
         return "incomplete"
     stored = {**{key: attrs.get(key) for key in REUSE_KEYS}, "source_path": attrs["source"]["path"]}
-    changed = [key for key in stored if stored[key] != wanted.get(key)]
+    changed = differences(stored, wanted)
     if changed:
         raise PipelineError(
-            f"{name}: already stored with other settings ({', '.join(changed)}); "
-            "use --overwrite to replace it"
+            f"{name}: already stored with other settings: {changed}; use --overwrite to replace it"
         )
     return "complete"
+
+
+#: How the settings that decide reuse are named to a user.
+SETTING_NAMES = {
+    "source_path": "source",
+    "colors_requested": "colors",
+    "sample_size_requested": "sample",
+}
+
+
+def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The settings in which ``stored`` and ``wanted`` reuse values differ, with both values.
+
+    ``"colors 128 (asked 64), effort 1 (asked 2)"``; ``fit_settings`` are compared one by one,
+    a setting left out standing for its original value (:data:`pipeline.config.ORIGINAL`).
+    """
+    from pipeline.config import ORIGINAL
+
+    def flat(values: dict[str, Any]) -> dict[str, Any]:
+        fit = values.get("fit_settings")
+        out = {k: v for k, v in values.items() if k != "fit_settings"}
+        return out | (fit if isinstance(fit, dict) else {"fit_settings": fit})
+
+    old, new = flat(stored), flat(wanted)
+    keys = list(dict.fromkeys([*old, *new]))
+    return ", ".join(
+        f"{SETTING_NAMES.get(key, key)} {old.get(key, ORIGINAL.get(key))} "
+        f"(asked {new.get(key, ORIGINAL.get(key))})"
+        for key in keys
+        if old.get(key, ORIGINAL.get(key)) != new.get(key, ORIGINAL.get(key))
+    )
 
 
 def one_line(exc: BaseException) -> str:

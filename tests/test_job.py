@@ -115,7 +115,7 @@ def test_other_settings_need_overwrite(store, write_image, small_photo):
     compress([path], store, **FAST)
     clash = compress([path], store, colors=16, sample=2000)[0]
     assert clash.status == "failed"
-    assert "other settings (colors_requested)" in clash.error
+    assert "other settings: colors 32 (asked 16); use --overwrite" in clash.error
     assert open_store(store)["a.png"].attrs["colors_requested"] == 32  # nothing lost
     redone = compress([path], store, colors=16, sample=2000, overwrite=True)[0]
     assert redone.status == "done"
