@@ -298,6 +298,12 @@ unknown --format; an --out that is a file or a URL).
     )
     info.add_argument("store", metavar="STORE")
     info.add_argument("--json", action="store_true", help="every attribute, as JSON")
+    info.add_argument(
+        "--palette",
+        action="store_true",
+        help="also each complete image's palette: a line of hex colours (#rrggbb, #rrggbbaa "
+        "with transparency) after the table; with --json, a 'palette' list of [r, g, b(, a)]",
+    )
 
     check = commands.add_parser(
         "verify",
@@ -513,8 +519,13 @@ def _info(args: argparse.Namespace) -> int:
     root = open_root(args.store)
     entries = list(scan(args.store))
     damaged = [e for e in entries if e.problem is not None]
+    palettes = _palettes(args.store, entries) if args.palette else {}
     if args.json:
-        images = {e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries}
+        images: dict[str, Any] = {
+            e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries
+        }
+        for name, palette in palettes.items():
+            images[name] = {**images[name], "palette": palette.tolist()}
         print(json.dumps({"store": dict(root.attrs), "images": images}, indent=2))
     else:
         print(
@@ -528,6 +539,9 @@ def _info(args: argparse.Namespace) -> int:
             for e in entries
         ]
         print(table(rows))
+        for name, palette in palettes.items():
+            colours = " ".join("#" + bytes(entry).hex() for entry in palette)
+            print(f"{name}: {len(palette)} colours: {colours}")
     for entry in damaged:
         print(f"error: {entry.name}: {entry.problem}", file=sys.stderr)
     if damaged:
@@ -537,6 +551,18 @@ def _info(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_FAILED if damaged else EXIT_OK
+
+
+def _palettes(store: str, entries: list[Any]) -> dict[str, Any]:
+    """Palette of each complete, undamaged image among ``entries`` (one small read each)."""
+    from pipeline.stored import Damaged, Incomplete, open_image
+
+    found = {}
+    for entry in entries:
+        if entry.problem is None and entry.attrs is not None:
+            with contextlib.suppress(Damaged, Incomplete):  # info lists such images already
+                found[entry.name] = open_image(store, entry.name, entry.attrs).palette
+    return found
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -321,3 +321,20 @@ def test_a_job_killed_outright_does_not_block_the_store(tmp_path, small_photo):
     names = [n for n in root.group_keys() if not n.startswith(".")]
     assert len(names) == 30
     assert {root[n].attrs["status"] for n in names} == {"complete"}
+
+
+def test_info_shows_each_palette_on_request(tmp_path, small_photo, capsys):
+    from pipeline import compress_array, open_store
+    from pipeline.cli import main
+
+    store = str(tmp_path / "s.zarr")
+    compress_array(small_photo, store, "p.png", colors=8, sample=500)
+    palette = open_store(store)["p.png"].palette
+    assert main(["info", store, "--palette"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line == "p.png: 8 colours: " + " ".join("#" + bytes(c).hex() for c in palette)
+    assert main(["info", store, "--palette", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["images"]["p.png"]["palette"]
+    assert listed == palette.tolist()
+    assert main(["info", store, "--json"]) == 0
+    assert "palette" not in json.loads(capsys.readouterr().out)["images"]["p.png"]
