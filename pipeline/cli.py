@@ -13,6 +13,8 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -671,3 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"interrupted: {INTERRUPTED[args.command]}", file=sys.stderr)
         return 128 + exc.signum if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (``| head``): end quietly, as a shell tool does; the
+        # rest of stdout goes nowhere, so that flushing it at exit raises nothing either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE

@@ -338,3 +338,22 @@ def test_info_shows_each_palette_on_request(tmp_path, small_photo, capsys):
     assert listed == palette.tolist()
     assert main(["info", store, "--json"]) == 0
     assert "palette" not in json.loads(capsys.readouterr().out)["images"]["p.png"]
+
+
+def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
+    from pipeline import compress_array
+
+    store = str(tmp_path / "s.zarr")
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    compress_array(noise, store, "n.png", colors=4000, sample=5000, effort=0)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "info", store, "--palette", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader.stdout.read(10)  # more than a pipe holds is still to come: then the reader leaves
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    reader.stderr.close()
+    assert reader.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert err == ""
