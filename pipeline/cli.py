@@ -90,6 +90,19 @@ def _positive(value: str) -> int:
     return number
 
 
+def _default(name: str) -> Any:
+    """The default of setting ``name`` in force.
+
+    From dask's ``pipeline.*`` configuration: YAML files and ``DASK_PIPELINE__*`` environment
+    variables included.
+    """
+    import dask.config
+
+    import pipeline.config  # noqa: F401  (registers the package's own defaults)
+
+    return dask.config.get(f"pipeline.{name}")
+
+
 def _at_least_one(value: str) -> int:
     number = _positive(value)
     if number < 1:
@@ -137,57 +150,69 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--out",
         metavar="STORE",
-        help="output store, a folder or a URL (default: compressed.zarr)",
+        help=f"output store, a folder or a URL (default: {_default('store')})",
     )
-    run.add_argument("-k", "--colors", type=_positive, help="palette size, 1..65536 (default: 128)")
+    run.add_argument(
+        "-k",
+        "--colors",
+        type=_positive,
+        help=f"palette size, 1..65536 (default: {_default('colors')})",
+    )
     run.add_argument(
         "--sample",
         type=_positive,
-        help="pixels sampled per image for the KMeans fit (default: 5000)",
+        help=f"pixels sampled per image for the KMeans fit (default: {_default('sample')})",
     )
-    run.add_argument("--seed", type=_positive, help="random seed (default: 0)")
+    run.add_argument("--seed", type=_positive, help=f"random seed (default: {_default('seed')})")
     run.add_argument(
-        "--chunk", type=_positive, metavar="PX", help="chunk side in pixels (default: 1024)"
+        "--chunk",
+        type=_positive,
+        metavar="PX",
+        help=f"chunk side in pixels (default: {_default('chunk')})",
     )
     run.add_argument(
-        "--max-iter", type=_positive, help="dask-ml KMeans iterations on the sample (default: 1)"
+        "--max-iter",
+        type=_positive,
+        help=f"dask-ml KMeans iterations on the sample (default: {_default('max-iter')})",
     )
     run.add_argument(
         "--effort",
         type=_positive,
         help="0-3: work refining the palette over every pixel after the sample fit; 0 none, "
-        "3 best quality and slowest (default: 1)",
+        f"3 best quality and slowest (default: {_default('effort')})",
     )
     run.add_argument(
         "--space",
         choices=("rgb", "oklab"),
         help="colour space of the fit and the labels: rgb (best PSNR) or oklab (perceptual: "
-        "lower CIEDE2000) (default: rgb)",
+        f"lower CIEDE2000) (default: {_default('space')})",
     )
     run.add_argument(
         "--dither",
         choices=("none", "ordered", "blue-noise"),
         help="nudge pixels by a threshold map fixed to their position before labelling, so "
-        "that gradients show fine patterns instead of bands (default: none)",
+        f"that gradients show fine patterns instead of bands (default: {_default('dither')})",
     )
     run.add_argument(
         "--dither-strength",
         type=float,
         metavar="S",
-        help="scale of the dither in spacings of the palette's colours, 0..4 (default: 0.75)",
+        help="scale of the dither in spacings of the palette's colours, 0..4 "
+        f"(default: {_default('dither-strength')})",
     )
     run.add_argument(
         "--quality",
         metavar="MIN-MAX",
         help="PSNR in dB, like pngquant's --quality: use the fewest colours (up to --colors) "
-        "reaching MAX; an image below MIN even with --colors colours fails (default: off)",
+        "reaching MAX; an image below MIN even with --colors colours fails "
+        f"(default: {_default('quality') or 'off'})",
     )
     run.add_argument(
         "--max-pixels",
         type=_positive,
         metavar="N",
         help="largest image decoded whole (JPEG, PNG, ...); tiled TIFF and Zarr inputs have no "
-        "limit (default: Pillow's 178956970)",
+        f"limit (default: {_default('max-pixels')}, Pillow's own)",
     )
     run.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
@@ -211,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="after a first SIGINT/SIGTERM, how long images in flight may finish before the job "
-        "stops (default: 20; pipeline.stop-grace)",
+        f"stops (default: {_default('stop-grace')})",
     )
     run.add_argument(
         "--debug",

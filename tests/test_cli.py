@@ -357,3 +357,19 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly(tmp_path):
     reader.stderr.close()
     assert reader.wait(timeout=60) == 128 + signal.SIGPIPE
     assert err == ""
+
+
+def test_run_help_shows_the_defaults_in_force(tmp_path):
+    plain = " ".join(run("run", "--help", cwd=tmp_path, timeout=60).stdout.split())
+    assert "palette size, 1..65536 (default: 128)" in plain
+    assert "(default: none)" in plain
+    changed = run(
+        "run",
+        "--help",
+        cwd=tmp_path,
+        timeout=60,
+        env={"DASK_PIPELINE__COLORS": "64", "DASK_PIPELINE__DITHER": "blue-noise"},
+    )
+    text = " ".join(changed.stdout.split())
+    assert "palette size, 1..65536 (default: 64)" in text
+    assert "(default: blue-noise)" in text
