@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--debug",
         action="store_true",
-        help="print the traceback of an image that failed because of an unexpected error",
+        help="print the traceback of an image that failed because of an unexpected error, "
+        "and distributed's warnings",
     )
     run.add_argument(
         "--report",
@@ -677,8 +678,13 @@ INTERRUPTED = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    debug = getattr(args, "debug", False)
+    # distributed's warnings (a dashboard port taken, a worker slow to stop, tasks cancelled by
+    # a stop) are its own business: the job says what matters in its own lines
+    logging.getLogger("distributed").setLevel(logging.WARNING if debug else logging.ERROR)
     warnings.filterwarnings("ignore", module="dask_ml")
+    if not debug:  # the dashboard line gives the port used instead
+        warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)
     handlers = {
         "run": _run,
         "reconstruct": _reconstruct,
