@@ -45,7 +45,7 @@ from pipeline.colours import (
     to_uint8,
     unpack,
 )
-from pipeline.kmeans import Clusters, per_cluster, plusplus, split_merge, update
+from pipeline.kmeans import Clusters, neediest, per_cluster, plusplus, split_merge, update
 from pipeline.levels import best_levels, is_gray
 
 
@@ -274,9 +274,7 @@ def fill(
     if points is None:
         points = coordinates(colours, space)
     diff = points - coordinates(palette, space)[labels]
-    error = (diff * diff).sum(axis=1) * counts
-    worst = np.argsort(-error, kind="stable")[:short]
-    worst = np.sort(worst[error[worst] > 0])
+    worst = neediest((diff * diff).sum(axis=1) * counts, short)
     if not len(worst):
         return palette, labels
     palette = np.concatenate([palette, colours[worst]])

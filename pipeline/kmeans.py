@@ -81,6 +81,15 @@ def cluster_errors(mass: Float, sums: Float, squares: Float) -> Float:
     return errors
 
 
+def neediest(error: NDArray[np.number], most: int) -> Index:
+    """Indices, ascending, of the ``most`` points adding most ``error`` (only those adding any).
+
+    Ties go to the lower index.
+    """
+    worst = np.argsort(-error, kind="stable")[:most]
+    return np.sort(worst[error[worst] > 0])
+
+
 def update(points: Float, weights: Float, labels: Index, centres: Float) -> Float:
     """Weighted means of the clusters ``labels`` defines; an empty cluster keeps its centre."""
     k = len(centres)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 from numpy.typing import NDArray
+
+from pipeline.colours import nearest_centre
+from pipeline.kmeans import neediest, update
 
 #: Scale of the composites (255 * 255); squared distances are FULL times the squared errors
 #: of the 8-bit composites over black and over white, summed.
@@ -84,36 +86,17 @@ def straight(centres: NDArray[np.float64]) -> NDArray[np.uint8]:
     return palette.astype(np.uint8)
 
 
-@numba.njit(nogil=True, cache=True)
-def _nearest(points, centres):  # type: ignore[no-untyped-def]
-    # Every point against every centre, in the arrays' own type (int64: exact); the first of
-    # equal distances wins.
-    n, k, d = points.shape[0], centres.shape[0], points.shape[1]
-    labels = np.empty(n, dtype=np.intp)
-    dist = np.empty(n, dtype=points.dtype)
-    for i in range(n):
-        best = centres.dtype.type(0)
-        label = -1
-        for j in range(k):
-            total = centres.dtype.type(0)
-            for c in range(d):
-                diff = points[i, c] - centres[j, c]
-                total += diff * diff
-            if label < 0 or total < best:
-                best, label = total, j
-        labels[i] = label
-        dist[i] = best
-    return labels, dist
-
-
 def nearest(
     colours: NDArray[np.uint8], palette: NDArray[np.uint8]
 ) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
     """Exact nearest palette entry of each RGBA colour, and its squared distance.
 
     Between integer :func:`seen` vectors (see the module docstring); ties to the lowest index.
+    :func:`pipeline.colours.nearest_centre` computes in float64, where every such distance (an
+    integer below 2**35) is exact.
     """
-    return _nearest(seen(colours), seen(palette))
+    labels, dist = nearest_centre(seen(colours).astype(np.float64), seen(palette))
+    return labels, dist.astype(np.int64)
 
 
 def _lloyd(
@@ -127,18 +110,9 @@ def _lloyd(
 
     The first ``pinned`` centres never move.
     """
-    k = len(centres)
     for _ in range(max_iter):
-        labels, _ = _nearest(points, centres)
-        mass = np.bincount(labels, weights=weights, minlength=k)
-        sums = np.stack(
-            [np.bincount(labels, weights=weights * column, minlength=k) for column in points.T],
-            axis=1,
-        )
-        full = mass > 0
-        full[:pinned] = False
-        new = centres.copy()
-        new[full] = sums[full] / mass[full, None]
+        new = update(points, weights, nearest_centre(points, centres)[0], centres)
+        new[:pinned] = centres[:pinned]
         if np.array_equal(new, centres):
             break
         centres = new
@@ -185,14 +159,10 @@ def _fill(
     Colours adding most error become entries of their own (as :func:`pipeline.fit.fill`).
     """
     labels, dist = nearest(colours, palette)
-    palette = palette[np.unique(labels)]
+    palette = palette[np.unique(labels)]  # every colour keeps its entry, and its distance
     short = min(k, len(colours)) - len(palette)
     if short > 0:
-        labels, dist = nearest(colours, palette)
-        error = dist * counts
-        worst = np.argsort(-error, kind="stable")[:short]
-        worst = np.sort(worst[error[worst] > 0])
-        palette = np.concatenate([palette, colours[worst]])
+        palette = np.concatenate([palette, colours[neediest(dist * counts, short)]])
     return palette
 
 
