@@ -186,10 +186,12 @@ def label_block(
     The error is the sum over the block's pixels and channels of (pixel - palette entry)**2.
     With ``dither`` (``"ordered"`` or ``"blue-noise"``, see :mod:`pipeline.dither`) each pixel
     is nudged by a threshold fixed to its absolute position before it is labelled: ``origin``
-    is the block's top-left pixel in the image, ``strength`` the nudge in palette spacings.
+    is the block's top-left pixel in the image, ``strength`` the nudge in palette spacings. A
+    fit whose palette holds every colour it counted exactly is not dithered: that could only
+    add error.
     """
     with lookup_table(fit) as table:
-        if dither == "none":
+        if dither == "none" or fit.info.get("mse") == 0:
             return table.lookup(block, dtype)
         return dither_block(
             block,

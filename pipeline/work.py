@@ -344,16 +344,14 @@ def label_region(
 ) -> Labelled:
     """Label the block of the image at ``region``, write its labels and measure its error.
 
-    Blocks with transparency are not dithered, nor images whose palette holds every colour
-    counted exactly (dithering them could only add error).
+    Blocks with transparency are not dithered.
     """
     origin = (region[0].start or 0, region[1].start or 0)
     dtype = np.dtype(target.dtype)
     if block.shape[2] == 4:
         labels, error = rgba.label_rgba(block, fit.palette, dtype)
     else:
-        dither = "none" if fit.info.get("mse") == 0 else settings.dither
-        how = (dither, settings.dither_strength, origin)
+        how = (settings.dither, settings.dither_strength, origin)
         labels, error = label_block(block, fit, dtype, *how)
     with _writing():
         digests = write_labels(target, region, labels)
