@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import dask
 import dask.array as da
@@ -53,6 +53,7 @@ from pipeline.outputs import (
     publish,
     remove_output,
     temporary_beside,
+    write_palette_image,
 )
 from pipeline.paths import is_url
 from pipeline.reconstruct import rebuild
@@ -69,9 +70,6 @@ from pipeline.stored import (
     one_line,
     open_image,
 )
-
-if TYPE_CHECKING:
-    import PIL.Image
 
 #: Longest side of a thumbnail, in pixels.
 THUMBNAIL_SIDE = 480
@@ -445,29 +443,21 @@ def _data_uri(kind: str, data: bytes) -> str:
 def _png(pixels: NDArray[np.uint8]) -> str:
     """Lossless PNG ``data:`` URI of (h, w, 3) RGB or (h, w, 4) RGBA uint8 pixels.
 
-    RGB pixels of 256 colours or fewer are written as an indexed PNG.
+    RGB pixels of 256 colours or fewer are written as an indexed PNG
+    (:func:`pipeline.outputs.write_palette_image`).
     """
     from PIL import Image
 
-    picture = _indexed(pixels) or Image.fromarray(np.ascontiguousarray(pixels))
     buffer = io.BytesIO()
-    picture.save(buffer, "PNG", optimize=True)
+    if pixels.shape[2] == 3:
+        keys = pack(pixels)
+        colours, indices = np.unique(keys, return_inverse=True)
+        if len(colours) <= 256:
+            labels = indices.reshape(keys.shape).astype(np.uint8)
+            write_palette_image(unpack(colours), labels, buffer, ".png")
+            return _data_uri("png", buffer.getvalue())
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, "PNG", optimize=True)
     return _data_uri("png", buffer.getvalue())
-
-
-def _indexed(pixels: NDArray[np.uint8]) -> PIL.Image.Image | None:
-    """RGB pixels of 256 colours or fewer as an indexed ("P") picture; None for others."""
-    from PIL import Image
-
-    if pixels.shape[2] != 3:
-        return None
-    keys = pack(pixels)
-    colours, indices = np.unique(keys, return_inverse=True)
-    if len(colours) > 256:
-        return None
-    picture = Image.fromarray(indices.reshape(keys.shape).astype(np.uint8))
-    picture.putpalette(unpack(colours).ravel().tolist())  # makes it a "P" picture
-    return picture
 
 
 def _thumbnail_uri(pixels: NDArray[np.uint8], factors: tuple[int, int]) -> str:
