@@ -66,6 +66,7 @@ from pipeline.stored import (
     Entry,
     Incomplete,
     entry,
+    is_number,
     listed,
     one_line,
     open_image,
@@ -383,7 +384,7 @@ def _changed(image: StoredImage, squared: int) -> bool:
     composites on black and white (:mod:`pipeline.rgba`).
     """
     recorded = image.attrs["metrics"].get("mse")
-    if image.palette.shape[1] != 3 or not _is_number(recorded):
+    if image.palette.shape[1] != 3 or not is_number(recorded):
         return False
     measured = squared / (3 * image.labels.shape[0] * image.labels.shape[1])
     return not math.isclose(measured, recorded, rel_tol=1e-6, abs_tol=1e-9)
@@ -482,14 +483,10 @@ def _jpeg(pixels: NDArray[np.uint8]) -> str:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _metric(attrs: dict[str, Any], key: str) -> float | None:
     """A number of the image's ``metrics`` attribute, None when absent (older stores)."""
     value = attrs["metrics"].get(key)
-    return float(value) if _is_number(value) else None
+    return float(value) if is_number(value) else None
 
 
 def _shown(value: float | None, text: Callable[[float], str]) -> str:

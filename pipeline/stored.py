@@ -59,7 +59,8 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """Whether an attribute value read from JSON is a number (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -84,9 +85,9 @@ _COMPLETE = {
     "metrics": (
         lambda v: (
             isinstance(v, dict)
-            and (v.get("psnr_db") is None or _number(v.get("psnr_db")))
+            and (v.get("psnr_db") is None or is_number(v.get("psnr_db")))
             and _integer(v.get("stored_bytes"))
-            and _number(v.get("ratio"))
+            and is_number(v.get("ratio"))
         ),
         "{psnr_db, stored_bytes, ratio, ...} with numbers",
     ),
