@@ -200,8 +200,10 @@ def _keyed_alpha(resource: str | bytes, shape: tuple[int, ...] | None = None) ->
     """
     if shape is not None and len(shape) == 3 and shape[2] in (2, 4):
         return False
-    head = resource[:KEY_BYTES] if isinstance(resource, bytes) else read_bytes(resource, KEY_BYTES)
+    head = resource[:KEY_BYTES] if isinstance(resource, bytes) else read_bytes(resource, 8)
     if head.startswith(PNG_SIGNATURE):
+        if not isinstance(resource, bytes):  # only a PNG's chunks are worth reading
+            head = read_bytes(resource, KEY_BYTES)
         pixels = head.find(b"IDAT")
         return b"tRNS" in (head if pixels < 0 else head[:pixels])
     if head.startswith((b"GIF87a", b"GIF89a")):

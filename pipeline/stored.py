@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.config import ORIGINAL
 from pipeline.errors import PipelineError, UsageError
 from pipeline.paths import join, read_bytes, zarr_store
 from pipeline.store import REUSE_KEYS, Listing, StoredImage, list_store
@@ -320,7 +321,6 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     ``"colors 128 (asked 64), effort 1 (asked 2)"``; ``fit_settings`` are compared one by one,
     a setting left out standing for its original value (:data:`pipeline.config.ORIGINAL`).
     """
-    from pipeline.config import ORIGINAL
 
     def flat(values: dict[str, Any]) -> dict[str, Any]:
         fit = values.get("fit_settings")
