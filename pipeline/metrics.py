@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.oklab import SRGB_TO_LINEAR
 from pipeline.sample import sample_positions
 
 #: Pixels of an image whose CIEDE2000 is averaged.
@@ -49,16 +50,9 @@ def psnr(mse: float) -> float | None:
     return 10 * math.log10(255**2 / mse)
 
 
-@functools.cache
-def _linear() -> NDArray[np.float64]:
-    """Linear-light value of each uint8 sRGB level."""
-    c = np.arange(256) / 255.0
-    return np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-
-
 def lab(rgb: NDArray[np.uint8]) -> NDArray[np.float64]:
     """CIE L*a*b* (D65) of uint8 sRGB colours ``(..., 3)``, as scikit-image's ``rgb2lab``."""
-    xyz = _linear()[rgb] @ _XYZ_FROM_RGB.T / _WHITE
+    xyz = SRGB_TO_LINEAR[rgb] @ _XYZ_FROM_RGB.T / _WHITE
     fx, fy, fz = np.moveaxis(np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116), -1, 0)
     return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
