@@ -52,7 +52,8 @@ SIDE = 64
 
 
 def photos() -> list[np.ndarray]:
-    from pipeline.sources import read_file, sample_images
+    from pipeline.discover import sample_images
+    from pipeline.sources import read_file
 
     found = [read_file(p) for p in sample_images()]
     try:

@@ -6,8 +6,6 @@ import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -17,10 +15,10 @@ from numpy.typing import NDArray
 
 from pipeline import lease
 from pipeline.config import Running, Settings
-from pipeline.discover import Entry, discover, input_folders
-from pipeline.errors import InputError, UsageError
+from pipeline.discover import Entry, Inputs, discover, find_inputs
+from pipeline.errors import UsageError
 from pipeline.names import node_name, unique_names
-from pipeline.paths import is_url, location
+from pipeline.paths import location
 from pipeline.plan import Given, Item, batch_size, plan, prior
 from pipeline.results import ImageResult
 from pipeline.run import ClusterExecutor, LocalExecutor, Runner
@@ -36,61 +34,6 @@ from pipeline.store import (
 )
 from pipeline.stored import Damaged, Incomplete, open_image, reuse_status, scan
 from pipeline.work import Job, Spec
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The inputs of a job, found by listing (:func:`find_inputs`).
-
-    Attributes
-    ----------
-    entries : list of Entry
-        What to compress, in input order.
-    errors : list of InputError
-        Input items that gave nothing usable (each becomes a failed result).
-    """
-
-    entries: list[Entry]
-    errors: list[InputError]
-
-
-def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
-    """List the inputs of a job writing ``store``: files, folders, globs or URLs.
-
-    Raises
-    ------
-    UsageError
-        When nothing at all can be compressed (a missing path or an empty folder given alone,
-        a pattern matching nothing), with one line naming what was looked at.
-    """
-    paths = [inputs] if isinstance(inputs, str) else list(inputs)
-    _check_store(location(store), paths)
-    entries, errors = discover(paths, exclude=location(store))
-    if entries:
-        return Inputs(entries, errors)
-    if errors:
-        problems = "; ".join(str(e) for e in errors[:3])
-        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
-        raise UsageError(f"no inputs found: {problems}{more}")
-    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    raise UsageError(f"no inputs found: no image files in {shown}")
-
-
-def _check_store(store: str, paths: Sequence[str]) -> None:
-    """Refuse an output store that is an input folder or inside one, or a folder of other files."""
-    if is_url(store):
-        return
-    resolved = str(Path(store).resolve())
-    for folder in input_folders(paths):
-        if resolved == folder or resolved.startswith(os.path.join(folder, "")):
-            where = "is the input folder" if resolved == folder else f"is inside input {folder}"
-            raise UsageError(f"{store}: the output store {where}; choose a path outside the inputs")
-    root = Path(store)
-    if root.is_dir() and not (root / "zarr.json").exists() and any(root.iterdir()):
-        raise UsageError(
-            f"{store}: a folder that is not a store (no zarr.json, and it holds files);"
-            " choose a new path for the output store"
-        )
 
 
 def stream(

@@ -20,6 +20,9 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import dask.config
+
+from pipeline.config import LOCAL_KINDS
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError
 from pipeline.stopping import Interrupted, requested, stop_on_signals
 
@@ -218,7 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
     )
     run.add_argument(
-        "--workers", type=_at_least_one, help="worker processes of a local cluster (default: cores)"
+        "--workers",
+        type=_at_least_one,
+        help="worker processes of a local cluster (threads, with --local-cluster threads); "
+        "given, the cluster has worker processes unless --local-cluster threads "
+        "(default: one per core)",
+    )
+    run.add_argument(
+        "--local-cluster",
+        choices=LOCAL_KINDS,
+        help="without a scheduler: threads in this process (starts at once) or worker "
+        "processes (start in 3-4 s, then run more images per second); auto: threads for "
+        f"up to {_default('threads-max-images')} inputs adding up to at most "
+        f"{_default('threads-max-bytes') / 2**20:g} MiB, else processes; the stored bytes are the "
+        f"same (default: {_default('local-cluster')})",
     )
     run.add_argument(
         "--overwrite",
@@ -437,55 +453,61 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     import dask.config
-    from distributed import performance_report
 
-    from pipeline.api import find_inputs, stream
-    from pipeline.cluster import connect, scheduler_address
+    from pipeline.cluster import local_kind, scheduler_address
     from pipeline.config import Settings
+    from pipeline.discover import find_inputs, sample_images
     from pipeline.lease import check_free
-    from pipeline.progress import Progress
-    from pipeline.report import Summary
-    from pipeline.sources import sample_images
 
     job = _job(args)
     settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
     store = job.get("out") or dask.config.get("pipeline.store")
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
-    # Nothing to do, or a job already writing the store: say so before starting a cluster.
+    # Nothing to do, or a job already writing the store: say so before importing and starting
+    # a cluster.
     found = find_inputs(inputs, store)
     check_free(store)
+    images, size = len(found.entries), sum(e.size or 0 for e in found.entries)
+    kind = local_kind(images, size, workers=job.get("workers"), choice=job.get("local_cluster"))
+
+    from pipeline.cluster import OnDemand, dashboard_link
+    from pipeline.progress import Progress
+    from pipeline.report import Summary
+
+    def started(client: Any) -> None:
+        print(f"dashboard: {dashboard_link(client)}", file=sys.stderr, flush=True)
+
     gathered = Summary()
     stopped = False
-    print(f"cluster: {address or 'local'}", file=sys.stderr)
-    with connect(address, workers=job.get("workers")) as client:
-        print(f"dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-        report = job.get("report")
-        with (
-            # mode="inline": bokeh's JavaScript inside the file, so it renders offline
-            performance_report(filename=report, mode="inline")
-            if report
-            else contextlib.nullcontext(),
-            Progress() as progress,
-        ):
-            try:
-                for result in stream(
-                    found,
-                    store,
-                    overwrite=bool(job.get("overwrite")),
-                    client=client,
-                    on_start=progress.start,
-                    notify=progress.note,
-                    running={"stop_grace": job.get("stop_grace")},
-                    **vars(settings),
-                ):
-                    progress(result)
-                    gathered.add(result)
-                    if args.debug and result.detail:
-                        progress.note(result.detail.rstrip())
-            except StoreUnwritable as exc:  # still a summary of what was done before
-                stopped = True
-                progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
+    report = job.get("report")
+    print(f"cluster: {address or _local_line(kind, job.get('workers'))}", file=sys.stderr)
+    with (
+        OnDemand(address, workers=job.get("workers"), kind=kind, started=started) as cluster,
+        _performance_report(report, cluster),
+        Progress() as progress,
+    ):
+        # dask.array, zarr and the rest: imported while worker processes start
+        from pipeline.api import stream
+
+        try:
+            for result in stream(
+                found,
+                store,
+                overwrite=bool(job.get("overwrite")),
+                client=cluster,
+                on_start=progress.start,
+                notify=progress.note,
+                running={"stop_grace": job.get("stop_grace")},
+                **vars(settings),
+            ):
+                progress(result)
+                gathered.add(result)
+                if args.debug and result.detail:
+                    progress.note(result.detail.rstrip())
+        except StoreUnwritable as exc:  # still a summary of what was done before
+            stopped = True
+            progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
     print(f"\nstore: {store}")
     if report:
         from pipeline.htmlreport import drop_remote_icons
@@ -494,6 +516,28 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report: {report}")
     print(gathered.text())
     return EXIT_FAILED if gathered.failed or stopped else EXIT_OK
+
+
+def _performance_report(report: str | None, cluster: Any) -> contextlib.AbstractContextManager[Any]:
+    """Dask's performance report of the job into file ``report``, if given.
+
+    The report needs the cluster from the start, so it is started at once.
+    """
+    if not report:
+        return contextlib.nullcontext()
+    from distributed import performance_report
+
+    cluster.client()
+    # mode="inline": bokeh's JavaScript inside the file, so it renders offline
+    return performance_report(filename=report, mode="inline")
+
+
+def _local_line(kind: str, workers: int | None) -> str:
+    """How the local cluster of a job runs, for its first line."""
+    n = workers or os.cpu_count() or 1
+    if kind == "threads":
+        return f"local, {n} threads in this process (--local-cluster)"
+    return f"local, {n} worker processes (--local-cluster)"
 
 
 def _not_done(left: int) -> str:
@@ -680,8 +724,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     # distributed's warnings (a dashboard port taken, a worker slow to stop, tasks cancelled by
-    # a stop) are its own business: the job says what matters in its own lines
-    logging.getLogger("distributed").setLevel(logging.WARNING if debug else logging.ERROR)
+    # a stop) are its own business: the job says what matters in its own lines. The level is
+    # also put in dask's configuration, which distributed applies when it is imported (later).
+    level = "warning" if debug else "error"
+    dask.config.set({"logging.distributed": level})
+    logging.getLogger("distributed").setLevel(level.upper())
     warnings.filterwarnings("ignore", module="dask_ml")
     if not debug:  # the dashboard line gives the port used instead
         warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)

@@ -1,16 +1,26 @@
-"""Which Dask cluster a job runs on: the address given, ``DASK_SCHEDULER_ADDRESS``, or local."""
+"""Which Dask cluster a job runs on: the address given, ``DASK_SCHEDULER_ADDRESS``, or local.
+
+A local cluster is either threads in the job's own process or worker processes
+(:func:`local_kind` says which); :class:`OnDemand` starts it only once the job has work for it,
+or, for worker processes, in the background while the job lists its store.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
 
 import dask.config
-from distributed import Client, LocalCluster
 
+from pipeline.config import LOCAL_KINDS
 from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 #: Environment variable the Dask Kubernetes operator sets in a DaskJob's pod.
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
@@ -74,6 +84,38 @@ def _ask(run: Any, function: Any) -> Any:
         return exc
 
 
+def local_kind(
+    images: int, size: int, *, workers: int | None = None, choice: str | None = None
+) -> str:
+    """Which local cluster a job of ``images`` inputs, ``size`` bytes of files, starts.
+
+    ``"threads"``: the scheduler and one worker of one thread per core inside the job's own
+    process, ready in a fraction of a second; ``"processes"``: one worker process per core (or
+    ``workers``), each of which imports scikit-learn, dask-ml and the compiled kernels before its
+    first task (3-4 s) and runs without contending for the job's interpreter lock.
+
+    ``choice`` (``--local-cluster``; default: dask config ``pipeline.local-cluster``) decides
+    when it is not ``"auto"``; under ``"auto"``, threads for a job of at most
+    ``pipeline.threads-max-images`` inputs whose files add up to at most
+    ``pipeline.threads-max-bytes``, unless ``workers`` asks for worker processes. Either way
+    the store ends up byte for byte the same.
+
+    Raises
+    ------
+    UsageError
+        If the choice is not one of :data:`LOCAL_KINDS`.
+    """
+    kind = choice or dask.config.get("pipeline.local-cluster")
+    if kind not in LOCAL_KINDS:
+        raise UsageError(f"local cluster must be one of {', '.join(LOCAL_KINDS)}, got {kind!r}")
+    if kind != "auto":
+        return str(kind)
+    small = images <= dask.config.get("pipeline.threads-max-images") and size <= dask.config.get(
+        "pipeline.threads-max-bytes"
+    )
+    return "threads" if small and workers is None else "processes"
+
+
 @contextmanager
 def connect(
     address: str | None = None,
@@ -81,6 +123,7 @@ def connect(
     workers: int | None = None,
     timeout: float | str | None = None,
     dashboard_address: str = "127.0.0.1:8787",
+    kind: str = "processes",
 ) -> Iterator[Client]:
     """Connect to a Dask cluster, or start a local one for the duration of the block.
 
@@ -91,19 +134,23 @@ def connect(
     workers : int, optional
         Worker processes of a local cluster (default: one per core, one thread each), which
         import the job's libraries as they start (:mod:`pipeline.preload`) and use the malloc
-        settings :data:`WORKER_MALLOC`.
+        settings :data:`WORKER_MALLOC`; threads of a ``"threads"`` one.
     timeout : float or str, optional
         How long to wait for a remote scheduler before giving up (seconds, or a dask duration
         such as ``"10s"``); default: dask's ``distributed.comm.timeouts.connect`` (30 s, set
         with ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT``).
+    dashboard_address : str
+        Where a local cluster serves its dashboard (port 0: any free port).
+    kind : str
+        ``"processes"`` or ``"threads"``: the local cluster to start (see :func:`local_kind`).
 
     Raises
     ------
     UsageError
         If the scheduler cannot be reached in time, or its workers cannot import this package.
-    dashboard_address : str
-        Where a local cluster serves its dashboard (port 0: any free port).
     """
+    from distributed import Client
+
     resolved = scheduler_address(address)
     if resolved is not None:
         limit = timeout or dask.config.get("distributed.comm.timeouts.connect")
@@ -117,18 +164,135 @@ def connect(
             yield client
         return
     n = workers or os.cpu_count() or 1
+    with _local_cluster(kind, n, dashboard_address) as cluster, Client(cluster) as client:
+        if kind == "threads":  # what worker processes preload, else the first image pays it
+            from pipeline.preload import warm_up
+
+            warm_up()
+        yield client
+
+
+def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:
+    from distributed import LocalCluster
+
+    if kind == "threads":  # the job's own process has imported the package: nothing to check
+        return LocalCluster(
+            n_workers=1,
+            threads_per_worker=n,
+            processes=False,
+            dashboard_address=dashboard_address,
+            worker_dashboard_address="127.0.0.1:0",
+        )
     # set before the worker processes start, when glibc reads it (the ``env`` argument is later)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
-        LocalCluster(
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
             dashboard_address=dashboard_address,
             preload=["pipeline.preload"],
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+        )
+
+
+def dashboard_link(client: Client) -> str:
+    """Address of the cluster's dashboard, as a browser on this machine reaches it.
+
+    A cluster of threads in this process has an ``inproc://`` address naming no host a browser
+    can use (dask's own link names the machine's public address): its dashboard listens on
+    127.0.0.1.
+    """
+    if not str(client.scheduler.address).startswith("inproc://"):
+        return str(client.dashboard_link)
+    port = client.scheduler_info()["services"].get("dashboard")
+    return f"http://127.0.0.1:{port}/status"
+
+
+class OnDemand:
+    """The cluster of a job, connected to or started only once the job has work for it.
+
+    Threads in this process (``kind="threads"``) start when the first work is submitted, so a
+    job whose images are all complete already (a rerun) starts none. Worker processes, which
+    take seconds to be ready, start in a background thread as soon as this is entered, while
+    the job imports its libraries and lists its store; a remote scheduler is connected to the
+    same way. Use as a context manager; leaving it closes what was started.
+
+    Parameters
+    ----------
+    address, workers, kind, dashboard_address
+        As for :func:`connect`.
+    started : callable, optional
+        Called with the client once the cluster is up (e.g. to print its dashboard address).
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        workers: int | None = None,
+        kind: str = "processes",
+        dashboard_address: str = "127.0.0.1:8787",
+        started: Callable[[Client], None] | None = None,
+    ) -> None:
+        self._connect = lambda: connect(
+            address, workers=workers, kind=kind, dashboard_address=dashboard_address
+        )
+        self._started = started or (lambda client: None)
+        self._background = scheduler_address(address) is not None or kind != "threads"
+        #: Threads of a cluster started on demand, known before it is up.
+        self.planned = None if self._background else workers or os.cpu_count() or 1
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # distributed's client remembers itself in a context variable, which must be reset
+        # in the context it was set in: the cluster is started and closed in this one
+        self._context = contextvars.copy_context()
+
+    def __enter__(self) -> OnDemand:
+        if self._background:
+            self._thread = threading.Thread(
+                target=self._context.run, args=(self._start,), name="cluster-start", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self._context.run(self._stack.close)
+
+    @property
+    def up(self) -> bool:
+        """Whether the cluster is connected (or started)."""
+        return self._client is not None
+
+    def client(self) -> Client:
+        """The client of the cluster, connecting to or starting it first if needed.
+
+        Raises
+        ------
+        UsageError
+            As :func:`connect` does (an unreachable scheduler, workers without this package).
+        """
+        if self._thread is not None:
+            self._thread.join()
+        elif self._client is None:
+            self._context.run(self._start)
+        if self._error is not None:
+            raise self._error
+        assert self._client is not None
+        return self._client
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._client is not None or self._error is not None:
+                return
+            try:
+                self._client = self._stack.enter_context(self._connect())
+            except BaseException as exc:  # raised in the job's thread, by client()
+                self._error = exc
+                return
+            self._started(self._client)

@@ -38,9 +38,17 @@ DEFAULTS: dict[str, Any] = {
         "in-flight": 2,
         "stop-grace": 20,
         "lease-seconds": 60,
+        # Which local cluster a job without a scheduler starts (pipeline.cluster.local_kind).
+        "local-cluster": "auto",
+        "threads-max-images": 24,
+        "threads-max-bytes": 64 << 20,
     }
 }
 dask.config.update_defaults(DEFAULTS)
+
+#: Values of ``pipeline.local-cluster`` (``--local-cluster``); see
+#: :func:`pipeline.cluster.local_kind`.
+LOCAL_KINDS = ("auto", "threads", "processes")
 
 
 def _configured(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import glob
+import importlib.util
 import os
 import re
 import stat
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
-from pipeline.paths import filesystem, is_url
+from pipeline.errors import InputError, UsageError
+from pipeline.paths import filesystem, is_url, location
 from pipeline.tiled import is_zarr_array
 
 #: File extensions picked up when a folder is given as input.
@@ -363,3 +364,72 @@ class _Outside:
                 self.folders[folder] = str(Path(folder).resolve())
             path = os.path.join(self.folders[folder], name)
         return not (path + "/").startswith(self.store)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs of a job, found by listing (:func:`find_inputs`).
+
+    Attributes
+    ----------
+    entries : list of Entry
+        What to compress, in input order.
+    errors : list of InputError
+        Input items that gave nothing usable (each becomes a failed result).
+    """
+
+    entries: list[Entry]
+    errors: list[InputError]
+
+
+def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
+    """List the inputs of a job writing ``store``: files, folders, globs or URLs.
+
+    Raises
+    ------
+    UsageError
+        When nothing at all can be compressed (a missing path or an empty folder given alone,
+        a pattern matching nothing), with one line naming what was looked at.
+    """
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    _check_store(location(store), paths)
+    entries, errors = discover(paths, exclude=location(store))
+    if entries:
+        return Inputs(entries, errors)
+    if errors:
+        problems = "; ".join(str(e) for e in errors[:3])
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        raise UsageError(f"no inputs found: {problems}{more}")
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    raise UsageError(f"no inputs found: no image files in {shown}")
+
+
+def _check_store(store: str, paths: Sequence[str]) -> None:
+    """Refuse an output store that is an input folder or inside one, or a folder of other files."""
+    if is_url(store):
+        return
+    resolved = str(Path(store).resolve())
+    for folder in input_folders(paths):
+        if resolved == folder or resolved.startswith(os.path.join(folder, "")):
+            where = "is the input folder" if resolved == folder else f"is inside input {folder}"
+            raise UsageError(f"{store}: the output store {where}; choose a path outside the inputs")
+    root = Path(store)
+    if root.is_dir() and not (root / "zarr.json").exists() and any(root.iterdir()):
+        raise UsageError(
+            f"{store}: a folder that is not a store (no zarr.json, and it holds files);"
+            " choose a new path for the output store"
+        )
+
+
+def sample_images() -> list[str]:
+    """Paths of the two photos that ship with scikit-learn (``china.jpg``, ``flower.jpg``).
+
+    Found without importing scikit-learn (0.7 s), which a job with nothing to do never needs.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            "no inputs given, and scikit-learn, whose sample photos are the default, is missing"
+        )
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "images"
+    return [str(folder / "china.jpg"), str(folder / "flower.jpg")]

@@ -56,7 +56,7 @@ from pipeline.outputs import (
     write_palette_image,
 )
 from pipeline.paths import is_url
-from pipeline.reconstruct import rebuild
+from pipeline.rebuild import rebuild
 from pipeline.report import HEADER, human_bytes, image_row
 from pipeline.sources import open_file
 from pipeline.store import StoredImage, open_root

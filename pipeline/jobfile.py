@@ -21,7 +21,7 @@ import os
 import tomllib
 from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config import LOCAL_KINDS, Settings
 from pipeline.errors import UsageError
 
 #: Keys of a job file that are not compression settings, with their types.
@@ -30,6 +30,7 @@ JOB_KEYS: dict[str, type] = {
     "out": str,
     "scheduler": str,
     "workers": int,
+    "local_cluster": str,
     "overwrite": bool,
     "report": str,
     "stop_grace": float,
@@ -89,6 +90,11 @@ def read_job_file(path: str) -> dict[str, Any]:
         raise UsageError(f"{path}: stop_grace must be >= 0, got {values['stop_grace']}")
     if values.get("workers", 1) < 1:
         raise UsageError(f"{path}: workers must be >= 1, got {values['workers']}")
+    if values.get("local_cluster", "auto") not in LOCAL_KINDS:
+        raise UsageError(
+            f"{path}: local_cluster must be one of {', '.join(LOCAL_KINDS)}, "
+            f"got {values['local_cluster']!r}"
+        )
     settings = {k: v for k, v in values.items() if k not in JOB_KEYS}
     try:
         Settings.from_config(**settings)

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.paths import is_url
 from pipeline.png import write_indexed_png
-from pipeline.reconstruct import CheckedLabels, rebuild
+from pipeline.rebuild import CheckedLabels, rebuild
 from pipeline.store import StoredImage, open_root
 from pipeline.stored import (
     NO_SUCH_IMAGE,

@@ -29,6 +29,7 @@ from typing import Any
 import dask
 
 from pipeline import stopping
+from pipeline.cluster import OnDemand
 from pipeline.config import Running
 from pipeline.errors import PipelineError, StoreUnwritable
 from pipeline.graph import Placement, batch_graph, fit_graph, probe_graph, whole_graph, write_graph
@@ -85,14 +86,30 @@ class LocalExecutor:
 
 
 class ClusterExecutor:
-    """Work computed on a distributed cluster through ``client``."""
+    """Work computed on a distributed cluster.
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    ``cluster``: a ``distributed.Client``, or a :class:`pipeline.cluster.OnDemand` whose
+    cluster starts when the first work is submitted.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
         self._threads = (0, 0.0)
 
+    @property
+    def client(self) -> Any:
+        """The cluster's client (started now if it is not up yet)."""
+        cluster = self._cluster
+        return cluster.client() if isinstance(cluster, OnDemand) else cluster
+
     def threads(self) -> int:
-        """Threads of the cluster's workers now (refreshed at most once a second)."""
+        """Threads of the cluster's workers now (refreshed at most once a second).
+
+        Of a cluster started on demand and not up yet, the threads it will have.
+        """
+        cluster = self._cluster
+        if isinstance(cluster, OnDemand) and not cluster.up and cluster.planned is not None:
+            return cluster.planned
         count, when = self._threads
         now = time.monotonic()
         if now - when > REFRESH_SECONDS:

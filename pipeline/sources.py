@@ -549,11 +549,3 @@ def from_array(
         conversion=conversion,
         streamed=streamed,
     )
-
-
-def sample_images() -> list[str]:
-    """Paths of the two photos that ship with scikit-learn (``china.jpg``, ``flower.jpg``)."""
-    import sklearn.datasets
-
-    folder = Path(sklearn.datasets.__file__).parent / "images"
-    return [str(folder / "china.jpg"), str(folder / "flower.jpg")]

@@ -383,3 +383,51 @@ def test_run_help_shows_the_defaults_in_force(tmp_path):
     text = " ".join(changed.stdout.split())
     assert "palette size, 1..65536 (default: 64)" in text
     assert "(default: blue-noise)" in text
+
+
+def _store_files(root: Path) -> dict[str, object]:
+    """Every file of a store: its bytes, or for metadata its JSON without what names the run."""
+    files: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_dir():
+            continue
+        key = str(path.relative_to(root))
+        if path.name != "zarr.json":
+            files[key] = path.read_bytes()
+            continue
+        document = json.loads(path.read_text())
+        for name in ("run", "completed"):  # the job's id and the time it ended
+            document.get("attributes", {}).pop(name, None)
+        files[key] = document
+    return files
+
+
+def test_a_small_job_runs_in_process_and_a_rerun_starts_no_cluster(tmp_path):
+    done = run("run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "threads in this process" in done.stderr
+    # the cluster's own address is inproc://; the dashboard listens on loopback
+    assert "dashboard: http://127.0.0.1:" in done.stderr
+    assert "2 done, 0 skipped" in done.stdout
+    again = run("run", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 done, 2 skipped" in again.stdout
+    assert "dashboard:" not in again.stderr  # nothing to do: no cluster was started
+
+
+@pytest.mark.slow
+def test_threads_and_worker_processes_store_the_same_bytes(tmp_path, small_photo):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):  # two batched together, one alone
+        iio.imwrite(folder / f"p{i}.png", np.rot90(small_photo, i).copy())
+    for kind in ("threads", "processes"):
+        done = run(
+            "run", "photos", "-o", f"{kind}.zarr", "--local-cluster", kind, "--dither",
+            "blue-noise", cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert ("threads in this process" in done.stderr) == (kind == "threads")
+    threads = _store_files(tmp_path / "threads.zarr")
+    assert any(key.startswith("p1.png/labels/c") for key in threads)
+    assert threads == _store_files(tmp_path / "processes.zarr")

@@ -218,3 +218,16 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
 
     with connect(None, workers=1, dashboard_address="127.0.0.1:0") as fresh:  # no task run yet
         assert list(fresh.run(compiled).values()) == [True]
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    check = (
+        "import sys, pipeline\n"
+        "assert 'dask.array' not in sys.modules and 'zarr' not in sys.modules\n"
+        "import pipeline.rebuild, pipeline.store\n"  # submodules imported first change nothing
+        "for name in pipeline.__all__:\n"
+        "    value = getattr(pipeline, name)\n"
+        "    assert not isinstance(value, type(sys)), name\n"
+        "assert callable(pipeline.reconstruct) and set(pipeline.__all__) <= set(dir(pipeline))\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
