@@ -215,8 +215,9 @@ class OnDemand:
     Threads in this process (``kind="threads"``) start when the first work is submitted, so a
     job whose images are all complete already (a rerun) starts none. Worker processes, which
     take seconds to be ready, start in a background thread as soon as this is entered, while
-    the job imports its libraries and lists its store; a remote scheduler is connected to the
-    same way. Use as a context manager; leaving it closes what was started.
+    the job imports its libraries and lists its store. A remote scheduler is connected to on
+    entering, so that one that cannot be reached stops the job before it creates its store.
+    Use as a context manager; leaving it closes what was started.
 
     Parameters
     ----------
@@ -239,9 +240,10 @@ class OnDemand:
             address, workers=workers, kind=kind, dashboard_address=dashboard_address
         )
         self._started = started or (lambda client: None)
-        self._background = scheduler_address(address) is not None or kind != "threads"
-        #: Threads of a cluster started on demand, known before it is up.
-        self.planned = None if self._background else workers or os.cpu_count() or 1
+        self._remote = scheduler_address(address) is not None
+        self._background = not self._remote and kind == "processes"
+        #: Threads of a local cluster, known before it is up.
+        self.planned = None if self._remote else workers or os.cpu_count() or 1
         self._client: Client | None = None
         self._error: BaseException | None = None
         self._stack = ExitStack()
@@ -252,7 +254,9 @@ class OnDemand:
         self._context = contextvars.copy_context()
 
     def __enter__(self) -> OnDemand:
-        if self._background:
+        if self._remote:
+            self.client()
+        elif self._background:
             self._thread = threading.Thread(
                 target=self._context.run, args=(self._start,), name="cluster-start", daemon=True
             )

@@ -95,8 +95,8 @@ class Progress:
             line += f", {metrics.get('ratio', 0):.1f}x raw"
             if "ratio_source" in metrics:
                 line += f", {metrics['ratio_source']:.2f}x source"
-        elif result.error:
-            line += f": {result.error}"
+        elif result.error:  # said once, without the name the line starts with
+            line += f": {result.error.removeprefix(f'{result.name}: ')}"
         if self.bytes:
             share = self.bytes_done / self.bytes
             line += f"; {self.bytes_done / 1e6:.1f} of {self.bytes / 1e6:.1f} MB ({share:.0%})"

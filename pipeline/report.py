@@ -79,25 +79,24 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
 
 #: Images listed in a job's summary table; the rest are counted (``info`` lists every one).
 SUMMARY_ROWS = 50
-#: Failures listed after a job's summary table, one line each; the rest are counted.
-SUMMARY_ERRORS = 100
 
 
 class Summary:
-    """A job's summary, gathered result by result in bounded memory (any number of images)."""
+    """A job's summary, gathered result by result in bounded memory (any number of images).
+
+    Why an image failed is said once, in its progress line (:mod:`pipeline.progress`), not
+    again here.
+    """
 
     def __init__(self) -> None:
         self.rows: list[list[str]] = []
-        self.errors: list[str] = []
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
 
     def add(self, result: ImageResult) -> None:
-        """Count one image's result (and keep its row and error while there is room)."""
+        """Count one image's result (and keep its row while there is room)."""
         self.counts[result.status] += 1
         if len(self.rows) < SUMMARY_ROWS:
             self.rows.append(image_row(result.name, result.status, result.attrs or {}))
-        if result.error and len(self.errors) < SUMMARY_ERRORS:
-            self.errors.append(result.error)
 
     @property
     def failed(self) -> int:
@@ -105,14 +104,12 @@ class Summary:
         return self.counts["failed"]
 
     def text(self) -> str:
-        """Per-image table (the first :data:`SUMMARY_ROWS`), the counts, then the failures."""
+        """Per-image table (the first :data:`SUMMARY_ROWS`), then the counts."""
         total = sum(self.counts.values())
         text = table(self.rows)
         if total > len(self.rows):
             text += f"\n... and {total - len(self.rows):,} more images"
         text += "\n\n" + ", ".join(f"{n} {s}" for s, n in self.counts.items())
-        if self.errors:
-            text += "\n" + "\n".join(f"error: {e}" for e in self.errors)
-        if self.failed > len(self.errors):
-            text += f"\n... and {self.failed - len(self.errors):,} more failures"
+        if self.failed:
+            text += " (why: each image's 'failed:' line above)"
         return text

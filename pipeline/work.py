@@ -2,7 +2,7 @@
 
 Everything here runs inside a task and does its own I/O; :mod:`pipeline.graph` arranges these
 functions into dask graphs. Small images are compressed whole, several per task
-(:func:`compress_batch`); a large image is a graph of steps (read, fit, label chunk by chunk,
+(:func:`compress_batch`); a large image is a graph of steps (read, fit, label block by block,
 finish) whose functions are the ``*_task`` ones below.
 
 Errors are values: a task that fails for one image returns a :class:`Failed` instead of raising,
@@ -458,7 +458,7 @@ fit_sampled_task = guarded(fit_sampled)
 
 @guarded
 def cut_task(pixels: NDArray[np.uint8], region: tuple[slice, slice]) -> NDArray[np.uint8]:
-    """One chunk of an image decoded whole."""
+    """One block of an image decoded whole (a view: nothing is copied where it was decoded)."""
     return pixels[region]
 
 

@@ -17,6 +17,7 @@ Configuration
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import subprocess
 import sys
@@ -159,3 +160,24 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     yield env
     server.terminate()
     server.wait(timeout=30)
+
+
+def store_files(root: Path, metadata: bool = False) -> dict[str, object]:
+    """Every chunk file of a store by path, the job's bookkeeping (``.pipeline``) left out.
+
+    With ``metadata``, also every ``zarr.json`` document, without the attributes that name
+    the job that wrote it (its id, when it ended).
+    """
+    files: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        key = path.relative_to(root)
+        if path.is_dir() or key.parts[0] == ".pipeline":
+            continue
+        if path.name != "zarr.json":
+            files[str(key)] = path.read_bytes()
+        elif metadata:
+            document = json.loads(path.read_text())
+            for name in ("run", "completed"):
+                document.get("attributes", {}).pop(name, None)
+            files[str(key)] = document
+    return files

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import zarr
 
 from pipeline.cli import build_parser
+from tests.conftest import store_files
 
 
 def run(*args, cwd, env=None, timeout=300):
@@ -27,6 +29,16 @@ def run(*args, cwd, env=None, timeout=300):
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
+
+
+def failures(log: str) -> dict[str, str]:
+    """Why each image failed, by name, from a job's progress lines."""
+    found = {}
+    for line in log.splitlines():
+        matched = re.match(r"\[\d+/\d+\] (.+?): failed: (.*?)(; [\d.]+ of [\d.]+ MB .*)?$", line)
+        if matched:
+            found[matched[1]] = matched[2]
+    return found
 
 
 @pytest.mark.slow
@@ -98,15 +110,16 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr + done.stdout
-    errors = sorted(line for line in done.stdout.splitlines() if line.startswith("error:"))
-    assert errors[0].startswith("error: cut.jpg: cannot decode image: ")
-    assert errors[1:] == [
-        "error: loop.png: symbolic link loop",
-        "error: missing.png: no such file",
-        "error: notes.jpg: not a readable image: unknown or unsupported format",
-    ]
+    errors = failures(done.stderr)
+    assert errors.pop("cut.jpg").startswith("cannot decode image: ")
+    assert errors == {
+        "loop.png": "symbolic link loop",
+        "missing.png": "no such file",
+        "notes.jpg": "not a readable image: unknown or unsupported format",
+    }
     assert "good.png: done" in done.stderr
-    assert "1 done, 0 skipped, 4 failed" in done.stdout
+    assert "1 done, 0 skipped, 4 failed (why: " in done.stdout
+    assert "no such file" not in done.stdout  # said once, in the image's line
 
 
 @pytest.mark.parametrize(
@@ -268,7 +281,6 @@ def photos(folder, small_photo, count):
 def test_a_signal_keeps_every_finished_image_and_a_rerun_finishes_the_job(
     tmp_path, small_photo, signum
 ):
-    from tests.test_cluster import store_bytes
 
     photos(tmp_path / "in", small_photo, 40)
     command = ["run", "in", "--workers", "1", "-k", "32", "-o", "s.zarr"]
@@ -291,7 +303,7 @@ def test_a_signal_keeps_every_finished_image_and_a_rerun_finishes_the_job(
     assert f"{40 - len(done)} done, {len(done)} skipped, 0 failed" in rerun.stdout
     undisturbed = run("run", "in", "--workers", "1", "-k", "32", "-o", "u.zarr", cwd=tmp_path)
     assert undisturbed.returncode == 0, undisturbed.stderr
-    assert store_bytes(tmp_path / "s.zarr") == store_bytes(tmp_path / "u.zarr")
+    assert store_files(tmp_path / "s.zarr") == store_files(tmp_path / "u.zarr")
 
 
 def started_job(folder, small_photo, count):
@@ -385,23 +397,6 @@ def test_run_help_shows_the_defaults_in_force(tmp_path):
     assert "(default: blue-noise)" in text
 
 
-def _store_files(root: Path) -> dict[str, object]:
-    """Every file of a store: its bytes, or for metadata its JSON without what names the run."""
-    files: dict[str, object] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
-            continue
-        key = str(path.relative_to(root))
-        if path.name != "zarr.json":
-            files[key] = path.read_bytes()
-            continue
-        document = json.loads(path.read_text())
-        for name in ("run", "completed"):  # the job's id and the time it ended
-            document.get("attributes", {}).pop(name, None)
-        files[key] = document
-    return files
-
-
 def test_a_small_job_runs_in_process_and_a_rerun_starts_no_cluster(tmp_path):
     done = run("run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -428,6 +423,6 @@ def test_threads_and_worker_processes_store_the_same_bytes(tmp_path, small_photo
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert ("threads in this process" in done.stderr) == (kind == "threads")
-    threads = _store_files(tmp_path / "threads.zarr")
+    threads = store_files(tmp_path / "threads.zarr", metadata=True)
     assert any(key.startswith("p1.png/labels/c") for key in threads)
-    assert threads == _store_files(tmp_path / "processes.zarr")
+    assert threads == store_files(tmp_path / "processes.zarr", metadata=True)

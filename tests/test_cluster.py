@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.conftest import free_port
+from tests.conftest import free_port, store_files
 from tests.test_cli import run
 
 pytestmark = pytest.mark.slow
@@ -83,16 +83,6 @@ def photos(tmp_path, small_photo):
     return folder
 
 
-def store_bytes(path: Path) -> dict[str, bytes]:
-    """Every chunk of every array of a store (metadata, with its timestamps, and the job's
-    bookkeeping left out)."""
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != "zarr.json" and p.relative_to(path).parts[0] != ".pipeline"
-    }
-
-
 def test_a_dask_scheduler_gives_the_same_store_as_a_local_cluster(tmp_path, photos):
     cluster = DaskCluster(tmp_path, workers=2)
     try:
@@ -109,8 +99,8 @@ def test_a_dask_scheduler_gives_the_same_store_as_a_local_cluster(tmp_path, phot
     assert local.returncode == 0, local.stderr
     assert "cluster: local" in local.stderr
     remote_bytes, local_bytes = (
-        store_bytes(tmp_path / "remote.zarr"),
-        store_bytes(tmp_path / "local.zarr"),
+        store_files(tmp_path / "remote.zarr"),
+        store_files(tmp_path / "local.zarr"),
     )
     assert sorted(remote_bytes) == sorted(local_bytes)
     assert len([k for k in local_bytes if "/labels/" in k]) == 3

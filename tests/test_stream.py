@@ -19,7 +19,7 @@ from pipeline.config import Settings
 from pipeline.sources import probe
 from pipeline.store import COMPLETE, list_store, open_root
 from pipeline.work import Job, LeaseLost, Spec, compress_whole, failure
-from tests.test_cluster import store_bytes
+from tests.conftest import store_files
 
 FAST = {"colors": 16, "sample": 500}
 
@@ -54,7 +54,7 @@ def test_batching_and_bounds_do_not_change_a_byte(tmp_path, crops, client):
         store = tmp_path / f"{label}.zarr"
         results = run_job(inputs, store, client=using, running=running, chunk=32)
         assert sorted(r.status for r in results) == ["done"] * 25, label
-        stores[label] = store_bytes(store)
+        stores[label] = store_files(store)
     reference = stores.pop("in-process")
     assert len(reference) > 25 * 2
     for label, content in stores.items():
