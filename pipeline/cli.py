@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask.config
@@ -483,6 +483,7 @@ def _run(args: argparse.Namespace) -> int:
     report = job.get("report")
     print(f"cluster: {address or _local_line(kind, job.get('workers'))}", file=sys.stderr)
     with (
+        _summary_also_when_interrupted(store, gathered),
         OnDemand(address, workers=job.get("workers"), kind=kind, started=started) as cluster,
         _performance_report(report, cluster),
         Progress() as progress,
@@ -508,14 +509,28 @@ def _run(args: argparse.Namespace) -> int:
         except StoreUnwritable as exc:  # still a summary of what was done before
             stopped = True
             progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
-    print(f"\nstore: {store}")
+    _summarize(store, gathered)
     if report:
         from pipeline.htmlreport import drop_remote_icons
 
         drop_remote_icons(report)
         print(f"report: {report}")
-    print(gathered.text())
     return EXIT_FAILED if gathered.failed or stopped else EXIT_OK
+
+
+def _summarize(store: str, gathered: Any) -> None:
+    print(f"\nstore: {store}")
+    print(gathered.text())
+
+
+@contextlib.contextmanager
+def _summary_also_when_interrupted(store: str, gathered: Any) -> Iterator[None]:
+    """Print the summary of what a job did before a signal stopped it, then let it stop."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _summarize(store, gathered)
+        raise
 
 
 def _performance_report(report: str | None, cluster: Any) -> contextlib.AbstractContextManager[Any]:

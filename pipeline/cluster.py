@@ -33,6 +33,13 @@ ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_MMAP_THRESHOLD_": str(8 << 20)}
 
 
+#: Environment of worker processes of a local cluster that makes them ignore SIGINT (see
+#: :mod:`pipeline.preload`): Ctrl-C reaches every process of the terminal's process group, and
+#: without this each worker would die with a traceback, losing the images in flight that the
+#: job's process means to let finish.
+WORKER_SIGINT = {"PIPELINE_IGNORE_SIGINT": "1"}
+
+
 def scheduler_address(explicit: str | None) -> str | None:
     """The scheduler to connect to: ``explicit``, else ``$DASK_SCHEDULER_ADDRESS``, else None."""
     return explicit or os.environ.get(ADDRESS_VARIABLE) or None
@@ -184,7 +191,16 @@ def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:
             worker_dashboard_address="127.0.0.1:0",
         )
     # set before the worker processes start, when glibc reads it (the ``env`` argument is later)
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC}
+    environ = {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+        **WORKER_MALLOC,
+        **WORKER_SIGINT,
+    }
+    # distributed sets its log levels as it is imported, before the nanny hands a worker the
+    # job's configuration: pass the job's level on (the command line keeps workers quiet)
+    level = dask.config.get("logging.distributed", None)
+    if level is not None:
+        environ["DASK_LOGGING__DISTRIBUTED"] = str(level)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(
             n_workers=n,

@@ -7,7 +7,19 @@ each worker reads, fits and labels pays for all of it. Local
 clusters started by :func:`pipeline.cluster.connect` preload this module; start workers of
 other clusters with ``dask worker --preload pipeline.preload`` (or the
 ``distributed.worker.preload`` setting) to the same effect.
+
+Worker processes of a local cluster (``PIPELINE_IGNORE_SIGINT=1`` in their environment, see
+:data:`pipeline.cluster.WORKER_SIGINT`) ignore SIGINT
+from the moment this module is imported: Ctrl-C in a terminal reaches every process of the
+job's process group, and the job's own process decides how to stop (finishing the images in
+flight); the worker processes end when their cluster closes.
 """
+
+import os
+import signal
+
+if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
 import imageio.v3  # noqa: F401  (decodes the other formats)
