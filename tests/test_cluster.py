@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dask.config
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -204,6 +205,7 @@ def test_job_file_with_overrides_progress_and_report(tmp_path, photos):
         ("colors = 0", "colors must be 1..65536, got 0"),
         ('inputs = "a.png"', "inputs must be a list of strings"),
         ("workers = 0", "workers must be >= 1"),
+        ('local_cluster = "fast"', "local_cluster must be one of auto, threads, processes"),
         ("colors = ", "not valid TOML"),
     ],
 )
@@ -261,3 +263,32 @@ def test_the_dashboard_answers_while_the_job_runs(tmp_path, small_photo):
     finally:
         process.terminate()
         process.communicate(timeout=60)
+
+
+def test_a_small_job_gets_threads_and_a_large_one_worker_processes():
+    from pipeline.cluster import local_kind
+    from pipeline.errors import UsageError
+
+    assert local_kind(2, 300_000) == "threads"
+    assert local_kind(24, 64 << 20) == "threads"
+    assert local_kind(25, 1_000) == "processes"  # many images: processes run them faster
+    assert local_kind(1, (64 << 20) + 1) == "processes"
+    assert local_kind(2, 300_000, workers=2) == "processes"  # worker processes asked for
+    assert local_kind(500, 1 << 30, choice="threads") == "threads"
+    assert local_kind(1, 1, choice="processes") == "processes"
+    with dask.config.set({"pipeline.threads-max-images": 1000, "pipeline.local-cluster": "auto"}):
+        assert local_kind(500, 1_000) == "threads"
+    with dask.config.set({"pipeline.local-cluster": "threads"}):
+        assert local_kind(500, 1 << 30) == "threads"
+    with pytest.raises(UsageError, match="local cluster must be one of"):
+        local_kind(1, 1, choice="fibers")
+
+
+def test_local_cluster_from_the_environment_and_its_line(tmp_path, small_photo):
+    iio.imwrite(tmp_path / "a.png", small_photo)
+    forced = {"DASK_PIPELINE__LOCAL_CLUSTER": "threads", "DASK_PIPELINE__THREADS_MAX_IMAGES": "0"}
+    done = run("run", "a.png", "-k", "8", cwd=tmp_path, env=forced)
+    assert done.returncode == 0, done.stderr
+    assert "threads in this process" in done.stderr  # the forced kind wins over the size rule
+    help_text = run("run", "--help", cwd=tmp_path, env={"DASK_PIPELINE__THREADS_MAX_IMAGES": "7"})
+    assert "threads for up to 7 inputs" in " ".join(help_text.stdout.split())
