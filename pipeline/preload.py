@@ -15,6 +15,7 @@ job's process group, and the job's own process decides how to stop (finishing th
 flight); the worker processes end when their cluster closes.
 """
 
+import gc
 import os
 import signal
 
@@ -52,3 +53,13 @@ def dask_setup(worker: object) -> None:
     process, to look for options, where the warm-up would only cost time.
     """
     warm_up()
+
+
+def dask_teardown(worker: object) -> None:
+    """Skip the worker process's last garbage collections (distributed calls this as it closes).
+
+    As the process exits, the interpreter would walk every object that scikit-learn, dask-ml
+    and numba created (0.5-0.7 s) while the job waits for the worker to be gone; frozen objects
+    are skipped, as in ``python -m pipeline`` itself.
+    """
+    gc.freeze()
