@@ -39,7 +39,8 @@ A job file (--config job.toml) may hold any option, with keys named as the long 
 (inputs = [...], out = "...", colors = 64, max_iter = 1, overwrite = true, ...); options given on
 the command line win. Other defaults come from dask's configuration (pipeline.*), so they can also
 be set with environment variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else
-the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job.
+the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job
+(threads in this process for a small job, worker processes for a larger one: --local-cluster).
 
 Progress: one line per image as it finishes (images and input bytes done of all), and on a
 terminal a live status line. The dashboard address is printed at start; --report keeps a copy of
@@ -223,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=_at_least_one,
-        help="worker processes of a local cluster (threads, with --local-cluster threads); "
-        "given, the cluster has worker processes unless --local-cluster threads "
-        "(default: one per core)",
+        help="worker processes of a local cluster, one thread each; giving it picks worker "
+        "processes over threads, unless --local-cluster threads, where it is the number of "
+        "threads (default: one per core)",
     )
     run.add_argument(
         "--local-cluster",
