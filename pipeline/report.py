@@ -111,5 +111,5 @@ class Summary:
             text += f"\n... and {total - len(self.rows):,} more images"
         text += "\n\n" + ", ".join(f"{n} {s}" for s, n in self.counts.items())
         if self.failed:
-            text += " (why: each image's 'failed:' line above)"
+            text += " (the reasons: each image's 'failed:' line of the progress log, on stderr)"
         return text
