@@ -550,7 +550,9 @@ def _performance_report(report: str | None, cluster: Any) -> contextlib.Abstract
 
 def _local_line(kind: str, workers: int | None) -> str:
     """How the local cluster of a job runs, for its first line."""
-    n = workers or os.cpu_count() or 1
+    from pipeline.cluster import local_size
+
+    n = local_size(workers)
     if kind == "threads":
         return f"local, {n} threads in this process (--local-cluster)"
     return f"local, {n} worker processes (--local-cluster)"

@@ -91,6 +91,11 @@ def _ask(run: Any, function: Any) -> Any:
         return exc
 
 
+def local_size(workers: int | None) -> int:
+    """Workers of a local cluster of processes, threads of one of threads: ``workers`` or cores."""
+    return workers or os.cpu_count() or 1
+
+
 def local_kind(
     images: int, size: int, *, workers: int | None = None, choice: str | None = None
 ) -> str:
@@ -170,8 +175,8 @@ def connect(
             check_workers(client)
             yield client
         return
-    n = workers or os.cpu_count() or 1
-    with _local_cluster(kind, n, dashboard_address) as cluster, Client(cluster) as client:
+    cluster = _local_cluster(kind, local_size(workers), dashboard_address)
+    with cluster, Client(cluster) as client:
         if kind == "threads":  # what worker processes preload, else the first image pays it
             from pipeline.preload import warm_up
 
@@ -259,11 +264,10 @@ class OnDemand:
         self._remote = scheduler_address(address) is not None
         self._background = not self._remote and kind == "processes"
         #: Threads of a local cluster, known before it is up.
-        self.planned = None if self._remote else workers or os.cpu_count() or 1
+        self.planned = None if self._remote else local_size(workers)
         self._client: Client | None = None
         self._error: BaseException | None = None
         self._stack = ExitStack()
-        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # distributed's client remembers itself in a context variable, which must be reset
         # in the context it was set in: the cluster is started and closed in this one
@@ -299,7 +303,7 @@ class OnDemand:
         """
         if self._thread is not None:
             self._thread.join()
-        elif self._client is None:
+        elif self._client is None and self._error is None:
             self._context.run(self._start)
         if self._error is not None:
             raise self._error
@@ -307,12 +311,9 @@ class OnDemand:
         return self._client
 
     def _start(self) -> None:
-        with self._lock:
-            if self._client is not None or self._error is not None:
-                return
-            try:
-                self._client = self._stack.enter_context(self._connect())
-            except BaseException as exc:  # raised in the job's thread, by client()
-                self._error = exc
-                return
-            self._started(self._client)
+        try:
+            self._client = self._stack.enter_context(self._connect())
+        except BaseException as exc:  # raised in the job's thread, by client()
+            self._error = exc
+            return
+        self._started(self._client)
