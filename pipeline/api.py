@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from pipeline import lease
 from pipeline.config import Running, Settings
 from pipeline.discover import Entry, Inputs, discover, find_inputs
 from pipeline.errors import UsageError
+from pipeline.jobmetrics import Tally
 from pipeline.names import node_name, unique_names
 from pipeline.paths import location
 from pipeline.plan import Given, Item, batch_size, plan, prior
@@ -62,11 +64,17 @@ def stream(
     entries = found.entries
     if on_start is not None:
         on_start(len(entries) + len(found.errors), sum(e.size or 0 for e in entries))
-    for error in found.errors:  # named as given: they never reach the store
-        shown = os.path.basename(error.source.rstrip("/")) or error.source
-        yield ImageResult(shown, error.source, "failed", str(error))
     names = unique_names([e.path for e in entries])
     executor = _executor(client)
+    unlisted = (  # named as given: they never reach the store
+        ImageResult(
+            os.path.basename(error.source.rstrip("/")) or error.source,
+            error.source,
+            "failed",
+            str(error),
+        )
+        for error in found.errors
+    )
 
     def items(listing: Listing) -> Iterator[Item]:
         return plan(
@@ -80,7 +88,11 @@ def stream(
             batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
         )
 
-    yield from _execute(store, config, how, executor, items, notify)
+    yield from _tallied(
+        store,
+        executor,
+        itertools.chain(unlisted, _execute(store, config, how, executor, items, notify)),
+    )
 
 
 def _executor(client: Any) -> LocalExecutor | ClusterExecutor:
@@ -105,6 +117,13 @@ def _execute(
             yield from Runner(job, how, executor, held, notify).run(items(listing))
     finally:
         executor.close()
+
+
+def _tallied(
+    store: str, executor: LocalExecutor | ClusterExecutor, results: Iterator[ImageResult]
+) -> Iterator[ImageResult]:
+    """``results``, counted for the job's metrics on the cluster's scheduler (if any)."""
+    return Tally(store, executor.live_client).each(results)
 
 
 def _checker(store: str) -> Callable[[str, dict[str, Any]], str]:
@@ -201,7 +220,8 @@ def compress_array(
             decided = prior(spec, values, _checker(store))
         yield decided or Given(spec, source)
 
-    (result,) = _execute(store, config, how, _executor(client), items, None)
+    executor = _executor(client)
+    (result,) = _tallied(store, executor, _execute(store, config, how, executor, items, None))
     return result
 
 
@@ -259,7 +279,8 @@ def recompress(
                 batch_images=how.batch_images,
             )
 
-        yield from _execute(store, config, how, _executor(client), items, None)
+        executor = _executor(client)
+        yield from _tallied(store, executor, _execute(store, config, how, executor, items, None))
 
 
 class DamagedImageWarning(UserWarning):

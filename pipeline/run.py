@@ -80,6 +80,9 @@ class LocalExecutor:
         for future in futures:
             future.cancel()
 
+    def live_client(self) -> None:
+        """No cluster: nothing to report to."""
+
     def close(self) -> None:
         """Stop the thread (after its current item)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -101,6 +104,13 @@ class ClusterExecutor:
         """The cluster's client (started now if it is not up yet)."""
         cluster = self._cluster
         return cluster.client() if isinstance(cluster, OnDemand) else cluster
+
+    def live_client(self) -> Any:
+        """The cluster's client if the cluster is up, else ``None`` (never starts it)."""
+        cluster = self._cluster
+        if isinstance(cluster, OnDemand):
+            return cluster.client() if cluster.up else None
+        return cluster
 
     def threads(self) -> int:
         """Threads of the cluster's workers now (refreshed at most once a second).

@@ -1,0 +1,108 @@
+"""The job's own metrics: what the client counts and sends to the scheduler.
+
+The client counts what happens to each image (:class:`Tally`) and sends its totals to the
+scheduler as a Dask event (topic :data:`TOPIC`) at most once a second and when the job ends.
+:class:`pipeline.metricsplugin.JobMetrics`, a scheduler plugin the client registers, serves
+them beside Dask's own metrics on the scheduler's ``/metrics``. A job without a cluster, or
+whose cluster never started (a rerun that only skips), sends nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeline.results import ImageResult
+
+logger = logging.getLogger(__name__)
+
+#: Topic of the Dask events that carry a job's totals.
+TOPIC = "pipeline-job"
+#: Seconds between two events of one job (the last one is sent whatever the time).
+PUBLISH_SECONDS = 1.0
+
+
+@dataclass
+class Totals:
+    """What one job has done so far: the message of its events (msgpack-able)."""
+
+    job: str
+    store: str
+    client: str
+    started: float
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    pixels: int = 0
+    source_bytes: int = 0
+    written_bytes: int = 0
+    running: bool = True
+    updated: float = 0.0
+
+    def add(self, result: ImageResult) -> None:
+        """Count ``result``; a done image adds its pixels and its input and stored bytes."""
+        setattr(self, result.status, getattr(self, result.status) + 1)
+        if result.status == "done":
+            attrs = result.attrs or {}
+            shape = attrs.get("image_shape") or (0, 0)
+            self.pixels += int(shape[0]) * int(shape[1])
+            self.source_bytes += result.size
+            self.written_bytes += int(result.metrics.get("stored_bytes", 0))
+
+
+class Tally:
+    """Counts a job's results and sends the totals to its cluster's scheduler.
+
+    Parameters
+    ----------
+    store : str
+        The job's store (the ``store`` label of the metrics).
+    client : callable
+        Returns the cluster's ``distributed.Client`` once the cluster is up, else ``None``:
+        nothing is sent while it returns ``None``.
+    """
+
+    def __init__(self, store: str, client: Callable[[], Any]) -> None:
+        self._client = client
+        self._sent = 0.0
+        self._registered: Any = None  # the client the plugin was registered through
+        self.totals = Totals(uuid.uuid4().hex, store, "", time.time())
+
+    def each(self, results: Iterable[ImageResult]) -> Iterator[ImageResult]:
+        """Yield ``results``, counting each; the totals go out once a second and at the end."""
+        try:
+            for result in results:
+                self.totals.add(result)
+                if time.monotonic() - self._sent >= PUBLISH_SECONDS:
+                    self.publish()
+                yield result
+        finally:
+            self.totals.running = False
+            self.publish()
+
+    def publish(self) -> None:
+        """Send the totals now, if the cluster is up (registering the plugin the first time).
+
+        A scheduler that cannot take them (it cannot import this package) is noted in the log
+        once; the job goes on.
+        """
+        client = self._client()
+        if client is None:
+            return
+        self._sent = time.monotonic()
+        try:
+            if self._registered is not client:
+                from pipeline.metricsplugin import JobMetrics
+
+                client.register_plugin(JobMetrics())
+                self._registered = client
+                self.totals.client = client.id
+            self.totals.updated = time.time()
+            client.log_event(TOPIC, asdict(self.totals))
+        except Exception as exc:  # never the job's problem: it still stores every image
+            logger.warning("note: job metrics not sent to the scheduler: %s", exc)
+            self._client = lambda: None
