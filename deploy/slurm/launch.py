@@ -15,7 +15,7 @@ that start later join the running job.
 Run it where the compute nodes can reach this host (a login node, or inside a small Slurm job
 of its own) with the environment the workers use: the same Python, with the project installed,
 on a file system every node sees (``--python`` otherwise). ``--dry-run`` prints the workers'
-job script and submits nothing.
+job script (the scheduler's address left as a placeholder) and starts and submits nothing.
 
 Exit status: the pipeline's (0 all images done, 1 some image failed, 2 usage or job-file error,
 130/143 stopped by SIGINT/SIGTERM: a rerun resumes); 2 for a launcher usage error; 1 when no
@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest wait for them, queueing included (default: 3600)",
     )
-    add("--dry-run", action="store_true", help="print the worker job script and submit nothing")
+    add(
+        "--dry-run",
+        action="store_true",
+        help="print the worker job script (scheduler address as a placeholder); start and "
+        "submit nothing",
+    )
     return parser
 
 
@@ -160,6 +165,24 @@ def cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+#: Where the rendered script of ``--dry-run`` names the scheduler (dask-jobqueue's own
+#: placeholder): the real address is only known once a scheduler runs.
+PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
+
+
+def job_script(kwargs: dict[str, Any]) -> str:
+    """The worker jobs' Slurm script for these ``SLURMCluster`` arguments, starting nothing.
+
+    dask-jobqueue's ``SLURMJob`` renders it as ``SLURMCluster.job_script()`` does, without the
+    scheduler a cluster starts; the scheduler's address is :data:`PLACEHOLDER_ADDRESS`.
+    """
+    from dask_jobqueue.slurm import SLURMJob
+
+    job_kwargs = {key: value for key, value in kwargs.items() if key != "scheduler_options"}
+    job = SLURMJob(scheduler=PLACEHOLDER_ADDRESS, name="dummy-name", **job_kwargs)
+    return str(job.job_script())
+
+
 def pipeline_argv(pipeline_args: Sequence[str], scheduler_address: str) -> list[str]:
     """``pipeline.cli.main`` arguments: ``run``, the user's arguments, the cluster's address."""
     return ["run", *pipeline_args, "--scheduler", scheduler_address]
@@ -184,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    if args.dry_run:
+        print(job_script(kwargs))
+        return 0
+
     from dask_jobqueue import SLURMCluster
     from distributed import Client
 
@@ -194,9 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         with SLURMCluster(**kwargs) as cluster:
-            if args.dry_run:
-                print(cluster.job_script())
-                return 0
             print(f"scheduler: {cluster.scheduler_address}", file=sys.stderr)
             print(f"dashboard: {cluster.dashboard_link}", file=sys.stderr)
             cluster.scale(jobs=args.jobs)
