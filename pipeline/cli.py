@@ -23,7 +23,7 @@ from typing import Any
 import dask.config
 
 from pipeline.config import LOCAL_KINDS
-from pipeline.errors import PipelineError, StoreUnwritable, UsageError
+from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable, UsageError
 from pipeline.stopping import Interrupted, requested, stop_on_signals
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -507,9 +507,10 @@ def _run(args: argparse.Namespace) -> int:
                 gathered.add(result)
                 if args.debug and result.detail:
                     progress.note(result.detail.rstrip())
-        except StoreUnwritable as exc:  # still a summary of what was done before
+        except (StoreUnwritable, SchedulerLost) as exc:  # still a summary of what was done
             stopped = True
-            progress.note(f"error: {exc}; {_not_done(progress.images - progress.images_done)}")
+            left = _not_done(progress.images - progress.images_done, exc)
+            progress.note(f"error: {exc}; {left}")
     _summarize(store, gathered)
     if report:
         from pipeline.htmlreport import drop_remote_icons
@@ -558,10 +559,11 @@ def _local_line(kind: str, workers: int | None) -> str:
     return f"local, {n} worker processes (--local-cluster)"
 
 
-def _not_done(left: int) -> str:
-    """What a job stopped by an unwritable store left to do, and how to finish it."""
+def _not_done(left: int, why: PipelineError) -> str:
+    """What a job stopped by ``why`` (the store or the scheduler gone) left, and how to finish."""
     images = "image" if left == 1 else "images"
-    return f"stopped, {left:,} {images} not done (run again once the store can be written)"
+    when = " once the store can be written" if isinstance(why, StoreUnwritable) else " to finish"
+    return f"stopped, {left:,} {images} not done (run again{when})"
 
 
 def _stop_point() -> None:
@@ -742,11 +744,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     # distributed's warnings (a dashboard port taken, a worker slow to stop, tasks cancelled by
-    # a stop) are its own business: the job says what matters in its own lines. The level is
-    # also put in dask's configuration, which distributed applies when it is imported (later).
-    level = "warning" if debug else "error"
-    dask.config.set({"logging.distributed": level})
-    logging.getLogger("distributed").setLevel(level.upper())
+    # a stop) and its client's errors (a scheduler lost) are its own business: the job says what
+    # matters in its own lines. The levels are also put in dask's configuration, which
+    # distributed applies when it is imported (later).
+    levels = {
+        "distributed": "warning" if debug else "error",
+        "distributed.client": "warning" if debug else "critical",
+    }
+    dask.config.set({"logging": {**dask.config.get("logging", {}), **levels}})
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level.upper())
     warnings.filterwarnings("ignore", module="dask_ml")
     if not debug:  # the dashboard line gives the port used instead
         warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)

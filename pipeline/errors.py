@@ -54,6 +54,13 @@ class StoreUnwritable(PipelineError):
         self.reason = reason
 
 
+class SchedulerLost(PipelineError):
+    """The client lost its scheduler (gone, or unreachable past the reconnect timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__("lost the connection to the scheduler")
+
+
 def os_reason(error: OSError) -> str:
     """``error`` in one line without its file name: ``[Errno 28] No space left on device``.
 

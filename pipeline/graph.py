@@ -8,6 +8,8 @@
 * an image read chunk by chunk (tiled TIFF, Zarr, a dask or numpy array): its fit
   (:func:`fit_graph`), then its labelling with that fit (:func:`write_graph`).
 
+In both, one task per chunk of each level of the labels' pyramid writes that chunk once the
+tasks writing its source are done (:func:`pyramid_graph`), and the finish task waits for all.
 Every graph of an image ends in one task returning :class:`~pipeline.work.Done` or
 :class:`~pipeline.work.Failed`.
 """
@@ -23,6 +25,7 @@ from dask.array.core import normalize_chunks
 from dask.base import tokenize
 from dask.delayed import Delayed
 
+from pipeline import ngff
 from pipeline.config import Settings
 from pipeline.count import colour_counts
 from pipeline.sample import sample_pixels
@@ -38,6 +41,7 @@ from pipeline.work import (
     fit_sampled_task,
     fit_task,
     label_task,
+    level_task,
     probe_task,
     read_task,
     recorded,
@@ -45,6 +49,9 @@ from pipeline.work import (
 
 #: Name of the tasks that label and write one block (followed by a token and the block index).
 LABEL_TASK = "label"
+#: Name of the tasks that write one chunk of a pyramid level (then a token, the level and the
+#: chunk's row and column).
+LEVEL_TASK = "level"
 #: Pixels labelled by one task of an image decoded whole, at most (in whole chunks). Between
 #: two tasks a worker's thread waits for the worker's event loop, which in a cluster of threads
 #: also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s in tasks
@@ -100,10 +107,7 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
         )
         for i, region in enumerate(regions)
     ]
-    final = delayed(finish_task)(
-        job, spec, fit, target, errors, shape[0] * shape[1], dask_key_name=f"finish-{token}"
-    )
-    return final, len(regions)
+    return _finish(job, spec, fit, target, errors, regions, shape, chunks), len(regions)
 
 
 def label_block_shape(chunks: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
@@ -146,20 +150,79 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
     attrs = recorded(
         spec.path, source.shape, source.dtype, source.conversion, job.settings, job.run
     )
-    target = delayed(create_task)(
-        job, spec, attrs, shape, (rows[0], cols[0]), dask_key_name=f"create-{token}"
-    )
+    chunks = (rows[0], cols[0])
+    target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
     blocks = image.to_delayed(optimize_graph=False).ravel()
+    regions = block_regions(image.chunks)
     errors = [
         delayed(label_task)(
             block, fit, target, region, job.settings, dask_key_name=f"{LABEL_TASK}-{token}-{i}"
         )
-        for i, (block, region) in enumerate(zip(blocks, block_regions(image.chunks), strict=True))
+        for i, (block, region) in enumerate(zip(blocks, regions, strict=True))
     ]
-    final = delayed(finish_task)(
-        job, spec, fit, target, errors, shape[0] * shape[1], dask_key_name=f"finish-{token}"
+    return _finish(job, spec, fit, target, errors, regions, shape, chunks), len(errors)
+
+
+def _finish(
+    job: Job,
+    spec: Spec,
+    fit: object,
+    target: Delayed,
+    labelled: list[Delayed],
+    regions: list[tuple[slice, slice]],
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+) -> Delayed:
+    """The finish task of an image whose blocks at ``regions`` the tasks ``labelled`` write."""
+    token = _token(spec, job)
+    levels = pyramid_graph(token, target, labelled, regions, shape, chunks)
+    return delayed(finish_task)(
+        job,
+        spec,
+        fit,
+        target,
+        labelled,
+        shape[0] * shape[1],
+        levels,
+        dask_key_name=f"finish-{token}",
     )
-    return final, len(errors)
+
+
+def pyramid_graph(
+    token: str,
+    target: Delayed,
+    labelled: list[Delayed],
+    regions: list[tuple[slice, slice]],
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+) -> list[Delayed]:
+    """One task per chunk of each pyramid level of an image's labels (:mod:`pipeline.ngff`).
+
+    The labels' blocks at ``regions`` (whole chunks of ``chunks``) are written by the tasks
+    ``labelled``; a level's chunk is written after the tasks that wrote the (at most four)
+    chunks of the level below it is made from, so each chunk has exactly one writer.
+    """
+    rows, cols = chunks
+    writers: dict[tuple[int, int], Delayed] = {}
+    for task, (down, across) in zip(labelled, regions, strict=True):
+        for i in range(down.start // rows, -(-down.stop // rows)):
+            for j in range(across.start // cols, -(-across.stop // cols)):
+                writers[i, j] = task
+    tasks: list[Delayed] = []
+    for level in range(1, ngff.level_count(shape, chunks)):
+        below, writers = writers, {}
+        for i, j in ngff.level_grid(shape, chunks, level):
+            sources = [(2 * i + y, 2 * j + x) for y in (0, 1) for x in (0, 1)]
+            after = {below[s].key: below[s] for s in sources if s in below}
+            writers[i, j] = delayed(level_task)(
+                target,
+                level,
+                (i, j),
+                list(after.values()),
+                dask_key_name=f"{LEVEL_TASK}-{token}-{level}-{i}-{j}",
+            )
+        tasks.extend(writers.values())
+    return tasks
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 TOPIC = "pipeline-job"
 #: Seconds between two events of one job (the last one is sent whatever the time).
 PUBLISH_SECONDS = 1.0
+#: Seconds the job's last event may wait for the scheduler.
+LAST_SECONDS = 5.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Totals:
     written_bytes: int = 0
     running: bool = True
     updated: float = 0.0
+    sequence: int = 0  # events of a job may arrive out of order: the scheduler keeps the last
 
     def add(self, result: ImageResult) -> None:
         """Count ``result``; a done image adds its pixels and its input and stored bytes."""
@@ -82,16 +85,18 @@ class Tally:
                 yield result
         finally:
             self.totals.running = False
-            self.publish()
+            self.publish(last=True)
 
-    def publish(self) -> None:
-        """Send the totals now, if the cluster is up (registering the plugin the first time).
+    def publish(self, last: bool = False) -> None:
+        """Send the totals, if the cluster is up (registering the plugin the first time).
 
-        A scheduler that cannot take them (it cannot import this package) is noted in the log
-        once; the job goes on.
+        Never holds the job up: the totals go out in the background, except the ``last``,
+        which waits for the scheduler at most :data:`LAST_SECONDS`. Nothing is sent while the
+        client is not connected (a scheduler gone, or being reconnected to). A failure is noted
+        in one line, once; the job goes on without metrics.
         """
         client = self._client()
-        if client is None:
+        if client is None or client.status != "running":
             return
         self._sent = time.monotonic()
         try:
@@ -101,8 +106,25 @@ class Tally:
                 client.register_plugin(JobMetrics())
                 self._registered = client
                 self.totals.client = client.id
+            self.totals.sequence += 1
             self.totals.updated = time.time()
-            client.log_event(TOPIC, asdict(self.totals))
+            message = asdict(self.totals)
+            if last:
+                client.sync(_send, client, message, callback_timeout=LAST_SECONDS)
+            else:
+                client.loop.add_callback(_quietly, _send(client, message))
         except Exception as exc:  # never the job's problem: it still stores every image
             logger.warning("note: job metrics not sent to the scheduler: %s", exc)
             self._client = lambda: None
+
+
+async def _send(client: Any, message: dict[str, Any]) -> None:
+    await client.scheduler.log_event(topic=TOPIC, msg=message)
+
+
+async def _quietly(sending: Awaitable[None]) -> None:
+    """Await ``sending``; a failure (the scheduler going away) only loses these totals."""
+    try:
+        await sending
+    except Exception as exc:
+        logger.debug("job metrics not sent: %s", exc)

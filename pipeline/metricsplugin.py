@@ -63,9 +63,11 @@ class JobMetrics(SchedulerPlugin):
         _plugins.discard(self)
 
     def log_event(self, topic: str, msg: Any) -> None:
-        """Keep the totals a job sends."""
+        """Keep the latest totals a job sends (they may arrive out of order)."""
         if topic == TOPIC and isinstance(msg, dict) and "job" in msg:
-            self.jobs[str(msg["job"])] = msg
+            kept = self.jobs.get(str(msg["job"]))
+            if kept is None or kept.get("sequence", 0) < msg.get("sequence", 0):
+                self.jobs[str(msg["job"])] = msg
 
     def remove_client(self, scheduler: Any, client: str) -> None:
         """A job whose client left is no longer running, whatever it last said."""

@@ -31,7 +31,7 @@ import dask
 from pipeline import stopping
 from pipeline.cluster import OnDemand
 from pipeline.config import Running
-from pipeline.errors import PipelineError, StoreUnwritable
+from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable
 from pipeline.graph import Placement, batch_graph, fit_graph, probe_graph, whole_graph, write_graph
 from pipeline.lease import Lease
 from pipeline.plan import Batch, Given, Item, Large, Refuse, Skip
@@ -136,13 +136,24 @@ class ClusterExecutor:
         return self.client.compute(graph)
 
     def wait(self, futures: Iterable[Any], timeout: float) -> set[Any]:
-        """Futures among ``futures`` done within ``timeout`` seconds."""
+        """Futures among ``futures`` done within ``timeout`` seconds.
+
+        Raises
+        ------
+        SchedulerLost
+            Once the client gave up reconnecting to the scheduler.
+        """
         from distributed import wait
+        from distributed.client import FuturesCancelledError
 
         try:
             done, _ = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return set()
+        except FuturesCancelledError as exc:
+            if any(g.reason == "scheduler-connection-lost" for g in exc.error_groups):
+                raise SchedulerLost() from None
+            raise
         return set(done)
 
     def chain(self, future: Any) -> Any:
@@ -150,8 +161,10 @@ class ClusterExecutor:
         return future
 
     def cancel(self, futures: Iterable[Any]) -> None:
-        """Cancel work in flight."""
-        self.client.cancel(list(futures))
+        """Cancel work in flight (nothing to do without a scheduler: its work is gone)."""
+        client = self.client
+        if client.status == "running":
+            client.cancel(list(futures))
 
     def close(self) -> None:
         """Nothing to stop: the cluster belongs to the caller."""
@@ -210,6 +223,8 @@ class Runner:
             After the results known so far, once the store can no longer be written.
         PipelineError
             Once another job has taken over the store's lease.
+        SchedulerLost
+            Once the cluster's scheduler is gone (the images done so far are complete).
         stopping.Interrupted
             When asked to stop by a signal.
         """
@@ -247,7 +262,13 @@ class Runner:
                 if exhausted and not self.ready:
                     return
                 continue
-            for future in self.executor.wait(self.pending, POLL_SECONDS):
+            try:
+                finished = self.executor.wait(self.pending, POLL_SECONDS)
+            except SchedulerLost:
+                if stopping.requested():  # asked to stop, and the cluster went first
+                    raise stopping.Interrupted(stopping.requested()) from None
+                raise
+            for future in finished:
                 yield from self._finished(future, self.pending.pop(future))
             if self.unwritable is not None:
                 self.executor.cancel(self.pending)

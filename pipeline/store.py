@@ -3,7 +3,8 @@
 The layout is documented in ``docs/store-format.md`` (format version :data:`FORMAT_VERSION`) and
 can be read with zarr-python alone. An image's ``status`` attribute is ``"writing"`` from the
 moment its group is created and becomes ``"complete"`` only in :func:`finalize`, after every
-labels chunk and the palette are written.
+labels chunk, every chunk of the labels' pyramid (:mod:`pipeline.ngff`) and the palette are
+written.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import zarr
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from pipeline import ngff
 from pipeline.errors import PipelineError
 from pipeline.paths import filesystem, is_url, join, zarr_store
 
 #: Version of the store layout described in docs/store-format.md.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: First format version whose images have a labels pyramid and OME-NGFF metadata.
+PYRAMID_VERSION = 3
 #: Value of the ``format`` attribute of the root group and of each image group.
 FORMAT_NAME = "pipeline.palette-image"
 #: zstd level of labels and palette chunks.
@@ -65,8 +69,8 @@ def _version() -> str:
 def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     """Open the store's root group; ``mode="a"`` creates it (with its format attributes).
 
-    Opened for writing, a version-1 store gets the bookkeeping group (:data:`META`) and becomes
-    version 2; its images are unchanged.
+    Opened for writing, an older store gets the bookkeeping group (:data:`META`) if it has
+    none and becomes version :data:`FORMAT_VERSION`; its images are unchanged.
     """
     try:
         root = zarr.open_group(zarr_store(path), mode=mode, zarr_format=3)
@@ -110,14 +114,17 @@ def digest(values: dict[str, Any]) -> str:
 def marker(store: str, name: str, tag: str) -> str:
     """Path of the completion marker ``<tag>-<name>`` of image ``name``.
 
-    ``tag`` is the settings digest, followed by ``.`` and the number of labels chunks for
-    markers written since checksums (:func:`marker_tag`).
+    ``tag`` is the settings digest, followed by ``.`` and the number of chunks of the labels
+    and their pyramid for markers written since checksums (:func:`marker_tag`).
     """
     return join(store, f"{COMPLETE}/{tag}-{name}")
 
 
 def marker_tag(key: str, chunks: int) -> str:
-    """The tag of a completion marker: settings digest ``key`` and the labels chunks written."""
+    """The tag of a completion marker: settings digest ``key`` and the label chunks written.
+
+    ``chunks`` counts the chunks of ``labels`` and of every level of its pyramid.
+    """
     return f"{key}.{chunks}"
 
 
@@ -187,8 +194,9 @@ class Listing:
     root : bool
         Whether the store's root ``zarr.json`` exists.
     damaged : dict
-        Image name -> what its files lack, for images whose marker says how many labels chunks
-        they hold: a metadata document, a chunk, or a chunk emptied to 0 bytes.
+        Image name -> what its files lack, for images whose marker says how many label chunks
+        they hold (``labels`` and its pyramid): a metadata document, a chunk, or a chunk
+        emptied to 0 bytes.
     links : set of str
         Entries of the root that are symbolic links: never read as images.
     """
@@ -270,7 +278,7 @@ def _parse_marker(base: str) -> tuple[str, str] | None:
     return (head, name) if valid else None
 
 
-#: What an image's folder holds besides chunks: the documents the listing checks for.
+#: The documents every image's folder holds besides chunks (those of pyramid levels aside).
 _DOCUMENTS = ("zarr.json", "labels/zarr.json", "palette/zarr.json")
 
 
@@ -308,10 +316,14 @@ def _find(fs: Any, root: str) -> Iterator[tuple[str, int]]:
 
 @dataclass
 class _Found:
-    """The files of one image, as a listing sees them."""
+    """The files of one image, as a listing sees them.
+
+    ``chunks`` counts the chunks of each label array (``labels`` and its pyramid levels) by
+    name; ``documents`` holds the metadata documents found, by path inside the image.
+    """
 
     documents: set[str] = field(default_factory=set)
-    labels: int = 0
+    chunks: dict[str, int] = field(default_factory=dict)
     palette: int = 0
     empty: str | None = None
 
@@ -336,11 +348,13 @@ def _by_image(
             current = (name, _Found())
             seen.add(name)
         found = current[1]
-        if inner in _DOCUMENTS:
+        array, _, rest = inner.partition("/")
+        labels = ngff.level_of(array) is not None
+        if rest == "zarr.json" or inner == "zarr.json":
             found.documents.add(inner)
-        elif inner.startswith(("labels/c/", "palette/c/")):
-            if inner.startswith("labels/"):
-                found.labels += 1
+        elif rest.startswith("c/") and (labels or array == "palette"):
+            if labels:
+                found.chunks[array] = found.chunks.get(array, 0) + 1
             else:
                 found.palette += 1
             if size == 0 and found.empty is None:
@@ -353,11 +367,13 @@ def _by_image(
 
 def _lacking(found: _Found, chunks: int) -> str | None:
     """What an image holding ``found`` lacks, given its marker's ``chunks``; None if whole."""
-    missing = [doc for doc in _DOCUMENTS if doc not in found.documents]
+    documents = [*_DOCUMENTS, *(f"{array}/zarr.json" for array in sorted(found.chunks))]
+    missing = [doc for doc in dict.fromkeys(documents) if doc not in found.documents]
     if missing:
         return f"metadata missing ({', '.join(missing)})"
-    if found.labels < chunks:
-        return f"{chunks - found.labels} of {chunks} labels chunks missing"
+    held = sum(found.chunks.values())
+    if held < chunks:
+        return f"{chunks - held} of {chunks} labels chunks missing"
     if found.palette < 1:
         return "palette chunk missing"
     if found.empty is not None:
@@ -395,7 +411,7 @@ def create_image(
     *,
     fresh: bool = False,
 ) -> zarr.Array:
-    """(Re)create image group ``name`` with status ``"writing"`` and an empty ``labels`` array.
+    """(Re)create image group ``name`` with status ``"writing"`` and empty label arrays.
 
     ``fresh``: the store's listing had no such group, so there is nothing to delete first (on
     object storage deleting a prefix is a listing and a request per object); if one exists
@@ -403,7 +419,13 @@ def create_image(
 
     Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
     chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
-    when it is all zeros, so a chunk's presence means it was written.
+    when it is all zeros, so a chunk's presence means it was written. The levels of their
+    pyramid (:mod:`pipeline.ngff`) are made alike, empty, beside them.
+
+    Returns
+    -------
+    zarr.Array
+        The ``labels`` array.
     """
     from pipeline.assign import label_dtype
 
@@ -420,16 +442,20 @@ def create_image(
             "status": "writing",
         },
     )
-    return group.create_array(
-        "labels",
-        shape=shape,
-        chunks=chunks,
-        dtype=label_dtype(colors),
-        compressors=COMPRESSORS,
-        fill_value=0,
-        dimension_names=("y", "x"),
-        config={"write_empty_chunks": True},
-    )
+    arrays = [
+        group.create_array(
+            ngff.level_path(level),
+            shape=ngff.level_shape(shape, level),
+            chunks=chunks,
+            dtype=label_dtype(colors),
+            compressors=COMPRESSORS,
+            fill_value=0,
+            dimension_names=("y", "x"),
+            config={"write_empty_chunks": True},
+        )
+        for level in range(ngff.level_count(shape, chunks))
+    ]
+    return arrays[0]
 
 
 def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slice]]:
@@ -467,6 +493,63 @@ def write_labels(
     ]
 
 
+#: A pyramid chunk's digest with its level: (level, ((row, column), digest)).
+LevelDigest = tuple[int, ChunkDigest]
+
+
+def level_array(labels: zarr.Array, level: int, mode: Literal["r", "r+"] = "r+") -> zarr.Array:
+    """The array of pyramid ``level`` beside ``labels`` (level 0: ``labels`` itself).
+
+    Like ``labels`` as :func:`create_image` makes it, it writes every chunk, all-zero ones
+    included (zarr keeps that setting in the array object, not in the store).
+    """
+    if level == 0:
+        return labels
+    parent = labels.path.rpartition("/")[0]
+    path = f"{parent}/{ngff.level_path(level)}" if parent else ngff.level_path(level)
+    array = zarr.open_array(labels.store, path=path, mode=mode, zarr_format=3)
+    return array.with_config({"write_empty_chunks": True})
+
+
+def write_level(labels: zarr.Array, level: int, index: tuple[int, int]) -> list[LevelDigest]:
+    """Write chunk ``index`` of pyramid ``level`` from the level below, already written.
+
+    Reads at most four chunks of the level below (:func:`pipeline.ngff.source_region`).
+
+    Returns
+    -------
+    list
+        The chunk's digest (:func:`write_labels`), with its level.
+    """
+    below = level_array(labels, level - 1, mode="r")
+    target = level_array(labels, level)
+    _, (rows, cols) = label_grid(labels)
+    values = np.asarray(below[ngff.source_region(index, (rows, cols))])
+    top, left = index
+    region = (
+        slice(top * rows, top * rows + values.shape[0]),
+        slice(left * cols, left * cols + values.shape[1]),
+    )
+    return [(level, digest) for digest in write_labels(target, region, values)]
+
+
+def write_pyramid(labels: zarr.Array) -> list[LevelDigest]:
+    """Write every chunk of every pyramid level of ``labels`` (all written), level by level."""
+    shape, chunks = label_grid(labels)
+    return [
+        digest
+        for level in range(1, ngff.level_count(shape, chunks))
+        for index in ngff.level_grid(shape, chunks, level)
+        for digest in write_level(labels, level, index)
+    ]
+
+
+def label_grid(labels: zarr.Array) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Shape and chunk shape of a 2-D label array (``labels`` or a pyramid level)."""
+    (height, width), (rows, cols) = labels.shape, labels.chunks
+    return (height, width), (rows, cols)
+
+
 def chunk_digest(values: NDArray[Any]) -> bytes:
     """SHA-256 of one labels chunk's values (cut to the image), C order, little-endian."""
     data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
@@ -496,22 +579,25 @@ def finalize(
     palette: NDArray[np.uint8],
     attrs: dict[str, Any],
     chunk_digests: Iterable[ChunkDigest],
+    level_digests: Iterable[LevelDigest] = (),
 ) -> tuple[dict[str, Any], int]:
     """Write the palette and the final attributes, then mark image ``name`` complete.
 
-    Call only after every labels chunk is written; ``chunk_digests`` are theirs
-    (:func:`write_labels`), in any order. Adds ``stored_bytes`` (palette + labels
-    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``) and, when
-    ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``) to
-    ``attrs["metrics"]``, the ``digests`` of both arrays, and ``image_shape`` with the
-    palette's channels (4 for an image with transparency).
+    Call only after every labels chunk and every chunk of their pyramid is written;
+    ``chunk_digests`` are the labels chunks' (:func:`write_labels`) and ``level_digests`` the
+    pyramid's (:func:`write_level`), in any order. Adds ``stored_bytes`` (palette + labels
+    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes``
+    (the pyramid's chunks, compressed) and, when ``source_bytes`` is known, ``ratio_source``
+    (``source_bytes`` / ``stored_bytes``) to ``attrs["metrics"]``, the ``digests`` of the
+    arrays, ``image_shape`` with the palette's channels (4 for an image with transparency) and
+    the OME-NGFF metadata (``ome``, :func:`pipeline.ngff.metadata`).
 
     Returns
     -------
     dict
         All attributes of the image group, as stored.
     int
-        The number of labels chunks (for the completion marker).
+        The number of chunks of the labels and their pyramid (for the completion marker).
     """
     group = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3, path=name)
     stored = group.create_array(
@@ -524,19 +610,35 @@ def finalize(
     )
     labels = group["labels"]
     assert isinstance(labels, zarr.Array)
-    ordered = dict(sorted(chunk_digests))
-    if len(ordered) != labels.nchunks:
-        raise PipelineError(f"{name}: {len(ordered)} labels chunks written of {labels.nchunks}")
+    levels = ngff.level_count(*label_grid(labels))
+    written: list[list[ChunkDigest]] = [list(chunk_digests), *([] for _ in range(1, levels))]
+    for level, digest in level_digests:
+        written[level].append(digest)
+    hashes = []
+    pyramid_bytes = chunks = 0
+    for level, digests_of_level in enumerate(written):
+        array = level_array(labels, level)
+        ordered = dict(sorted(digests_of_level))
+        if len(ordered) != array.nchunks:
+            raise PipelineError(
+                f"{name}: {len(ordered)} {ngff.level_path(level)} chunks written of {array.nchunks}"
+            )
+        hashes.append(labels_digest(ordered.values()))
+        chunks += array.nchunks
+        pyramid_bytes += int(array.nbytes_stored()) if level else 0
     nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
     shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
     metrics = dict(attrs.get("metrics", {}))
-    metrics.update(stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes)
+    metrics.update(
+        stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes, pyramid_bytes=pyramid_bytes
+    )
     if metrics.get("source_bytes"):
         metrics["ratio_source"] = metrics["source_bytes"] / nbytes
     digests = {
         "algorithm": DIGEST_ALGORITHM,
         "palette": palette_digest(palette),
-        "labels": labels_digest(ordered.values()),
+        "labels": hashes[0],
+        "levels": hashes[1:],
     }
     # one write of the group's metadata, after every chunk and the palette
     group.update_attributes(
@@ -545,10 +647,11 @@ def finalize(
             "image_shape": shape,
             "metrics": metrics,
             "digests": digests,
+            "ome": ngff.metadata(name, palette, levels),
             "status": "complete",
         }
     )
-    return dict(group.attrs), int(labels.nchunks)
+    return dict(group.attrs), chunks
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,26 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline import ngff
 from pipeline.config import ORIGINAL
 from pipeline.errors import PipelineError, UsageError
 from pipeline.paths import join, read_bytes, zarr_store
-from pipeline.store import REUSE_KEYS, Listing, StoredImage, list_store
+from pipeline.store import (
+    PYRAMID_VERSION,
+    REUSE_KEYS,
+    Listing,
+    StoredImage,
+    label_grid,
+    level_array,
+    list_store,
+)
 
 #: The problem of a name that is not an image group of the store.
 NO_SUCH_IMAGE = "no such image in the store"
-#: Largest image metadata document read (a group's ``zarr.json`` is about 2 KiB).
-MAX_DOCUMENT_BYTES = 1 << 20
+#: Largest image metadata document read: a group's ``zarr.json`` is about 2 KiB plus its OME
+#: colour table (``ome``), about 170 bytes per palette entry as zarr indents it (22 KB for 128
+#: colours, 11 MB for 65,536).
+MAX_DOCUMENT_BYTES = 16 << 20
 
 
 class Damaged(PipelineError):
@@ -98,9 +109,11 @@ _COMPLETE = {
             or (
                 isinstance(v, dict)
                 and all(isinstance(v.get(k), str) for k in ("palette", "labels"))
+                and isinstance(v.get("levels", []), list)
+                and all(isinstance(d, str) for d in v.get("levels", []))
             )
         ),
-        "{algorithm, palette, labels} with strings",
+        "{algorithm, palette, labels, levels} with strings",
     ),
 }
 
@@ -259,6 +272,50 @@ def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
     except Exception as exc:
         raise Damaged(name, f"palette chunk unreadable ({one_line(exc)})") from None
     return StoredImage(name=name, palette=colours, labels=labels, attrs=attrs)
+
+
+def has_pyramid(attrs: dict[str, Any]) -> bool:
+    """Whether an image with ``attrs`` was written with a pyramid and OME-NGFF metadata.
+
+    Images written before them (format version below :data:`pipeline.store.PYRAMID_VERSION`)
+    have neither.
+    """
+    version = attrs.get("format_version")
+    return isinstance(version, int) and version >= PYRAMID_VERSION
+
+
+def open_pyramid(image: StoredImage) -> list[zarr.Array]:
+    """The arrays of the pyramid levels of complete ``image`` (level 0 aside), as it must have.
+
+    Images written before pyramids (:func:`has_pyramid`) have none; images of one chunk
+    neither.
+
+    Raises
+    ------
+    Damaged
+        When a level's array is missing, unreadable, or not the shape, chunks and dtype of
+        every second pixel of the level above.
+    """
+    if not has_pyramid(image.attrs):
+        return []
+    labels = image.labels
+    shape, chunks = label_grid(labels)
+    arrays = []
+    for level in range(1, ngff.level_count(shape, chunks)):
+        path = ngff.level_path(level)
+        try:
+            array = level_array(labels, level, mode="r")
+        except Exception as exc:
+            raise Damaged(image.name, f"{path} array unreadable ({one_line(exc)})") from None
+        expected = (ngff.level_shape(shape, level), labels.chunks, labels.dtype)
+        if (array.shape, array.chunks, array.dtype) != expected:
+            raise Damaged(
+                image.name,
+                f"{path} is {array.shape} {array.dtype} in chunks {array.chunks}, not "
+                f"{expected[0]} {expected[2]} in chunks {expected[1]}",
+            )
+        arrays.append(array)
+    return arrays
 
 
 def read_image(store: str, name: str) -> StoredImage:

@@ -1,10 +1,11 @@
 """Prove a store whole, chunk by chunk, and redo exactly the images that are not.
 
 For every image (:func:`verify_image`): its metadata parses and has the types readers need; its
-status is complete; its arrays agree with its attributes; every labels and palette chunk exists,
-decodes and passes its CRC-32C; every label lies within the palette; and both arrays hash to the
-digests recorded when the image was written. A listing is enough to find missing chunks; the
-rest reads every chunk once, several chunks at a time.
+status is complete; its arrays agree with its attributes; every chunk of its labels, of their
+pyramid's levels and of its palette exists, decodes and passes its CRC-32C; every label lies
+within the palette; every array hashes to the digest recorded when the image was written; and
+its OME-NGFF metadata is the one its palette and pyramid call for. A listing is enough to find
+missing chunks; the rest reads every chunk once, several chunks at a time.
 
 :func:`repair` compresses the damaged images again from their recorded sources with their
 recorded settings (:func:`pipeline.api.recompress`), so a repaired store holds the bytes an
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline import lease
+from pipeline import lease, ngff
 from pipeline.paths import filesystem, join
 from pipeline.results import ImageResult
 from pipeline.store import (
@@ -35,7 +36,17 @@ from pipeline.store import (
     palette_digest,
     remove_marker,
 )
-from pipeline.stored import Damaged, Entry, Incomplete, entry, listed, one_line, open_image
+from pipeline.stored import (
+    Damaged,
+    Entry,
+    Incomplete,
+    entry,
+    has_pyramid,
+    listed,
+    one_line,
+    open_image,
+    open_pyramid,
+)
 
 
 @dataclass(frozen=True)
@@ -107,16 +118,16 @@ def _grid(array: zarr.Array) -> list[tuple[int, ...]]:
 
 
 def _check_chunk(
-    labels: zarr.Array, index: tuple[int, ...], colors: int
+    array: zarr.Array, name: str, index: tuple[int, ...], colors: int
 ) -> tuple[bytes | None, str | None]:
-    """Digest of one labels chunk, or the problem met reading it."""
+    """Digest of one chunk of label array ``name``, or the problem met reading it."""
     try:
-        block = np.asarray(labels.blocks[index])
+        block = np.asarray(array.blocks[index])
     except Exception as exc:
-        return None, f"labels chunk {_at(index)}: {one_line(exc)}"
+        return None, f"{name} chunk {_at(index)}: {one_line(exc)}"
     if block.size and int(block.max()) >= colors:
         return None, (
-            f"labels chunk {_at(index)} holds label {int(block.max())}; "
+            f"{name} chunk {_at(index)} holds label {int(block.max())}; "
             f"the palette has {colors} entries"
         )
     return chunk_digest(block), None
@@ -131,43 +142,71 @@ def verify_image(
 ) -> Finding:
     """Check one image of ``store`` (an :class:`~pipeline.stored.Entry` of its scan) whole.
 
-    ``pool`` reads its labels chunks concurrently.
+    ``pool`` reads the chunks of its labels and their pyramid concurrently.
     """
     if entry.attrs is None:
         return Finding(entry.name, [str(entry.problem)], entry.raw)
     try:
         image = open_image(store, entry.name, entry.attrs)
+        pyramid = open_pyramid(image)
     except (Damaged, Incomplete) as exc:
         problem = exc.problem if isinstance(exc, Damaged) else str(exc).split(": ", 1)[1]
         return Finding(entry.name, [problem], entry.attrs)
-    return _verify_arrays(store, image, pool)
+    return _verify_arrays(store, image, pyramid, pool)
 
 
-def _verify_arrays(
-    store: str, image: StoredImage, pool: concurrent.futures.Executor | None
-) -> Finding:
-    labels, attrs = image.labels, image.attrs
+def _verify_level(
+    store: str,
+    image: str,
+    level: int,
+    array: zarr.Array,
+    colors: int,
+    mapper: Callable[..., Iterator[Any]],
+) -> tuple[str | None, list[str]]:
+    """The digest of pyramid ``level`` of ``image`` (None if a chunk is bad), and its problems."""
     problems = []
-    if (0, 0) not in _chunk_keys(store, image.name, "palette"):
-        problems.append("palette chunk missing")
-    present = _chunk_keys(store, image.name, "labels")
-    grid = _grid(labels)
+    name = ngff.level_path(level)
+    present = _chunk_keys(store, image, name)
+    grid = _grid(array)
     missing = [index for index in grid if index not in present]
     if missing:
         shown = ", ".join(_at(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
-        problems.append(f"{len(missing)} of {len(grid)} labels chunks missing ({shown})")
+        problems.append(f"{len(missing)} of {len(grid)} {name} chunks missing ({shown})")
+    results = list(mapper(lambda index: _check_chunk(array, name, index, colors), grid))
+    problems += [problem for _, problem in results if problem is not None]
+    return None if problems else labels_digest(d for d, _ in results if d is not None), problems
+
+
+def _verify_arrays(
+    store: str,
+    image: StoredImage,
+    pyramid: list[zarr.Array],
+    pool: concurrent.futures.Executor | None,
+) -> Finding:
+    attrs, arrays = image.attrs, [image.labels, *pyramid]
+    problems = []
+    if (0, 0) not in _chunk_keys(store, image.name, "palette"):
+        problems.append("palette chunk missing")
     colors = len(image.palette)
     mapper: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
-    results = list(mapper(lambda index: _check_chunk(labels, index, colors), grid))
-    problems += [problem for _, problem in results if problem is not None]
+    hashes = []
+    for level, array in enumerate(arrays):
+        digest, found = _verify_level(store, image.name, level, array, colors, mapper)
+        hashes.append(digest)
+        problems += found
     digests = attrs.get("digests")
     checked = isinstance(digests, dict)
+    modern = has_pyramid(attrs)
     if isinstance(digests, dict) and not problems:
-        if labels_digest(d for d, _ in results if d is not None) != digests["labels"]:
+        if hashes[0] != digests["labels"]:
             problems.append("labels do not match their recorded digest")
+        if modern and hashes[1:] != digests.get("levels"):
+            problems.append("the pyramid does not match its recorded digests")
         if palette_digest(image.palette) != digests["palette"]:
             problems.append("palette does not match its recorded digest")
-    read = int(labels.nbytes_stored())
+    if modern and attrs.get("ome") != ngff.metadata(image.name, image.palette, len(arrays)):
+        problems.append("OME-NGFF metadata (ome) is not that of the palette and pyramid")
+    read = sum(int(array.nbytes_stored()) for array in arrays)
     return Finding(image.name, problems, attrs, read, checked)
 
 

@@ -41,13 +41,16 @@ from pipeline.sample import sample_positions
 from pipeline.sources import Probe, decode, probe, read_whole, work_chunks
 from pipeline.store import (
     ChunkDigest,
+    LevelDigest,
     create_image,
     finalize,
     marker_tag,
     remove_image,
     remove_marker,
     write_labels,
+    write_level,
     write_marker,
+    write_pyramid,
 )
 
 
@@ -361,12 +364,18 @@ def label_region(
 
 
 def finish(
-    job: Job, spec: Spec, fit: Fit, labelled: Sequence[Labelled], n_pixels: int
+    job: Job,
+    spec: Spec,
+    fit: Fit,
+    labelled: Sequence[Labelled],
+    n_pixels: int,
+    levels: Sequence[list[LevelDigest]] = (),
 ) -> dict[str, Any]:
     """Write the palette and metrics and mark the image complete, if the run still holds the store.
 
     ``labelled`` holds each block's error figures, computed while labelling (the error of
-    every pixel with the labels the store holds), and its chunks' digests.
+    every pixel with the labels the store holds), and its chunks' digests; ``levels`` the
+    digests of the chunks of the labels' pyramid (none for an image of one chunk).
     """
     channels = fit.palette.shape[1]
     # RGBA errors are of the composites over black and white, 6 values (pipeline.rgba)
@@ -392,7 +401,8 @@ def finish(
         raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
     with _writing():
         digests = [digest for part in labelled for digest in part.digests]
-        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests)
+        pyramid = [digest for part in levels for digest in part]
+        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests, pyramid)
     tag = marker_tag(spec.key, chunks)
     try:
         with _writing():
@@ -414,7 +424,9 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     try:
         whole = (slice(0, shape[0]), slice(0, shape[1]))
         labelled = label_region(pixels, fit, target, whole, job.settings)
-        return finish(job, spec, fit, [labelled], shape[0] * shape[1])
+        with _writing():
+            levels = write_pyramid(target)
+        return finish(job, spec, fit, [labelled], shape[0] * shape[1], [levels])
     except LeaseLost:
         raise  # the group may be the other job's now
     except BaseException:
@@ -474,17 +486,34 @@ def create_task(
 label_task = guarded(label_region)
 
 
+@guarded
+def level_task(
+    target: zarr.Array, level: int, index: tuple[int, int], after: list[object]
+) -> list[LevelDigest]:
+    """:func:`pipeline.store.write_level` as a step, after the steps ``after`` wrote its source."""
+    with _writing():
+        return write_level(target, level, index)
+
+
 def finish_task(
-    job: Job, spec: Spec, fit: Fit | Failed, target: object, labelled: list[object], n_pixels: int
+    job: Job,
+    spec: Spec,
+    fit: Fit | Failed,
+    target: object,
+    labelled: list[object],
+    n_pixels: int,
+    levels: Sequence[object] = (),
 ) -> Done | Failed:
     """The last step: mark the image complete, or remove what it wrote if any step failed.
 
-    The :class:`Done` it returns has no time of its own: the client times the whole graph.
+    ``levels`` are the results of the steps writing the labels' pyramid (none for an image of
+    one chunk). The :class:`Done` it returns has no time of its own: the client times the
+    whole graph.
     """
-    failed = first_failure(fit, target, labelled)
+    failed = first_failure(fit, target, labelled, levels)
     if failed is None:
         try:
-            attrs = finish(job, spec, fit, labelled, n_pixels)  # type: ignore[arg-type]
+            attrs = finish(job, spec, fit, labelled, n_pixels, levels)  # type: ignore[arg-type]
         except LeaseLost as exc:
             return failure(exc)
         except Exception as exc:

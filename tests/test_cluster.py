@@ -6,6 +6,7 @@ the package.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,55 @@ def test_local_cluster_from_the_environment_and_its_line(tmp_path, small_photo):
     assert "threads in this process" in done.stderr  # the forced kind wins over the size rule
     help_text = run("run", "--help", cwd=tmp_path, env={"DASK_PIPELINE__THREADS_MAX_IMAGES": "7"})
     assert "threads for up to 7 inputs" in " ".join(help_text.stdout.split())
+
+
+@pytest.mark.parametrize("stopped", ["scheduler", "scheduler and job"])
+def test_a_scheduler_that_goes_away_ends_the_job_with_one_line(tmp_path, stopped):
+    """The scheduler stopped (evicted, or with the whole job as a plain ``scancel`` does): the
+    job says so in one line at once, without distributed's traceback or its 30 s of
+    reconnecting; complete images stay complete."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(40):
+        iio.imwrite(folder / f"p{i:02}.png", rng.integers(0, 255, (600, 600, 3), dtype=np.uint8))
+    cluster = DaskCluster(tmp_path, workers=1)
+    log = tmp_path / "job.log"
+    try:
+        with open(log, "w") as errors:
+            job = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "run", str(folder), "-o", "s.zarr",
+                 "--colors", "16", "--scheduler", cluster.address],
+                cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                text=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while "[2/40]" not in log.read_text() and time.monotonic() < deadline:
+            assert job.poll() is None, log.read_text()
+            time.sleep(0.1)
+        cluster.processes[0].terminate()
+        stopped_at = time.monotonic()
+        if stopped == "scheduler and job":
+            job.terminate()
+        out, _ = job.communicate(timeout=120)
+        took = time.monotonic() - stopped_at
+    finally:
+        cluster.close()
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "distributed" not in text, text
+    if stopped == "scheduler":
+        assert job.returncode == 1
+        assert "error: lost the connection to the scheduler; stopped, " in text
+    else:
+        assert job.returncode == 143
+        assert "interrupted: complete images are kept" in text
+    assert took < 25  # not distributed's 30 s of reconnecting
+    done = int(re.search(r"(\d+) done", out)[1])
+    assert 2 <= done < 40
+    # the workers may have completed a batch the job did not hear of: complete all the same
+    complete = sum(p.is_dir() for p in (tmp_path / "s.zarr" / ".pipeline" / "complete").iterdir())
+    assert done <= complete < 40
+    rerun = run("run", str(folder), "-o", "s.zarr", "--colors", "16", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{40 - complete} done, {complete} skipped, 0 failed" in rerun.stdout

@@ -374,6 +374,18 @@ def test_daskjob_names_and_wiring(where: str, doc: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("where", "doc"), daskjobs(), ids=[w for w, _ in daskjobs()])
+def test_daskjob_pods_tell_prometheus_where_their_metrics_are(where: str, doc: dict[str, Any]):
+    cluster = doc["spec"]["cluster"]["spec"]
+    specs = pod_specs(doc)
+    for part in ("scheduler", "worker"):
+        annotations = cluster[part]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        ports = {p["name"]: p["containerPort"] for p in container(specs[part], part)["ports"]}
+        assert int(annotations["prometheus.io/port"]) == ports["http-dashboard"]
+
+
+@pytest.mark.parametrize(("where", "doc"), daskjobs(), ids=[w for w, _ in daskjobs()])
 def test_daskjob_commands_parse(where: str, doc: dict[str, Any]) -> None:
     specs = pod_specs(doc)
     worker = container(specs["worker"], "worker")
@@ -596,8 +608,15 @@ def dockerfile_json(word: str) -> list[str]:
 def pip_installs() -> list[list[str]]:
     found = []
     for run in dockerfile_instructions("RUN"):
-        for command in re.split(r"&&|;", run):
-            words = shlex.split(command)
+        lexer = shlex.shlex(run, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        commands: list[list[str]] = [[]]
+        for word in lexer:  # split at && ; || | outside quotes
+            if word in ("&&", ";", "||", "|"):
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        for words in commands:
             if words[:2] == ["pip", "install"] or words[:4] == ["python", "-m", "pip", "install"]:
                 found.append(words[words.index("install") + 1 :])
     return found
@@ -607,11 +626,15 @@ def test_dockerfile_installs_the_package_as_the_readme_does() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "pip install ." in readme
     (install,) = pip_installs()
-    assert install == [".[s3]"]  # the README's `pip install .`, with the s3 extra, not editable
+    # the README's `pip install .`, not editable, with the s3 extra (s3fs) and the deploy extra
+    # (prometheus-client: the scheduler's and workers' /metrics)
+    assert install == [".[s3,deploy]"]
     (base,) = dockerfile_instructions("FROM")
     assert base == "python:3.11-slim"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert SpecifierSet(pyproject["project"]["requires-python"]).contains("3.11")
+    extras = pyproject["project"]["optional-dependencies"]
+    assert any(r.startswith("prometheus-client") for r in extras["deploy"])
 
 
 def test_dockerfile_copies_what_the_install_needs() -> None:
@@ -665,6 +688,24 @@ def test_dockerfile_runs_the_pipeline_as_a_non_root_user() -> None:
     ]
 
 
+def test_dockerfile_compiles_the_kernels_as_the_user_at_build_time() -> None:
+    """Importing pipeline.preload compiles nothing (its warm-up runs as a worker starts): the
+    build runs the warm-up, as the image's user, so the kernels land in its NUMBA_CACHE_DIR."""
+    steps = dockerfile()
+    last_user = max(i for i, (word, _) in enumerate(steps) if word == "USER")
+    warm_ups = [
+        i
+        for i, (word, rest) in enumerate(steps)
+        if word == "RUN" and "pipeline.preload" in rest and "warm_up()" in rest
+    ]
+    assert warm_ups
+    assert min(warm_ups) > last_user
+    env = dict(
+        word.split("=", 1) for rest in dockerfile_instructions("ENV") for word in shlex.split(rest)
+    )
+    assert env["NUMBA_CACHE_DIR"].startswith("/home/pipeline/")
+
+
 def test_dockerfile_gives_workers_the_pipeline_malloc_settings() -> None:
     env = dict(
         word.split("=", 1) for rest in dockerfile_instructions("ENV") for word in shlex.split(rest)
@@ -714,9 +755,15 @@ def test_launcher_splits_its_args_from_the_pipeline_args() -> None:
     assert stopped.value.code == 2
 
 
-def test_launcher_renders_the_worker_job_script(capsys: pytest.CaptureFixture[str]) -> None:
-    """The real launcher, up to submission: dask-jobqueue renders the workers' Slurm script."""
+def test_launcher_dry_run_renders_the_worker_job_script_without_a_scheduler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The real launcher, up to submission: dask-jobqueue renders the workers' Slurm script,
+    and nothing is started (no scheduler, so no port taken), since nothing will connect."""
+    from distributed import Scheduler
+
     launch = load_launcher()
+    schedulers = set(Scheduler._instances)
     status = launch.main(
         [
             "--dry-run", "--jobs", "2", "--cores", "4", "--memory", "8GiB",
@@ -726,6 +773,7 @@ def test_launcher_renders_the_worker_job_script(capsys: pytest.CaptureFixture[st
         ]
     )  # fmt: skip
     assert status == 0
+    assert set(Scheduler._instances) == schedulers
     script = capsys.readouterr().out
     lines = script.splitlines()
     assert lines[0].startswith("#!")
@@ -740,7 +788,8 @@ def test_launcher_renders_the_worker_job_script(capsys: pytest.CaptureFixture[st
     assert params["preload"] == ("pipeline.preload",)
     assert params["nthreads"] == 1
     assert params["n_workers"] == "4"
-    assert params["scheduler"].startswith("tcp://127.0.0.1:")
+    assert params["interface"] == "lo"
+    assert params["scheduler"] == launch.PLACEHOLDER_ADDRESS
     assert params["local_directory"] == "$TMPDIR"  # expanded by the job's shell, on its node
     assert "--local-directory $TMPDIR" in command
     (export,) = [line for line in lines if line.startswith("export ")]
@@ -762,16 +811,61 @@ def test_sbatch_script_directives_come_before_any_command() -> None:
     assert checked.returncode == 0, checked.stderr.decode()
 
 
-def test_sbatch_script_starts_workers_with_the_preload() -> None:
+def sbatch_directives() -> dict[str, str]:
+    """The script's ``#SBATCH --option=value`` directives."""
+    directives = [line.split(None, 1)[1] for line in sbatch_lines() if line.startswith("#SBATCH")]
+    assert all(d.startswith("--") for d in directives), directives
+    return {name: value for name, _, value in (d[2:].partition("=") for d in directives)}
+
+
+def sbatch_command(program: str) -> list[str]:
+    """The words of the script's command line that runs ``program`` (continuations joined)."""
     text = SBATCH.read_text().replace("\\\n", " ")
-    (command,) = [line for line in text.splitlines() if line.strip().startswith("srun ")]
-    words = shlex.split(command.strip().rstrip("&"))
+    (line,) = [line for line in text.splitlines() if line.strip().startswith(program + " ")]
+    return shlex.split(line.strip().rstrip("&"))
+
+
+def test_sbatch_script_starts_workers_with_the_preload() -> None:
+    words = sbatch_command("srun")
     at = words.index("dask")
     assert words[at + 1] == "worker"
-    params = worker_cli.make_context("dask worker", words[at + 2 :]).params
+    # the interface, when PIPELINE_INTERFACE sets one, is added by the array's expansion
+    assert words[-1] == "${interface[@]}"
+    params = worker_cli.make_context("dask worker", words[at + 2 : -1]).params
     assert params["preload"] == ("pipeline.preload",)
     assert params["nthreads"] == 1
     assert params["scheduler_file"] == "$scheduler_file"
+    assert params["memory_limit"] == "$memory_limit"
     (export,) = [line for line in sbatch_lines() if line.startswith(f"export {MALLOC_VARIABLE}=")]
     assert pre_spawn_environ(*shlex.split(export)[1].split("=", 1)) == worker_malloc()
-    assert 'python -m pipeline run --scheduler "$address" "$@"' in text
+    text = SBATCH.read_text()
+    assert 'python -m pipeline run --scheduler "$address" "$@" &' in text
+    assert 'interface=(--interface "$PIPELINE_INTERFACE")' in text
+
+
+def test_sbatch_scheduler_takes_free_ports_and_the_same_interface() -> None:
+    """Several jobs may share a node: no fixed port for the scheduler or its dashboard."""
+    words = sbatch_command("dask scheduler")
+    assert words[-1] == "${interface[@]}"
+    params = scheduler_cli.make_context("dask scheduler", words[2:-1]).params
+    assert str(params["port"]) == "0"
+    assert params["dashboard_address"] == ":0"
+    assert params["scheduler_file"] == "$scheduler_file"
+
+
+def test_sbatch_directives_fit_a_small_cluster_and_leave_memory_to_sbatch() -> None:
+    """No node count or per-node tasks a small cluster lacks (it would pend forever), and no
+    memory option, which would make sbatch refuse the other one (--mem vs --mem-per-cpu)."""
+    directives = sbatch_directives()
+    assert directives["ntasks"] == "2"
+    assert directives["cpus-per-task"] == "1"
+    for absent in ("nodes", "ntasks-per-node", "mem", "mem-per-cpu", "mem-per-gpu"):
+        assert absent not in directives
+    # the graceful stop: USR1 to the batch shell alone, long enough before the time limit for
+    # the pipeline's default --stop-grace (20 s) and the cluster's stop
+    stop = re.fullmatch(r"B:(\w+)@(\d+)", directives["signal"])
+    assert stop is not None
+    signal_name, seconds = stop.groups()
+    assert signal_name == "USR1"
+    assert int(seconds) >= 60
+    assert "trap 'stop USR1' USR1" in sbatch_lines()

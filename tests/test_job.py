@@ -163,6 +163,10 @@ def test_same_seed_same_bytes_whatever_chunks_and_workers(
         )[0]
         assert result.status == "done"
         out[label] = palette, labels = stored(store, "china.png")
+        # its pyramid's levels: every 2nd, 4th... pixel of the same labels, whatever the chunks
+        group = zarr.open_group(store, mode="r", path="china.png")
+        for level, dataset in enumerate(group.attrs["ome"]["multiscales"][0]["datasets"]):
+            assert np.array_equal(group[dataset["path"]][...], labels[:: 2**level, :: 2**level])
         # the error recorded is over every pixel, however many were counted for the fit
         mse = ((china.astype(np.float64) - palette[labels]) ** 2).mean()
         assert result.metrics["mse"] == pytest.approx(mse, rel=1e-12)

@@ -1,0 +1,117 @@
+"""OME-NGFF 0.5 for image viewers: the labels pyramid's geometry and the ``ome`` attribute.
+
+Each image group is an OME-NGFF multiscale label image. Level 0 is the ``labels`` array
+itself; level ``n`` (array ``labels_<n>``) holds every ``2**n``-th pixel of it, in both
+directions, so that pixel ``(y, x)`` of level ``n`` is pixel ``(y * 2**n, x * 2**n)`` of
+``labels``. Every level has the chunk shape of ``labels``, and levels are added until one
+chunk holds a whole level. A chunk ``(i, j)`` of level ``n`` is made from the chunks
+``(2i .. 2i + 1, 2j .. 2j + 1)`` of level ``n - 1`` (:func:`source_region`), so the writer of
+a chunk depends on four chunks at most, whatever the image's size. The palette is the colour
+table of the label image (``image-label.colors``). Nothing here does any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Version of OME-NGFF the ``ome`` attribute follows.
+NGFF_VERSION = "0.5"
+#: Name of level 0, the full-resolution labels.
+LABELS = "labels"
+
+
+def level_path(level: int) -> str:
+    """Name of the array of pyramid ``level`` in its image group (``labels`` for level 0)."""
+    return LABELS if level == 0 else f"{LABELS}_{level}"
+
+
+def level_of(path: str) -> int | None:
+    """The pyramid level of the array named ``path`` (0 for ``labels``); None for other names."""
+    if path == LABELS:
+        return 0
+    head, sep, level = path.partition("_")
+    valid = head == LABELS and sep and level.isdigit() and level[0] != "0" and len(level) < 3
+    return int(level) if valid else None
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def level_count(shape: tuple[int, int], chunks: tuple[int, int]) -> int:
+    """Levels of the pyramid of labels of ``shape`` in ``chunks``, level 0 included.
+
+    Levels are added until one chunk holds a whole level: an image of one chunk has level 0
+    only.
+    """
+    levels = 1
+    while any(_ceil_div(s, 2 ** (levels - 1)) > c for s, c in zip(shape, chunks, strict=True)):
+        levels += 1
+    return levels
+
+
+def level_shape(shape: tuple[int, int], level: int) -> tuple[int, int]:
+    """Shape of pyramid ``level`` of labels of ``shape``: every ``2**level``-th pixel."""
+    step = 2**level
+    return _ceil_div(shape[0], step), _ceil_div(shape[1], step)
+
+
+def level_grid(
+    shape: tuple[int, int], chunks: tuple[int, int], level: int
+) -> list[tuple[int, int]]:
+    """Indices of the chunks of pyramid ``level``, in row-major order."""
+    rows, cols = (_ceil_div(s, c) for s, c in zip(level_shape(shape, level), chunks, strict=True))
+    return [(i, j) for i in range(rows) for j in range(cols)]
+
+
+def source_region(index: tuple[int, int], chunks: tuple[int, int]) -> tuple[slice, slice]:
+    """The region of the level below that chunk ``index`` of a level is made from.
+
+    Two chunks across and down (cut to the level below by the reader), read every second
+    pixel.
+    """
+    (i, j), (rows, cols) = index, chunks
+    return slice(2 * i * rows, 2 * (i + 1) * rows, 2), slice(2 * j * cols, 2 * (j + 1) * cols, 2)
+
+
+def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, Any]:
+    """The ``ome`` attribute of an image group: a multiscale label image and its colours.
+
+    Parameters
+    ----------
+    name : str
+        The image's name (the multiscale's ``name``).
+    palette : ndarray of uint8, shape (k, 3) or (k, 4)
+        Its palette: the colour of label ``i`` is entry ``i``, opaque unless it has alpha.
+    levels : int
+        Levels of its pyramid (:func:`level_count`).
+    """
+    opaque = np.full((len(palette), 1), 255, dtype=np.uint8)
+    rgba = palette if palette.shape[1] == 4 else np.hstack([palette, opaque])
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [
+            {
+                "name": name,
+                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": [
+                    {
+                        "path": level_path(level),
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [float(2**level)] * 2}
+                        ],
+                    }
+                    for level in range(levels)
+                ],
+                "type": "nearest",
+            }
+        ],
+        "image-label": {
+            "colors": [
+                {"label-value": value, "rgba": colour} for value, colour in enumerate(rgba.tolist())
+            ]
+        },
+    }
