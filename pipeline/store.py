@@ -640,18 +640,19 @@ def finalize(
         "labels": hashes[0],
         "levels": hashes[1:],
     }
-    # one write of the group's metadata, after every chunk and the palette
-    group.update_attributes(
-        {
-            **attrs,
-            "image_shape": shape,
-            "metrics": metrics,
-            "digests": digests,
-            "ome": ngff.metadata(name, palette, levels),
-            "status": "complete",
-        }
-    )
-    return dict(group.attrs), chunks
+    # one write of the group's metadata, whole, after every chunk and the palette; compact
+    # JSON (the colour table alone is ~50 bytes per colour, three times that indented)
+    complete = {
+        **group.attrs,
+        **attrs,
+        "image_shape": shape,
+        "metrics": metrics,
+        "digests": digests,
+        "ome": ngff.metadata(name, palette, levels),
+        "status": "complete",
+    }
+    _write_group(join(path, name), _group_document(complete))
+    return complete, chunks
 
 
 @dataclass(frozen=True)
