@@ -317,3 +317,21 @@ def test_a_version_2_store_is_read_verified_and_rerun_as_it_is(capsys, copy, inp
     assert json.loads((copy / "zarr.json").read_text())["attributes"]["format_version"] == 3
     assert not any(Path(copy).glob("*/labels_*"))
     assert cli(capsys, "verify", copy)[0] == 0
+
+
+# napari's import brings deprecation warnings of its own dependencies (pydantic's, ...)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ["large.png", "alpha.png"])
+def test_napari_ome_zarr_shows_a_labels_layer_in_the_palettes_colours(copy, name):
+    """What napari gets from its OME-Zarr plugin (no window needed: the plugin's reader)."""
+    from napari_ome_zarr import napari_get_reader
+
+    path = str(copy / name)
+    group = zarr.open_group(path, mode="r")
+    palette, labels = group["palette"][...], group["labels"][...]
+    ((data, meta, kind),) = napari_get_reader(path)(path)
+    assert kind == "labels"
+    assert meta["colormap"] == expected_colours(palette)
+    assert len(data) == ngff.level_count(labels.shape, (512, 512))
+    for level, array in enumerate(data):
+        assert np.array_equal(np.asarray(array), labels[:: 2**level, :: 2**level])
