@@ -210,8 +210,7 @@ def test_sbatch_mem_gives_each_worker_its_share_of_the_node(
     )
     record, text = finished(slurm, tmp_path, job_id)
     assert_succeeded(record, text)
-    limits = re.findall(r"Memory:\s+(\S+ \S+)$", text, re.MULTILINE)
-    assert limits == ["1.50 GiB", "1.50 GiB"], text
+    assert re.search(r"^scheduler: \S+, 2 worker\(s\) of 1.50 GiB; ", text, re.MULTILINE), text
     assert_whole(store, complete_names(store))
 
 
