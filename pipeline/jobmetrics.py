@@ -47,14 +47,20 @@ class Totals:
     sequence: int = 0  # events of a job may arrive out of order: the scheduler keeps the last
 
     def add(self, result: ImageResult) -> None:
-        """Count ``result``; a done image adds its pixels and its input and stored bytes."""
+        """Count ``result``; a done image adds its pixels, input bytes and bytes stored.
+
+        Bytes stored: its palette, labels and the labels' pyramid, compressed.
+        """
         setattr(self, result.status, getattr(self, result.status) + 1)
         if result.status == "done":
             attrs = result.attrs or {}
             shape = attrs.get("image_shape") or (0, 0)
             self.pixels += int(shape[0]) * int(shape[1])
             self.source_bytes += result.size
-            self.written_bytes += int(result.metrics.get("stored_bytes", 0))
+            metrics = result.metrics
+            self.written_bytes += int(
+                metrics.get("stored_bytes", 0) + metrics.get("pyramid_bytes", 0)
+            )
 
 
 class Tally:

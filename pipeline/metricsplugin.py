@@ -109,7 +109,10 @@ class _Collector:
             for key, text in (
                 ("pixels", "Pixels of the images done"),
                 ("source_bytes", "Bytes of the input files of the images done"),
-                ("written_bytes", "Compressed bytes of palette and labels of the images done"),
+                (
+                    "written_bytes",
+                    "Compressed bytes of palette, labels and pyramid of the images done",
+                ),
             )
         }
         running = GaugeMetricFamily(

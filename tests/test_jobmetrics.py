@@ -59,12 +59,12 @@ def images(tmp_path: Path) -> Path:
 
 def test_totals_count_pixels_and_bytes_of_done_images_only() -> None:
     totals = Totals("job", "s.zarr", "client", 0.0)
-    done = {"image_shape": [4, 5, 3], "metrics": {"stored_bytes": 70}}
+    done = {"image_shape": [4, 5, 3], "metrics": {"stored_bytes": 70, "pyramid_bytes": 9}}
     totals.add(ImageResult("a", "a.png", "done", attrs=done, size=100))
     totals.add(ImageResult("b", "b.png", "skipped", size=1000))
     totals.add(ImageResult("c", "c.png", "failed", "c.png: bad", size=10))
     assert (totals.done, totals.skipped, totals.failed) == (1, 1, 1)
-    assert (totals.pixels, totals.source_bytes, totals.written_bytes) == (20, 100, 70)
+    assert (totals.pixels, totals.source_bytes, totals.written_bytes) == (20, 100, 79)
 
 
 def test_a_job_without_a_cluster_sends_nothing_and_yields_every_result() -> None:
