@@ -108,9 +108,7 @@ class ClusterExecutor:
     def live_client(self) -> Any:
         """The cluster's client if the cluster is up, else ``None`` (never starts it)."""
         cluster = self._cluster
-        if isinstance(cluster, OnDemand):
-            return cluster.client() if cluster.up else None
-        return cluster
+        return None if isinstance(cluster, OnDemand) and not cluster.up else self.client
 
     def threads(self) -> int:
         """Threads of the cluster's workers now (refreshed at most once a second).

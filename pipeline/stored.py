@@ -35,8 +35,8 @@ from pipeline.store import (
 #: The problem of a name that is not an image group of the store.
 NO_SUCH_IMAGE = "no such image in the store"
 #: Largest image metadata document read: a group's ``zarr.json`` is about 2 KiB plus its OME
-#: colour table (``ome``), about 170 bytes per palette entry as zarr indents it (22 KB for 128
-#: colours, 11 MB for 65,536).
+#: colour table (``ome``), about 50 bytes per palette entry as :func:`pipeline.store.finalize`
+#: writes it (8 KB in all for 128 colours, 3.5 MB for 65,536).
 MAX_DOCUMENT_BYTES = 16 << 20
 
 
