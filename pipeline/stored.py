@@ -36,7 +36,7 @@ from pipeline.store import (
 NO_SUCH_IMAGE = "no such image in the store"
 #: Largest image metadata document read: a group's ``zarr.json`` is about 2 KiB plus its OME
 #: colour table (``ome``), about 50 bytes per palette entry as :func:`pipeline.store.finalize`
-#: writes it (8 KB in all for 128 colours, 3.5 MB for 65,536).
+#: writes it (8 KB in all for 128 colours, 3.4 MB for 65,536).
 MAX_DOCUMENT_BYTES = 16 << 20
 
 
