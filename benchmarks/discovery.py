@@ -1,13 +1,13 @@
 """Discovery at scale: group names and folder listing for 10^4 .. 10^6 inputs.
 
-* names: :func:`pipeline.names.unique_names` on N synthetic paths laid out like a bucket,
+* names: :func:`pipeline.inputs.names.unique_names` on N synthetic paths laid out like a bucket,
   ``/bucket/batch{i // 1000}/img{i}.jpg``, where 1% of the file names repeat one in another
   batch (so those get their folder prefixed).
-* discover: :func:`pipeline.discover.discover` on a tree of N empty files (1000 per folder,
+* discover: :func:`pipeline.inputs.discover.discover` on a tree of N empty files (1000 per folder,
   created with ``os.open``, removed afterwards), given as the pattern ``root/**/*.jpg`` (a walk
   of every folder and one stat per file), and each of the folders as a folder item.
 
-* list_store: :func:`pipeline.store.list_store` (what a rerun lists to learn what is complete
+* list_store: :func:`pipeline.store.write.list_store` (what a rerun lists to learn what is complete
   and whose chunks are missing) on a store of N complete one-chunk images, laid out as the job
   writes them (group, array documents, one labels and one palette chunk, a completion marker
   naming one chunk; 1-byte files), one image in 1,000 missing its labels chunk; with the peak
@@ -30,9 +30,9 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.discover import discover
-from pipeline.names import unique_names
-from pipeline.store import COMPLETE, list_store
+from pipeline.inputs.discover import discover
+from pipeline.inputs.names import unique_names
+from pipeline.store.write import COMPLETE, list_store
 
 PER_FOLDER = 1000
 

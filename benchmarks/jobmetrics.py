@@ -1,7 +1,7 @@
 """Job metrics at 10^5 images: what counting and sending the totals costs the client.
 
 Feeds N synthetic results (done, with attributes like a real image's; every 50th failed)
-through :class:`pipeline.jobmetrics.Tally`, once with no cluster (counting only) and once
+through :class:`pipeline.job.metrics.Tally`, once with no cluster (counting only) and once
 sending to a real scheduler (a threaded ``LocalCluster`` in this process, as a small job has),
 and scrapes the scheduler's ``/metrics`` at the end. Reported per N: microseconds per result
 (median of ``--repeat`` runs, alternating), events sent (at most one a second, plus the last),
@@ -23,7 +23,8 @@ from typing import Any
 from distributed import Client, LocalCluster
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.jobmetrics import TOPIC, Tally
+from pipeline.job.metrics import Tally
+from pipeline.job.metrics_plugin import TOPIC
 from pipeline.results import ImageResult
 
 ATTRS = {"image_shape": [64, 64, 3], "metrics": {"stored_bytes": 2100}}

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from scale import make_jpeg
 
-#: Local clusters the warm job runs on: (row label, ``kind`` of pipeline.cluster.connect).
+#: Local clusters the warm job runs on: (row label, ``kind`` of pipeline.job.cluster.connect).
 CLUSTERS = (
     ("2 worker processes x 1 thread", "processes"),
     ("2 threads in this process", "threads"),
@@ -96,7 +96,7 @@ def warm(path: Path, work: Path, repeat: int) -> tuple[list[float], dict[str, di
     from distributed import get_task_stream
 
     from pipeline import compress
-    from pipeline.cluster import connect
+    from pipeline.job.cluster import connect
 
     decodes: list[float] = []
     jobs: dict[str, dict[str, list]] = {kind: defaultdict(list) for _, kind in CLUSTERS}

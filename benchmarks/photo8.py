@@ -77,11 +77,11 @@ def recipe(image: np.ndarray, k: int) -> np.ndarray:
 
 
 def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
-    from pipeline.assign import assign
-    from pipeline.config import Settings
-    from pipeline.count import colour_counts
-    from pipeline.sample import sample_pixels
-    from pipeline.work import fit_sampled
+    from pipeline.job.tasks import fit_sampled
+    from pipeline.quantize.assign import assign
+    from pipeline.quantize.count import colour_counts
+    from pipeline.quantize.sample import sample_pixels
+    from pipeline.settings import Settings
 
     settings = Settings.from_config(colors=k, effort=effort)
     arr = da.from_array(image, chunks=(settings.chunk, settings.chunk, 3))

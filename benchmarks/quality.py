@@ -11,7 +11,7 @@ Two sets of images, nothing downloaded:
 Each image is one file in ``WORK/sources`` (the package's own file, copied; the gradient written
 as PNG). Our methods run ``pipeline.compress`` over each set's files (no cluster: dask's local
 scheduler), one store per set, method and k, recomputed on every run (``overwrite=True``); the
-indexed PNG is written by ``pipeline.outputs.write_palette_image`` from the stored palette and
+indexed PNG is written by ``pipeline.outputs.files.write_palette_image`` from the stored palette and
 labels. pngquant gets the same PNG files (a JPEG's decoded pixels written as PNG first) and its
 output file is measured. A method whose setting the installed code rejects is skipped with a
 note, and so is one whose stores come out identical to the defaults' (a setting accepted but not
@@ -22,7 +22,7 @@ Figures, against the pixels the pipeline decodes from the source file:
 * PSNR over every value (RGB 0..255). An image with transparency (horse) is compared as its
   RGBA composited over black and over white, both composites pooled into one PSNR; so are
   dE00 and low-pass PSNR (the mean over both composites' pixels).
-* dE00: mean CIEDE2000 over every pixel (``pipeline.metrics.lab`` and ``ciede2000``).
+* dE00: mean CIEDE2000 over every pixel (``pipeline.quantize.metrics.lab`` and ``ciede2000``).
 * low-pass PSNR: PSNR after a Gaussian blur of sigma 1.5 pixels of both original and result,
   per channel (``scipy.ndimage.gaussian_filter``, borders reflected): dithering that keeps the
   local mean scores higher here than banding.
@@ -129,7 +129,7 @@ def pngquant_input(path: Path, pixels: np.ndarray, folder: Path) -> Path:
 def seen(pixels: np.ndarray, rgba: bool) -> list[np.ndarray]:
     """How the pixels look: RGB as they are, or RGBA composited over black and over white.
 
-    Composites are rounded to uint8 (as :mod:`pipeline.metrics` does).
+    Composites are rounded to uint8 (as :mod:`pipeline.quantize.metrics` does).
     """
     if not rgba:
         return [pixels[..., :3]]
@@ -150,7 +150,7 @@ class Reference:
     def __init__(self, pixels: np.ndarray):
         from scipy.ndimage import gaussian_filter
 
-        from pipeline.metrics import lab
+        from pipeline.quantize.metrics import lab
 
         self.pixels = pixels
         self.rgba = pixels.shape[-1] == 4
@@ -163,7 +163,7 @@ class Reference:
     def measure(self, result: np.ndarray) -> dict[str, float]:
         from scipy.ndimage import gaussian_filter
 
-        from pipeline.metrics import ciede2000, lab
+        from pipeline.quantize.metrics import ciede2000, lab
 
         if result.shape[:2] != self.pixels.shape[:2]:
             raise ValueError(f"result {result.shape} against original {self.pixels.shape}")
@@ -214,7 +214,7 @@ def run_ours(
     from PIL import Image
 
     import pipeline
-    from pipeline.outputs import write_palette_image
+    from pipeline.outputs.files import write_palette_image
 
     results = pipeline.compress(
         [str(f) for f in files.values()], str(store), overwrite=True, colors=k, **settings
@@ -259,7 +259,7 @@ def run_pngquant(
     """pngquant on each input PNG; figures and output bytes per image."""
     from PIL import Image
 
-    from pipeline.sources import to_rgb8
+    from pipeline.inputs.sources import to_rgb8
 
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
@@ -326,7 +326,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
 
     from pipeline import Settings
-    from pipeline.sources import read_file
+    from pipeline.inputs.sources import read_file
 
     work = args.work
     sources = work / "sources"

@@ -5,7 +5,7 @@ posterized so that ``-k 256`` stores them losslessly, quickly) uploaded straight
 ``s3://bench/in/``. Two counting reverse proxies in this process stand in front of it: the job's
 client (``python -m pipeline run s3://bench/in/ -o s3://bench/out.zarr --scheduler ADDRESS -k
 256`` in a subprocess) reaches S3 through one (its ``AWS_ENDPOINT_URL``), the workers of a
-``dask scheduler`` + 2 ``dask worker --preload pipeline.preload`` (subprocesses) through the
+``dask scheduler`` + 2 ``dask worker --preload pipeline.job.preload`` (subprocesses) through the
 other. Each proxy forwards method, path and query, headers and body unchanged (a chunked request
 body is de-chunked and sent on with its length) and counts requests by method and by kind: list
 (a GET with ``list-type``, ``delimiter`` or ``prefix`` in its query, or on a bucket), get, head,
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from streaming import make_inputs
 
 from tests.conftest import start_moto
-from tests.test_cluster import DaskCluster
+from tests.job.test_cluster import DaskCluster
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -53,7 +53,7 @@ HOP_BY_HOP = {"transfer-encoding", "trailer", "expect"}
 
 
 class Cluster(DaskCluster):
-    """``tests.test_cluster.DaskCluster`` with its scheduler on a free port, not dask's 8786."""
+    """``tests.job.test_cluster.DaskCluster`` with its scheduler on a free port, not dask's 8786."""
 
     def _start(self, command: list[str], env: dict[str, str] | None = None) -> None:
         super()._start([*command, "--port", "0"] if "scheduler" in command else command, env)

@@ -56,7 +56,7 @@ def make_tiff(folder: Path, gigapixels: float, tile: int = 512) -> Path:
     """A tiled TIFF of flower.jpg mirror-tiled, written one row of tiles at a time."""
     import dask.array as da
 
-    from pipeline.outputs import write_tiled_tiff
+    from pipeline.outputs.files import write_tiled_tiff
 
     side = int((gigapixels * 1e9) ** 0.5) // tile * tile
     path = folder / f"flower_{gigapixels:g}gp.tif"
@@ -227,7 +227,7 @@ def main() -> None:
     if "tiff" in args.only:
         bench_tiff(folder, args.tiff_gp)
     if {"jpeg", "batch"} & set(args.only):
-        from pipeline.cluster import connect
+        from pipeline.job.cluster import connect
 
         with connect(None, workers=2, dashboard_address="127.0.0.1:0") as client:
             if "jpeg" in args.only:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import imageio.v3 as iio
 
-from pipeline.discover import sample_images
+from pipeline.inputs.discover import sample_images
 
 #: The imports of a job on threads: what no small job can avoid.
 FLOOR_IMPORTS = (
-    "import pipeline.api, pipeline.graph, distributed, distributed.dashboard.scheduler,"
+    "import pipeline.api, pipeline.job.graph, distributed, distributed.dashboard.scheduler,"
     " bokeh.plotting, dask_ml.cluster"
 )
 

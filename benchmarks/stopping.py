@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from streaming import write_pngs
 
-from tests.test_cluster import store_bytes
+from tests.job.test_cluster import store_bytes
 
 HEIGHT, WIDTH = 300, 400
 #: Seconds a job may take before the benchmark gives up.

@@ -52,8 +52,8 @@ SIDE = 64
 
 
 def photos() -> list[np.ndarray]:
-    from pipeline.discover import sample_images
-    from pipeline.sources import read_file
+    from pipeline.inputs.discover import sample_images
+    from pipeline.inputs.sources import read_file
 
     found = [read_file(p) for p in sample_images()]
     try:
@@ -108,7 +108,7 @@ class Cluster:
         )
         while not self.file.exists():
             time.sleep(0.1)
-        preload = ["--preload", "pipeline.preload"]
+        preload = ["--preload", "pipeline.job.preload"]
         self.workers = [
             subprocess.Popen(
                 [*dask, "worker", "--nthreads", "1", "--host", "127.0.0.1", *preload, *common],

@@ -11,31 +11,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.api import DamagedImageWarning, compress, compress_array, open_store
-    from pipeline.config import Settings
-    from pipeline.fit import Fit, fit_palette
-    from pipeline.outputs import write_images
-    from pipeline.rebuild import reconstruct
+    from pipeline.outputs.files import write_images
+    from pipeline.outputs.rebuild import reconstruct
+    from pipeline.quantize.fit import Fit, fit_palette
     from pipeline.results import ImageResult
-    from pipeline.store import FORMAT_VERSION, StoredImage
-    from pipeline.verify import verify_store
+    from pipeline.settings import Settings
+    from pipeline.store.verify import verify_store
+    from pipeline.store.write import FORMAT_VERSION, StoredImage
 
 __version__ = "0.1.0"
 
 #: Where each public name lives.
 _HOMES = {
-    "FORMAT_VERSION": "pipeline.store",
+    "FORMAT_VERSION": "pipeline.store.write",
     "DamagedImageWarning": "pipeline.api",
-    "Fit": "pipeline.fit",
+    "Fit": "pipeline.quantize.fit",
     "ImageResult": "pipeline.results",
-    "Settings": "pipeline.config",
-    "StoredImage": "pipeline.store",
+    "Settings": "pipeline.settings",
+    "StoredImage": "pipeline.store.write",
     "compress": "pipeline.api",
     "compress_array": "pipeline.api",
-    "fit_palette": "pipeline.fit",
+    "fit_palette": "pipeline.quantize.fit",
     "open_store": "pipeline.api",
-    "reconstruct": "pipeline.rebuild",
-    "verify_store": "pipeline.verify",
-    "write_images": "pipeline.outputs",
+    "reconstruct": "pipeline.outputs.rebuild",
+    "verify_store": "pipeline.store.verify",
+    "write_images": "pipeline.outputs.files",
 }
 
 __all__ = [

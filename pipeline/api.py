@@ -14,18 +14,20 @@ import numpy as np
 from dask.base import tokenize
 from numpy.typing import NDArray
 
-from pipeline import lease
-from pipeline.config import Running, Settings
-from pipeline.discover import Entry, Inputs, discover, find_inputs
 from pipeline.errors import UsageError
-from pipeline.jobmetrics import Tally
-from pipeline.names import node_name, unique_names
+from pipeline.inputs.discover import Entry, Inputs, discover, find_inputs
+from pipeline.inputs.names import node_name, unique_names
+from pipeline.inputs.sources import from_array
+from pipeline.job.metrics import Tally
+from pipeline.job.plan import Given, Item, batch_size, plan, prior
+from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
+from pipeline.job.tasks import Job, Spec
 from pipeline.paths import location
-from pipeline.plan import Given, Item, batch_size, plan, prior
 from pipeline.results import ImageResult
-from pipeline.run import ClusterExecutor, LocalExecutor, Runner
-from pipeline.sources import from_array
-from pipeline.store import (
+from pipeline.settings import Running, Settings
+from pipeline.store import lease
+from pipeline.store.read import Damaged, Incomplete, open_image, reuse_status, scan
+from pipeline.store.write import (
     Listing,
     StoredImage,
     digest,
@@ -34,8 +36,6 @@ from pipeline.store import (
     prepare,
     reuse_values,
 )
-from pipeline.stored import Damaged, Incomplete, open_image, reuse_status, scan
-from pipeline.work import Job, Spec
 
 
 def stream(
@@ -52,7 +52,7 @@ def stream(
     """Compress image files into a store, yielding each image's result as soon as it is known.
 
     Parameters are those of :func:`compress`, plus ``notify`` (called with a line of text when
-    the job is stopping) and ``running``: overrides of :class:`pipeline.config.Running` (how
+    the job is stopping) and ``running``: overrides of :class:`pipeline.settings.Running` (how
     the job is batched and stopped; never changes a stored byte). ``inputs`` may also be what
     :func:`find_inputs` found. Nothing is kept per image but its plan, so a job over millions
     of inputs holds little memory.
@@ -127,7 +127,7 @@ def _tallied(
 
 
 def _checker(store: str) -> Callable[[str, dict[str, Any]], str]:
-    """``check`` for :func:`pipeline.plan.plan`: reads one image's metadata when asked."""
+    """``check`` for :func:`pipeline.job.plan.plan`: reads one image's metadata when asked."""
     return functools.partial(reuse_status, store)
 
 
@@ -149,7 +149,7 @@ def compress(
         Files, folders (their image files) or glob patterns; local or fsspec URLs.
     store : str
         Output store directory or URL (created if needed). One job writes a store at a time
-        (see :mod:`pipeline.lease`).
+        (see :mod:`pipeline.store.lease`).
     overwrite : bool
         Recompute images already complete in the store (default: skip them if stored with the
         same settings, fail them if stored with other settings).
@@ -162,7 +162,7 @@ def compress(
         Called once the inputs are listed, with the number of results to come and the bytes
         of the input files (e.g. to report progress).
     **settings
-        Overrides of :class:`pipeline.config.Settings` (``colors``, ``sample``, ``seed``,
+        Overrides of :class:`pipeline.settings.Settings` (``colors``, ``sample``, ``seed``,
         ``chunk``, ...).
 
     Returns
@@ -196,8 +196,8 @@ def compress_array(
 ) -> ImageResult:
     """Compress one in-memory numpy or dask image into group ``name`` of ``store``.
 
-    Accepts the same shapes and pixel types as files (see :mod:`pipeline.sources`); ``name``
-    is escaped like a file name (:func:`pipeline.names.node_name`). Other parameters are as
+    Accepts the same shapes and pixel types as files (see :mod:`pipeline.inputs.sources`); ``name``
+    is escaped like a file name (:func:`pipeline.inputs.names.node_name`). Other parameters are as
     for :func:`compress`.
     """
     config = Settings.from_config(**settings)

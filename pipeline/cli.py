@@ -22,9 +22,9 @@ from typing import Any
 
 import dask.config
 
-from pipeline.config import LOCAL_KINDS
 from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable, UsageError
-from pipeline.stopping import Interrupted, requested, stop_on_signals
+from pipeline.job.stopping import Interrupted, requested, stop_on_signals
+from pipeline.settings import LOCAL_KINDS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -102,7 +102,7 @@ def _default(name: str) -> Any:
     """
     import dask.config
 
-    import pipeline.config  # noqa: F401  (registers the package's own defaults)
+    import pipeline.settings  # noqa: F401  (registers the package's own defaults)
 
     return dask.config.get(f"pipeline.{name}")
 
@@ -444,7 +444,7 @@ def _versions(own: str) -> str:
 
 def _job(args: argparse.Namespace) -> dict[str, Any]:
     """The run's values: command-line options over the job file (``--config``)."""
-    from pipeline.jobfile import KEYS, read_job_file
+    from pipeline.settings import KEYS, read_job_file
 
     job = read_job_file(args.config) if args.config else {}
     given = {key: getattr(args, key, None) for key in KEYS}
@@ -455,10 +455,10 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     import dask.config
 
-    from pipeline.cluster import local_kind, scheduler_address
-    from pipeline.config import Settings
-    from pipeline.discover import find_inputs, sample_images
-    from pipeline.lease import check_free
+    from pipeline.inputs.discover import find_inputs, sample_images
+    from pipeline.job.cluster import local_kind, scheduler_address
+    from pipeline.settings import Settings
+    from pipeline.store.lease import check_free
 
     job = _job(args)
     settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
@@ -472,9 +472,9 @@ def _run(args: argparse.Namespace) -> int:
     images, size = len(found.entries), sum(e.size or 0 for e in found.entries)
     kind = local_kind(images, size, workers=job.get("workers"), choice=job.get("local_cluster"))
 
-    from pipeline.cluster import OnDemand, dashboard_link
-    from pipeline.progress import Progress
-    from pipeline.report import Summary
+    from pipeline.job.cluster import OnDemand, dashboard_link
+    from pipeline.job.progress import Progress
+    from pipeline.job.summary import Summary
 
     def started(client: Any) -> None:
         print(f"dashboard: {dashboard_link(client)}", file=sys.stderr, flush=True)
@@ -513,7 +513,7 @@ def _run(args: argparse.Namespace) -> int:
             progress.note(f"error: {exc}; {left}")
     _summarize(store, gathered)
     if report:
-        from pipeline.htmlreport import drop_remote_icons
+        from pipeline.outputs.report import drop_remote_icons
 
         drop_remote_icons(report)
         print(f"report: {report}")
@@ -551,7 +551,7 @@ def _performance_report(report: str | None, cluster: Any) -> contextlib.Abstract
 
 def _local_line(kind: str, workers: int | None) -> str:
     """How the local cluster of a job runs, for its first line."""
-    from pipeline.cluster import local_size
+    from pipeline.job.cluster import local_size
 
     n = local_size(workers)
     if kind == "threads":
@@ -573,7 +573,7 @@ def _stop_point() -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from pipeline.outputs import write_each
+    from pipeline.outputs.files import write_each
 
     images = written = damaged = 0
     for outcome in write_each(
@@ -604,9 +604,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pipeline.report import image_row, table
-    from pipeline.store import open_root
-    from pipeline.stored import scan
+    from pipeline.job.summary import image_row, table
+    from pipeline.store.read import scan
+    from pipeline.store.write import open_root
 
     root = open_root(args.store)
     entries = list(scan(args.store))
@@ -647,7 +647,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _palettes(store: str, entries: list[Any]) -> dict[str, Any]:
     """Palette of each complete, undamaged image among ``entries`` (one small read each)."""
-    from pipeline.stored import Damaged, Incomplete, open_image
+    from pipeline.store.read import Damaged, Incomplete, open_image
 
     found = {}
     for entry in entries:
@@ -660,8 +660,8 @@ def _palettes(store: str, entries: list[Any]) -> dict[str, Any]:
 def _verify(args: argparse.Namespace) -> int:
     import time
 
-    from pipeline.report import human_bytes
-    from pipeline.verify import repair, verify_store
+    from pipeline.job.summary import human_bytes
+    from pipeline.store.verify import repair, verify_store
 
     started = time.perf_counter()
     findings = []
@@ -705,7 +705,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.htmlreport import write_report
+    from pipeline.outputs.report import write_report
 
     images = left = damaged = 0
     with contextlib.closing(

@@ -104,7 +104,7 @@ def write_image(tmp_path: Path) -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[object]:
-    from pipeline.cluster import connect
+    from pipeline.job.cluster import connect
 
     with connect(None, workers=2, dashboard_address="127.0.0.1:0") as c:
         yield c

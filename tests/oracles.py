@@ -20,10 +20,11 @@ def brute_force(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArra
 def oklab_brute_force(pixels: NDArray[np.uint8], palette: NDArray[np.uint8]) -> NDArray[np.intp]:
     """Reference ``"oklab"`` labels: the documented distance to every entry, ties to the lowest.
 
-    The six coordinates of docs/store-format.md (``pipeline.oklab.coordinates``), the squared
-    distance ``d0 * d0 + d1 * d1 + ... + d5 * d5`` added left to right, the first of equal minima.
+    The six coordinates of docs/store-format.md (``pipeline.quantize.oklab.coordinates``), the
+    squared distance ``d0 * d0 + d1 * d1 + ... + d5 * d5`` added left to right, the first of equal
+    minima.
     """
-    from pipeline import oklab
+    from pipeline.quantize import oklab
 
     p = oklab.coordinates(pixels.reshape(-1, 3))
     c = oklab.coordinates(palette)

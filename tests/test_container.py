@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.discover import sample_images
+from pipeline.inputs.discover import sample_images
 from tests.conftest import free_port
 from tests.test_deploy import (
     DASKJOB_FILE,

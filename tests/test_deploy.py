@@ -38,9 +38,8 @@ from distributed.cli.dask_worker import main as worker_cli
 from packaging.specifiers import SpecifierSet
 
 from pipeline.cli import build_parser
-from pipeline.cluster import WORKER_MALLOC
-from pipeline.config import Settings
-from pipeline.jobfile import JOB_KEYS
+from pipeline.job.cluster import WORKER_MALLOC
+from pipeline.settings import JOB_KEYS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -392,7 +391,7 @@ def test_daskjob_commands_parse(where: str, doc: dict[str, Any]) -> None:
     command = argv(worker)
     assert command[:2] == ["dask", "worker"]
     params = worker_cli.make_context("dask worker", command[2:]).params
-    assert params["preload"] == ("pipeline.preload",)
+    assert params["preload"] == ("pipeline.job.preload",)
     assert params["nthreads"] == 1
     assert params["name"] == "$(DASK_WORKER_NAME)"
     assert params["dashboard_address"] == "8788"
@@ -568,7 +567,7 @@ def test_job_files_hold_valid_settings(where: str, text: str) -> None:
 
 @pytest.mark.parametrize(("where", "text"), job_files(), ids=[w for w, _ in job_files()])
 def test_job_files_read_as_the_pipeline_reads_them(where: str, text: str, tmp_path: Path) -> None:
-    jobfile = pytest.importorskip("pipeline.jobfile", reason="job files are not merged yet")
+    jobfile = pytest.importorskip("pipeline.settings", reason="job files are not merged yet")
     path = tmp_path / "job.toml"
     path.write_text(text)
     values = jobfile.read_job_file(str(path))
@@ -689,14 +688,14 @@ def test_dockerfile_runs_the_pipeline_as_a_non_root_user() -> None:
 
 
 def test_dockerfile_compiles_the_kernels_as_the_user_at_build_time() -> None:
-    """Importing pipeline.preload compiles nothing (its warm-up runs as a worker starts): the
+    """Importing pipeline.job.preload compiles nothing (its warm-up runs as a worker starts): the
     build runs the warm-up, as the image's user, so the kernels land in its NUMBA_CACHE_DIR."""
     steps = dockerfile()
     last_user = max(i for i, (word, _) in enumerate(steps) if word == "USER")
     warm_ups = [
         i
         for i, (word, rest) in enumerate(steps)
-        if word == "RUN" and "pipeline.preload" in rest and "warm_up()" in rest
+        if word == "RUN" and "pipeline.job.preload" in rest and "warm_up()" in rest
     ]
     assert warm_ups
     assert min(warm_ups) > last_user
@@ -732,7 +731,7 @@ def test_launcher_builds_slurm_cluster_kwargs() -> None:
     assert kwargs["queue"] == "cpu"
     assert kwargs["account"] == "proj"
     assert kwargs["job_extra_directives"] == ["--qos=normal"]
-    assert kwargs["worker_extra_args"] == ["--preload", "pipeline.preload"]
+    assert kwargs["worker_extra_args"] == ["--preload", "pipeline.job.preload"]
     (export,) = kwargs["job_script_prologue"]
     word, assignment = shlex.split(export)
     assert word == "export"
@@ -785,7 +784,7 @@ def test_launcher_dry_run_renders_the_worker_job_script_without_a_scheduler(
     words = shlex.split(command)
     assert words[1:3] == ["-m", "distributed.cli.dask_worker"]
     params = worker_cli.make_context("dask worker", words[3:]).params
-    assert params["preload"] == ("pipeline.preload",)
+    assert params["preload"] == ("pipeline.job.preload",)
     assert params["nthreads"] == 1
     assert params["n_workers"] == "4"
     assert params["interface"] == "lo"
@@ -832,7 +831,7 @@ def test_sbatch_script_starts_workers_with_the_preload() -> None:
     # the interface, when PIPELINE_INTERFACE sets one, is added by the array's expansion
     assert words[-1] == "${interface[@]}"
     params = worker_cli.make_context("dask worker", words[at + 2 : -1]).params
-    assert params["preload"] == ("pipeline.preload",)
+    assert params["preload"] == ("pipeline.job.preload",)
     assert params["nthreads"] == 1
     assert params["scheduler_file"] == "$scheduler_file"
     assert params["memory_limit"] == "$memory_limit"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.discover import sample_images
+from pipeline.inputs.discover import sample_images
 from tests.slurmcluster import SlurmCluster, missing, slurm_cluster
 
 pytestmark = [
@@ -107,7 +107,7 @@ def complete_names(store: Path) -> list[str]:
 
 def assert_whole(store: Path, names: list[str]) -> None:
     """Every chunk of these images exists, decodes and matches its checksums and digests."""
-    from pipeline.verify import verify_store
+    from pipeline.store.verify import verify_store
 
     findings = list(verify_store(str(store), names))
     assert [f.name for f in findings] == sorted(names)

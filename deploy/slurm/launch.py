@@ -8,7 +8,7 @@ Options before ``--`` are the launcher's; everything after it is passed to
 ``python -m pipeline run`` (inputs, ``--out``, ``--config JOB.toml``, ...), which gets the
 cluster's ``--scheduler`` from the launcher. The launcher starts a Dask scheduler in this process
 (dask-jobqueue's ``SLURMCluster``), submits ``--jobs`` Slurm jobs that each run ``--processes``
-single-threaded workers started with ``--preload pipeline.preload``, waits for the first
+single-threaded workers started with ``--preload pipeline.job.preload``, waits for the first
 ``--min-workers`` of them, runs the pipeline, and cancels the worker jobs when it ends. Workers
 that start later join the running job.
 
@@ -123,10 +123,10 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def worker_environment() -> dict[str, str]:
     """Environment variables the worker jobs export: the pipeline's malloc settings.
 
-    The same values a local cluster gives its workers (:data:`pipeline.cluster.WORKER_MALLOC`),
+    The same values a local cluster gives its workers (:data:`pipeline.job.cluster.WORKER_MALLOC`),
     as dask configuration (a dict literal) that the nanny merges with dask's own defaults.
     """
-    from pipeline.cluster import WORKER_MALLOC
+    from pipeline.job.cluster import WORKER_MALLOC
 
     return {PRE_SPAWN_VARIABLE: json.dumps(dict(WORKER_MALLOC))}
 
@@ -145,7 +145,7 @@ def cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "memory": args.memory,
         "walltime": args.walltime,
         "job_name": "pipeline-worker",
-        "worker_extra_args": ["--preload", "pipeline.preload"],
+        "worker_extra_args": ["--preload", "pipeline.job.preload"],
         "job_script_prologue": [
             f"export {name}={shlex.quote(value)}" for name, value in worker_environment().items()
         ],
@@ -189,7 +189,7 @@ def pipeline_argv(pipeline_args: Sequence[str], scheduler_address: str) -> list[
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    from pipeline.stopping import Interrupted
+    from pipeline.job.stopping import Interrupted
 
     raise Interrupted(signum)
 

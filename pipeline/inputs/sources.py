@@ -1,0 +1,551 @@
+"""Find input images, open them lazily and normalise them to (H, W, 3) uint8 Dask arrays.
+
+Normalisation (recorded in each image's ``conversion`` attribute):
+
+* RGB uint8: used as it is.
+* Grayscale (H, W) or (H, W, 1): the gray value is copied to R, G and B.
+* Gray + alpha, RGBA: files decoded whole (PNG, WebP, GIF, ...) keep their alpha channel,
+  as (H, W, 4) RGBA, when any pixel is not fully opaque (their palette is then RGBA, see
+  :mod:`pipeline.quantize.rgba`); a fully opaque image, and any image read chunk by chunk (tiled
+  TIFF, Zarr, arrays), drops it. Colour channels are kept as stored.
+* 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
+* Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin), or to
+  RGBA when a PNG's ``tRNS`` chunk or a GIF's transparent index makes some colour transparent.
+* CMYK (print JPEGs and TIFFs): converted to RGB by Pillow, not taken for RGB + alpha.
+* Boolean (1-bit) images: False -> 0, True -> 255, then as grayscale.
+* Multi-frame files (animated GIF, multi-page TIFF): the first frame only.
+
+Other pixel types (float, signed, 32-bit) and arrays that are not 2-D images are rejected with an
+:class:`~pipeline.errors.InputError` naming the file.
+
+JPEG, PNG and most formats decode whole: the file is read by one task, then split into chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask import delayed
+from dask.base import tokenize
+from numpy.typing import NDArray
+
+from pipeline.errors import InputError
+from pipeline.paths import filesystem, is_url, location, read_bytes
+
+#: Pillow's decompression-bomb limit (it refuses images of more pixels): the default largest
+#: image decoded whole.
+PILLOW_LIMIT = 178_956_970
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image, opened lazily.
+
+    Attributes
+    ----------
+    name : str
+        Group name of the image in the output store (unique within a job).
+    path : str
+        Where it was read from (a file path, or ``"<array>"``).
+    image : dask.array.Array
+        (H, W, 3) uint8, chunked ``(chunk, chunk, 3)``.
+    shape : tuple of int
+        Shape of the image as stored in the file.
+    dtype : str
+        Pixel type as stored in the file.
+    conversion : str
+        What normalisation did (see module docstring).
+    streamed : bool
+        Whether chunks can be read again cheaply, one by one (tiled TIFF, Zarr, dask arrays):
+        the job then reads them once to fit and again to label, instead of holding the image.
+    whole : dask.array.Array or None
+        For a file decoded whole, the decoded image as one chunk, before it is split into
+        ``image``'s chunks: the sample and the colour counts read it directly (one task each,
+        where it was decoded) instead of one task per chunk.
+    """
+
+    name: str
+    path: str
+    image: da.Array
+    shape: tuple[int, ...]
+    dtype: str
+    conversion: str
+    streamed: bool = False
+    whole: da.Array | None = None
+
+
+#: ``conversion`` steps for an alpha channel (see the module docstring).
+ALPHA_KEPT = "alpha kept unless fully opaque"
+ALPHA_DROPPED = "alpha dropped"
+
+
+def conversion_for(shape: tuple[int, ...], dtype: np.dtype, keep_alpha: bool = False) -> str:
+    """How an image of this shape and pixel type becomes RGB uint8; raises ValueError if it cannot.
+
+    Returns one of the ``conversion`` values described in the module docstring, joined by ``+``;
+    ``keep_alpha``: the image is decoded whole, and keeps an alpha channel that is not opaque.
+    """
+    alpha = ALPHA_KEPT if keep_alpha else ALPHA_DROPPED
+    steps = []
+    if dtype == np.uint16:
+        steps.append("16-bit scaled to 8-bit")
+    elif dtype == np.bool_:
+        steps.append("1-bit to 0/255")
+    elif dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {dtype} (expected uint8, uint16 or bool)")
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
+        steps.append("gray to RGB")
+    elif len(shape) == 3 and shape[2] == 2:
+        steps.extend([alpha, "gray to RGB"])
+    elif len(shape) == 3 and shape[2] == 4:
+        steps.append(alpha)
+    elif not (len(shape) == 3 and shape[2] == 3):
+        raise ValueError(f"not a 2-D image: array of shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"empty image of shape {shape}")
+    return "+".join(steps) or "none"
+
+
+def to_rgb8(block: NDArray[np.generic], keep_alpha: bool = False) -> NDArray[np.uint8]:
+    """Normalise an image block of any supported shape and type to (h, w, 3) uint8.
+
+    With ``keep_alpha``, a block with an alpha channel that is not fully opaque becomes
+    (h, w, 4) RGBA instead.
+    """
+    if block.dtype == np.uint16:
+        block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif block.dtype == np.bool_:
+        block = block.astype(np.uint8) * np.uint8(255)
+    if block.ndim == 2:
+        block = block[:, :, None]
+    alpha = block[:, :, -1] if block.shape[2] in (2, 4) else None
+    if block.shape[2] in (1, 2):
+        block = np.repeat(block[:, :, :1], 3, axis=2)
+    if keep_alpha and alpha is not None and not (alpha == 255).all():
+        return np.concatenate([block[:, :, :3], alpha[:, :, None]], axis=2).astype(np.uint8)
+    return np.ascontiguousarray(block[:, :, :3], dtype=np.uint8)
+
+
+@contextmanager
+def _no_pillow_limit() -> Iterator[None]:
+    """Lift Pillow's decompression-bomb limit: :func:`open_file` applies ``max_pixels`` itself."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
+    """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
+
+    An image with transparency becomes (H, W, 4) RGBA instead (see :func:`to_rgb8`).
+
+    ``data``: the file's bytes, when they were read already (a URL's small file, by
+    :func:`probe`).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be decoded or its pixels cannot be normalised.
+    """
+    import imageio.v3 as iio
+
+    try:
+        # a URL is read once; a local file only if the fast decoders take it
+        remote = is_url(path)
+        if data is None and (remote or _fast_format(read_bytes(path, 8))):
+            data = read_bytes(path)
+        raw = None if data is None else _decode_fast(data)
+        if raw is None:
+            resource: str | bytes = data if remote and data is not None else path
+            hint = Path(path).suffix.lower() or None
+            keyed = {"mode": "RGBA"} if _keyed_alpha(resource) else {}
+            with _no_pillow_limit():
+                raw = iio.imread(resource, index=0, extension=hint, **keyed)  # type: ignore[arg-type]
+            if _is_cmyk(resource, raw.shape):
+                raw = _cmyk_to_rgb(raw)
+    except Exception as exc:
+        raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
+    try:
+        conversion_for(raw.shape, raw.dtype)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    return to_rgb8(raw, keep_alpha=True)
+
+
+#: Bytes of a file's start that hold a PNG's chunks before its pixels (tRNS among them).
+KEY_BYTES = 1 << 16
+
+
+def _keyed_alpha(resource: str | bytes, shape: tuple[int, ...] | None = None) -> bool:
+    """Whether a PNG or GIF has transparency in a key that imageio drops unless asked for RGBA.
+
+    A palette PNG's ``tRNS`` chunk (or a gray or RGB PNG's single transparent colour) and a
+    GIF's transparent index: imageio reads such files as RGB. ``shape``: the image's shape as
+    imageio reports it, when known (an alpha channel already there needs nothing).
+    """
+    if shape is not None and len(shape) == 3 and shape[2] in (2, 4):
+        return False
+    head = resource[:KEY_BYTES] if isinstance(resource, bytes) else read_bytes(resource, 8)
+    if head.startswith(PNG_SIGNATURE):
+        if not isinstance(resource, bytes):  # only a PNG's chunks are worth reading
+            head = read_bytes(resource, KEY_BYTES)
+        pixels = head.find(b"IDAT")
+        return b"tRNS" in (head if pixels < 0 else head[:pixels])
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        import imageio.v3 as iio
+
+        return "transparency" in iio.immeta(resource, index=0)  # type: ignore[arg-type]
+    return False
+
+
+def _is_cmyk(resource: str | bytes, shape: tuple[int, ...]) -> bool:
+    """Whether the four channels of ``shape`` are CMYK (as Pillow reads the file), not RGBA."""
+    if len(shape) != 3 or shape[2] != 4:
+        return False
+    import imageio.v3 as iio
+
+    try:
+        return iio.immeta(resource, index=0).get("mode") == "CMYK"
+    except Exception:
+        return False
+
+
+def _cmyk_to_rgb(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Decoded CMYK pixels converted to RGB by Pillow (no second decode of the file)."""
+    from PIL import Image
+
+    height, width = pixels.shape[:2]
+    cmyk = Image.frombytes("CMYK", (width, height), np.ascontiguousarray(pixels).tobytes())
+    return np.asarray(cmyk.convert("RGB"))
+
+
+#: PNG file signature, and the IHDR fields (bit depth 8, colour type 2) of plain 8-bit RGB.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_RGB8 = b"\x08\x02"
+
+
+def _fast_format(head: bytes) -> bool:
+    """Whether a file starting with ``head`` is a JPEG or PNG (see :func:`_decode_fast`)."""
+    return head.startswith((b"\xff\xd8\xff", PNG_SIGNATURE))
+
+
+def _decode_fast(data: bytes) -> NDArray[np.uint8] | None:
+    """Decode the commonest files with imagecodecs, or return None to let imageio decode them.
+
+    imageio's Pillow plugin converts and copies after decoding; imagecodecs hands over the
+    decoded buffer. Both use the same libraries with the same settings, so the pixels are the
+    same (tested on every bundled photo):
+
+    * JPEG through libjpeg-turbo, about three times faster. Only grayscale and RGB results are
+      taken; anything else (CMYK, a damaged file) goes to imageio, which then converts it or
+      reports the problem; so does a file without its end-of-image marker, which libjpeg would
+      pad silently where Pillow reports it as truncated.
+    * PNG through libpng, about twice as fast, only for plain 8-bit RGB (no transparency chunk,
+      not animated): other PNG flavours follow Pillow's conversions.
+    """
+    import imagecodecs
+
+    try:
+        if data.startswith(b"\xff\xd8\xff"):  # JPEG start-of-image marker
+            if not data.endswith(b"\xff\xd9"):  # truncated (or trailing bytes): imageio decides
+                return None
+            pixels = imagecodecs.jpeg8_decode(data)
+            return pixels if pixels.ndim == 2 or pixels.shape[2] == 3 else None
+        if data.startswith(PNG_SIGNATURE) and data[24:26] == PNG_RGB8:
+            header = data[: data.find(b"IDAT")]
+            if b"tRNS" in header or b"acTL" in header:
+                return None
+            pixels = imagecodecs.png_decode(data)
+            return pixels if pixels.ndim == 3 and pixels.shape[2] == 3 else None
+    except Exception:
+        return None
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith("Could not find a backend"):
+        return "unknown or unsupported format"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a worker learns from an input's header, enough to build its lazy image on the client.
+
+    Attributes
+    ----------
+    path : str
+        The input as given (messages name it).
+    where : str
+        The input as every process reads it (:func:`pipeline.paths.location`).
+    kind : str
+        ``"whole"`` (decoded whole by one task), ``"tiff"`` (tiled TIFF, read tile by tile) or
+        ``"zarr"`` (a Zarr array, read chunk by chunk).
+    shape : tuple of int
+        Shape of the image as stored.
+    dtype : str
+        Pixel type as stored.
+    conversion : str
+        How it becomes RGB uint8 (see the module docstring).
+    tile : tuple of int or None
+        Tile height and width of a tiled TIFF.
+    array : zarr.Array or None
+        The opened Zarr array of a ``"zarr"`` input (opening it reads only its metadata).
+    data : bytes or None
+        The whole file, when reading its header from a URL read all of it (a small file): the
+        decode then reads nothing again.
+    """
+
+    path: str
+    where: str
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str
+    conversion: str
+    tile: tuple[int, int] | None = None
+    array: Any = None
+    data: bytes | None = None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of the image."""
+        return int(self.shape[0]) * int(self.shape[1])
+
+
+def probe(path: str, max_pixels: int = PILLOW_LIMIT, *, listed: bool = False) -> Probe:
+    """Open an input's header (on a worker): its size, pixel type and how it is to be read.
+
+    Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.inputs.tiled`); every
+    other format is decoded whole by one task, and is refused above ``max_pixels`` (default:
+    Pillow's own decompression-bomb limit). ``path`` may be a URL (see :mod:`pipeline.paths`);
+    a TIFF behind a URL is decoded whole. ``listed``: the path was listed as a file, so it is
+    not looked up again (on object storage each lookup is a request).
+
+    Raises
+    ------
+    InputError
+        If the path is missing, not a file, or not an image that can be read.
+    """
+    from pipeline.inputs.tiled import is_zarr_array, open_zarr_array
+
+    where = location(path)
+    fs, inner = filesystem(path) if is_url(path) else (None, path)
+    if listed:
+        return _probe_file(path, where, fs is not None, max_pixels)
+    try:
+        exists = fs.exists(inner) if fs else os.path.exists(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {_one_line(exc)}") from None
+    if not exists:
+        raise InputError(path, "no such file")
+    if is_zarr_array(path):
+        array = open_zarr_array(where)
+        shape = tuple(int(s) for s in array.shape)
+        return Probe(
+            path,
+            where,
+            "zarr",
+            shape,
+            str(array.dtype),
+            _conversion(path, shape, array.dtype),
+            array=array,
+        )
+    if not (fs.isfile(inner) if fs else os.path.isfile(path)):
+        raise InputError(path, "not a file")
+    return _probe_file(path, where, fs is not None, max_pixels)
+
+
+def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
+    """:func:`probe` of a path known to be a file."""
+    from pipeline.inputs.tiled import tiff_layout
+
+    layout = None if remote else tiff_layout(path)
+    if layout is not None:
+        shape, dtype, tile = layout
+        return Probe(
+            path, where, "tiff", shape, str(dtype), _conversion(path, shape, dtype), tile=tile
+        )
+    resource, props = _header(path)
+    shape = tuple(int(s) for s in props.shape)
+    if _is_cmyk(resource, shape):
+        conversion = "CMYK to RGB"
+    else:
+        if _keyed_alpha(resource, shape):  # decoded as RGBA (see read_file)
+            shape = (shape[0], shape[1], 4)
+        conversion = _conversion(path, shape, props.dtype, keep_alpha=True)
+    pixels = shape[0] * shape[1]
+    if pixels > max_pixels:
+        gib = pixels * 4 / 2**30
+        raise InputError(
+            path,
+            f"{shape[1]}x{shape[0]} is {pixels:,} pixels, over the limit of {max_pixels:,} for "
+            f"images decoded whole (about {gib:.1f} GiB of worker memory); raise --max-pixels, "
+            "or convert it to a tiled TIFF, which is read tile by tile",
+        )
+    whole = resource if isinstance(resource, bytes) and len(resource) < HEADER_BYTES else None
+    return Probe(path, where, "whole", shape, str(props.dtype), conversion, data=whole)
+
+
+def _conversion(path: str, shape: tuple[int, ...], dtype: Any, keep_alpha: bool = False) -> str:
+    try:
+        return conversion_for(shape, np.dtype(dtype), keep_alpha)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+
+
+#: Bytes read from a URL to learn an image's size and type before deciding how to read it.
+HEADER_BYTES = 1 << 20
+
+
+def _header(path: str) -> tuple[str | bytes, Any]:
+    """What imageio reads an image's properties from (the path, or a URL's bytes), and them.
+
+    A URL's first ``HEADER_BYTES`` usually hold the header; else the whole file is read.
+    """
+    import imageio.v3 as iio
+
+    hint = Path(path).suffix.lower() or None
+    resource: str | bytes = read_bytes(path, HEADER_BYTES) if is_url(path) else path
+    whole = isinstance(resource, str) or len(resource) < HEADER_BYTES
+    while True:
+        try:
+            with _no_pillow_limit():
+                return resource, iio.improps(resource, index=0, extension=hint)  # type: ignore[arg-type]
+        except Exception as exc:
+            if whole:
+                size = len(resource) if isinstance(resource, bytes) else os.path.getsize(path)
+                problem = f"not a readable image: {_one_line(exc)}" if size else "empty file"
+                raise InputError(path, problem) from None
+            resource, whole = read_bytes(path), True  # a header past HEADER_BYTES: read it all
+
+
+def decode(found: Probe) -> NDArray[np.uint8]:
+    """:func:`read_file` of a probed input; errors name the input as it was given."""
+    try:
+        return read_file(found.where, found.data)
+    except InputError as exc:
+        raise InputError(found.path, exc.problem) from None
+
+
+def decode_rgb(found: Probe) -> NDArray[np.uint8]:
+    """:func:`decode` without an alpha channel."""
+    return np.ascontiguousarray(decode(found)[:, :, :3])
+
+
+def read_whole(found: Probe) -> NDArray[np.uint8]:
+    """Every pixel of a probed input as one (H, W, 3) uint8 array (small images of a batch).
+
+    (H, W, 4) RGBA for an image decoded whole that has transparency.
+    """
+    if found.kind == "whole":
+        return decode(found)
+    image = source_from_probe(found, "", max(found.shape[:2]), tokenize(found.where)).image
+    return np.asarray(image.compute(scheduler="synchronous"))
+
+
+def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
+    """Rows and columns of the chunks an input is worked on and its labels are stored in.
+
+    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk``.
+    """
+    from pipeline.inputs.tiled import aligned
+
+    if found.kind == "whole":
+        return chunk, chunk
+    tile = found.tile if found.kind == "tiff" else found.array.chunks
+    assert tile is not None
+    return aligned(chunk, tile[0]), aligned(chunk, tile[1])
+
+
+def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source:
+    """The lazy image of a probed input (no I/O: the graph reads it when it runs).
+
+    ``token`` identifies the input's current version (from its listing: size and modification
+    time or ETag), so that a changed file gets new task keys.
+    """
+    from pipeline.inputs.tiled import TiffTiles
+
+    if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
+        whole = da.from_delayed(
+            delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
+            shape=(found.shape[0], found.shape[1], 3),
+            dtype=np.uint8,
+        )
+        return Source(
+            name=name,
+            path=found.path,
+            image=whole.rechunk((chunk, chunk, 3)),
+            shape=found.shape,
+            dtype=found.dtype,
+            conversion=found.conversion.replace(ALPHA_KEPT, ALPHA_DROPPED),
+            whole=whole,
+        )
+    chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
+    if found.kind == "zarr":
+        array = da.from_zarr(found.array, chunks=chunks)
+    else:
+        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype))
+        array = da.from_array(
+            tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
+        )
+    return from_array(array, name, chunk, path=found.path, keep_chunks=True)
+
+
+def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
+    """Probe an input and return its lazy image (both here: for notebooks and tests)."""
+    return source_from_probe(probe(path, max_pixels), name, chunk, tokenize(location(path)))
+
+
+def from_array(
+    array: NDArray[np.generic] | da.Array,
+    name: str,
+    chunk: int,
+    path: str = "<array>",
+    keep_chunks: bool = False,
+) -> Source:
+    """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
+
+    The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
+    own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
+    """
+    shape = tuple(int(s) for s in array.shape)
+    try:
+        conversion = conversion_for(shape, np.dtype(array.dtype))
+    except ValueError as exc:
+        raise InputError(path if path != "<array>" else name, str(exc)) from None
+    streamed = isinstance(array, da.Array)
+    arr = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = arr.rechunk({2: -1})
+    image = arr.map_blocks(
+        to_rgb8,
+        dtype=np.uint8,
+        chunks=(arr.chunks[0], arr.chunks[1], (3,)),
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+    )
+    return Source(
+        name=name,
+        path=path,
+        image=image if keep_chunks else image.rechunk((chunk, chunk, 3)),
+        shape=shape,
+        dtype=str(np.dtype(array.dtype)),
+        conversion=conversion,
+        streamed=streamed,
+    )

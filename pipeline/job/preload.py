@@ -1,0 +1,65 @@
+"""Worker preload: get, once when a worker starts, the fixed costs of the job's first task.
+
+Importing scikit-learn and dask-ml takes 2-3 s (imageio another 0.1 s), and numba compiles
+dask-ml's k-means kernels and the pipeline's own kernels on their first call (about 1.5 s more
+once the pipeline's are in numba's on-disk cache, 4 s before); without this, the first image
+each worker reads, fits and labels pays for all of it. Local
+clusters started by :func:`pipeline.job.cluster.connect` preload this module; start workers of
+other clusters with ``dask worker --preload pipeline.job.preload`` (or the
+``distributed.worker.preload`` setting) to the same effect.
+
+Worker processes of a local cluster (``PIPELINE_IGNORE_SIGINT=1`` in their environment, see
+:data:`pipeline.job.cluster.WORKER_SIGINT`) ignore SIGINT
+from the moment this module is imported: Ctrl-C in a terminal reaches every process of the
+job's process group, and the job's own process decides how to stop (finishing the images in
+flight); the worker processes end when their cluster closes.
+"""
+
+import gc
+import os
+import signal
+
+if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
+import imageio.v3  # noqa: F401  (decodes the other formats)
+import numpy as np
+
+import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+from pipeline.quantize.assign import label_block, label_dtype
+from pipeline.quantize.colours import histogram
+from pipeline.quantize.fit import fit_palette
+
+
+def warm_up() -> None:
+    """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    histogram(image[::2, ::2])  # counting a grid of a decoded image
+    keys, counts = histogram(image)
+    fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
+    fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space="oklab")  # 6-D
+    # contiguous chunks and views of a decoded image; colours the fit has not seen
+    for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
+        label_block(block, fit, label_dtype(16))
+    label_block(image, fit, label_dtype(16), "blue-noise")  # the mask and the dither kernels
+
+
+def dask_setup(worker: object) -> None:
+    """Warm up each worker that preloads this module (distributed calls this as it starts).
+
+    Not done at import: ``dask worker --preload`` also imports the module in the command-line
+    process, to look for options, where the warm-up would only cost time.
+    """
+    warm_up()
+
+
+def dask_teardown(worker: object) -> None:
+    """Skip the worker process's last garbage collections (distributed calls this as it closes).
+
+    As the process exits, the interpreter would walk every object that scikit-learn, dask-ml
+    and numba created (0.5-0.7 s) while the job waits for the worker to be gone; frozen objects
+    are skipped, as in ``python -m pipeline`` itself.
+    """
+    gc.freeze()

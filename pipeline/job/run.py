@@ -1,0 +1,376 @@
+"""Run a job's work items: one loop, on a distributed cluster or in this process.
+
+At most ``in_flight`` tasks' worth of work per thread of the cluster is submitted at once (the
+count follows workers joining and leaving); new work is submitted as work completes, so the
+client and the scheduler hold a bounded amount whatever the number of images, and images
+complete roughly in input order. A large image counts as its chunks (up to half the bound).
+
+A first SIGINT/SIGTERM stops submitting; work in flight gets ``stop_grace`` seconds to finish,
+then the rest is cancelled and :class:`~pipeline.job.stopping.Interrupted` is raised. A second
+signal interrupts at once. Either way every image reported done is complete in the store, and
+images left ``"writing"`` are redone by the next run.
+
+An image failing because the store can no longer be written (a full or read-only disk: see
+:attr:`pipeline.job.tasks.Failed.unwritable`), or a lease renewal failing for that reason, stops the
+job without a grace period (work in flight would fail the same way): the rest is cancelled and
+:class:`~pipeline.errors.StoreUnwritable` is raised after the results known so far.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+
+from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable
+from pipeline.inputs.sources import Probe, Source, source_from_probe
+from pipeline.job import stopping
+from pipeline.job.cluster import OnDemand
+from pipeline.job.graph import (
+    Placement,
+    batch_graph,
+    fit_graph,
+    probe_graph,
+    whole_graph,
+    write_graph,
+)
+from pipeline.job.plan import Batch, Given, Item, Large, Refuse, Skip
+from pipeline.job.tasks import Deferred, Done, Failed, Job, Spec, failure
+from pipeline.results import ImageResult
+from pipeline.settings import Running
+from pipeline.store.lease import Lease
+from pipeline.store.write import remove_marker, write_marker
+
+#: Seconds between checks for finished work (and for a stop request).
+POLL_SECONDS = 0.1
+#: Seconds between refreshes of the cluster's thread count.
+REFRESH_SECONDS = 1.0
+
+
+class LocalExecutor:
+    """Work computed one item at a time in this process, on dask's current scheduler."""
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+
+    def threads(self) -> int:
+        """Threads working (one)."""
+        return 1
+
+    def workers(self) -> list[str]:
+        """No workers to place tasks on."""
+        return []
+
+    def submit(self, graph: Any) -> concurrent.futures.Future[Any]:
+        """Start computing ``graph``."""
+        return self._pool.submit(lambda: dask.compute(graph)[0])
+
+    def wait(self, futures: Iterable[Any], timeout: float) -> set[Any]:
+        """Futures among ``futures`` done within ``timeout`` seconds."""
+        done, _ = concurrent.futures.wait(
+            list(futures), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        return done
+
+    def chain(self, future: Any) -> Any:
+        """What a later graph uses of a finished future: its value."""
+        return future.result()
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        """Cancel work not started yet."""
+        for future in futures:
+            future.cancel()
+
+    def live_client(self) -> None:
+        """No cluster: nothing to report to."""
+
+    def close(self) -> None:
+        """Stop the thread (after its current item)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class ClusterExecutor:
+    """Work computed on a distributed cluster.
+
+    ``cluster``: a ``distributed.Client``, or a :class:`pipeline.job.cluster.OnDemand` whose
+    cluster starts when the first work is submitted.
+    """
+
+    def __init__(self, cluster: Any) -> None:
+        self._cluster = cluster
+        self._threads = (0, 0.0)
+
+    @property
+    def client(self) -> Any:
+        """The cluster's client (started now if it is not up yet)."""
+        cluster = self._cluster
+        return cluster.client() if isinstance(cluster, OnDemand) else cluster
+
+    def live_client(self) -> Any:
+        """The cluster's client if the cluster is up, else ``None`` (never starts it)."""
+        cluster = self._cluster
+        return None if isinstance(cluster, OnDemand) and not cluster.up else self.client
+
+    def threads(self) -> int:
+        """Threads of the cluster's workers now (refreshed at most once a second).
+
+        Of a cluster started on demand and not up yet, the threads it will have.
+        """
+        cluster = self._cluster
+        if isinstance(cluster, OnDemand) and not cluster.up and cluster.planned is not None:
+            return cluster.planned
+        count, when = self._threads
+        now = time.monotonic()
+        if now - when > REFRESH_SECONDS:
+            count = sum(self.client.nthreads().values())
+            self._threads = (count, now)
+        return count
+
+    def workers(self) -> list[str]:
+        """Addresses of the workers, for placing the tasks of an image decoded whole."""
+        return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def submit(self, graph: Any) -> Any:
+        """Start computing ``graph`` on the cluster."""
+        return self.client.compute(graph)
+
+    def wait(self, futures: Iterable[Any], timeout: float) -> set[Any]:
+        """Futures among ``futures`` done within ``timeout`` seconds.
+
+        Raises
+        ------
+        SchedulerLost
+            Once the client gave up reconnecting to the scheduler.
+        """
+        from distributed import wait
+        from distributed.client import FuturesCancelledError
+
+        try:
+            done, _ = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return set()
+        except FuturesCancelledError as exc:
+            if any(g.reason == "scheduler-connection-lost" for g in exc.error_groups):
+                raise SchedulerLost() from None
+            raise
+        return set(done)
+
+    def chain(self, future: Any) -> Any:
+        """What a later graph uses of a finished future: the future (its data stays put)."""
+        return future
+
+    def cancel(self, futures: Iterable[Any]) -> None:
+        """Cancel work in flight (nothing to do without a scheduler: its work is gone)."""
+        client = self.client
+        if client.status == "running":
+            client.cancel(list(futures))
+
+    def close(self) -> None:
+        """Nothing to stop: the cluster belongs to the caller."""
+
+
+Executor = LocalExecutor | ClusterExecutor
+
+
+@dataclass
+class Flight:
+    """Work submitted and not finished yet.
+
+    ``phase``: ``"batch"``, ``"probe"`` (a large input's header), ``"fit"`` (of an image read
+    chunk by chunk) or ``"image"`` (a graph ending in the image's finish task).
+    """
+
+    phase: str
+    units: int
+    specs: tuple[Spec, ...]
+    started: float = field(default_factory=time.monotonic)
+    source: Source | None = None
+    keep: Any = None  # a fit future the image's graph uses
+
+
+class Runner:
+    """Submit work items as capacity frees and report one :class:`ImageResult` per image."""
+
+    def __init__(
+        self,
+        job: Job,
+        running: Running,
+        executor: Executor,
+        lease: Lease | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.job = job
+        self.running = running
+        self.executor = executor
+        self.lease = lease
+        self.notify = notify or (lambda text: None)
+        self.pending: dict[Any, Flight] = {}
+        self.units = 0
+        self.ready: deque[tuple[Spec, Probe | Source]] = deque()  # large images to submit
+        self.unwritable: str | None = None  # why the store can no longer be written
+
+    def limit(self) -> int:
+        """Most units in flight now."""
+        return self.running.in_flight * max(1, self.executor.threads())
+
+    def run(self, items: Iterable[Item]) -> Iterator[ImageResult]:
+        """Results in completion order (skips and refusals as soon as they are planned).
+
+        Raises
+        ------
+        StoreUnwritable
+            After the results known so far, once the store can no longer be written.
+        PipelineError
+            Once another job has taken over the store's lease.
+        SchedulerLost
+            Once the cluster's scheduler is gone (the images done so far are complete).
+        stopping.Interrupted
+            When asked to stop by a signal.
+        """
+        todo = iter(items)
+        exhausted = False
+        deadline: float | None = None
+        while True:
+            if deadline is None and stopping.requested():
+                deadline = time.monotonic() + self.running.stop_grace
+                self.notify(
+                    f"stopping: submitting nothing more; {len(self.pending)} tasks in flight get "
+                    f"{self.running.stop_grace:g} s to finish (a second signal stops at once)"
+                )
+            if self.lease is not None and self.lease.lost():
+                self.executor.cancel(self.pending)
+                if (reason := self.lease.unwritable()) is not None:
+                    raise StoreUnwritable(self.job.store, reason)
+                raise PipelineError(
+                    f"{self.job.store}: another job has taken over the store's lease; stopped"
+                )
+            while deadline is None and self.units < self.limit():
+                if self.ready:
+                    self._submit_image(*self.ready.popleft())
+                    continue
+                if exhausted:
+                    break
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                yield from self._start(item)
+            if not self.pending:
+                if deadline is not None:
+                    raise stopping.Interrupted(stopping.requested())
+                if exhausted and not self.ready:
+                    return
+                continue
+            try:
+                finished = self.executor.wait(self.pending, POLL_SECONDS)
+            except SchedulerLost:
+                if stopping.requested():  # asked to stop, and the cluster went first
+                    raise stopping.Interrupted(stopping.requested()) from None
+                raise
+            for future in finished:
+                yield from self._finished(future, self.pending.pop(future))
+            if self.unwritable is not None:
+                self.executor.cancel(self.pending)
+                self.pending.clear()
+                raise StoreUnwritable(self.job.store, self.unwritable)
+            if deadline is not None and time.monotonic() >= deadline:
+                self.notify(f"stopping: cancelled {len(self.pending)} tasks still in flight")
+                self.executor.cancel(self.pending)
+                self.pending.clear()
+                raise stopping.Interrupted(stopping.requested())
+
+    def _start(self, item: Item) -> Iterator[ImageResult]:
+        if isinstance(item, Skip):
+            if item.heal:  # complete by its metadata: record it, so the next run lists it
+                if item.spec.stale is not None:
+                    remove_marker(self.job.store, item.spec.name, item.spec.stale)
+                write_marker(self.job.store, item.spec.name, item.spec.key)
+            yield _result(item.spec, "skipped")
+        elif isinstance(item, Refuse):
+            yield _result(item.spec, "failed", error=item.error)
+        elif isinstance(item, Batch):
+            self._launch(batch_graph(item.specs, self.job), Flight("batch", 1, item.specs))
+        elif isinstance(item, Large):
+            self._launch(probe_graph(item.spec, self.job), Flight("probe", 1, (item.spec,)))
+        elif isinstance(item, Given):
+            self.ready.append((item.spec, item.source))
+
+    def _launch(self, graph: Any, flight: Flight) -> None:
+        self.pending[self.executor.submit(graph)] = flight
+        self.units += flight.units
+
+    def _share(self, chunks: int) -> int:
+        return max(1, min(chunks, self.limit() // 2))
+
+    def _submit_image(self, spec: Spec, opened: Probe | Source) -> None:
+        """Submit the graph of a large image (after its probe) or of an array."""
+        settings = self.job.settings
+        if isinstance(opened, Probe) and opened.kind == "whole":
+            workers = self.executor.workers()
+            placed: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if workers:  # left to itself, the scheduler ships the decoded image around
+                n = len(self.pending)
+                place = Placement(workers[n % len(workers)], workers[(n + 1) % len(workers)])
+                placed = dask.annotate(workers=place, allow_other_workers=True)
+            with placed:
+                graph, chunks = whole_graph(spec, opened, self.job)
+            self._launch(graph, Flight("image", self._share(chunks), (spec,)))
+            return
+        source = (
+            opened
+            if isinstance(opened, Source)
+            else source_from_probe(opened, spec.name, settings.chunk, spec.token)
+        )
+        if source.streamed:  # read twice rather than held: fit first, then label
+            flight = Flight("fit", self._share(source.image.npartitions), (spec,), source=source)
+            self._launch(fit_graph(source, settings), flight)
+        else:
+            graph, chunks = write_graph(source, spec, self.job, fit_graph(source, settings))
+            self._launch(graph, Flight("image", self._share(chunks), (spec,)))
+
+    def _finished(self, future: Any, flight: Flight) -> Iterator[ImageResult]:
+        self.units -= flight.units
+        error = future.exception()
+        value = failure(error) if error is not None else future.result()
+        if flight.phase == "batch" and not isinstance(value, Failed):
+            # fewer outcomes than images when the store became unwritable: the rest not attempted
+            for spec, outcome in zip(flight.specs, value, strict=False):
+                if isinstance(outcome, Deferred):
+                    self.ready.append((spec, outcome.found))
+                else:
+                    own = outcome.seconds if isinstance(outcome, Done) else 0.0
+                    yield self._outcome(spec, outcome, own)
+            return
+        seconds = time.monotonic() - flight.started
+        if isinstance(value, Failed):  # a whole batch fails only if its task was lost
+            for spec in flight.specs:
+                yield self._outcome(spec, value, seconds)
+            return
+        (spec,) = flight.specs
+        if flight.phase == "probe":
+            self.ready.append((spec, value))
+        elif flight.phase == "fit":
+            assert flight.source is not None
+            fit = self.executor.chain(future)
+            graph, _ = write_graph(flight.source, spec, self.job, fit)
+            following = Flight("image", flight.units, (spec,), started=flight.started, keep=fit)
+            self._launch(graph, following)
+        else:
+            yield self._outcome(spec, value, seconds)
+
+    def _outcome(self, spec: Spec, outcome: Done | Failed, seconds: float) -> ImageResult:
+        """The result of an image that finished; noting why, if the store became unwritable."""
+        if isinstance(outcome, Done):
+            return _result(spec, "done", attrs=outcome.attrs, seconds=seconds)
+        self.unwritable = self.unwritable or outcome.unwritable
+        return _result(spec, "failed", error=outcome.line(spec.path), detail=outcome.detail)
+
+
+def _result(spec: Spec, status: str, **fields: Any) -> ImageResult:
+    return ImageResult(spec.name, spec.path, status, size=spec.size, **fields)

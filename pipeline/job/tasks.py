@@ -1,0 +1,530 @@
+"""What the tasks of a job do on the workers: open inputs, compress images, mark them complete.
+
+Everything here runs inside a task and does its own I/O; :mod:`pipeline.job.graph` arranges these
+functions into dask graphs. Small images are compressed whole, several per task
+(:func:`compress_batch`); a large image is a graph of steps (read, fit, label block by block,
+finish) whose functions are the ``*_task`` ones below.
+
+Errors are values: a task that fails for one image returns a :class:`Failed` instead of raising,
+and the tasks after it pass that on, so an expected problem (a truncated JPEG, a missing file)
+ends as one line in the job's output, with no worker traceback in the logs. Unexpected errors
+(bugs) carry their traceback in :attr:`Failed.detail`, shown with ``--debug``. A failed write to
+the store fails its image and removes what the image wrote; when no later write could succeed
+either (a full or read-only disk), :attr:`Failed.unwritable` says why, and the job stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+
+from pipeline.errors import ImageProblem, PipelineError, os_reason, unwritable
+from pipeline.inputs.sources import Probe, decode, probe, read_whole, work_chunks
+from pipeline.paths import location
+from pipeline.quantize import rgba
+from pipeline.quantize.assign import label_block
+from pipeline.quantize.count import grid_histogram, grid_stride
+from pipeline.quantize.fit import Fit, fit_palette
+from pipeline.quantize.metrics import DE_UNIT, colour_error, psnr
+from pipeline.quantize.quality import search_colours
+from pipeline.quantize.sample import sample_positions
+from pipeline.settings import Settings, quality_range
+from pipeline.store import lease
+from pipeline.store.write import (
+    ChunkDigest,
+    LevelDigest,
+    create_image,
+    finalize,
+    marker_tag,
+    remove_image,
+    remove_marker,
+    write_labels,
+    write_level,
+    write_marker,
+    write_pyramid,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one run needs: where it writes, how, and the run's lease.
+
+    Attributes
+    ----------
+    store : str
+        The output store, as every process sees it.
+    settings : Settings
+    run : str
+        The run's id; an image is marked complete only while the store's lease names it.
+    batch_pixels : int
+        Most pixels of an image compressed inside a batch (see :class:`Deferred`).
+    """
+
+    store: str
+    settings: Settings
+    run: str
+    batch_pixels: int
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One input image as planned on the client, from its listing only.
+
+    Attributes
+    ----------
+    name : str
+        Group name in the store.
+    path : str
+        The input as given (a path, a URL or ``"<array>"``).
+    token : str
+        Identifies this version of the input (path, size and modification time or ETag).
+    key : str
+        Digest of the settings it is stored with (:func:`pipeline.store.write.digest`).
+    stale : str or None
+        Digest of a completion marker left by an earlier run, removed before rewriting.
+    size : int
+        Bytes of the input file (0 when unknown).
+    fresh : bool
+        The store's listing had no group of this name (nothing to delete before writing it).
+    """
+
+    name: str
+    path: str
+    token: str
+    key: str
+    stale: str | None = None
+    size: int = 0
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An image that could not be compressed.
+
+    Attributes
+    ----------
+    problem : str
+        One line; it starts with the input's name when ``named``.
+    named : bool
+    detail : str or None
+        Traceback of an unexpected error (a bug, not a problem with the input).
+    unwritable : str or None
+        Why the store can no longer be written, when the image failed because of that (a full
+        or read-only disk): no other image can be written either.
+    """
+
+    problem: str
+    named: bool = True
+    detail: str | None = None
+    unwritable: str | None = None
+
+    def line(self, path: str) -> str:
+        """The one-line message, naming the input ``path``."""
+        return self.problem if self.named else f"{path}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class Done:
+    """An image compressed and marked complete: its attributes and its own time."""
+
+    name: str
+    attrs: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """An image found too large for a batch: the client gives it a graph of its own."""
+
+    spec: Spec
+    found: Probe
+
+
+class LeaseLost(PipelineError):
+    """Another job holds the store now: this run must not mark anything complete."""
+
+
+class StoreWriteError(PipelineError):
+    """Writing an image into the store failed; ``unwritable`` when no later write can succeed."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"cannot write to the store: {os_reason(error)}")
+        self.unwritable = unwritable(error)
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """Within the block, an OSError is a failed write to the store (:class:`StoreWriteError`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreWriteError(exc) from exc
+
+
+def _undo(remove: Callable[..., None], *args: str) -> None:
+    """Remove what a failed image wrote with ``remove(*args)``, if the store still lets us.
+
+    A full disk still lets files be removed; a read-only one does not, and what stays is never
+    marked complete: a group stays ``"writing"``, which the next run redoes.
+    """
+    with contextlib.suppress(OSError):
+        remove(*args)
+
+
+def failure(exc: BaseException) -> Failed:
+    """The :class:`Failed` value of an exception raised while working on one image."""
+    if isinstance(exc, StoreWriteError):
+        return Failed(str(exc), named=False, unwritable=exc.unwritable)
+    if isinstance(exc, ImageProblem):
+        return Failed(str(exc), named=False)
+    if isinstance(exc, PipelineError):
+        return Failed(str(exc))
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError):  # storage and file system problems: expected, no traceback
+        return Failed(f"{type(exc).__name__}: {text}", named=False)
+    detail = "".join(traceback.format_exception(exc))
+    return Failed(f"{type(exc).__name__}: {text}", named=False, detail=detail)
+
+
+def first_failure(*values: object) -> Failed | None:
+    """The first :class:`Failed` among ``values`` (looking inside lists too), else None."""
+    for value in values:
+        if isinstance(value, Failed):
+            return value
+        if isinstance(value, list | tuple) and (found := first_failure(*value)) is not None:
+            return found
+    return None
+
+
+R = TypeVar("R")
+
+
+def guarded(function: Callable[..., R]) -> Callable[..., R | Failed]:
+    """``function`` as a task step: returns a :class:`Failed` given one, or instead of raising."""
+
+    @functools.wraps(function)
+    def step(*args: Any, **kwargs: Any) -> R | Failed:
+        failed = first_failure(*args, *kwargs.values())
+        if failed is not None:
+            return failed
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            return failure(exc)
+
+    return step
+
+
+def fit_sampled(
+    sample: NDArray[np.uint8],
+    counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
+    settings: Settings,
+) -> Fit:
+    """The palette of an image from its pixel sample and colour counts.
+
+    An RGBA sample (an image with transparency) gets an RGBA palette
+    (:mod:`pipeline.quantize.rgba`).
+    """
+    keys, freq = counts
+
+    def fit_with(colors: int) -> Fit:
+        if sample.shape[1] == 4:
+            palette, labels, info = rgba.fit_rgba(
+                sample, keys, freq, colors, random_state=settings.seed, effort=settings.effort
+            )
+            return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info)
+        return fit_palette(
+            sample,
+            keys,
+            freq,
+            colors,
+            random_state=settings.seed,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            effort=settings.effort,
+            space=settings.space,
+        )
+
+    if settings.quality is None:
+        return fit_with(settings.colors)
+    return search_colours(fit_with, settings.colors, *quality_range(settings.quality))
+
+
+def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
+    """The palette of an image held as one array: the same sample and counts as chunk by chunk."""
+    rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
+    stride = grid_stride(block.shape[:2], settings.count_pixels)
+    if block.shape[2] == 4:
+        counts = rgba.histogram(block[::stride, ::stride])
+    else:
+        counts = grid_histogram(block, 0, 0, stride)
+    return fit_sampled(block[rows, cols], counts, settings)
+
+
+def recorded(
+    path: str,
+    shape: Sequence[int],
+    dtype: str,
+    conversion: str,
+    settings: Settings,
+    run: str,
+) -> dict[str, Any]:
+    """Attributes recorded for an image when its group is created: its source and the settings."""
+    return {
+        "source": {
+            "path": path if path == "<array>" else location(path),
+            "shape": [int(s) for s in shape],
+            "dtype": dtype,
+            "conversion": conversion,
+        },
+        "image_shape": [int(shape[0]), int(shape[1]), 3],
+        "colors_requested": settings.colors,
+        "sample_size_requested": settings.sample,
+        "seed": settings.seed,
+        "chunk": settings.chunk,
+        "fit_settings": settings.fit_settings(),
+        "run": run,
+    }
+
+
+def create(
+    job: Job, spec: Spec, attrs: dict[str, Any], shape: tuple[int, int], chunks: tuple[int, int]
+) -> zarr.Array:
+    """(Re)create the image's group, status ``"writing"``, after forgetting an old completion.
+
+    A group the store let be made only in part is removed.
+    """
+    if spec.stale is not None:
+        with _writing():
+            remove_marker(job.store, spec.name, spec.stale)
+    try:
+        with _writing():
+            return create_image(
+                job.store, spec.name, shape, chunks, job.settings.colors, attrs, fresh=spec.fresh
+            )
+    except StoreWriteError:
+        _undo(remove_image, job.store, spec.name)
+        raise
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """What labelling and writing one block gives: its error figures and its chunks' digests.
+
+    Attributes
+    ----------
+    error : int
+        Sum over the block's pixels and channels of the squared error of the stored labels.
+    colour_error : int
+        Sum of the CIEDE2000 differences of the block's measured pixels, in units of
+        :data:`pipeline.quantize.metrics.DE_UNIT` (:func:`pipeline.quantize.metrics.colour_error`).
+    measured : int
+        How many measured pixels the block holds.
+    digests : list
+        Digests of the labels chunks written (:func:`pipeline.store.write.write_labels`).
+    """
+
+    error: int
+    colour_error: int
+    measured: int
+    digests: list[ChunkDigest]
+
+
+def label_region(
+    block: NDArray[np.uint8],
+    fit: Fit,
+    target: zarr.Array,
+    region: tuple[slice, slice],
+    settings: Settings,
+) -> Labelled:
+    """Label the block of the image at ``region``, write its labels and measure its error.
+
+    Blocks with transparency are not dithered.
+    """
+    origin = (region[0].start or 0, region[1].start or 0)
+    dtype = np.dtype(target.dtype)
+    if block.shape[2] == 4:
+        labels, error = rgba.label_rgba(block, fit.palette, dtype)
+    else:
+        how = (settings.dither, settings.dither_strength, origin)
+        labels, error = label_block(block, fit, dtype, *how)
+    with _writing():
+        digests = write_labels(target, region, labels)
+    height, width = target.shape
+    total, measured = colour_error(block, labels, fit.palette, origin, (height, width))
+    return Labelled(error, total, measured, digests)
+
+
+def finish(
+    job: Job,
+    spec: Spec,
+    fit: Fit,
+    labelled: Sequence[Labelled],
+    n_pixels: int,
+    levels: Sequence[list[LevelDigest]] = (),
+) -> dict[str, Any]:
+    """Write the palette and metrics and mark the image complete, if the run still holds the store.
+
+    ``labelled`` holds each block's error figures, computed while labelling (the error of
+    every pixel with the labels the store holds), and its chunks' digests; ``levels`` the
+    digests of the chunks of the labels' pyramid (none for an image of one chunk).
+    """
+    channels = fit.palette.shape[1]
+    # RGBA errors are of the composites over black and white, 6 values (pipeline.quantize.rgba)
+    scale, values = (rgba.FULL, 6) if channels == 4 else (1, 3)
+    mse = sum(part.error for part in labelled) / scale / (values * n_pixels)
+    measured = sum(part.measured for part in labelled)
+    metrics = {
+        "psnr_db": psnr(mse),
+        "mse": mse,
+        "ciede2000_mean": sum(p.colour_error for p in labelled) * DE_UNIT / max(measured, 1),
+        "ciede2000_pixels": measured,
+        "raw_bytes": channels * n_pixels,
+    }
+    if spec.size:
+        metrics["source_bytes"] = spec.size
+    attrs: dict[str, Any] = {
+        "colors": len(fit.palette),
+        "fit": fit.info,
+        "metrics": metrics,
+        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if not lease.is_holder(job.store, job.run):
+        raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
+    with _writing():
+        digests = [digest for part in labelled for digest in part.digests]
+        pyramid = [digest for part in levels for digest in part]
+        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests, pyramid)
+    tag = marker_tag(spec.key, chunks)
+    try:
+        with _writing():
+            write_marker(job.store, spec.name, tag)
+    except StoreWriteError:
+        # a marker's folder lists as complete even without its document: the next run would
+        # skip the image, whose group the caller removes
+        _undo(remove_marker, job.store, spec.name, tag)
+        raise
+    return stored
+
+
+def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]) -> dict[str, Any]:
+    """Fit, label, store and finish one image held in memory; its labels chunked like the work."""
+    fit = fit_block(pixels, job.settings)
+    shape = (int(pixels.shape[0]), int(pixels.shape[1]))
+    attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, job.settings, job.run)
+    target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
+    try:
+        whole = (slice(0, shape[0]), slice(0, shape[1]))
+        labelled = label_region(pixels, fit, target, whole, job.settings)
+        with _writing():
+            levels = write_pyramid(target)
+        return finish(job, spec, fit, [labelled], shape[0] * shape[1], [levels])
+    except LeaseLost:
+        raise  # the group may be the other job's now
+    except BaseException:
+        _undo(remove_image, job.store, spec.name)
+        raise
+
+
+def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Deferred]:
+    """Compress small images one after another in one task; one outcome each, in order.
+
+    An image found to have more than ``job.batch_pixels`` pixels (a small file can hold a large
+    image) is returned as :class:`Deferred`, untouched, for a graph of its own. The outcomes end
+    early, at a failure that leaves the store unwritable: the images after it are not attempted.
+    """
+    limit = job.settings.max_pixels
+    outcomes: list[Done | Failed | Deferred] = []
+    for spec in specs:
+        started = time.perf_counter()
+        try:
+            found = probe(spec.path, limit, listed=True)  # batches hold listed files only
+            if found.pixels > job.batch_pixels:
+                outcomes.append(Deferred(spec, found))
+                continue
+            attrs = compress_whole(job, spec, found, read_whole(found))
+        except Exception as exc:
+            failed = failure(exc)
+            outcomes.append(failed)
+            if failed.unwritable is not None:
+                break  # the rest would meet the same error, and the job stops
+        else:
+            outcomes.append(Done(spec.name, attrs, time.perf_counter() - started))
+    return outcomes
+
+
+# Steps of a large image's graph (see pipeline.job.graph).
+probe_task = guarded(probe)
+read_task = guarded(decode)
+fit_task = guarded(fit_block)
+fit_sampled_task = guarded(fit_sampled)
+
+
+@guarded
+def cut_task(pixels: NDArray[np.uint8], region: tuple[slice, slice]) -> NDArray[np.uint8]:
+    """One block of an image decoded whole (a view: nothing is copied where it was decoded)."""
+    return pixels[region]
+
+
+@guarded
+def create_task(
+    job: Job, spec: Spec, attrs: dict[str, Any], shape: tuple[int, int], chunks: tuple[int, int]
+) -> zarr.Array:
+    """:func:`create` as a step."""
+    return create(job, spec, attrs, shape, chunks)
+
+
+#: :func:`label_region` as a step: it writes its labels, so none stay in memory between tasks.
+label_task = guarded(label_region)
+
+
+@guarded
+def level_task(
+    target: zarr.Array, level: int, index: tuple[int, int], after: list[object]
+) -> list[LevelDigest]:
+    """Write one pyramid level's chunk (:func:`~pipeline.store.write.write_level`) as a step.
+
+    It runs after the steps ``after``, which wrote its source level.
+    """
+    with _writing():
+        return write_level(target, level, index)
+
+
+def finish_task(
+    job: Job,
+    spec: Spec,
+    fit: Fit | Failed,
+    target: object,
+    labelled: list[object],
+    n_pixels: int,
+    levels: Sequence[object] = (),
+) -> Done | Failed:
+    """The last step: mark the image complete, or remove what it wrote if any step failed.
+
+    ``levels`` are the results of the steps writing the labels' pyramid (none for an image of
+    one chunk). The :class:`Done` it returns has no time of its own: the client times the
+    whole graph.
+    """
+    failed = first_failure(fit, target, labelled, levels)
+    if failed is None:
+        try:
+            attrs = finish(job, spec, fit, labelled, n_pixels, levels)  # type: ignore[arg-type]
+        except LeaseLost as exc:
+            return failure(exc)
+        except Exception as exc:
+            failed = failure(exc)
+        else:
+            return Done(spec.name, attrs, 0.0)
+    if not isinstance(target, Failed):  # a group made in part was removed by its create step
+        _undo(remove_image, job.store, spec.name)
+    return failed

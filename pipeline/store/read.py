@@ -1,0 +1,402 @@
+"""Reading a store's images defensively: one damaged or crafted image group is that image's problem.
+
+Every reader of a store (``info``, ``reconstruct``, ``verify``, :func:`pipeline.open_store`, a
+rerun) learns the image names from a listing (:func:`pipeline.store.write.list_store`), never from
+zarr's own walk of the hierarchy, which stops at the first unreadable ``zarr.json``. Each image's
+metadata document is then read on its own, at most :data:`MAX_DOCUMENT_BYTES`, and its
+attributes are checked for the types readers rely on before any is used. What is wrong becomes a
+:class:`Damaged` error naming the image; the other images are read as usual.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.errors import PipelineError, UsageError
+from pipeline.paths import join, read_bytes, zarr_store
+from pipeline.settings import ORIGINAL
+from pipeline.store import ngff
+from pipeline.store.write import (
+    PYRAMID_VERSION,
+    REUSE_KEYS,
+    Listing,
+    StoredImage,
+    label_grid,
+    level_array,
+    list_store,
+)
+
+#: The problem of a name that is not an image group of the store.
+NO_SUCH_IMAGE = "no such image in the store"
+#: Largest image metadata document read: a group's ``zarr.json`` is about 2 KiB plus its OME
+#: colour table (``ome``), about 50 bytes per palette entry as :func:`pipeline.store.write.finalize`
+#: writes it (8 KB in all for 128 colours, 3.4 MB for 65,536).
+MAX_DOCUMENT_BYTES = 16 << 20
+
+
+class Damaged(PipelineError):
+    """An image group that cannot be read as the store format says; the message names it."""
+
+    def __init__(self, name: str, problem: str, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+        self.attrs = attrs
+
+
+class Incomplete(PipelineError):
+    """An image whose status is not ``"complete"`` (being written, or left by a stopped run)."""
+
+
+def check_name(name: str) -> str:
+    r"""``name`` if it can be an image group's name (one path component, not hidden).
+
+    Raises
+    ------
+    UsageError
+        For a name with ``/`` or ``\\``, an empty name or one starting with ``.``.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name == "zarr.json":
+        raise UsageError(f"{name!r}: not an image name (one path component, not starting with .)")
+    return name
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether an attribute value read from JSON is a number (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: Attribute -> (check, what it must be), for every image.
+_ALWAYS = {
+    "status": (lambda v: isinstance(v, str), "a string"),
+    "image_shape": (
+        lambda v: (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(_integer(n) and n > 0 for n in v)
+            and v[2] in (3, 4)
+        ),
+        "[H, W, 3] or [H, W, 4] with positive integers",
+    ),
+    "source": (lambda v: isinstance(v, dict) and isinstance(v.get("path"), str), "{path: ...}"),
+    "colors_requested": (lambda v: _integer(v) and v > 0, "a positive integer"),
+}
+#: Attribute -> (check, what it must be), for complete images.
+_COMPLETE = {
+    "colors": (lambda v: _integer(v) and 0 < v <= 65536, "an integer from 1 to 65536"),
+    "metrics": (
+        lambda v: (
+            isinstance(v, dict)
+            and (v.get("psnr_db") is None or is_number(v.get("psnr_db")))
+            and _integer(v.get("stored_bytes"))
+            and is_number(v.get("ratio"))
+        ),
+        "{psnr_db, stored_bytes, ratio, ...} with numbers",
+    ),
+    "digests": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, dict)
+                and all(isinstance(v.get(k), str) for k in ("palette", "labels"))
+                and isinstance(v.get("levels", []), list)
+                and all(isinstance(d, str) for d in v.get("levels", []))
+            )
+        ),
+        "{algorithm, palette, labels, levels} with strings",
+    ),
+}
+
+
+def check_attrs(attrs: dict[str, Any]) -> list[str]:
+    """What is wrong with an image group's attributes (empty when readers can use them)."""
+    checks = dict(_ALWAYS)
+    if attrs.get("status") == "complete":
+        checks.update(_COMPLETE)
+    problems = []
+    for key, (valid, shape) in checks.items():
+        if key not in attrs and key == "digests":
+            continue  # stores written before checksums have none
+        if key not in attrs:
+            problems.append(f"attribute {key} missing")
+        elif not valid(attrs[key]):
+            problems.append(f"attribute {key} is {_shown(attrs[key])}, not {shape}")
+    return problems
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_attrs(store: str, name: str) -> dict[str, Any]:
+    """The attributes of image group ``name``, read and checked on their own.
+
+    Raises
+    ------
+    Damaged
+        When the group's ``zarr.json`` is missing, too large, not JSON, not a Zarr v3 group,
+        or its attributes are not what readers need.
+    """
+    try:
+        data = read_bytes(join(join(store, name), "zarr.json"), MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError:
+        raise Damaged(name, "metadata missing (no zarr.json)") from None
+    except OSError as exc:
+        raise Damaged(name, f"metadata unreadable ({exc.strerror or exc})") from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise Damaged(name, f"metadata larger than {MAX_DOCUMENT_BYTES:,} bytes; not read")
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Damaged(name, f"metadata is not valid JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("node_type") != "group":
+        raise Damaged(name, "metadata is not a Zarr group's")
+    attrs = document.get("attributes")
+    if not isinstance(attrs, dict):
+        raise Damaged(name, "metadata has no attributes object")
+    problems = check_attrs(attrs)
+    if problems:
+        raise Damaged(name, "; ".join(problems), attrs)
+    return attrs
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One image group of a store as a reader finds it: its attributes, or what is wrong.
+
+    Attributes
+    ----------
+    name : str
+    attrs : dict or None
+        Its checked attributes; None when they cannot be used.
+    problem : str or None
+        What is wrong with it, if anything.
+    raw : dict or None
+        Its attributes as stored, when they parse but fail the checks (for a repair, which
+        needs only the source and the settings).
+    """
+
+    name: str
+    attrs: dict[str, Any] | None
+    problem: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+def scan(store: str, names: list[str] | None = None) -> Iterator[Entry]:
+    """Every image group of ``store`` (or those ``names``), sorted, each read on its own.
+
+    Symbolic links in the store's root, groups the listing shows damaged (chunks or metadata
+    missing, see :attr:`pipeline.store.write.Listing.damaged`), and groups whose metadata cannot be
+    used come with a ``problem`` instead of attributes.
+    """
+    listing, chosen = listed(store, names)
+    for name in chosen:
+        yield entry(store, name, listing)
+
+
+def listed(store: str, names: list[str] | None = None) -> tuple[Listing, list[str]]:
+    """The store's listing and the image names to read: ``names`` (checked), else all, sorted.
+
+    Raises
+    ------
+    UsageError
+        For a name of ``names`` that cannot be an image's.
+    """
+    listing = list_store(store)
+    chosen = sorted(listing.groups | listing.links) if names is None else names
+    for name in chosen:
+        check_name(name)
+    return listing, chosen
+
+
+def entry(store: str, name: str, listing: Listing) -> Entry:
+    """Image ``name`` of ``store`` as the store's ``listing`` and its own metadata show it."""
+    if name in listing.links:
+        return Entry(name, None, "a symbolic link in the store; not read")
+    if name not in listing.groups:
+        return Entry(name, None, NO_SUCH_IMAGE)
+    try:
+        attrs = read_attrs(store, name)
+    except Damaged as exc:
+        return Entry(name, None, exc.problem, exc.attrs)
+    problem = listing.damaged.get(name) if attrs.get("status") == "complete" else None
+    return Entry(name, attrs, problem)
+
+
+def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
+    """Open complete image ``name`` (whose checked ``attrs`` :func:`read_attrs` gave).
+
+    Raises
+    ------
+    Incomplete
+        When its status is not ``"complete"``.
+    Damaged
+        When its arrays are missing, unreadable, or disagree with its attributes.
+    """
+    if attrs.get("status") != "complete":
+        raise Incomplete(f"{name}: incomplete (status {attrs.get('status')!r}); run the job again")
+    arrays = {}
+    for key in ("palette", "labels"):
+        try:
+            arrays[key] = zarr.open_array(zarr_store(store), path=f"{name}/{key}", mode="r")
+        except Exception as exc:
+            raise Damaged(name, f"{key} array unreadable ({one_line(exc)})") from None
+    labels, palette = arrays["labels"], arrays["palette"]
+    height, width, channels = attrs["image_shape"]
+    expected_dtype = np.uint8 if attrs["colors_requested"] <= 256 else np.uint16
+    if labels.shape != (height, width) or labels.dtype != expected_dtype:
+        raise Damaged(
+            name,
+            f"labels are {labels.shape} {labels.dtype}, the attributes say "
+            f"({height}, {width}) {np.dtype(expected_dtype)}",
+        )
+    if palette.shape != (attrs["colors"], channels) or palette.dtype != np.uint8:
+        raise Damaged(
+            name,
+            f"palette is {palette.shape} {palette.dtype}, the attributes say "
+            f"({attrs['colors']}, {channels}) uint8",
+        )
+    try:
+        colours = np.asarray(palette[...])
+    except Exception as exc:
+        raise Damaged(name, f"palette chunk unreadable ({one_line(exc)})") from None
+    return StoredImage(name=name, palette=colours, labels=labels, attrs=attrs)
+
+
+def has_pyramid(attrs: dict[str, Any]) -> bool:
+    """Whether an image with ``attrs`` was written with a pyramid and OME-NGFF metadata.
+
+    Images written before them (format version below :data:`pipeline.store.write.PYRAMID_VERSION`)
+    have neither.
+    """
+    version = attrs.get("format_version")
+    return isinstance(version, int) and version >= PYRAMID_VERSION
+
+
+def open_pyramid(image: StoredImage) -> list[zarr.Array]:
+    """The arrays of the pyramid levels of complete ``image`` (level 0 aside), as it must have.
+
+    Images written before pyramids (:func:`has_pyramid`) have none; images of one chunk
+    neither.
+
+    Raises
+    ------
+    Damaged
+        When a level's array is missing, unreadable, or not the shape, chunks and dtype of
+        every second pixel of the level above.
+    """
+    if not has_pyramid(image.attrs):
+        return []
+    labels = image.labels
+    shape, chunks = label_grid(labels)
+    arrays = []
+    for level in range(1, ngff.level_count(shape, chunks)):
+        path = ngff.level_path(level)
+        try:
+            array = level_array(labels, level, mode="r")
+        except Exception as exc:
+            raise Damaged(image.name, f"{path} array unreadable ({one_line(exc)})") from None
+        expected = (ngff.level_shape(shape, level), labels.chunks, labels.dtype)
+        if (array.shape, array.chunks, array.dtype) != expected:
+            raise Damaged(
+                image.name,
+                f"{path} is {array.shape} {array.dtype} in chunks {array.chunks}, not "
+                f"{expected[0]} {expected[2]} in chunks {expected[1]}",
+            )
+        arrays.append(array)
+    return arrays
+
+
+def read_image(store: str, name: str) -> StoredImage:
+    """Open image ``name`` of ``store``, checked as :func:`open_image` does.
+
+    Raises
+    ------
+    UsageError
+        When ``name`` cannot be an image name.
+    PipelineError
+        When there is no such image, or it is incomplete or damaged.
+    """
+    (entry,) = scan(store, [name])
+    if entry.attrs is None or entry.problem is not None:
+        raise Damaged(name, str(entry.problem))
+    return open_image(store, name, entry.attrs)
+
+
+def reuse_status(store: str, name: str, wanted: dict[str, Any]) -> str:
+    """What a job should do with image ``name`` given the reuse values ``wanted``.
+
+    Reads the image's metadata: for images the listing cannot vouch for (stores written before
+    completion markers, or an image whose marker was not written). Returns ``"absent"``,
+    ``"incomplete"`` (a group left by an interrupted run, or one whose metadata is damaged:
+    redoing it is the repair), or ``"complete"`` when a complete image with the same settings
+    exists (see :func:`pipeline.store.write.reuse_values`).
+
+    Raises
+    ------
+    PipelineError
+        When a complete image with other settings exists (the caller decides whether to
+        overwrite).
+    """
+    (entry,) = scan(store, [name])
+    if entry.attrs is None:
+        return "absent" if entry.problem == NO_SUCH_IMAGE else "incomplete"
+    attrs = entry.attrs
+    if attrs.get("status") != "complete" or entry.problem is not None:
+        return "incomplete"
+    stored = {**{key: attrs.get(key) for key in REUSE_KEYS}, "source_path": attrs["source"]["path"]}
+    changed = differences(stored, wanted)
+    if changed:
+        raise PipelineError(
+            f"{name}: already stored with other settings: {changed}; use --overwrite to replace it"
+        )
+    return "complete"
+
+
+#: How the settings that decide reuse are named to a user.
+SETTING_NAMES = {
+    "source_path": "source",
+    "colors_requested": "colors",
+    "sample_size_requested": "sample",
+}
+
+
+def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The settings in which ``stored`` and ``wanted`` reuse values differ, with both values.
+
+    ``"colors 128 (asked 64), effort 1 (asked 2)"``; ``fit_settings`` are compared one by one,
+    a setting left out standing for its original value (:data:`pipeline.settings.ORIGINAL`).
+    """
+
+    def flat(values: dict[str, Any]) -> dict[str, Any]:
+        fit = values.get("fit_settings")
+        out = {k: v for k, v in values.items() if k != "fit_settings"}
+        return out | (fit if isinstance(fit, dict) else {"fit_settings": fit})
+
+    old, new = flat(stored), flat(wanted)
+    keys = list(dict.fromkeys([*old, *new]))
+    return ", ".join(
+        f"{SETTING_NAMES.get(key, key)} {old.get(key, ORIGINAL.get(key))} "
+        f"(asked {new.get(key, ORIGINAL.get(key))})"
+        for key in keys
+        if old.get(key, ORIGINAL.get(key)) != new.get(key, ORIGINAL.get(key))
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """One line for an exception raised while reading a node or chunk."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if "checksum" in text.lower():
+        return "checksum mismatch"
+    return text if len(text) <= 120 else text[:117] + "..."

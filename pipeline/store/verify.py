@@ -1,0 +1,276 @@
+"""Prove a store whole, chunk by chunk, and redo exactly the images that are not.
+
+For every image (:func:`verify_image`): its metadata parses and has the types readers need; its
+status is complete; its arrays agree with its attributes; every chunk of its labels, of their
+pyramid's levels and of its palette exists, decodes and passes its CRC-32C; every label lies
+within the palette; every array hashes to the digest recorded when the image was written; and
+its OME-NGFF metadata is the one its palette and pyramid call for. A listing is enough to find
+missing chunks; the rest reads every chunk once, several chunks at a time.
+
+:func:`repair` compresses the damaged images again from their recorded sources with their
+recorded settings (:func:`pipeline.api.recompress`), so a repaired store holds the bytes an
+undisturbed run would have written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.paths import filesystem, join
+from pipeline.results import ImageResult
+from pipeline.store import lease, ngff
+from pipeline.store.read import (
+    Damaged,
+    Entry,
+    Incomplete,
+    entry,
+    has_pyramid,
+    listed,
+    one_line,
+    open_image,
+    open_pyramid,
+)
+from pipeline.store.write import (
+    StoredImage,
+    chunk_digest,
+    labels_digest,
+    list_store,
+    open_root,
+    palette_digest,
+    remove_marker,
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What :func:`verify_image` found of one image.
+
+    Attributes
+    ----------
+    name : str
+    problems : list of str
+        One line each; empty when the image is whole.
+    attrs : dict or None
+        Its attributes when they could be read (what :func:`repair` needs).
+    bytes_read : int
+        Compressed bytes of the chunks read.
+    checked : bool
+        Whether digests were compared (images written before checksums have none).
+    """
+
+    name: str
+    problems: list[str]
+    attrs: dict[str, Any] | None
+    bytes_read: int = 0
+    checked: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """Whether nothing is wrong with the image."""
+        return not self.problems
+
+    @property
+    def repairable(self) -> str | None:
+        """Why :func:`repair` cannot redo this image, or None when it can."""
+        if self.attrs is None:
+            return (
+                "its metadata is unreadable, so its source and settings are unknown; "
+                "run the job again on its inputs to redo it"
+            )
+        source = self.attrs.get("source")
+        path = source.get("path") if isinstance(source, dict) else None
+        if not isinstance(path, str):
+            return "its metadata records no source; run the job again on its inputs to redo it"
+        if path == "<array>":
+            return "it was compressed from an array; compress the array again"
+        if not isinstance(self.attrs.get("fit_settings"), dict):
+            return "its metadata records no fit settings"
+        return None
+
+
+def _chunk_keys(store: str, name: str, array: str) -> set[tuple[int, ...]]:
+    """Grid indices of the chunks of ``name/array`` present in the store (one listing)."""
+    fs, root = filesystem(join(join(join(store, name), array), "c"))
+    try:
+        found = fs.find(root)
+    except FileNotFoundError:
+        return set()
+    prefix = root.rstrip("/") + "/"
+    keys = set()
+    for path in found:
+        parts = path[len(prefix) :].split("/")
+        if all(part.isdigit() for part in parts):
+            keys.add(tuple(int(part) for part in parts))
+    return keys
+
+
+def _grid(array: zarr.Array) -> list[tuple[int, ...]]:
+    counts = [-(-size // chunk) for size, chunk in zip(array.shape, array.chunks, strict=True)]
+    return [tuple(int(i) for i in index) for index in np.ndindex(*counts)]
+
+
+def _check_chunk(
+    array: zarr.Array, name: str, index: tuple[int, ...], colors: int
+) -> tuple[bytes | None, str | None]:
+    """Digest of one chunk of label array ``name``, or the problem met reading it."""
+    try:
+        block = np.asarray(array.blocks[index])
+    except Exception as exc:
+        return None, f"{name} chunk {_at(index)}: {one_line(exc)}"
+    if block.size and int(block.max()) >= colors:
+        return None, (
+            f"{name} chunk {_at(index)} holds label {int(block.max())}; "
+            f"the palette has {colors} entries"
+        )
+    return chunk_digest(block), None
+
+
+def _at(index: tuple[int, ...]) -> str:
+    return "/".join(str(i) for i in index)
+
+
+def verify_image(
+    store: str, entry: Entry, pool: concurrent.futures.Executor | None = None
+) -> Finding:
+    """Check one image of ``store`` (an :class:`~pipeline.store.read.Entry` of its scan) whole.
+
+    ``pool`` reads the chunks of its labels and their pyramid concurrently.
+    """
+    if entry.attrs is None:
+        return Finding(entry.name, [str(entry.problem)], entry.raw)
+    try:
+        image = open_image(store, entry.name, entry.attrs)
+        pyramid = open_pyramid(image)
+    except (Damaged, Incomplete) as exc:
+        problem = exc.problem if isinstance(exc, Damaged) else str(exc).split(": ", 1)[1]
+        return Finding(entry.name, [problem], entry.attrs)
+    return _verify_arrays(store, image, pyramid, pool)
+
+
+def _verify_level(
+    store: str,
+    image: str,
+    level: int,
+    array: zarr.Array,
+    colors: int,
+    mapper: Callable[..., Iterator[Any]],
+) -> tuple[str | None, list[str]]:
+    """The digest of pyramid ``level`` of ``image`` (None if a chunk is bad), and its problems."""
+    problems = []
+    name = ngff.level_path(level)
+    present = _chunk_keys(store, image, name)
+    grid = _grid(array)
+    missing = [index for index in grid if index not in present]
+    if missing:
+        shown = ", ".join(_at(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+        problems.append(f"{len(missing)} of {len(grid)} {name} chunks missing ({shown})")
+    results = list(mapper(lambda index: _check_chunk(array, name, index, colors), grid))
+    problems += [problem for _, problem in results if problem is not None]
+    return None if problems else labels_digest(d for d, _ in results if d is not None), problems
+
+
+def _verify_arrays(
+    store: str,
+    image: StoredImage,
+    pyramid: list[zarr.Array],
+    pool: concurrent.futures.Executor | None,
+) -> Finding:
+    attrs, arrays = image.attrs, [image.labels, *pyramid]
+    problems = []
+    if (0, 0) not in _chunk_keys(store, image.name, "palette"):
+        problems.append("palette chunk missing")
+    colors = len(image.palette)
+    mapper: Callable[..., Iterator[Any]] = pool.map if pool is not None else map
+    hashes = []
+    for level, array in enumerate(arrays):
+        digest, found = _verify_level(store, image.name, level, array, colors, mapper)
+        hashes.append(digest)
+        problems += found
+    digests = attrs.get("digests")
+    checked = isinstance(digests, dict)
+    modern = has_pyramid(attrs)
+    if isinstance(digests, dict) and not problems:
+        if hashes[0] != digests["labels"]:
+            problems.append("labels do not match their recorded digest")
+        if modern and hashes[1:] != digests.get("levels"):
+            problems.append("the pyramid does not match its recorded digests")
+        if palette_digest(image.palette) != digests["palette"]:
+            problems.append("palette does not match its recorded digest")
+    if modern and attrs.get("ome") != ngff.metadata(image.name, image.palette, len(arrays)):
+        problems.append("OME-NGFF metadata (ome) is not that of the palette and pyramid")
+    read = sum(int(array.nbytes_stored()) for array in arrays)
+    return Finding(image.name, problems, attrs, read, checked)
+
+
+#: Images verified at once per chunk-reading thread: on object storage each image is several
+#: round trips (metadata, listings, chunks), which other images' requests overlap.
+IMAGES_PER_THREAD = 4
+
+
+def verify_store(
+    store: str, names: list[str] | None = None, threads: int | None = None
+) -> Iterator[Finding]:
+    """Verify every image of ``store`` (or those ``names``), yielding findings in name order.
+
+    Chunks are read by ``threads`` threads (default: one per core), and up to
+    :data:`IMAGES_PER_THREAD` images per thread are verified at once, so memory stays bounded
+    whatever the number of images.
+    """
+    open_root(store)
+    listing, chosen = listed(store, names)
+    workers = threads or os.cpu_count() or 1
+    window = IMAGES_PER_THREAD * workers
+
+    def one(name: str) -> Finding:
+        return verify_image(store, entry(store, name, listing), chunks)
+
+    with (
+        concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="chunks") as chunks,
+        concurrent.futures.ThreadPoolExecutor(window, thread_name_prefix="images") as images,
+    ):
+        pending: deque[concurrent.futures.Future[Finding]] = deque()
+        for name in chosen:
+            pending.append(images.submit(one, name))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def repair(
+    store: str, damaged: list[Finding], client: Any = None
+) -> Iterator[tuple[Finding, ImageResult | None]]:
+    """Compress the ``damaged`` images of ``store`` again; each with its result.
+
+    Images that cannot be redone here (:attr:`Finding.repairable`) come with no result; their
+    completion markers are removed, so that the job run again on their inputs (which knows
+    their sources) redoes them instead of skipping them. Each redone image comes with the
+    :class:`~pipeline.results.ImageResult` of its new compression.
+    """
+    from pipeline.api import recompress
+
+    todo = []
+    unrepairable = [f for f in damaged if f.repairable is not None]
+    if unrepairable:
+        with lease.hold(store):
+            listing = list_store(store)
+            for finding in unrepairable:
+                tag = listing.complete.get(finding.name)
+                if tag is not None:
+                    remove_marker(store, finding.name, tag)
+                yield finding, None
+    for finding in damaged:
+        if finding.repairable is None:
+            assert finding.attrs is not None
+            todo.append((finding.name, finding.attrs))
+    by_name = {f.name: f for f in damaged}
+    for result in recompress(store, todo, client=client):
+        yield by_name[result.name], result

@@ -1,0 +1,675 @@
+"""The Zarr v3 store: one group per image holding ``palette``, ``labels`` and attributes.
+
+The layout is documented in ``docs/store-format.md`` (format version :data:`FORMAT_VERSION`) and
+can be read with zarr-python alone. An image's ``status`` attribute is ``"writing"`` from the
+moment its group is created and becomes ``"complete"`` only in :func:`finalize`, after every
+labels chunk, every chunk of the labels' pyramid (:mod:`pipeline.store.ngff`) and the palette are
+written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from pipeline.errors import PipelineError
+from pipeline.paths import filesystem, is_url, join, zarr_store
+from pipeline.store import ngff
+
+#: Version of the store layout described in docs/store-format.md.
+FORMAT_VERSION = 3
+#: First format version whose images have a labels pyramid and OME-NGFF metadata.
+PYRAMID_VERSION = 3
+#: Value of the ``format`` attribute of the root group and of each image group.
+FORMAT_NAME = "pipeline.palette-image"
+#: zstd level of labels and palette chunks.
+ZSTD_LEVEL = 3
+#: Codecs after the array-to-bytes step of both arrays: zstd, then a CRC-32C of the compressed
+#: chunk (Zarr v3's core ``crc32c`` codec), so that every reader notices a damaged chunk.
+COMPRESSORS = (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec())
+#: Hash of the ``digests`` attribute (see :func:`chunk_digest`).
+DIGEST_ALGORITHM = "sha256"
+#: Settings that must match for an existing complete image to be reused rather than rewritten
+#: (with the source's path, ``source.path``).
+REUSE_KEYS = ("colors_requested", "sample_size_requested", "seed", "fit_settings")
+#: Group of the store root holding the job's bookkeeping; image group names never start with
+#: ``.`` (see :mod:`pipeline.inputs.names`), so it is never taken for an image.
+META = ".pipeline"
+#: Group of completion markers: one empty group ``<digest>-<name>`` per complete image, written
+#: after the image is marked complete, so that listing it tells a rerun what is done. Markers
+#: are Zarr groups (one small ``zarr.json`` each) so that the store holds Zarr nodes only.
+COMPLETE = META + "/complete"
+#: The metadata document of an empty group without attributes.
+EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+#: What the bookkeeping group says of itself.
+META_NOTE = "job bookkeeping (completion markers); not an image"
+#: Hex digits of the settings digest in a marker's name.
+DIGEST_CHARS = 16
+
+
+def _version() -> str:
+    from pipeline import __version__
+
+    return __version__
+
+
+def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
+    """Open the store's root group; ``mode="a"`` creates it (with its format attributes).
+
+    Opened for writing, an older store gets the bookkeeping group (:data:`META`) if it has
+    none and becomes version :data:`FORMAT_VERSION`; its images are unchanged.
+    """
+    try:
+        root = zarr.open_group(zarr_store(path), mode=mode, zarr_format=3)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such store") from None
+    except Exception as exc:
+        raise PipelineError(f"{path}: not a Zarr v3 store ({exc})") from None
+    if mode != "r" and "format" not in root.attrs:
+        root.update_attributes({"format": FORMAT_NAME})
+    elif root.attrs.get("format") != FORMAT_NAME:
+        raise PipelineError(f"{path}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
+    if mode != "r" and root.attrs.get("format_version") != FORMAT_VERSION:
+        meta = zarr.open_group(zarr_store(path), path=META, mode="a", zarr_format=3)
+        meta.update_attributes({"pipeline": META_NOTE})
+        meta.require_group("complete")
+        root.update_attributes({"format_version": FORMAT_VERSION})
+    return root
+
+
+def reuse_values(source_path: str, settings: Any) -> dict[str, Any]:
+    """What must match for a stored image to be reused: its source and the settings shaping it.
+
+    ``source_path`` as recorded (:func:`pipeline.paths.location`); ``settings`` a
+    :class:`pipeline.settings.Settings`.
+    """
+    return {
+        "source_path": source_path,
+        "colors_requested": settings.colors,
+        "sample_size_requested": settings.sample,
+        "seed": settings.seed,
+        "fit_settings": settings.fit_settings(),
+    }
+
+
+def digest(values: dict[str, Any]) -> str:
+    """Short stable digest of :func:`reuse_values` (part of a completion marker's name)."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def marker(store: str, name: str, tag: str) -> str:
+    """Path of the completion marker ``<tag>-<name>`` of image ``name``.
+
+    ``tag`` is the settings digest, followed by ``.`` and the number of chunks of the labels
+    and their pyramid for markers written since checksums (:func:`marker_tag`).
+    """
+    return join(store, f"{COMPLETE}/{tag}-{name}")
+
+
+def marker_tag(key: str, chunks: int) -> str:
+    """The tag of a completion marker: settings digest ``key`` and the label chunks written.
+
+    ``chunks`` counts the chunks of ``labels`` and of every level of its pyramid.
+    """
+    return f"{key}.{chunks}"
+
+
+def tag_digest(tag: str) -> str:
+    """The settings digest of a marker's tag."""
+    return tag[:DIGEST_CHARS]
+
+
+def write_marker(store: str, name: str, tag: str) -> None:
+    """Record that image ``name`` is complete (after its status says so)."""
+    _write_group(marker(store, name, tag), EMPTY_GROUP)
+
+
+def _write_group(group: str, document: bytes) -> None:
+    """Write ``document`` as the ``zarr.json`` of the group at path or URL ``group``, whole.
+
+    An object store puts an object whole. Locally, a new group is made in a hidden folder
+    beside it and renamed into place, and an existing group's document is replaced by
+    renaming a complete file over it, so that a full disk or a killed process never leaves a
+    group folder (a completion marker, the store's root) without its document, or with half
+    of one.
+    """
+    if is_url(group):  # object stores have no folders to make (and would ask for each)
+        fs, path = filesystem(group)
+        fs.pipe_file(join(path, "zarr.json"), document)
+        return
+    parent, name = os.path.split(os.path.abspath(group))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(group):
+        staged = os.path.join(group, f".zarr.json.{uuid.uuid4().hex}")
+        try:
+            with open(staged, "wb") as file:
+                file.write(document)
+            os.replace(staged, os.path.join(group, "zarr.json"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(staged)
+            raise
+        return
+    folder = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+    try:
+        with open(os.path.join(folder, "zarr.json"), "wb") as file:
+            file.write(document)
+        os.rename(folder, group)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def remove_marker(store: str, name: str, tag: str) -> None:
+    """Forget that image ``name`` was complete (before its group is written again)."""
+    fs, path = filesystem(marker(store, name, tag))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one listing of a store tells, without reading any image's metadata.
+
+    Attributes
+    ----------
+    groups : set of str
+        Names of the image groups present (complete or not).
+    complete : dict
+        Image name -> tag of its completion marker (see :func:`marker`).
+    root : bool
+        Whether the store's root ``zarr.json`` exists.
+    damaged : dict
+        Image name -> what its files lack, for images whose marker says how many label chunks
+        they hold (``labels`` and its pyramid): a metadata document, a chunk, or a chunk
+        emptied to 0 bytes.
+    links : set of str
+        Entries of the root that are symbolic links: never read as images.
+    """
+
+    groups: frozenset[str]
+    complete: dict[str, str]
+    root: bool = False
+    damaged: dict[str, str] = field(default_factory=dict)
+    links: frozenset[str] = frozenset()
+
+
+def list_store(store: str) -> Listing:
+    """List the image groups and completion markers of ``store`` (empty if it does not exist).
+
+    The root and the markers are one listing each, and the files of every image one listing of
+    the whole store (paged by the filesystem: on S3 one request per 1,000 objects; a walk of
+    the folders of a local store), whatever the number of images. Files are looked at image by
+    image as the walk goes, so memory does not grow with the store.
+    """
+    fs, root = filesystem(store)
+    local = not is_url(store)
+    fs.invalidate_cache(root)
+    try:
+        top = dict(_entries(fs, root, local))
+    except FileNotFoundError:
+        return Listing(frozenset(), {})
+    groups = frozenset(n for n, kind in top.items() if kind == "directory" and n[0] != ".")
+    links = frozenset(n for n, kind in top.items() if kind == "link")
+    try:
+        marks = list(_entries(fs, join(root, COMPLETE), local))
+    except FileNotFoundError:
+        marks = []
+    complete = {}
+    for base, kind in marks:
+        if kind == "directory" and (parsed := _parse_marker(base)) is not None:
+            complete[parsed[1]] = parsed[0]
+    expected = {
+        name: int(tag[DIGEST_CHARS + 1 :])
+        for name, tag in complete.items()
+        if name in groups and len(tag) > DIGEST_CHARS
+    }
+    damaged = {}
+    if expected:
+        files = _walk(root) if local else _find(fs, root)
+        for name, found in _by_image(files, expected):
+            problem = _lacking(found, expected[name])
+            if problem:
+                damaged[name] = problem
+    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links)
+
+
+def _entries(fs: Any, path: str, local: bool) -> Iterator[tuple[str, str]]:
+    """(name, ``"directory"``, ``"file"`` or ``"link"``) of each entry of a folder or prefix.
+
+    Local folders are read with ``os.scandir`` (no stat of each entry: a store's root may hold
+    millions of groups); other filesystems list as fsspec does.
+    """
+    if local:
+        with os.scandir(path) as found:
+            for entry in found:
+                kind = "directory" if entry.is_dir(follow_symlinks=False) else "file"
+                yield entry.name, "link" if entry.is_symlink() else kind
+        return
+    for info in fs.ls(path, detail=True):
+        kind = "link" if info.get("islink") else info["type"]
+        yield info["name"].rstrip("/").rsplit("/", 1)[-1], kind
+
+
+def _parse_marker(base: str) -> tuple[str, str] | None:
+    """(tag, image name) of a marker named ``<digest>[.<chunks>]-<name>``, else None."""
+    head, sep, name = base.partition("-")
+    digest_part, dot, chunks = head.partition(".")
+    valid = (
+        sep
+        and name
+        and len(digest_part) == DIGEST_CHARS
+        and (not dot or (chunks.isdigit() and len(chunks) < 12))
+    )
+    return (head, name) if valid else None
+
+
+#: The documents every image's folder holds besides chunks (those of pyramid levels aside).
+_DOCUMENTS = ("zarr.json", "labels/zarr.json", "palette/zarr.json")
+
+
+def _walk(root: str) -> Iterator[tuple[str, int]]:
+    """(path relative to ``root``, size) of the files of a local store, folder by folder.
+
+    Never follows a symbolic link; skips the bookkeeping group.
+    """
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, relative)))
+        except OSError:
+            continue
+        for entry in entries:
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if relative or not entry.name.startswith("."):
+                    stack.append(path)
+            elif entry.is_file(follow_symlinks=False) and relative:
+                # only a chunk's size matters (0 bytes: emptied); a stat costs a system call
+                chunk = "/c/" in path
+                yield path, entry.stat(follow_symlinks=False).st_size if chunk else 1
+
+
+def _find(fs: Any, root: str) -> Iterator[tuple[str, int]]:
+    """(path relative to ``root``, size) of the objects of a store behind a URL, sorted."""
+    prefix = root.rstrip("/") + "/"
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        relative = path[len(prefix) :] if path.startswith(prefix) else path
+        if "/" in relative and not relative.startswith("."):
+            yield relative, int(info.get("size") or 0)
+
+
+@dataclass
+class _Found:
+    """The files of one image, as a listing sees them.
+
+    ``chunks`` counts the chunks of each label array (``labels`` and its pyramid levels) by
+    name; ``documents`` holds the metadata documents found, by path inside the image.
+    """
+
+    documents: set[str] = field(default_factory=set)
+    chunks: dict[str, int] = field(default_factory=dict)
+    palette: int = 0
+    empty: str | None = None
+
+
+def _by_image(
+    files: Iterable[tuple[str, int]], wanted: dict[str, int]
+) -> Iterator[tuple[str, _Found]]:
+    """What each image of ``wanted`` holds, from ``files`` given image by image.
+
+    Files of one image come together (a walk or a sorted listing); images of ``wanted`` with
+    no file at all are given last, empty.
+    """
+    current: tuple[str, _Found] | None = None
+    seen: set[str] = set()
+    for path, size in files:
+        name, _, inner = path.partition("/")
+        if name not in wanted:
+            continue
+        if current is None or current[0] != name:
+            if current is not None:
+                yield current
+            current = (name, _Found())
+            seen.add(name)
+        found = current[1]
+        array, _, rest = inner.partition("/")
+        labels = ngff.level_of(array) is not None
+        if rest == "zarr.json" or inner == "zarr.json":
+            found.documents.add(inner)
+        elif rest.startswith("c/") and (labels or array == "palette"):
+            if labels:
+                found.chunks[array] = found.chunks.get(array, 0) + 1
+            else:
+                found.palette += 1
+            if size == 0 and found.empty is None:
+                found.empty = inner
+    if current is not None:
+        yield current
+    for name in wanted.keys() - seen:
+        yield name, _Found()
+
+
+def _lacking(found: _Found, chunks: int) -> str | None:
+    """What an image holding ``found`` lacks, given its marker's ``chunks``; None if whole."""
+    documents = [*_DOCUMENTS, *(f"{array}/zarr.json" for array in sorted(found.chunks))]
+    missing = [doc for doc in dict.fromkeys(documents) if doc not in found.documents]
+    if missing:
+        return f"metadata missing ({', '.join(missing)})"
+    held = sum(found.chunks.values())
+    if held < chunks:
+        return f"{chunks - held} of {chunks} labels chunks missing"
+    if found.palette < 1:
+        return "palette chunk missing"
+    if found.empty is not None:
+        return f"chunk {found.empty} is empty (0 bytes)"
+    return None
+
+
+def prepare(store: str, listing: Listing) -> None:
+    """Make ``store`` ready to write images into: create it, or open it for writing.
+
+    A store its ``listing`` shows without a root gets its root and bookkeeping groups as three
+    metadata documents (three requests on object storage, where zarr's group creation looks
+    for each node and its parents first); an existing one is opened as by :func:`open_root`.
+    """
+    if listing.root:
+        open_root(store, mode="a")
+        return
+    _write_group(store, _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION}))
+    _write_group(join(store, META), _group_document({"pipeline": META_NOTE}))
+    _write_group(join(store, COMPLETE), EMPTY_GROUP)
+
+
+def _group_document(attributes: dict[str, Any]) -> bytes:
+    """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
+
+
+def create_image(
+    store: str,
+    name: str,
+    shape: tuple[int, int],
+    chunks: tuple[int, int],
+    colors: int,
+    attrs: dict[str, Any],
+    *,
+    fresh: bool = False,
+) -> zarr.Array:
+    """(Re)create image group ``name`` with status ``"writing"`` and empty label arrays.
+
+    ``fresh``: the store's listing had no such group, so there is nothing to delete first (on
+    object storage deleting a prefix is a listing and a request per object); if one exists
+    after all, zarr refuses and the image fails.
+
+    Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
+    chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
+    when it is all zeros, so a chunk's presence means it was written. The levels of their
+    pyramid (:mod:`pipeline.store.ngff`) are made alike, empty, beside them.
+
+    Returns
+    -------
+    zarr.Array
+        The ``labels`` array.
+    """
+    from pipeline.quantize.assign import label_dtype
+
+    group = zarr.create_group(
+        zarr_store(store),
+        path=name,
+        zarr_format=3,
+        overwrite=not fresh,
+        attributes={  # one metadata write (attrs.update writes it once per key)
+            **attrs,
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "package_version": _version(),
+            "status": "writing",
+        },
+    )
+    arrays = [
+        group.create_array(
+            ngff.level_path(level),
+            shape=ngff.level_shape(shape, level),
+            chunks=chunks,
+            dtype=label_dtype(colors),
+            compressors=COMPRESSORS,
+            fill_value=0,
+            dimension_names=("y", "x"),
+            config={"write_empty_chunks": True},
+        )
+        for level in range(ngff.level_count(shape, chunks))
+    ]
+    return arrays[0]
+
+
+def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slice]]:
+    """(rows, columns) region of each block of a dask-style chunking, in row-major order."""
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in chunks[:2]]
+    return [
+        (slice(int(r0), int(r1)), slice(int(c0), int(c1)))
+        for r0, r1 in zip(starts[0][:-1], starts[0][1:], strict=True)
+        for c0, c1 in zip(starts[1][:-1], starts[1][1:], strict=True)
+    ]
+
+
+#: A labels chunk's digest with its position in the chunk grid: ((row, column), digest).
+ChunkDigest = tuple[tuple[int, int], bytes]
+
+
+def write_labels(
+    target: zarr.Array, region: tuple[slice, slice], labels: NDArray[Any]
+) -> list[ChunkDigest]:
+    """Write one block of labels; ``region`` must cover whole chunks of ``target``.
+
+    Returns
+    -------
+    list
+        Each chunk of the block with its :func:`chunk_digest`.
+    """
+    target[region] = labels
+    rows, cols = target.chunks
+    top, left = region[0].start or 0, region[1].start or 0
+    height, width = labels.shape
+    return [
+        (((top + y) // rows, (left + x) // cols), chunk_digest(labels[y : y + rows, x : x + cols]))
+        for y in range(0, height, rows)
+        for x in range(0, width, cols)
+    ]
+
+
+#: A pyramid chunk's digest with its level: (level, ((row, column), digest)).
+LevelDigest = tuple[int, ChunkDigest]
+
+
+def level_array(labels: zarr.Array, level: int, mode: Literal["r", "r+"] = "r+") -> zarr.Array:
+    """The array of pyramid ``level`` beside ``labels`` (level 0: ``labels`` itself).
+
+    Like ``labels`` as :func:`create_image` makes it, it writes every chunk, all-zero ones
+    included (zarr keeps that setting in the array object, not in the store).
+    """
+    if level == 0:
+        return labels
+    parent = labels.path.rpartition("/")[0]
+    path = f"{parent}/{ngff.level_path(level)}" if parent else ngff.level_path(level)
+    array = zarr.open_array(labels.store, path=path, mode=mode, zarr_format=3)
+    return array.with_config({"write_empty_chunks": True})
+
+
+def write_level(labels: zarr.Array, level: int, index: tuple[int, int]) -> list[LevelDigest]:
+    """Write chunk ``index`` of pyramid ``level`` from the level below, already written.
+
+    Reads at most four chunks of the level below (:func:`pipeline.store.ngff.source_region`).
+
+    Returns
+    -------
+    list
+        The chunk's digest (:func:`write_labels`), with its level.
+    """
+    below = level_array(labels, level - 1, mode="r")
+    target = level_array(labels, level)
+    _, (rows, cols) = label_grid(labels)
+    values = np.asarray(below[ngff.source_region(index, (rows, cols))])
+    top, left = index
+    region = (
+        slice(top * rows, top * rows + values.shape[0]),
+        slice(left * cols, left * cols + values.shape[1]),
+    )
+    return [(level, digest) for digest in write_labels(target, region, values)]
+
+
+def write_pyramid(labels: zarr.Array) -> list[LevelDigest]:
+    """Write every chunk of every pyramid level of ``labels`` (all written), level by level."""
+    shape, chunks = label_grid(labels)
+    return [
+        digest
+        for level in range(1, ngff.level_count(shape, chunks))
+        for index in ngff.level_grid(shape, chunks, level)
+        for digest in write_level(labels, level, index)
+    ]
+
+
+def label_grid(labels: zarr.Array) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Shape and chunk shape of a 2-D label array (``labels`` or a pyramid level)."""
+    (height, width), (rows, cols) = labels.shape, labels.chunks
+    return (height, width), (rows, cols)
+
+
+def chunk_digest(values: NDArray[Any]) -> bytes:
+    """SHA-256 of one labels chunk's values (cut to the image), C order, little-endian."""
+    data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+    return hashlib.new(DIGEST_ALGORITHM, data.data).digest()
+
+
+def labels_digest(chunk_digests: Iterable[bytes]) -> str:
+    """The labels' digest: SHA-256 of the chunks' digests in row-major chunk order, as hex."""
+    return hashlib.new(DIGEST_ALGORITHM, b"".join(chunk_digests)).hexdigest()
+
+
+def palette_digest(palette: NDArray[np.uint8]) -> str:
+    """SHA-256 of the palette's bytes ((k, 3) uint8, C order), as hex."""
+    return hashlib.new(DIGEST_ALGORITHM, np.ascontiguousarray(palette).data).hexdigest()
+
+
+def remove_image(store: str, name: str) -> None:
+    """Delete image group ``name`` (used for images that failed while being written)."""
+    fs, path = filesystem(join(store, name))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
+
+
+def finalize(
+    path: str,
+    name: str,
+    palette: NDArray[np.uint8],
+    attrs: dict[str, Any],
+    chunk_digests: Iterable[ChunkDigest],
+    level_digests: Iterable[LevelDigest] = (),
+) -> tuple[dict[str, Any], int]:
+    """Write the palette and the final attributes, then mark image ``name`` complete.
+
+    Call only after every labels chunk and every chunk of their pyramid is written;
+    ``chunk_digests`` are the labels chunks' (:func:`write_labels`) and ``level_digests`` the
+    pyramid's (:func:`write_level`), in any order. Adds ``stored_bytes`` (palette + labels
+    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes``
+    (the pyramid's chunks, compressed) and, when ``source_bytes`` is known, ``ratio_source``
+    (``source_bytes`` / ``stored_bytes``) to ``attrs["metrics"]``, the ``digests`` of the
+    arrays, ``image_shape`` with the palette's channels (4 for an image with transparency) and
+    the OME-NGFF metadata (``ome``, :func:`pipeline.store.ngff.metadata`).
+
+    Returns
+    -------
+    dict
+        All attributes of the image group, as stored.
+    int
+        The number of chunks of the labels and their pyramid (for the completion marker).
+    """
+    group = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3, path=name)
+    stored = group.create_array(
+        "palette",
+        data=palette,
+        chunks=palette.shape,
+        compressors=COMPRESSORS,
+        dimension_names=("color", "channel"),
+        overwrite=True,
+    )
+    labels = group["labels"]
+    assert isinstance(labels, zarr.Array)
+    levels = ngff.level_count(*label_grid(labels))
+    written: list[list[ChunkDigest]] = [list(chunk_digests), *([] for _ in range(1, levels))]
+    for level, digest in level_digests:
+        written[level].append(digest)
+    hashes = []
+    pyramid_bytes = chunks = 0
+    for level, digests_of_level in enumerate(written):
+        array = level_array(labels, level)
+        ordered = dict(sorted(digests_of_level))
+        if len(ordered) != array.nchunks:
+            raise PipelineError(
+                f"{name}: {len(ordered)} {ngff.level_path(level)} chunks written of {array.nchunks}"
+            )
+        hashes.append(labels_digest(ordered.values()))
+        chunks += array.nchunks
+        pyramid_bytes += int(array.nbytes_stored()) if level else 0
+    nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
+    shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
+    metrics = dict(attrs.get("metrics", {}))
+    metrics.update(
+        stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes, pyramid_bytes=pyramid_bytes
+    )
+    if metrics.get("source_bytes"):
+        metrics["ratio_source"] = metrics["source_bytes"] / nbytes
+    digests = {
+        "algorithm": DIGEST_ALGORITHM,
+        "palette": palette_digest(palette),
+        "labels": hashes[0],
+        "levels": hashes[1:],
+    }
+    # one write of the group's metadata, whole, after every chunk and the palette; compact
+    # JSON (the colour table alone is ~50 bytes per colour, three times that indented)
+    complete = {
+        **group.attrs,
+        **attrs,
+        "image_shape": shape,
+        "metrics": metrics,
+        "digests": digests,
+        "ome": ngff.metadata(name, palette, levels),
+        "status": "complete",
+    }
+    _write_group(join(path, name), _group_document(complete))
+    return complete, chunks
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One complete image of a store, opened for reading.
+
+    Attributes
+    ----------
+    name : str
+    palette : ndarray of uint8, shape (k, 3)
+    labels : zarr.Array
+        (H, W) uint8 or uint16, read lazily.
+    attrs : dict
+        The image group's attributes (source, settings, fit details, metrics).
+    """
+
+    name: str
+    palette: NDArray[np.uint8]
+    labels: zarr.Array
+    attrs: dict[str, Any]

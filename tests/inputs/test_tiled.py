@@ -1,0 +1,139 @@
+"""Inputs read chunk by chunk: tiled TIFF and Zarr arrays, on real files and stores."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from pipeline import compress, open_store
+from pipeline.errors import InputError, UsageError
+from pipeline.inputs.discover import discover
+from pipeline.inputs.sources import open_file
+from pipeline.inputs.tiled import aligned, is_tiled_tiff
+
+FAST = {"colors": 32, "sample": 2000}
+
+
+@pytest.fixture
+def tiled_tiff(tmp_path, china):
+    path = tmp_path / "china_tiled.tif"
+    tifffile.imwrite(path, china, tile=(128, 128), photometric="rgb")
+    return str(path)
+
+
+@pytest.fixture
+def zarr_image(tmp_path, china):
+    path = tmp_path / "china.zarr"
+    array = zarr.create_array(path, shape=china.shape, chunks=(100, 160, 3), dtype="uint8")
+    array[...] = china
+    return str(path)
+
+
+def found(inputs, exclude=None):
+    entries, errors = discover(inputs, exclude)
+    assert errors == []
+    return [e.path for e in entries]
+
+
+def stored(store, name):
+    image = open_store(store)[name]
+    return image.palette, image.labels[...], image.labels.chunks
+
+
+def test_tiled_tiff_reads_tiles_into_aligned_chunks(tiled_tiff, china):
+    assert is_tiled_tiff(tiled_tiff)
+    source = open_file(tiled_tiff, "t", chunk=300)
+    assert source.streamed
+    assert source.image.chunks[:2] == ((256, 171), (256, 256, 128))
+    assert np.array_equal(source.image.compute(), china)
+
+
+def test_aligned_chunks():
+    assert aligned(1024, 256) == 1024
+    assert aligned(1000, 256) == 768
+    assert aligned(100, 256) == 256
+
+
+@pytest.mark.parametrize("kind", ["tiff", "zarr"])
+def test_streamed_inputs_store_the_same_bytes_as_a_png(
+    tmp_path, write_image, china, tiled_tiff, zarr_image, kind
+):
+    png = write_image("china.png", china)
+    compress([png], str(tmp_path / "png.zarr"), **FAST)
+    source = tiled_tiff if kind == "tiff" else zarr_image
+    result = compress([source], str(tmp_path / "s.zarr"), chunk=300, **FAST)[0]
+    assert result.status == "done", result.error
+    palette, labels, chunks = stored(str(tmp_path / "s.zarr"), result.name)
+    ref_palette, ref_labels, _ = stored(str(tmp_path / "png.zarr"), "china.png")
+    assert np.array_equal(palette, ref_palette)
+    assert np.array_equal(labels, ref_labels)
+    assert chunks == ((256, 256) if kind == "tiff" else (300, 160))  # whole tiles
+
+
+@pytest.mark.slow
+def test_streamed_input_on_a_cluster_runs_in_two_passes(tmp_path, tiled_tiff, china, client):
+    local = compress([tiled_tiff], str(tmp_path / "a.zarr"), **FAST)[0]
+    remote = compress([tiled_tiff], str(tmp_path / "b.zarr"), client=client, **FAST)[0]
+    assert remote.status == "done", remote.error
+    a = stored(str(tmp_path / "a.zarr"), local.name)
+    b = stored(str(tmp_path / "b.zarr"), remote.name)
+    assert np.array_equal(a[0], b[0])
+    assert np.array_equal(a[1], b[1])
+
+
+def test_zarr_arrays_in_a_folder_are_inputs(tmp_path, zarr_image):
+    assert found([str(tmp_path)]) == [zarr_image]
+    assert found([zarr_image]) == [zarr_image]
+
+
+def test_the_output_store_is_never_an_input(tmp_path, zarr_image):
+    store = str(tmp_path / "out.zarr")
+    with pytest.raises(UsageError, match="the output store is inside input"):
+        compress([str(tmp_path)], store, **FAST)
+    assert not os.path.exists(store)
+    assert compress([zarr_image], store, **FAST)[0].status == "done"
+    assert found([str(tmp_path)]) == [zarr_image]  # a Zarr group is not an image
+    everything = found([str(tmp_path / "**")])
+    assert any(p.startswith(store) for p in everything)
+    assert found([str(tmp_path / "**")], exclude=store) == [
+        p for p in everything if not p.startswith(store)
+    ]
+    inside = str(tmp_path / "out.zarr" / "*" / "zarr.json")  # matches files of the store only
+    again = compress([zarr_image, inside], store, **FAST)
+    assert [(r.name, r.status) for r in again] == [(os.path.basename(zarr_image), "skipped")]
+
+
+def test_tiff_tiles_that_are_not_rgb_uint8_are_rejected(tmp_path):
+    path = tmp_path / "float.tif"
+    tifffile.imwrite(path, np.zeros((256, 256, 3), np.float32), tile=(128, 128), photometric="rgb")
+    with pytest.raises(InputError, match="unsupported pixel type float32") as info:
+        open_file(str(path), "f", 256)
+    assert str(path) in str(info.value)
+
+
+def test_zarr_array_of_the_wrong_shape_is_rejected(tmp_path):
+    path = tmp_path / "cube.zarr"
+    zarr.create_array(path, shape=(4, 64, 64, 3), chunks=(1, 32, 32, 3), dtype="uint8")
+    with pytest.raises(InputError, match=r"not a 2-D image: array of shape \(4, 64, 64, 3\)"):
+        open_file(str(path), "cube", 64)
+
+
+def test_truncated_tile_fails_one_image_and_leaves_nothing(
+    tmp_path, tiled_tiff, write_image, small_photo
+):
+    data = Path(tiled_tiff).read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    good = write_image("good.png", small_photo)
+    store = str(tmp_path / "s.zarr")
+    results = {r.name: r for r in compress([str(cut), good], store, **FAST)}
+    assert results["good.png"].status == "done"
+    failed = results["cut.tif"]
+    assert failed.status == "failed"
+    assert failed.error.startswith(f"{cut}: cannot read tiles")
+    assert "\n" not in failed.error
+    assert list(open_store(store)) == ["good.png"]
+    assert "cut.tif" not in zarr.open_group(store, mode="r")

@@ -1,0 +1,53 @@
+"""The large-image path: an image decoded whole is labelled in blocks of whole chunks.
+
+Whatever the path, the store holds the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zarr
+
+from pipeline import compress
+from pipeline.job.graph import label_block_shape
+from tests.conftest import store_files
+
+#: Every input a large image of its own (a graph decoding it whole), not part of a batch.
+LARGE = {"batch_bytes": 0, "batch_pixels": 0}
+
+
+def test_blocks_hold_whole_chunks_and_leave_work_to_share():
+    assert label_block_shape((1024, 1024), (10_000, 10_000)) == (4096, 4096)  # 9 blocks
+    assert label_block_shape((1024, 1024), (4472, 4472)) == (2048, 2048)  # not 1: 9 blocks
+    assert label_block_shape((1024, 1024), (2000, 2000)) == (1024, 1024)  # 4 chunks: 4 blocks
+    assert label_block_shape((1024, 512), (10_000, 10_000)) == (5120, 2560)  # chunks, not pixels
+
+
+def labels_and_palette(store: str, name: str) -> tuple[bytes, bytes, dict[str, object]]:
+    group = zarr.open_group(store, mode="r", path=name)
+    chunks = store_files(Path(store) / name)
+    return group["palette"][...].tobytes(), group["labels"][...].tobytes(), chunks
+
+
+def test_an_image_decoded_whole_stores_the_same_bytes_as_one_of_a_batch(
+    tmp_path, write_image, china
+):
+    path = write_image("china.png", china)
+    settings = {"colors": 32, "sample": 2000, "chunk": 32}
+    batch, large = str(tmp_path / "batch.zarr"), str(tmp_path / "large.zarr")
+    assert compress([path], batch, **settings)[0].status == "done"
+    assert compress([path], large, running=LARGE, **settings)[0].status == "done"
+    assert labels_and_palette(batch, "china.png") == labels_and_palette(large, "china.png")
+
+
+@pytest.mark.slow
+def test_two_workers_sharing_an_image_store_the_same_bytes(tmp_path, write_image, china, client):
+    path = write_image("china.png", china)
+    settings = {"colors": 32, "sample": 2000, "chunk": 32}
+    alone, shared = str(tmp_path / "alone.zarr"), str(tmp_path / "shared.zarr")
+    assert compress([path], alone, running=LARGE, **settings)[0].status == "done"
+    result = compress([path], shared, client=client, running=LARGE, **settings)[0]
+    assert result.status == "done"
+    assert labels_and_palette(alone, "china.png") == labels_and_palette(shared, "china.png")
