@@ -8,7 +8,7 @@ On the 100-megapixel JPEG of ``scale.py`` (china.jpg mirror-tiled, made in the w
   ``--repeat`` runs each, after one untimed run;
 * codecs: the same labels chunks encoded by zstd alone and by zstd + crc32c, and hashed with
   SHA-256, in MB/s of labels;
-* verify: :func:`pipeline.store.verify.verify_store` over the store (every chunk read, CRC checked,
+* verify: :func:`pipeline.verify_store` over the store (every chunk read, CRC checked,
   hashed, labels compared with the palette), against a plain read of the labels array
   (decode only), median of ``--repeat``, in MB/s of labels (decoded bytes);
 * verify, many images: a store of ``--small`` 64x64 crops of china.jpg (k = 32), verified with
@@ -119,7 +119,7 @@ def main() -> None:
     import zarr
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    from pipeline.store.verify import verify_store
+    from pipeline import verify_store
     from pipeline.store.write import ZSTD_LEVEL
 
     labels = zarr.open_array(str(store / jpeg.name / "labels"), mode="r")

@@ -10,13 +10,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.api import DamagedImageWarning, compress, compress_array, open_store
-    from pipeline.outputs.files import write_images
-    from pipeline.outputs.rebuild import reconstruct
+    from pipeline.api import (
+        DamagedImageWarning,
+        compress,
+        compress_array,
+        open_store,
+        reconstruct,
+        verify_store,
+        write_images,
+    )
     from pipeline.quantize.fit import Fit, fit_palette
     from pipeline.results import ImageResult
     from pipeline.settings import Settings
-    from pipeline.store.verify import verify_store
     from pipeline.store.write import FORMAT_VERSION, StoredImage
 
 __version__ = "0.1.0"
@@ -33,9 +38,9 @@ _HOMES = {
     "compress_array": "pipeline.api",
     "fit_palette": "pipeline.quantize.fit",
     "open_store": "pipeline.api",
-    "reconstruct": "pipeline.outputs.rebuild",
-    "verify_store": "pipeline.store.verify",
-    "write_images": "pipeline.outputs.files",
+    "reconstruct": "pipeline.api",
+    "verify_store": "pipeline.api",
+    "write_images": "pipeline.api",
 }
 
 __all__ = [

@@ -1,4 +1,8 @@
-"""The Python API: compress files or arrays into a store, open it, rebuild images lazily."""
+"""The Python API: compress files or arrays into a store, open it, rebuild images lazily.
+
+This is the edge where a store's path or URL becomes a :class:`~pipeline.store.location.Location`
+(:func:`job_store` for a job, ``Location.at`` for a reader); everything below takes the value.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +26,15 @@ from pipeline.job.metrics import Tally
 from pipeline.job.plan import Given, Item, batch_size, plan, prior
 from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.job.tasks import Job, Spec
+from pipeline.outputs.files import Outputs, write_each
+from pipeline.outputs.rebuild import rebuild
 from pipeline.paths import location
 from pipeline.results import ImageResult
 from pipeline.settings import Running, Settings
 from pipeline.store import lease
-from pipeline.store.read import Damaged, Incomplete, open_image, reuse_status, scan
+from pipeline.store.location import Location
+from pipeline.store.read import Damaged, Incomplete, open_image, read_image, reuse_status, scan
+from pipeline.store.verify import Finding, verify
 from pipeline.store.write import (
     Listing,
     StoredImage,
@@ -34,13 +42,23 @@ from pipeline.store.write import (
     list_store,
     open_root,
     prepare,
+    remove_marker,
     reuse_values,
 )
 
 
+def job_store(store: str | Location) -> Location:
+    """The location of a job's store, as every process of the job must see it.
+
+    A local path is made absolute (:func:`pipeline.paths.location`): workers run in other
+    folders, or on other machines.
+    """
+    return store if isinstance(store, Location) else Location.at(location(store))
+
+
 def stream(
     inputs: Sequence[str] | str | Inputs,
-    store: str,
+    store: str | Location,
     *,
     overwrite: bool = False,
     client: Any = None,
@@ -59,7 +77,7 @@ def stream(
     """
     config = Settings.from_config(**settings)
     how = Running.from_config(**(running or {}))
-    store = location(store)
+    store = job_store(store)
     found = inputs if isinstance(inputs, Inputs) else find_inputs(inputs, store)
     entries = found.entries
     if on_start is not None:
@@ -101,7 +119,7 @@ def _executor(client: Any) -> LocalExecutor | ClusterExecutor:
 
 
 def _execute(
-    store: str,
+    store: Location,
     config: Settings,
     how: Running,
     executor: LocalExecutor | ClusterExecutor,
@@ -120,13 +138,13 @@ def _execute(
 
 
 def _tallied(
-    store: str, executor: LocalExecutor | ClusterExecutor, results: Iterator[ImageResult]
+    store: Location, executor: LocalExecutor | ClusterExecutor, results: Iterator[ImageResult]
 ) -> Iterator[ImageResult]:
     """``results``, counted for the job's metrics on the cluster's scheduler (if any)."""
-    return Tally(store, executor.live_client).each(results)
+    return Tally(store.url, executor.live_client).each(results)
 
 
-def _checker(store: str) -> Callable[[str, dict[str, Any]], str]:
+def _checker(store: Location) -> Callable[[str, dict[str, Any]], str]:
     """``check`` for :func:`pipeline.job.plan.plan`: reads one image's metadata when asked."""
     return functools.partial(reuse_status, store)
 
@@ -187,7 +205,7 @@ def compress(
 
 def compress_array(
     array: NDArray[np.generic] | da.Array,
-    store: str,
+    store: str | Location,
     name: str,
     *,
     overwrite: bool = False,
@@ -202,7 +220,7 @@ def compress_array(
     """
     config = Settings.from_config(**settings)
     how = Running.from_config()
-    store = location(store)
+    where = job_store(store)
     group = node_name(name)
     source = from_array(array, group, config.chunk)
     values = reuse_values("<array>", config)
@@ -217,16 +235,16 @@ def compress_array(
         )
         decided = None
         if not overwrite and group in listing.groups and group not in listing.damaged:
-            decided = prior(spec, values, _checker(store))
+            decided = prior(spec, values, _checker(where))
         yield decided or Given(spec, source)
 
     executor = _executor(client)
-    (result,) = _tallied(store, executor, _execute(store, config, how, executor, items, None))
+    (result,) = _tallied(where, executor, _execute(where, config, how, executor, items, None))
     return result
 
 
 def recompress(
-    store: str, images: Sequence[tuple[str, dict[str, Any]]], *, client: Any = None
+    store: str | Location, images: Sequence[tuple[str, dict[str, Any]]], *, client: Any = None
 ) -> Iterator[ImageResult]:
     """Compress images of ``store`` again, from their recorded sources and settings.
 
@@ -235,7 +253,7 @@ def recompress(
     ``fit_settings``), so the result is what the job that wrote it stored. A source that can
     no longer be read fails that image with one line.
     """
-    store = location(store)
+    store = job_store(store)
     how = Running.from_config()
     by_settings: dict[Settings, list[tuple[str, str]]] = {}
     for name, attrs in images:
@@ -287,13 +305,14 @@ class DamagedImageWarning(UserWarning):
     """An image of a store that :func:`open_store` left out because it cannot be read."""
 
 
-def open_store(store: str) -> dict[str, StoredImage]:
+def open_store(store: str | Location) -> dict[str, StoredImage]:
     """The complete images of a store by name.
 
     Incomplete images are left out; so are damaged ones (unreadable metadata, arrays that
     disagree with it, chunks missing by the listing), each with a :class:`DamagedImageWarning`
     naming it and the problem. ``python -m pipeline verify`` checks every chunk.
     """
+    store = _reader_store(store)
     open_root(store)
     images = {}
     for entry in scan(store):
@@ -306,3 +325,130 @@ def open_store(store: str) -> dict[str, StoredImage]:
         except Damaged as exc:
             warnings.warn(str(exc), DamagedImageWarning, stacklevel=2)
     return images
+
+
+def _reader_store(store: str | Location) -> Location:
+    """The location of a store to read, named in messages as given."""
+    return store if isinstance(store, Location) else Location.at(store)
+
+
+def reconstruct(store: str | Location, name: str) -> da.Array:
+    """Lazy (H, W, 3) uint8 rebuild of image ``name`` of ``store`` ((H, W, 4) with transparency).
+
+    Parameters
+    ----------
+    store : str or Location
+        Path of a store written by :func:`pipeline.compress`.
+    name : str
+        Image group name (see :func:`pipeline.open_store`).
+    """
+    store = _reader_store(store)
+    open_root(store)
+    return rebuild(read_image(store, name))
+
+
+def verify_store(
+    store: str | Location, names: list[str] | None = None, threads: int | None = None
+) -> Iterator[Finding]:
+    """Verify every image of ``store`` (or those ``names``), yielding findings in name order.
+
+    Chunks are read by ``threads`` threads (default: one per core), and a few images per
+    thread are verified at once, so memory stays bounded whatever the number of images. See
+    :mod:`pipeline.store.verify` for what is checked.
+    """
+    return verify(_reader_store(store), names, threads)
+
+
+def repair(
+    store: str | Location, damaged: list[Finding], client: Any = None
+) -> Iterator[tuple[Finding, ImageResult | None]]:
+    """Compress the ``damaged`` images of ``store`` again; each with its result.
+
+    Images that cannot be redone here (:attr:`Finding.repairable`) come with no result; their
+    completion markers are removed, so that the job run again on their inputs (which knows
+    their sources) redoes them instead of skipping them. Each redone image comes with the
+    :class:`~pipeline.results.ImageResult` of its new compression.
+    """
+    store = job_store(store)
+    todo = []
+    unrepairable = [f for f in damaged if f.repairable is not None]
+    if unrepairable:
+        with lease.hold(store):
+            listing = list_store(store)
+            for finding in unrepairable:
+                tag = listing.complete.get(finding.name)
+                if tag is not None:
+                    remove_marker(store, finding.name, tag)
+                yield finding, None
+    for finding in damaged:
+        if finding.repairable is None:
+            assert finding.attrs is not None
+            todo.append((finding.name, finding.attrs))
+    by_name = {f.name: f for f in damaged}
+    for result in recompress(store, todo, client=client):
+        yield by_name[result.name], result
+
+
+def write_images(
+    store: str | Location,
+    out_dir: str,
+    names: list[str] | None = None,
+    extension: str = ".png",
+    *,
+    overwrite: bool = False,
+    into_sources: bool = False,
+) -> Outputs:
+    """Write rebuilt images of ``store`` into ``out_dir``, in the format ``extension`` names.
+
+    ``.tif``/``.tiff`` write tiled TIFF and ``.zarr`` a Zarr array, chunk by chunk, so images of
+    any size can be written. ``.png``, ``.gif`` and ``.webp`` are written from the palette and
+    labels, exactly (:func:`~pipeline.outputs.files.write_palette_image`): PNG and GIF of at most
+    256 colours are indexed files that need only the labels in memory (1 byte per pixel); PNG of
+    more colours and lossless WebP need the whole image. Other formats (JPEG, BMP, ...; anything
+    imageio writes) need the whole image in memory at once. Every complete image is written; the
+    others are left out with a reason (see :func:`pipeline.outputs.files.write_each`, which says
+    what is written where, and how), including images a format cannot hold
+    (:func:`~pipeline.outputs.files.format_problem`).
+
+    Parameters
+    ----------
+    store : str or Location
+        Path or URL of a store written by :func:`pipeline.compress`.
+    out_dir : str
+        Local folder to write into (created if needed).
+    names : list of str, optional
+        Only these images (default: every image of the store).
+    extension : str
+        ``.png``, ``.tif``, ``.zarr``, ... (default ``.png``).
+    overwrite : bool
+        Replace existing files (or ``.zarr`` folders) of the same names; otherwise they are
+        kept and their images left out.
+    into_sources : bool
+        Allow writing into the folder of an image's recorded source; otherwise such an image
+        is left out, so that no original is ever replaced by its lossy rebuild.
+
+    Returns
+    -------
+    Outputs
+        The images written (name -> path) and those left out (name -> why).
+
+    Raises
+    ------
+    UsageError
+        For a name that cannot be an image's, an unknown ``extension``, or an ``out_dir`` that
+        is a URL or a file.
+    PipelineError
+        When the store cannot be opened, or ``out_dir`` cannot be written at all (full,
+        read-only): writing stops there.
+    """
+    outputs = Outputs()
+    for outcome in write_each(
+        _reader_store(store),
+        out_dir,
+        names,
+        extension,
+        overwrite=overwrite,
+        into_sources=into_sources,
+    ):
+        outputs.add(outcome)
+    return outputs

@@ -18,13 +18,16 @@ import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 
 from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable, UsageError
 from pipeline.job.stopping import Interrupted, requested, stop_on_signals
 from pipeline.settings import LOCAL_KINDS
+
+if TYPE_CHECKING:
+    from pipeline.store.location import Location
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -457,18 +460,21 @@ def _run(args: argparse.Namespace) -> int:
 
     from pipeline.inputs.discover import find_inputs, sample_images
     from pipeline.job.cluster import local_kind, scheduler_address
+    from pipeline.paths import location
     from pipeline.settings import Settings
     from pipeline.store.lease import check_free
+    from pipeline.store.location import Location
 
     job = _job(args)
     settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
     store = job.get("out") or dask.config.get("pipeline.store")
+    where = Location.at(location(store))  # as every process of the job sees it
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
     # Nothing to do, or a job already writing the store: say so before importing and starting
     # a cluster.
-    found = find_inputs(inputs, store)
-    check_free(store)
+    found = find_inputs(inputs, where)
+    check_free(where)
     images, size = len(found.entries), sum(e.size or 0 for e in found.entries)
     kind = local_kind(images, size, workers=job.get("workers"), choice=job.get("local_cluster"))
 
@@ -495,7 +501,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             for result in stream(
                 found,
-                store,
+                where,
                 overwrite=bool(job.get("overwrite")),
                 client=cluster,
                 on_start=progress.start,
@@ -574,10 +580,11 @@ def _stop_point() -> None:
 
 def _reconstruct(args: argparse.Namespace) -> int:
     from pipeline.outputs.files import write_each
+    from pipeline.store.location import Location
 
     images = written = damaged = 0
     for outcome in write_each(
-        args.store,
+        Location.at(args.store),
         args.out,
         args.name,
         args.format.strip(),
@@ -605,13 +612,15 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from pipeline.job.summary import image_row, table
+    from pipeline.store.location import Location
     from pipeline.store.read import scan
     from pipeline.store.write import open_root
 
-    root = open_root(args.store)
-    entries = list(scan(args.store))
+    store = Location.at(args.store)
+    root = open_root(store)
+    entries = list(scan(store))
     damaged = [e for e in entries if e.problem is not None]
-    palettes = _palettes(args.store, entries) if args.palette else {}
+    palettes = _palettes(store, entries) if args.palette else {}
     if args.json:
         images: dict[str, Any] = {
             e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries
@@ -645,7 +654,7 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_FAILED if damaged else EXIT_OK
 
 
-def _palettes(store: str, entries: list[Any]) -> dict[str, Any]:
+def _palettes(store: Location, entries: list[Any]) -> dict[str, Any]:
     """Palette of each complete, undamaged image among ``entries`` (one small read each)."""
     from pipeline.store.read import Damaged, Incomplete, open_image
 
@@ -661,11 +670,13 @@ def _verify(args: argparse.Namespace) -> int:
     import time
 
     from pipeline.job.summary import human_bytes
-    from pipeline.store.verify import repair, verify_store
+    from pipeline.store.location import Location
+    from pipeline.store.verify import verify
 
+    store = Location.at(args.store)
     started = time.perf_counter()
     findings = []
-    for finding in verify_store(args.store, args.name, args.threads):
+    for finding in verify(store, args.name, args.threads):
         findings.append(finding)
         for problem in finding.problems:
             print(f"damaged: {finding.name}: {problem}", flush=True)
@@ -688,6 +699,8 @@ def _verify(args: argparse.Namespace) -> int:
     if not args.repair:
         print(f"python -m pipeline verify {args.store} --repair redoes the damaged images")
         return EXIT_FAILED
+    from pipeline.api import repair  # a job: dask.array and the rest
+
     left = 0
     for finding, result in repair(args.store, damaged):
         if result is None:
@@ -697,7 +710,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"cannot repair: {result.error}")
             left += 1
         else:
-            (again,) = verify_store(args.store, [finding.name], args.threads)
+            (again,) = verify(store, [finding.name], args.threads)
             print(f"repaired: {finding.name}" if again.whole else f"still damaged: {finding.name}")
             left += not again.whole
     print(f"{len(damaged) - left} of {len(damaged)} damaged images repaired")
@@ -706,10 +719,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from pipeline.outputs.report import write_report
+    from pipeline.store.location import Location
 
     images = left = damaged = 0
     with contextlib.closing(
-        write_report(args.store, args.out, args.name, overwrite=args.overwrite)
+        write_report(Location.at(args.store), args.out, args.name, overwrite=args.overwrite)
     ) as outcomes:
         for shown in outcomes:
             images += 1

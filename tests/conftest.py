@@ -102,7 +102,9 @@ def write_image(tmp_path: Path) -> Callable[..., str]:
     return write
 
 
-@pytest.fixture(scope="session")
+# module scope: the client is dask's default while it lives, so any later test's compute would
+# run on its worker processes (where a monkeypatch of the test's own process does not reach)
+@pytest.fixture(scope="module")
 def client() -> Iterator[object]:
     from pipeline.job.cluster import connect
 

@@ -107,7 +107,7 @@ def complete_names(store: Path) -> list[str]:
 
 def assert_whole(store: Path, names: list[str]) -> None:
     """Every chunk of these images exists, decodes and matches its checksums and digests."""
-    from pipeline.store.verify import verify_store
+    from pipeline import verify_store
 
     findings = list(verify_store(str(store), names))
     assert [f.name for f in findings] == sorted(names)

@@ -30,11 +30,14 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.tiled import is_zarr_array
-from pipeline.paths import filesystem, is_url, location
+from pipeline.paths import filesystem, is_url
+
+if TYPE_CHECKING:
+    from pipeline.store.location import Location
 
 #: File extensions picked up when a folder is given as input.
 IMAGE_EXTENSIONS = frozenset(
@@ -69,7 +72,7 @@ class Entry:
 
 
 def discover(
-    inputs: Sequence[str], exclude: str | None = None
+    inputs: Sequence[str], exclude: Location | None = None
 ) -> tuple[list[Entry], list[InputError]]:
     """Expand files, folders, glob patterns and URLs into the inputs of a job.
 
@@ -77,7 +80,7 @@ def discover(
     ----------
     inputs : sequence of str
         Files, folders, glob patterns and URLs, as given to the job.
-    exclude : str, optional
+    exclude : Location, optional
         The job's output store: nothing inside it is an input.
 
     Returns
@@ -346,13 +349,13 @@ class _Outside:
     the spelling of its resolved folder and its name (a URL by its own spelling).
     """
 
-    def __init__(self, store: str | None) -> None:
+    def __init__(self, store: Location | None) -> None:
         if store is None:
             self.store = None
-        elif is_url(store):
-            self.store = store.rstrip("/") + "/"
+        elif not store.local:
+            self.store = store.url.rstrip("/") + "/"
         else:
-            self.store = os.path.join(str(Path(store).resolve()), "")
+            self.store = os.path.join(str(Path(store.root).resolve()), "")
         self.folders: dict[str, str] = {}
 
     def __call__(self, path: str) -> bool:
@@ -382,7 +385,7 @@ class Inputs:
     errors: list[InputError]
 
 
-def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
+def find_inputs(inputs: Sequence[str] | str, store: Location) -> Inputs:
     """List the inputs of a job writing ``store``: files, folders, globs or URLs.
 
     Raises
@@ -392,8 +395,8 @@ def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
         a pattern matching nothing), with one line naming what was looked at.
     """
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
-    _check_store(location(store), paths)
-    entries, errors = discover(paths, exclude=location(store))
+    _check_store(store, paths)
+    entries, errors = discover(paths, exclude=store)
     if entries:
         return Inputs(entries, errors)
     if errors:
@@ -404,16 +407,16 @@ def find_inputs(inputs: Sequence[str] | str, store: str) -> Inputs:
     raise UsageError(f"no inputs found: no image files in {shown}")
 
 
-def _check_store(store: str, paths: Sequence[str]) -> None:
+def _check_store(store: Location, paths: Sequence[str]) -> None:
     """Refuse an output store that is an input folder or inside one, or a folder of other files."""
-    if is_url(store):
+    if not store.local:
         return
-    resolved = str(Path(store).resolve())
+    resolved = str(Path(store.root).resolve())
     for folder in input_folders(paths):
         if resolved == folder or resolved.startswith(os.path.join(folder, "")):
             where = "is the input folder" if resolved == folder else f"is inside input {folder}"
             raise UsageError(f"{store}: the output store {where}; choose a path outside the inputs")
-    root = Path(store)
+    root = Path(store.root)
     if root.is_dir() and not (root / "zarr.json").exists() and any(root.iterdir()):
         raise UsageError(
             f"{store}: a folder that is not a store (no zarr.json, and it holds files);"

@@ -246,7 +246,7 @@ class Runner:
             if self.lease is not None and self.lease.lost():
                 self.executor.cancel(self.pending)
                 if (reason := self.lease.unwritable()) is not None:
-                    raise StoreUnwritable(self.job.store, reason)
+                    raise StoreUnwritable(self.job.store.url, reason)
                 raise PipelineError(
                     f"{self.job.store}: another job has taken over the store's lease; stopped"
                 )
@@ -278,7 +278,7 @@ class Runner:
             if self.unwritable is not None:
                 self.executor.cancel(self.pending)
                 self.pending.clear()
-                raise StoreUnwritable(self.job.store, self.unwritable)
+                raise StoreUnwritable(self.job.store.url, self.unwritable)
             if deadline is not None and time.monotonic() >= deadline:
                 self.notify(f"stopping: cancelled {len(self.pending)} tasks still in flight")
                 self.executor.cancel(self.pending)

@@ -40,6 +40,7 @@ from pipeline.quantize.quality import search_colours
 from pipeline.quantize.sample import sample_positions
 from pipeline.settings import Settings, quality_range
 from pipeline.store import lease
+from pipeline.store.location import Location
 from pipeline.store.write import (
     ChunkDigest,
     LevelDigest,
@@ -61,8 +62,8 @@ class Job:
 
     Attributes
     ----------
-    store : str
-        The output store, as every process sees it.
+    store : Location
+        The output store, as every process sees it (:func:`pipeline.api.job_store`).
     settings : Settings
     run : str
         The run's id; an image is marked complete only while the store's lease names it.
@@ -70,7 +71,7 @@ class Job:
         Most pixels of an image compressed inside a batch (see :class:`Deferred`).
     """
 
-    store: str
+    store: Location
     settings: Settings
     run: str
     batch_pixels: int
@@ -171,7 +172,7 @@ def _writing() -> Iterator[None]:
         raise StoreWriteError(exc) from exc
 
 
-def _undo(remove: Callable[..., None], *args: str) -> None:
+def _undo(remove: Callable[..., None], *args: Any) -> None:
     """Remove what a failed image wrote with ``remove(*args)``, if the store still lets us.
 
     A full disk still lets files be removed; a read-only one does not, and what stays is never

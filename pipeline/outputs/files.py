@@ -30,6 +30,7 @@ from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.outputs.png import write_indexed_png
 from pipeline.outputs.rebuild import CheckedLabels, rebuild
 from pipeline.paths import is_url
+from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
     Damaged,
@@ -416,67 +417,8 @@ def check_extension(extension: str) -> str:
     return f".{suffix}"
 
 
-def write_images(
-    store: str,
-    out_dir: str,
-    names: list[str] | None = None,
-    extension: str = ".png",
-    *,
-    overwrite: bool = False,
-    into_sources: bool = False,
-) -> Outputs:
-    """Write rebuilt images of ``store`` into ``out_dir``, in the format ``extension`` names.
-
-    ``.tif``/``.tiff`` write tiled TIFF and ``.zarr`` a Zarr array, chunk by chunk, so images of
-    any size can be written. ``.png``, ``.gif`` and ``.webp`` are written from the palette and
-    labels, exactly (:func:`write_palette_image`): PNG and GIF of at most 256 colours are
-    indexed files that need only the labels in memory (1 byte per pixel); PNG of more colours
-    and lossless WebP need the whole image. Other formats (JPEG, BMP, ...; anything imageio
-    writes) need the whole image in memory at once. Every complete image is written; the
-    others are left out with a reason (see :func:`write_each`, which says what is written
-    where, and how), including images a format cannot hold (:func:`format_problem`).
-
-    Parameters
-    ----------
-    store : str
-        Path or URL of a store written by :func:`pipeline.compress`.
-    out_dir : str
-        Local folder to write into (created if needed).
-    names : list of str, optional
-        Only these images (default: every image of the store).
-    extension : str
-        ``.png``, ``.tif``, ``.zarr``, ... (default ``.png``).
-    overwrite : bool
-        Replace existing files (or ``.zarr`` folders) of the same names; otherwise they are
-        kept and their images left out.
-    into_sources : bool
-        Allow writing into the folder of an image's recorded source; otherwise such an image
-        is left out, so that no original is ever replaced by its lossy rebuild.
-
-    Returns
-    -------
-    Outputs
-        The images written (name -> path) and those left out (name -> why).
-
-    Raises
-    ------
-    UsageError
-        For a name that cannot be an image's, an unknown ``extension``, or an ``out_dir`` that
-        is a URL or a file.
-    PipelineError
-        When the store cannot be opened, or ``out_dir`` cannot be written at all (full,
-        read-only): writing stops there.
-    """
-    outputs = Outputs()
-    for outcome in write_each(
-        store, out_dir, names, extension, overwrite=overwrite, into_sources=into_sources
-    ):
-        outputs.add(outcome)
-    return outputs
-
-
 def write_each(
-    store: str,
+    store: Location,
     out_dir: str,
     names: list[str] | None = None,
     extension: str = ".png",
@@ -536,7 +478,7 @@ class TargetExists(Exception):
 
 
 def _write_one(
-    store: str,
+    store: Location,
     name: str,
     problem: str | None,
     where: tuple[str, str, str],

@@ -8,12 +8,8 @@ import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.store.read import (
-    Damaged,
-    one_line,
-    read_image,
-)
-from pipeline.store.write import StoredImage, open_root
+from pipeline.store.read import Damaged, one_line
+from pipeline.store.write import StoredImage
 
 
 def rebuild_block(labels: NDArray[np.integer], palette: NDArray[np.uint8]) -> NDArray[np.uint8]:
@@ -67,17 +63,3 @@ def rebuild(image: StoredImage) -> da.Array:
         dtype=np.uint8,
         meta=np.empty((0, 0, 0), dtype=np.uint8),
     )
-
-
-def reconstruct(store: str, name: str) -> da.Array:
-    """Lazy (H, W, 3) uint8 rebuild of image ``name`` of ``store`` ((H, W, 4) with transparency).
-
-    Parameters
-    ----------
-    store : str
-        Path of a store written by :func:`pipeline.compress`.
-    name : str
-        Image group name (see :func:`pipeline.open_store`).
-    """
-    open_root(store)
-    return rebuild(read_image(store, name))

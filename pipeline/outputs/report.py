@@ -59,6 +59,7 @@ from pipeline.outputs.rebuild import rebuild
 from pipeline.paths import is_url
 from pipeline.quantize.colours import pack, unpack
 from pipeline.quantize.metrics import psnr
+from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
     Damaged,
@@ -137,7 +138,7 @@ class Shown:
 
 
 def write_report(
-    store: str, out: str, names: list[str] | None = None, *, overwrite: bool = False
+    store: Location, out: str, names: list[str] | None = None, *, overwrite: bool = False
 ) -> Generator[Shown, None, None]:
     """Write the HTML report of ``store`` to ``out``, yielding each image's outcome in turn.
 
@@ -146,7 +147,7 @@ def write_report(
 
     Parameters
     ----------
-    store : str
+    store : Location
         Path or URL of a store written by :func:`pipeline.compress`.
     out : str
         Local HTML file to write (its folder is created if needed).
@@ -206,7 +207,7 @@ def _sections_file(out: str) -> IO[str]:
         raise PipelineError(f"{out}: cannot be written: {os_reason(exc)}") from None
 
 
-def _image(store: str, found: Entry, anchor: str) -> tuple[Shown, str, str | None]:
+def _image(store: Location, found: Entry, anchor: str) -> tuple[Shown, str, str | None]:
     """One image's outcome, summary row and section (None when it is left out)."""
     name = found.name
     if found.attrs is None or found.problem is not None:
@@ -573,7 +574,7 @@ class _Totals:
         return f'<tr class="total">{_cells(cells)}</tr>'
 
 
-def _head(store: str, version: Any, rows: list[str], totals: _Totals) -> str:
+def _head(store: Location, version: Any, rows: list[str], totals: _Totals) -> str:
     """The page up to the image sections: title, store, summary table."""
     from pipeline import __version__
 
@@ -584,9 +585,9 @@ def _head(store: str, version: Any, rows: list[str], totals: _Totals) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>Compression report: {html.escape(store)}</title>\n"
+        f"<title>Compression report: {html.escape(store.url)}</title>\n"
         f"<style>\n{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>Compression report: {html.escape(store)}</h1>\n"
+        f"<h1>Compression report: {html.escape(store.url)}</h1>\n"
         f"<p>Store format version {html.escape(str(version))}, {count}"
         + (f', <span class="problem">{left} left out</span>' if left else "")
         + f". Written {when} by pipeline {html.escape(__version__)}.</p>\n"

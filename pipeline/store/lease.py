@@ -64,7 +64,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
-from pipeline.paths import filesystem, is_url, read_object
+from pipeline.paths import read_object
+from pipeline.store.location import Location
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
 LEASE_SUFFIX = ".lease.json"
@@ -91,12 +92,12 @@ class Holder:
 class StoreBusy(UsageError):
     """Another job holds the store's lease; the message names it."""
 
-    def __init__(self, store: str, holder: Holder) -> None:
+    def __init__(self, store: Location, holder: Holder) -> None:
         super().__init__(
             f"{store}: in use by another job ({holder.describe()}); wait for it to finish, or stop"
             f" it (the lease expires {holder.ttl:g} s after its holder stops renewing it)"
         )
-        self.store = store
+        self.store = store.url
         self.holder = holder
 
 
@@ -247,10 +248,10 @@ class _RemoteFile:
             raise
 
 
-def _lease_file(store: str) -> _LeaseFile:
-    if not is_url(store):
-        return _LocalFile(os.path.abspath(store) + LEASE_SUFFIX)
-    fs, inner = filesystem(store)
+def _lease_file(store: Location) -> _LeaseFile:
+    if store.local:
+        return _LocalFile(store.root + LEASE_SUFFIX)
+    fs, inner = store.fs, store.root
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     if "file" in protocols:
         return _LocalFile(inner.rstrip("/") + LEASE_SUFFIX)
@@ -302,7 +303,9 @@ def _stale(holder: Holder | None) -> bool:
 class Lease:
     """A held lease on a store, renewed by a daemon thread until :meth:`release`."""
 
-    def __init__(self, store: str, file: _LeaseFile, holder: Holder, version: _Version) -> None:
+    def __init__(
+        self, store: Location, file: _LeaseFile, holder: Holder, version: _Version
+    ) -> None:
         self.store = store
         self.run = holder.run
         self._file = file
@@ -395,7 +398,7 @@ def _new_holder(run: str, ttl: float) -> Holder:
     )
 
 
-def _acquire(store: str, ttl: float, run: str) -> Lease:
+def _acquire(store: Location, ttl: float, run: str) -> Lease:
     file = _lease_file(store)
     mine = _new_holder(run, ttl)
     data = _encode(mine)
@@ -420,13 +423,13 @@ def _acquire(store: str, ttl: float, run: str) -> Lease:
 
 
 @contextmanager
-def hold(store: str, *, ttl: float = 60.0, run: str | None = None) -> Iterator[Lease]:
+def hold(store: Location, *, ttl: float = 60.0, run: str | None = None) -> Iterator[Lease]:
     """Hold the lease of ``store`` within the block: the only writer of the store.
 
     Parameters
     ----------
     store
-        The store's root: a local path or an fsspec URL (its lease file goes beside it).
+        The store (its lease file goes beside it).
     ttl
         Seconds the lease lasts unrenewed; it is renewed every ``ttl / 3`` seconds while held.
     run
@@ -457,7 +460,7 @@ def hold(store: str, *, ttl: float = 60.0, run: str | None = None) -> Iterator[L
 
 
 @contextmanager
-def _refusing(store: str) -> Iterator[None]:
+def _refusing(store: Location) -> Iterator[None]:
     """Within the block, an OSError that every later write would meet is StoreUnwritable."""
     try:
         yield
@@ -465,16 +468,16 @@ def _refusing(store: str) -> Iterator[None]:
         reason = unwritable(exc)
         if reason is None:
             raise
-        raise StoreUnwritable(store, reason) from exc
+        raise StoreUnwritable(store.url, reason) from exc
 
 
-def holder(store: str) -> Holder | None:
+def holder(store: Location) -> Holder | None:
     """The holder of the store's lease, or None if there is no (readable) lease.
 
     Parameters
     ----------
     store
-        The store's root: a local path or an fsspec URL.
+        The store.
 
     Returns
     -------
@@ -484,7 +487,7 @@ def holder(store: str) -> Holder | None:
     return _parse(_lease_file(store).read(tag=False))
 
 
-def check_free(store: str) -> None:
+def check_free(store: Location) -> None:
     """Raise :class:`StoreBusy` now if a live job holds the store (before a job starts a cluster).
 
     Only a hint: the lease is taken by :func:`hold`, which decides.
@@ -500,14 +503,14 @@ def check_free(store: str) -> None:
         current = holder(store)
     except OSError as exc:
         raise UsageError(
-            f"{store}: its lease file {store.rstrip('/')}{LEASE_SUFFIX} cannot be read "
+            f"{store}: its lease file {store.url.rstrip('/')}{LEASE_SUFFIX} cannot be read "
             f"({os_reason(exc)})"
         ) from None
     if current is not None and not _stale(current):
         raise StoreBusy(store, current)
 
 
-def is_holder(store: str, run: str) -> bool:
+def is_holder(store: Location, run: str) -> bool:
     """Whether run ``run`` holds the store's lease now, with one small read.
 
     Workers call this just before they mark an image complete, so that a job whose lease expired
@@ -516,7 +519,7 @@ def is_holder(store: str, run: str) -> bool:
     Parameters
     ----------
     store
-        The store's root: a local path or an fsspec URL.
+        The store.
     run
         The run id of the job (:attr:`Lease.run`).
 

@@ -19,9 +19,9 @@ import numpy as np
 import zarr
 
 from pipeline.errors import PipelineError, UsageError
-from pipeline.paths import join, read_bytes, zarr_store
 from pipeline.settings import ORIGINAL
 from pipeline.store import ngff
+from pipeline.store.location import Location
 from pipeline.store.write import (
     PYRAMID_VERSION,
     REUSE_KEYS,
@@ -139,7 +139,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_attrs(store: str, name: str) -> dict[str, Any]:
+def read_attrs(store: Location, name: str) -> dict[str, Any]:
     """The attributes of image group ``name``, read and checked on their own.
 
     Raises
@@ -149,7 +149,7 @@ def read_attrs(store: str, name: str) -> dict[str, Any]:
         or its attributes are not what readers need.
     """
     try:
-        data = read_bytes(join(join(store, name), "zarr.json"), MAX_DOCUMENT_BYTES + 1)
+        data = store.read(name, "zarr.json", length=MAX_DOCUMENT_BYTES + 1)
     except FileNotFoundError:
         raise Damaged(name, "metadata missing (no zarr.json)") from None
     except OSError as exc:
@@ -193,7 +193,7 @@ class Entry:
     raw: dict[str, Any] | None = None
 
 
-def scan(store: str, names: list[str] | None = None) -> Iterator[Entry]:
+def scan(store: Location, names: list[str] | None = None) -> Iterator[Entry]:
     """Every image group of ``store`` (or those ``names``), sorted, each read on its own.
 
     Symbolic links in the store's root, groups the listing shows damaged (chunks or metadata
@@ -205,7 +205,7 @@ def scan(store: str, names: list[str] | None = None) -> Iterator[Entry]:
         yield entry(store, name, listing)
 
 
-def listed(store: str, names: list[str] | None = None) -> tuple[Listing, list[str]]:
+def listed(store: Location, names: list[str] | None = None) -> tuple[Listing, list[str]]:
     """The store's listing and the image names to read: ``names`` (checked), else all, sorted.
 
     Raises
@@ -220,7 +220,7 @@ def listed(store: str, names: list[str] | None = None) -> tuple[Listing, list[st
     return listing, chosen
 
 
-def entry(store: str, name: str, listing: Listing) -> Entry:
+def entry(store: Location, name: str, listing: Listing) -> Entry:
     """Image ``name`` of ``store`` as the store's ``listing`` and its own metadata show it."""
     if name in listing.links:
         return Entry(name, None, "a symbolic link in the store; not read")
@@ -234,7 +234,7 @@ def entry(store: str, name: str, listing: Listing) -> Entry:
     return Entry(name, attrs, problem)
 
 
-def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
+def open_image(store: Location, name: str, attrs: dict[str, Any]) -> StoredImage:
     """Open complete image ``name`` (whose checked ``attrs`` :func:`read_attrs` gave).
 
     Raises
@@ -249,7 +249,7 @@ def open_image(store: str, name: str, attrs: dict[str, Any]) -> StoredImage:
     arrays = {}
     for key in ("palette", "labels"):
         try:
-            arrays[key] = zarr.open_array(zarr_store(store), path=f"{name}/{key}", mode="r")
+            arrays[key] = zarr.open_array(store.zarr, path=f"{name}/{key}", mode="r")
         except Exception as exc:
             raise Damaged(name, f"{key} array unreadable ({one_line(exc)})") from None
     labels, palette = arrays["labels"], arrays["palette"]
@@ -318,7 +318,7 @@ def open_pyramid(image: StoredImage) -> list[zarr.Array]:
     return arrays
 
 
-def read_image(store: str, name: str) -> StoredImage:
+def read_image(store: Location, name: str) -> StoredImage:
     """Open image ``name`` of ``store``, checked as :func:`open_image` does.
 
     Raises
@@ -334,7 +334,7 @@ def read_image(store: str, name: str) -> StoredImage:
     return open_image(store, name, entry.attrs)
 
 
-def reuse_status(store: str, name: str, wanted: dict[str, Any]) -> str:
+def reuse_status(store: Location, name: str, wanted: dict[str, Any]) -> str:
     """What a job should do with image ``name`` given the reuse values ``wanted``.
 
     Reads the image's metadata: for images the listing cannot vouch for (stores written before

@@ -7,9 +7,9 @@ within the palette; every array hashes to the digest recorded when the image was
 its OME-NGFF metadata is the one its palette and pyramid call for. A listing is enough to find
 missing chunks; the rest reads every chunk once, several chunks at a time.
 
-:func:`repair` compresses the damaged images again from their recorded sources with their
-recorded settings (:func:`pipeline.api.recompress`), so a repaired store holds the bytes an
-undisturbed run would have written.
+:func:`pipeline.api.repair` compresses the damaged images again from their recorded sources
+with their recorded settings, so a repaired store holds the bytes an undisturbed run would have
+written.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.paths import filesystem, join
-from pipeline.results import ImageResult
-from pipeline.store import lease, ngff
+from pipeline.store import ngff
+from pipeline.store.location import Location
 from pipeline.store.read import (
     Damaged,
     Entry,
@@ -42,10 +41,8 @@ from pipeline.store.write import (
     StoredImage,
     chunk_digest,
     labels_digest,
-    list_store,
     open_root,
     palette_digest,
-    remove_marker,
 )
 
 
@@ -96,11 +93,11 @@ class Finding:
         return None
 
 
-def _chunk_keys(store: str, name: str, array: str) -> set[tuple[int, ...]]:
+def _chunk_keys(store: Location, name: str, array: str) -> set[tuple[int, ...]]:
     """Grid indices of the chunks of ``name/array`` present in the store (one listing)."""
-    fs, root = filesystem(join(join(join(store, name), array), "c"))
+    root = store.path(name, array, "c")
     try:
-        found = fs.find(root)
+        found = store.fs.find(root)
     except FileNotFoundError:
         return set()
     prefix = root.rstrip("/") + "/"
@@ -138,7 +135,7 @@ def _at(index: tuple[int, ...]) -> str:
 
 
 def verify_image(
-    store: str, entry: Entry, pool: concurrent.futures.Executor | None = None
+    store: Location, entry: Entry, pool: concurrent.futures.Executor | None = None
 ) -> Finding:
     """Check one image of ``store`` (an :class:`~pipeline.store.read.Entry` of its scan) whole.
 
@@ -156,7 +153,7 @@ def verify_image(
 
 
 def _verify_level(
-    store: str,
+    store: Location,
     image: str,
     level: int,
     array: zarr.Array,
@@ -178,7 +175,7 @@ def _verify_level(
 
 
 def _verify_arrays(
-    store: str,
+    store: Location,
     image: StoredImage,
     pyramid: list[zarr.Array],
     pool: concurrent.futures.Executor | None,
@@ -215,14 +212,12 @@ def _verify_arrays(
 IMAGES_PER_THREAD = 4
 
 
-def verify_store(
-    store: str, names: list[str] | None = None, threads: int | None = None
+def verify(
+    store: Location, names: list[str] | None = None, threads: int | None = None
 ) -> Iterator[Finding]:
-    """Verify every image of ``store`` (or those ``names``), yielding findings in name order.
+    """The findings of :func:`pipeline.api.verify_store` on ``store``, in name order.
 
-    Chunks are read by ``threads`` threads (default: one per core), and up to
-    :data:`IMAGES_PER_THREAD` images per thread are verified at once, so memory stays bounded
-    whatever the number of images.
+    ``threads`` threads read chunks, for up to :data:`IMAGES_PER_THREAD` images each at once.
     """
     open_root(store)
     listing, chosen = listed(store, names)
@@ -243,34 +238,3 @@ def verify_store(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def repair(
-    store: str, damaged: list[Finding], client: Any = None
-) -> Iterator[tuple[Finding, ImageResult | None]]:
-    """Compress the ``damaged`` images of ``store`` again; each with its result.
-
-    Images that cannot be redone here (:attr:`Finding.repairable`) come with no result; their
-    completion markers are removed, so that the job run again on their inputs (which knows
-    their sources) redoes them instead of skipping them. Each redone image comes with the
-    :class:`~pipeline.results.ImageResult` of its new compression.
-    """
-    from pipeline.api import recompress
-
-    todo = []
-    unrepairable = [f for f in damaged if f.repairable is not None]
-    if unrepairable:
-        with lease.hold(store):
-            listing = list_store(store)
-            for finding in unrepairable:
-                tag = listing.complete.get(finding.name)
-                if tag is not None:
-                    remove_marker(store, finding.name, tag)
-                yield finding, None
-    for finding in damaged:
-        if finding.repairable is None:
-            assert finding.attrs is not None
-            todo.append((finding.name, finding.attrs))
-    by_name = {f.name: f for f in damaged}
-    for result in recompress(store, todo, client=client):
-        yield by_name[result.name], result

@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import PipelineError
-from pipeline.paths import filesystem, is_url, join, zarr_store
 from pipeline.store import ngff
+from pipeline.store.location import Location
 
 #: Version of the store layout described in docs/store-format.md.
 FORMAT_VERSION = 3
@@ -66,24 +66,24 @@ def _version() -> str:
     return __version__
 
 
-def open_root(path: str, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
+def open_root(store: Location, mode: Literal["r", "r+", "a"] = "r") -> zarr.Group:
     """Open the store's root group; ``mode="a"`` creates it (with its format attributes).
 
     Opened for writing, an older store gets the bookkeeping group (:data:`META`) if it has
     none and becomes version :data:`FORMAT_VERSION`; its images are unchanged.
     """
     try:
-        root = zarr.open_group(zarr_store(path), mode=mode, zarr_format=3)
+        root = zarr.open_group(store.zarr, mode=mode, zarr_format=3)
     except FileNotFoundError:
-        raise PipelineError(f"{path}: no such store") from None
+        raise PipelineError(f"{store}: no such store") from None
     except Exception as exc:
-        raise PipelineError(f"{path}: not a Zarr v3 store ({exc})") from None
+        raise PipelineError(f"{store}: not a Zarr v3 store ({exc})") from None
     if mode != "r" and "format" not in root.attrs:
         root.update_attributes({"format": FORMAT_NAME})
     elif root.attrs.get("format") != FORMAT_NAME:
-        raise PipelineError(f"{path}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
+        raise PipelineError(f"{store}: not a pipeline store (no format attribute {FORMAT_NAME!r})")
     if mode != "r" and root.attrs.get("format_version") != FORMAT_VERSION:
-        meta = zarr.open_group(zarr_store(path), path=META, mode="a", zarr_format=3)
+        meta = zarr.open_group(store.zarr, path=META, mode="a", zarr_format=3)
         meta.update_attributes({"pipeline": META_NOTE})
         meta.require_group("complete")
         root.update_attributes({"format_version": FORMAT_VERSION})
@@ -111,13 +111,13 @@ def digest(values: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def marker(store: str, name: str, tag: str) -> str:
-    """Path of the completion marker ``<tag>-<name>`` of image ``name``.
+def marker(name: str, tag: str) -> str:
+    """Node path of the completion marker ``<tag>-<name>`` of image ``name`` in its store.
 
     ``tag`` is the settings digest, followed by ``.`` and the number of chunks of the labels
     and their pyramid for markers written since checksums (:func:`marker_tag`).
     """
-    return join(store, f"{COMPLETE}/{tag}-{name}")
+    return f"{COMPLETE}/{tag}-{name}"
 
 
 def marker_tag(key: str, chunks: int) -> str:
@@ -133,13 +133,13 @@ def tag_digest(tag: str) -> str:
     return tag[:DIGEST_CHARS]
 
 
-def write_marker(store: str, name: str, tag: str) -> None:
+def write_marker(store: Location, name: str, tag: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    _write_group(marker(store, name, tag), EMPTY_GROUP)
+    _write_group(store, marker(name, tag), EMPTY_GROUP)
 
 
-def _write_group(group: str, document: bytes) -> None:
-    """Write ``document`` as the ``zarr.json`` of the group at path or URL ``group``, whole.
+def _write_group(store: Location, node: str, document: bytes) -> None:
+    """Write ``document`` whole as the ``zarr.json`` of group ``node`` (``""``: the root).
 
     An object store puts an object whole. Locally, a new group is made in a hidden folder
     beside it and renamed into place, and an existing group's document is replaced by
@@ -147,11 +147,11 @@ def _write_group(group: str, document: bytes) -> None:
     group folder (a completion marker, the store's root) without its document, or with half
     of one.
     """
-    if is_url(group):  # object stores have no folders to make (and would ask for each)
-        fs, path = filesystem(group)
-        fs.pipe_file(join(path, "zarr.json"), document)
+    group = store.path(node) if node else store.root
+    if not store.local:  # object stores have no folders to make (and would ask for each)
+        store.fs.pipe_file(f"{group}/zarr.json", document)
         return
-    parent, name = os.path.split(os.path.abspath(group))
+    parent, name = os.path.split(group)
     os.makedirs(parent, exist_ok=True)
     if os.path.isdir(group):
         staged = os.path.join(group, f".zarr.json.{uuid.uuid4().hex}")
@@ -174,11 +174,10 @@ def _write_group(group: str, document: bytes) -> None:
         raise
 
 
-def remove_marker(store: str, name: str, tag: str) -> None:
+def remove_marker(store: Location, name: str, tag: str) -> None:
     """Forget that image ``name`` was complete (before its group is written again)."""
-    fs, path = filesystem(marker(store, name, tag))
     with contextlib.suppress(FileNotFoundError):
-        fs.rm(path, recursive=True)
+        store.fs.rm(store.path(marker(name, tag)), recursive=True)
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,7 @@ class Listing:
     links: frozenset[str] = frozenset()
 
 
-def list_store(store: str) -> Listing:
+def list_store(store: Location) -> Listing:
     """List the image groups and completion markers of ``store`` (empty if it does not exist).
 
     The root and the markers are one listing each, and the files of every image one listing of
@@ -216,8 +215,7 @@ def list_store(store: str) -> Listing:
     the folders of a local store), whatever the number of images. Files are looked at image by
     image as the walk goes, so memory does not grow with the store.
     """
-    fs, root = filesystem(store)
-    local = not is_url(store)
+    fs, root, local = store.fs, store.root, store.local
     fs.invalidate_cache(root)
     try:
         top = dict(_entries(fs, root, local))
@@ -226,7 +224,7 @@ def list_store(store: str) -> Listing:
     groups = frozenset(n for n, kind in top.items() if kind == "directory" and n[0] != ".")
     links = frozenset(n for n, kind in top.items() if kind == "link")
     try:
-        marks = list(_entries(fs, join(root, COMPLETE), local))
+        marks = list(_entries(fs, store.path(COMPLETE), local))
     except FileNotFoundError:
         marks = []
     complete = {}
@@ -381,7 +379,7 @@ def _lacking(found: _Found, chunks: int) -> str | None:
     return None
 
 
-def prepare(store: str, listing: Listing) -> None:
+def prepare(store: Location, listing: Listing) -> None:
     """Make ``store`` ready to write images into: create it, or open it for writing.
 
     A store its ``listing`` shows without a root gets its root and bookkeeping groups as three
@@ -391,9 +389,10 @@ def prepare(store: str, listing: Listing) -> None:
     if listing.root:
         open_root(store, mode="a")
         return
-    _write_group(store, _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION}))
-    _write_group(join(store, META), _group_document({"pipeline": META_NOTE}))
-    _write_group(join(store, COMPLETE), EMPTY_GROUP)
+    root = _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    _write_group(store, "", root)
+    _write_group(store, META, _group_document({"pipeline": META_NOTE}))
+    _write_group(store, COMPLETE, EMPTY_GROUP)
 
 
 def _group_document(attributes: dict[str, Any]) -> bytes:
@@ -402,7 +401,7 @@ def _group_document(attributes: dict[str, Any]) -> bytes:
 
 
 def create_image(
-    store: str,
+    store: Location,
     name: str,
     shape: tuple[int, int],
     chunks: tuple[int, int],
@@ -430,7 +429,7 @@ def create_image(
     from pipeline.quantize.assign import label_dtype
 
     group = zarr.create_group(
-        zarr_store(store),
+        store.zarr,
         path=name,
         zarr_format=3,
         overwrite=not fresh,
@@ -566,15 +565,14 @@ def palette_digest(palette: NDArray[np.uint8]) -> str:
     return hashlib.new(DIGEST_ALGORITHM, np.ascontiguousarray(palette).data).hexdigest()
 
 
-def remove_image(store: str, name: str) -> None:
+def remove_image(store: Location, name: str) -> None:
     """Delete image group ``name`` (used for images that failed while being written)."""
-    fs, path = filesystem(join(store, name))
     with contextlib.suppress(FileNotFoundError):
-        fs.rm(path, recursive=True)
+        store.fs.rm(store.path(name), recursive=True)
 
 
 def finalize(
-    path: str,
+    store: Location,
     name: str,
     palette: NDArray[np.uint8],
     attrs: dict[str, Any],
@@ -599,7 +597,7 @@ def finalize(
     int
         The number of chunks of the labels and their pyramid (for the completion marker).
     """
-    group = zarr.open_group(zarr_store(path), mode="r+", zarr_format=3, path=name)
+    group = zarr.open_group(store.zarr, mode="r+", zarr_format=3, path=name)
     stored = group.create_array(
         "palette",
         data=palette,
@@ -651,7 +649,7 @@ def finalize(
         "ome": ngff.metadata(name, palette, levels),
         "status": "complete",
     }
-    _write_group(join(path, name), _group_document(complete))
+    _write_group(store, name, _group_document(complete))
     return complete, chunks
 
 

@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from pipeline.inputs.discover import Entry, discover
+from pipeline.store.location import Location
 
 
 @contextmanager
@@ -267,10 +268,10 @@ def test_the_output_store_is_left_out(tmp_path, monkeypatch, spelling):
         "through-a-link": "link/out.zarr",
     }[spelling]
     items = ["in", "in/**", "in/out.zarr", "in/out.zarr/old.zarr", "in/out.zarr/*"]
-    entries, errors = discover(items, exclude=store)
+    entries, errors = discover(items, exclude=Location.at(store))
     assert errors == []
     assert [e.path for e in entries] == ["in/a.png", "in/b.zarr", "in/b.zarr/zarr.json"]
-    assert [e.path for e in discover(["in/**"], exclude="in/out")[0]] == [
+    assert [e.path for e in discover(["in/**"], exclude=Location.at("in/out"))[0]] == [
         p for p in sorted(glob.glob("in/**", recursive=True)) if os.path.isfile(p)
     ]
 
@@ -300,7 +301,7 @@ def test_urls_are_listed_with_fsspec(bucket):
     assert problems(discover([f"{bucket}/*.gif"])) == [
         f"{bucket}/*.gif: no file matches this pattern"
     ]
-    assert paths(discover([bucket], exclude=f"{bucket}/arr.zarr/")) == [
+    assert paths(discover([bucket], exclude=Location.at(f"{bucket}/arr.zarr/"))) == [
         f"{bucket}/B.JPG",
         f"{bucket}/a.png",
     ]
@@ -312,7 +313,7 @@ def test_a_large_folder_is_listed_quickly(tmp_path):
     for i in range(20_000):
         os.close(os.open(root / f"img{i:05}.png", os.O_CREAT | os.O_WRONLY))
     start = time.perf_counter()
-    entries, errors = discover([str(root)], exclude=str(tmp_path / "out.zarr"))
+    entries, errors = discover([str(root)], exclude=Location.at(str(tmp_path / "out.zarr")))
     assert time.perf_counter() - start < 10
     assert len(entries) == 20_000
     assert errors == []

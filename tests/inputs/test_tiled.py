@@ -13,6 +13,7 @@ from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
 from pipeline.inputs.sources import open_file
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
+from pipeline.store.location import Location
 
 FAST = {"colors": 32, "sample": 2000}
 
@@ -33,7 +34,7 @@ def zarr_image(tmp_path, china):
 
 
 def found(inputs, exclude=None):
-    entries, errors = discover(inputs, exclude)
+    entries, errors = discover(inputs, exclude and Location.at(exclude))
     assert errors == []
     return [e.path for e in entries]
 

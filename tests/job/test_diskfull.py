@@ -37,6 +37,7 @@ from pipeline.job.tasks import (
 )
 from pipeline.settings import Settings
 from pipeline.store import lease
+from pipeline.store.location import Location
 from pipeline.store.read import scan
 from pipeline.store.write import COMPLETE, list_store, open_root, prepare
 
@@ -122,7 +123,7 @@ def complete_images(store: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     zarr's own walk of the hierarchy cannot step over.
     """
     images = {}
-    for entry in scan(store):
+    for entry in scan(Location.at(store)):
         if entry.attrs is None or entry.attrs["status"] != "complete":
             continue
         name = entry.name
@@ -131,7 +132,9 @@ def complete_images(store: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         assert labels.nchunks_initialized == labels.nchunks, name
         assert palette.nchunks_initialized == palette.nchunks, name
         images[name] = (palette[...], labels[...])
-    assert set(list_store(store).complete) <= set(images)  # no marker without its image
+    assert set(list_store(Location.at(store)).complete) <= set(
+        images
+    )  # no marker without its image
     return images
 
 
@@ -258,7 +261,7 @@ def test_a_rerun_after_a_disk_too_small_for_the_root_completes(tmpfs, noisy, ref
 def test_a_lease_renewal_on_a_full_disk_gives_the_store_up_and_release_does_not_fail(tmpfs):
     disk = tmpfs("64k")
     store = str(disk.path / "out.zarr")
-    with lease.hold(store, ttl=1.5) as held:  # renewed every 0.5 s
+    with lease.hold(Location.at(store), ttl=1.5) as held:  # renewed every 0.5 s
         disk.fill()
         deadline = time.monotonic() + 5
         while not held.lost() and time.monotonic() < deadline:
@@ -271,9 +274,9 @@ def test_a_lease_renewal_on_a_full_disk_gives_the_store_up_and_release_does_not_
 def test_a_lease_on_a_disk_turned_read_only_is_left_to_expire(tmpfs):
     disk = tmpfs("64k")
     store = str(disk.path / "out.zarr")
-    with lease.hold(store, ttl=30) as held:
+    with lease.hold(Location.at(store), ttl=30) as held:
         disk.remount("ro")
-    assert lease.holder(store).run == held.run  # could not be removed; no error either
+    assert lease.holder(Location.at(store)).run == held.run  # could not be removed; no error either
     disk.remount("rw")
 
 
@@ -309,8 +312,8 @@ def steps(noisy):
     """What the steps of one image's graph need: a job, the image's spec, pixels and fit."""
 
     def make(store: str) -> tuple[Job, Spec, np.ndarray, object, dict]:
-        prepare(store, list_store(store))
-        job = Job(store, Settings.from_config(**SETTINGS), "run", 4_194_304)
+        prepare(Location.at(store), list_store(Location.at(store)))
+        job = Job(Location.at(store), Settings.from_config(**SETTINGS), "run", 4_194_304)
         path = str(noisy / "n0.png")
         spec = Spec("n0.png", path, token="t", key="0" * 16, fresh=True)
         found = probe(path)
@@ -326,7 +329,7 @@ def test_a_disk_turned_read_only_never_lets_an_image_be_marked_complete(tmpfs, s
     disk = tmpfs("1m")
     store = str(disk.path / "out.zarr")
     job, spec, pixels, fit, attrs = steps(store)
-    with lease.hold(store, run=job.run):
+    with lease.hold(Location.at(store), run=job.run):
         target = create_task(job, spec, attrs, pixels.shape[:2], (48, 128))
         if when == "while labelling":
             disk.remount("ro")
@@ -341,26 +344,26 @@ def test_a_disk_turned_read_only_never_lets_an_image_be_marked_complete(tmpfs, s
     )
     assert outcome.unwritable == "[Errno 30] Read-only file system"
     # it could not be removed: left "writing", never complete, and the next run redoes it
-    assert open_root(store)["n0.png"].attrs["status"] == "writing"
-    assert list_store(store).complete == {}
+    assert open_root(Location.at(store))["n0.png"].attrs["status"] == "writing"
+    assert list_store(Location.at(store)).complete == {}
 
 
 def test_a_finish_failing_on_a_full_disk_removes_the_image_and_leaves_no_marker(tmpfs, steps):
     disk = tmpfs("1m")
     store = str(disk.path / "out.zarr")
     job, spec, pixels, fit, attrs = steps(store)
-    with lease.hold(store, run=job.run):
+    with lease.hold(Location.at(store), run=job.run):
         target = create_task(job, spec, attrs, pixels.shape[:2], (96, 128))
         labelled = [label_task(pixels, fit, target, (slice(None), slice(None)), job.settings)]
         disk.fill()
         with pytest.raises(StoreWriteError, match="No space left on device") as info:
             finish(job, spec, fit, labelled, pixels.shape[0] * 128)
         assert info.value.unwritable == "[Errno 28] No space left on device"
-        assert open_root(store)["n0.png"].attrs["status"] == "writing"
+        assert open_root(Location.at(store))["n0.png"].attrs["status"] == "writing"
         outcome = finish_task(job, spec, fit, target, labelled, pixels.shape[0] * 128)
     assert outcome.unwritable == "[Errno 28] No space left on device"
-    assert "n0.png" not in open_root(store)  # removing works on a full disk
-    assert list_store(store).complete == {}
+    assert "n0.png" not in open_root(Location.at(store))  # removing works on a full disk
+    assert list_store(Location.at(store)).complete == {}
 
 
 def test_a_completion_marker_the_store_refuses_is_removed_with_its_image(tmpfs, steps):
@@ -369,20 +372,20 @@ def test_a_completion_marker_the_store_refuses_is_removed_with_its_image(tmpfs, 
     job, spec, pixels, fit, attrs = steps(str(store))
     markers = tmpfs("4k", where=store / COMPLETE)  # full: only the marker cannot be written
     markers.fill()
-    with lease.hold(str(store), run=job.run):
+    with lease.hold(Location.at(str(store)), run=job.run):
         target = create_task(job, spec, attrs, pixels.shape[:2], (96, 128))
         labelled = [label_task(pixels, fit, target, (slice(None), slice(None)), job.settings)]
         with pytest.raises(StoreWriteError, match="No space left on device"):
             finish(job, spec, fit, labelled, pixels.shape[0] * 128)
-        assert open_root(str(store))["n0.png"].attrs["status"] == "complete"
+        assert open_root(Location.at(str(store)))["n0.png"].attrs["status"] == "complete"
         # its folder was made, its document refused: a folder alone would list as complete
         assert sorted(p.name for p in markers.path.iterdir()) == ["filler"]
         outcome = finish_task(job, spec, fit, target, labelled, pixels.shape[0] * 128)
     assert outcome.line(spec.path) == (
         f"{spec.path}: cannot write to the store: [Errno 28] No space left on device"
     )
-    assert "n0.png" not in open_root(str(store))
-    assert list_store(str(store)).complete == {}
+    assert "n0.png" not in open_root(Location.at(str(store)))
+    assert list_store(Location.at(str(store))).complete == {}
 
 
 FILE_SIZE_LIMIT = """
@@ -420,4 +423,4 @@ def test_a_file_too_large_fails_that_image_only(tmp_path, noisy):
         "n1.png": "done|None",
     }
     assert set(complete_images(str(store))) == {"n0.png", "n1.png"}
-    assert "big.png" not in open_root(str(store))  # its partial group removed
+    assert "big.png" not in open_root(Location.at(str(store)))  # its partial group removed

@@ -12,6 +12,7 @@ import zarr
 
 from pipeline import compress, compress_array, open_store, reconstruct
 from pipeline.errors import InputError, PipelineError
+from pipeline.store.location import Location
 from pipeline.store.write import open_root
 from tests.oracles import brute_force, photo_psnr
 
@@ -67,7 +68,7 @@ def test_rejected_array_leaves_no_group(store, small_photo):
     with pytest.raises(InputError, match="unsupported pixel type float32"):
         compress_array(small_photo.astype(np.float32), store, "float", **FAST)
     assert list(open_store(store)) == ["crop"]
-    assert "float" not in open_root(store)
+    assert "float" not in open_root(Location.at(store))
 
 
 def test_failed_image_leaves_nothing_and_others_complete(
@@ -82,7 +83,7 @@ def test_failed_image_leaves_nothing_and_others_complete(
     errors = [r.error for r in results if r.error]
     assert any(str(cut) in e and "cannot decode image" in e for e in errors)
     assert all("\n" not in e for e in errors)
-    root = open_root(store)
+    root = open_root(Location.at(store))
     assert "cut.jpg" not in root  # the partly written group is removed
     assert root["good.png"].attrs["status"] == "complete"
     with pytest.raises(PipelineError, match="no such image"):
@@ -93,7 +94,7 @@ def test_interrupted_image_is_not_readable_and_is_redone(store, write_image, sma
     path = write_image("a.png", small_photo)
     compress([path], store, **FAST)
     # as a job killed while rewriting it leaves it: status "writing", its marker removed
-    open_root(store, mode="a")["a.png"].attrs["status"] = "writing"
+    open_root(Location.at(store), mode="a")["a.png"].attrs["status"] = "writing"
     shutil.rmtree(Path(store) / ".pipeline" / "complete")
     with pytest.raises(PipelineError, match="incomplete"):
         reconstruct(store, "a.png")

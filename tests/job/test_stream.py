@@ -18,6 +18,7 @@ from pipeline.inputs.sources import probe
 from pipeline.job.tasks import Job, LeaseLost, Spec, compress_whole, failure
 from pipeline.settings import Settings
 from pipeline.store import lease
+from pipeline.store.location import Location
 from pipeline.store.write import COMPLETE, list_store, open_root
 from tests.conftest import store_files
 
@@ -100,7 +101,7 @@ def test_a_rerun_learns_what_is_complete_from_the_listing(tmp_path, crops):
     store = tmp_path / "s.zarr"
     first = run_job([str(crops / "c0*.png")], store)
     assert {r.status for r in first} == {"done"}
-    listing = list_store(str(store))
+    listing = list_store(Location.at(str(store)))
     assert set(listing.complete) == {r.name for r in first} == set(listing.groups)
     # a damaged group's metadata is not read: the listing vouches for it
     (store / "c00.png" / "zarr.json").write_text("not json")
@@ -115,23 +116,23 @@ def test_a_store_without_markers_is_read_once_and_healed(tmp_path, crops):
     shutil.rmtree(store / COMPLETE)  # as a store written before completion markers
     again = run_job([str(crops / "c0*.png")], store)
     assert {r.status for r in again} == {"skipped"}
-    assert set(list_store(str(store)).complete) == {r.name for r in again}
+    assert set(list_store(Location.at(str(store))).complete) == {r.name for r in again}
 
 
 def test_an_image_left_writing_is_redone(tmp_path, crops):
     store = tmp_path / "s.zarr"
     run_job([str(crops / "c01.png")], store)
-    open_root(str(store), mode="a")["c01.png"].attrs["status"] = "writing"
+    open_root(Location.at(str(store)), mode="a")["c01.png"].attrs["status"] = "writing"
     shutil.rmtree(store / COMPLETE)
     assert [r.status for r in run_job([str(crops / "c01.png")], store)] == ["done"]
 
 
 def test_a_deposed_job_cannot_mark_an_image_complete(tmp_path, crops):
     store = str(tmp_path / "s.zarr")
-    open_root(store, mode="a")
+    open_root(Location.at(store), mode="a")
     path = str(crops / "c02.png")
-    with lease.hold(store, ttl=30):
-        job = Job(store, Settings.from_config(**FAST), "another-run", 4_194_304)
+    with lease.hold(Location.at(store), ttl=30):
+        job = Job(Location.at(store), Settings.from_config(**FAST), "another-run", 4_194_304)
         spec = Spec("c02.png", path, token="t", key="0" * 16)
         found = probe(path)
         with pytest.raises(LeaseLost) as info:
@@ -141,9 +142,9 @@ def test_a_deposed_job_cannot_mark_an_image_complete(tmp_path, crops):
         outcome.line(path) == f"{path}: not marked complete: another job has taken over the store"
     )
     assert outcome.detail is None
-    group = open_root(store)["c02.png"]
+    group = open_root(Location.at(store))["c02.png"]
     assert group.attrs["status"] == "writing"  # the other job's, perhaps: left alone
-    assert list_store(store).complete == {}
+    assert list_store(Location.at(store)).complete == {}
 
 
 def test_a_failing_image_is_one_line_and_the_batch_goes_on(tmp_path, crops):
@@ -160,7 +161,7 @@ def test_a_failing_image_is_one_line_and_the_batch_goes_on(tmp_path, crops):
     assert bad.error.startswith(f"{folder / 'b.jpg'}: cannot decode image")
     assert "\n" not in bad.error
     assert bad.detail is None  # an expected problem: no traceback kept
-    assert "b.jpg" not in open_root(str(tmp_path / "s.zarr"))
+    assert "b.jpg" not in open_root(Location.at(str(tmp_path / "s.zarr")))
 
 
 def test_names_that_do_not_map_as_they_are_are_escaped_not_merged(tmp_path, crops):
@@ -178,7 +179,7 @@ def test_names_that_do_not_map_as_they_are_are_escaped_not_merged(tmp_path, crop
     assert [r.status for r in results] == ["done"] * len(inputs)
     stored = {r.name for r in results}
     assert len(stored) == len(inputs)
-    root = open_root(str(tmp_path / "s.zarr"))
+    root = open_root(Location.at(str(tmp_path / "s.zarr")))
     assert all("/" not in n and "\\" not in n and len(n.encode()) <= 200 for n in stored)
     assert "back%5Cslash.png" in stored
     assert {"dup.png", "%5Cdup.png"} <= stored

@@ -29,6 +29,7 @@ from PIL import Image
 from pipeline import compress, compress_array
 from pipeline.cli import main
 from pipeline.outputs.report import TIMES, write_report
+from pipeline.store.location import Location
 
 SETTINGS = {"colors": 16, "sample": 500, "chunk": 64}
 CHROMIUM = "/usr/bin/chromium"
@@ -284,7 +285,7 @@ def test_existing_report_is_kept_unless_overwrite(made, tmp_path):
 
 
 def test_a_report_stopped_early_writes_nothing(made, tmp_path):
-    outcomes = write_report(made[1], str(tmp_path / "report.html"))
+    outcomes = write_report(Location.at(made[1]), str(tmp_path / "report.html"))
     assert next(outcomes).name == WHOLE
     outcomes.close()  # as the command does when a signal stops it
     assert list(tmp_path.iterdir()) == []

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import compress, open_store
+from pipeline import compress, open_store, verify_store
 from pipeline.api import DamagedImageWarning
 from pipeline.cli import main
+from pipeline.store.location import Location
 from pipeline.store.read import MAX_DOCUMENT_BYTES, read_image
-from pipeline.store.verify import verify_store
 from pipeline.store.write import COMPLETE, chunk_digest, labels_digest, list_store
 
 FAST = {"colors": 16, "sample": 500, "chunk": 32}
@@ -183,7 +183,7 @@ def test_open_store_warns_of_what_it_can_see_and_opens_the_others(copy, case):
 
 def test_a_rerun_redoes_an_image_whose_chunks_are_missing(copy, reference, photos):
     DAMAGE["deleted chunk"](copy)
-    assert list_store(str(copy)).damaged == {"p1.png": LISTED["deleted chunk"]}
+    assert list_store(Location.at(str(copy))).damaged == {"p1.png": LISTED["deleted chunk"]}
     results = {r.name: r.status for r in compress([str(photos)], str(copy), **FAST)}
     assert results == {
         "p0.png": "skipped",
@@ -213,7 +213,7 @@ def test_a_rerun_and_readers_survive_garbage_group_metadata(capsys, copy, photos
     redone = {r.name: r.status for r in compress([str(photos)], str(copy), **FAST)}
     assert redone == {"p0.png": "skipped", "p1.png": "skipped", "p2.png": "done",
                       "p3.png": "skipped"}  # fmt: skip
-    assert read_image(str(copy), "p2.png").attrs["status"] == "complete"
+    assert read_image(Location.at(str(copy)), "p2.png").attrs["status"] == "complete"
 
 
 def test_huge_attributes_a_symlinked_group_and_bad_names_are_that_images_problem(

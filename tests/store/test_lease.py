@@ -27,6 +27,7 @@ import zarr
 import pipeline.store.lease
 from pipeline.errors import UsageError
 from pipeline.store.lease import LEASE_SUFFIX, Holder, StoreBusy, hold, holder, is_holder
+from pipeline.store.location import Location
 
 PRELUDE = f"""
 import sys, time, types
@@ -34,6 +35,7 @@ package = types.ModuleType("pipeline")
 package.__path__ = [{str(Path(pipeline.store.lease.__file__).parents[1])!r}]
 sys.modules["pipeline"] = package
 from pipeline.store.lease import StoreBusy, hold
+from pipeline.store.location import Location
 """
 
 HOLD = (
@@ -42,7 +44,7 @@ HOLD = (
 store, ttl, start = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))
 try:
-    with hold(store, ttl=ttl) as lease:
+    with hold(Location.at(store), ttl=ttl) as lease:
         print("held", lease.run, flush=True)
         sys.stdin.readline()
         print("lost" if lease.lost() else "kept", flush=True)
@@ -112,7 +114,7 @@ def dead_pid() -> int:
 
 
 def holder_run(store: str) -> str | None:
-    found = holder(store)
+    found = holder(Location.at(store))
     return None if found is None else found.run
 
 
@@ -129,7 +131,10 @@ def test_a_second_process_is_refused_with_one_line_naming_the_holder(store, star
     assert message.endswith("(the lease expires 60 s after its holder stops renewing it)")
     assert "\n" not in message
     assert holder_run(store) == run  # the refused job took nothing
-    with pytest.raises(StoreBusy, match=f"run {run}"), hold(store):  # nor can this process
+    with (
+        pytest.raises(StoreBusy, match=f"run {run}"),
+        hold(Location.at(store)),
+    ):  # nor can this process
         pass
     assert finish(first_job) == "kept"
     assert not os.path.exists(store + LEASE_SUFFIX)
@@ -145,46 +150,46 @@ def test_a_killed_holder_does_not_block_a_rerun_on_the_same_host(store, start):
     word, run = first(rerun)
     assert word == "held"
     assert time.monotonic() - began < 10  # process start-up only
-    assert is_holder(store, run)
+    assert is_holder(Location.at(store), run)
     assert finish(rerun) == "kept"
 
 
 def test_a_lease_from_another_host_is_taken_over_only_once_expired(store):
     write_lease(store)
     match = f"host {FOREIGN}, pid 1, run {OTHER_RUN}, since 2026-01-01T00:00:00Z"
-    with pytest.raises(StoreBusy, match=match) as busy, hold(store):
+    with pytest.raises(StoreBusy, match=match) as busy, hold(Location.at(store)):
         pass
     assert busy.value.holder.host == FOREIGN
     assert isinstance(busy.value, UsageError)  # reported as one line, exit code 2
 
     write_lease(store, expires=time.time() - 1)
-    with hold(store) as lease:
-        assert is_holder(store, lease.run)
-        assert not is_holder(store, OTHER_RUN)
-    assert holder(store) is None
+    with hold(Location.at(store)) as lease:
+        assert is_holder(Location.at(store), lease.run)
+        assert not is_holder(Location.at(store), OTHER_RUN)
+    assert holder(Location.at(store)) is None
 
 
 def test_a_live_holder_on_this_host_is_refused_a_dead_one_or_garbage_taken_over(store):
     write_lease(store, host=socket.gethostname(), pid=os.getppid())  # alive: pytest's parent
-    with pytest.raises(StoreBusy), hold(store):
+    with pytest.raises(StoreBusy), hold(Location.at(store)):
         pass
     write_lease(store, host=socket.gethostname(), pid=dead_pid())
-    with hold(store) as lease:
-        assert is_holder(store, lease.run)
+    with hold(Location.at(store)) as lease:
+        assert is_holder(Location.at(store), lease.run)
     Path(store + LEASE_SUFFIX).write_bytes(b"\x00 not json")
-    with hold(store) as lease:
-        assert is_holder(store, lease.run)
+    with hold(Location.at(store)) as lease:
+        assert is_holder(Location.at(store), lease.run)
 
 
 def test_renewal_keeps_a_short_lease_alive_and_release_removes_it(store, start):
-    with hold(store, ttl=1.5) as lease:
+    with hold(Location.at(store), ttl=1.5) as lease:
         time.sleep(4.5)  # three lease lifetimes
         assert not lease.lost()
-        assert is_holder(store, lease.run)  # not expired: renewed
+        assert is_holder(Location.at(store), lease.run)  # not expired: renewed
         refused = start(store)
         assert first(refused)[0] == "busy"
     assert not os.path.exists(store + LEASE_SUFFIX)
-    assert holder(store) is None
+    assert holder(Location.at(store)) is None
 
 
 def test_of_six_processes_started_together_exactly_one_holds_the_store(store, start):
@@ -225,31 +230,39 @@ def test_a_holder_that_stalls_past_its_lease_is_deposed_and_fenced(store, start)
         assert word == "held"
     finally:
         stalled.send_signal(signal.SIGCONT)
-    assert is_holder(store, new_run)
-    assert not is_holder(store, old_run)  # its workers can no longer mark images complete
+    assert is_holder(Location.at(store), new_run)
+    assert not is_holder(
+        Location.at(store), old_run
+    )  # its workers can no longer mark images complete
     time.sleep(1.0)
     assert finish(stalled) == "lost"
-    assert is_holder(store, new_run)  # the deposed job's release left the new lease alone
+    assert is_holder(
+        Location.at(store), new_run
+    )  # the deposed job's release left the new lease alone
     assert finish(taker) == "kept"
 
 
 def test_lost_when_the_lease_file_names_another_run(store):
-    with hold(store, ttl=1.5) as lease:
-        assert is_holder(store, lease.run)
+    with hold(Location.at(store), ttl=1.5) as lease:
+        assert is_holder(Location.at(store), lease.run)
         write_lease(store)  # someone else's lease replaced ours
         deadline = time.monotonic() + 5
         while not lease.lost() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert lease.lost()
-        assert not is_holder(store, lease.run)
+        assert not is_holder(Location.at(store), lease.run)
     assert holder_run(store) == OTHER_RUN  # not ours to remove
 
 
 def test_a_file_url_and_a_relative_path_name_the_same_lease(store, monkeypatch):
     monkeypatch.chdir(os.path.dirname(store))
-    with hold(os.path.basename(store)), pytest.raises(StoreBusy), hold("file://" + store):
+    with (
+        hold(Location.at(os.path.basename(store))),
+        pytest.raises(StoreBusy),
+        hold(Location.at("file://" + store)),
+    ):
         pass
-    with pytest.raises(UsageError, match="ttl must be positive"), hold(store, ttl=0):
+    with pytest.raises(UsageError, match="ttl must be positive"), hold(Location.at(store), ttl=0):
         pass
 
 
@@ -257,7 +270,7 @@ def test_zarr_does_not_see_the_lease(store):
     root = zarr.open_group(store, mode="a", zarr_format=3)
     root.create_group("a.png")
     root.create_group("b.jpg")
-    with hold(store), warnings.catch_warnings():
+    with hold(Location.at(store)), warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sorted(root.group_keys()) == ["a.png", "b.jpg"]
         members = zarr.open_group(store, mode="r").members()
@@ -273,43 +286,43 @@ def test_a_store_on_s3(s3, start):
     store = "s3://leases/out.zarr"
     lease_file = "leases/out.zarr" + LEASE_SUFFIX
 
-    with hold(store, ttl=1.5) as lease:
+    with hold(Location.at(store), ttl=1.5) as lease:
         refused = start(store)
         word, message = first(refused)
         assert word == "busy"
         assert f"host {socket.gethostname()}, pid {os.getpid()}, run {lease.run}" in message
-        written = holder(store)
+        written = holder(Location.at(store))
         time.sleep(1.2)  # renewed twice, each on condition of the ETag of its last write
-        assert holder(store).expires > written.expires
+        assert holder(Location.at(store)).expires > written.expires
         assert not lease.lost()
-        assert is_holder(store, lease.run)
+        assert is_holder(Location.at(store), lease.run)
     assert not fs.exists(lease_file)
 
-    with hold(store, ttl=1.5) as lease:
+    with hold(Location.at(store), ttl=1.5) as lease:
         fs.pipe_file(lease_file, foreign_lease().encode())  # another job's lease replaced ours
         deadline = time.monotonic() + 5
         while not lease.lost() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert lease.lost()  # the renewal's If-Match failed: it did not write over theirs
-        assert not is_holder(store, lease.run)
-    assert holder(store).host == FOREIGN  # and releasing left it alone
+        assert not is_holder(Location.at(store), lease.run)
+    assert holder(Location.at(store)).host == FOREIGN  # and releasing left it alone
     fs.rm_file(lease_file)
 
     job = start(store)
     word, run = first(job)
     assert word == "held"
-    with pytest.raises(StoreBusy, match=f"run {run}"), hold(store):
+    with pytest.raises(StoreBusy, match=f"run {run}"), hold(Location.at(store)):
         pass
     assert finish(job) == "kept"
     assert not fs.exists(lease_file)
 
     fs.pipe_file(lease_file, foreign_lease(expires=time.time() - 1).encode())
-    with hold(store) as lease:
-        assert is_holder(store, lease.run)
+    with hold(Location.at(store)) as lease:
+        assert is_holder(Location.at(store), lease.run)
     fs.pipe_file(lease_file, foreign_lease().encode())
-    with pytest.raises(StoreBusy, match=f"host {FOREIGN}"), hold(store):
+    with pytest.raises(StoreBusy, match=f"host {FOREIGN}"), hold(Location.at(store)):
         pass
-    with pytest.raises(UsageError, match="root of a bucket"), hold("s3://leases"):
+    with pytest.raises(UsageError, match="root of a bucket"), hold(Location.at("s3://leases")):
         pass
 
 

@@ -18,7 +18,7 @@ from ome_zarr_models.v05.image_label import ImageLabel
 from ome_zarr_models.v05.labels import VALID_DTYPES
 from pydantic_zarr.v3 import ArraySpec, GroupSpec
 
-from pipeline import compress
+from pipeline import compress, verify_store
 from pipeline.cli import main
 from pipeline.inputs.sources import probe, read_whole
 from pipeline.job.tasks import (
@@ -34,8 +34,8 @@ from pipeline.job.tasks import (
 )
 from pipeline.settings import Settings
 from pipeline.store import lease, ngff
+from pipeline.store.location import Location
 from pipeline.store.read import MAX_DOCUMENT_BYTES
-from pipeline.store.verify import verify_store
 from pipeline.store.write import COMPLETE, list_store, prepare
 from tests.conftest import store_files
 
@@ -234,7 +234,7 @@ def test_verify_names_a_damaged_pyramid_and_repair_restores_it(capsys, copy, wri
 @pytest.mark.parametrize("case", ["deleted level chunk", "deleted level"])
 def test_a_rerun_redoes_an_image_whose_pyramid_lacks_chunks(copy, written, inputs, case):
     DAMAGE[case](copy)
-    assert list_store(str(copy)).damaged == {"large.png": LISTED[case]}
+    assert list_store(Location.at(str(copy))).damaged == {"large.png": LISTED[case]}
     results = {r.name: r.status for r in compress([str(inputs)], str(copy), **SETTINGS)}
     assert results == {"large.png": "done", "small.png": "skipped", "alpha.png": "skipped"}
     assert store_files(copy) == store_files(written)
@@ -242,21 +242,23 @@ def test_a_rerun_redoes_an_image_whose_pyramid_lacks_chunks(copy, written, input
 
 def test_a_level_without_its_metadata_document_is_seen_by_a_listing(copy):
     (copy / "large.png/labels_1/zarr.json").unlink()
-    assert list_store(str(copy)).damaged == {"large.png": "metadata missing (labels_1/zarr.json)"}
+    assert list_store(Location.at(str(copy))).damaged == {
+        "large.png": "metadata missing (labels_1/zarr.json)"
+    }
 
 
 def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs):
     # the steps of an image's graph one by one: create, label, a level that fails, finish
     store = str(tmp_path / "s.zarr")
-    prepare(store, list_store(store))
-    job = Job(store, Settings.from_config(**SETTINGS), "run", 0)
+    prepare(Location.at(store), list_store(Location.at(store)))
+    job = Job(Location.at(store), Settings.from_config(**SETTINGS), "run", 0)
     path = str(inputs / "alpha.png")  # 600 x 400: 2 x 1 chunks, one level above them
     spec = Spec("alpha.png", path, token="t", key="0" * 16, fresh=True)
     found = probe(path)
     pixels = read_whole(found)
     fit = fit_block(pixels, job.settings)
     attrs = recorded(path, found.shape, found.dtype, found.conversion, job.settings, job.run)
-    with lease.hold(store, run=job.run):
+    with lease.hold(Location.at(store), run=job.run):
         target = create_task(job, spec, attrs, (600, 400), (512, 512))
         whole = (slice(None), slice(None))
         labelled = [label_task(pixels, fit, target, whole, job.settings)]
@@ -266,7 +268,7 @@ def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs)
         outcome = finish_task(job, spec, fit, target, labelled, 600 * 400, levels)
     assert outcome == levels[0]
     assert not (Path(store) / "alpha.png").exists()
-    assert list_store(store).complete == {}
+    assert list_store(Location.at(store)).complete == {}
 
 
 def test_an_image_of_one_colour_has_every_pyramid_chunk_written(tmp_path):
@@ -281,7 +283,7 @@ def test_an_image_of_one_colour_has_every_pyramid_chunk_written(tmp_path):
         "labels_2",
     ]
     assert len(list((store / "flat.png").glob("labels_*/c/*/*"))) == 2 + 1  # all-zero, written
-    assert list_store(str(store)).damaged == {}
+    assert list_store(Location.at(str(store))).damaged == {}
     (finding,) = verify_store(str(store))
     assert finding.whole, finding.problems
 
@@ -308,7 +310,7 @@ def test_a_version_2_store_is_read_verified_and_rerun_as_it_is(capsys, copy, inp
     root = json.loads((copy / "zarr.json").read_text())
     root["attributes"]["format_version"] = 2
     (copy / "zarr.json").write_text(json.dumps(root))
-    assert list_store(str(copy)).damaged == {}
+    assert list_store(Location.at(str(copy))).damaged == {}
     code, out = cli(capsys, "verify", copy)
     assert code == 0
     assert f"{copy}: 3 images, 3 whole, 0 damaged" in out

@@ -1,0 +1,85 @@
+"""Where a store is: its URL, filesystem and root, made once at the edge and passed down.
+
+A store is named once, by the user, as a local path or an fsspec URL (``s3://...``); the
+command line or the Python API turns that name into a :class:`Location` (:meth:`Location.at`),
+and everything below takes the value: no module under :mod:`pipeline.api` and
+:mod:`pipeline.cli` parses a store's path again. A location sent to a worker travels as its
+URL and is made again there, once per task, from that URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pipeline.paths import filesystem, is_url, read_object, zarr_store
+
+
+@dataclass(frozen=True)
+class Location:
+    """A store's place: what messages name it, and how to reach it.
+
+    Attributes
+    ----------
+    url : str
+        The store as given: a local path or an fsspec URL. Messages name the store by it; a
+        job gives its workers an absolute path (:func:`pipeline.paths.location`), since they
+        run in other folders.
+    root : str
+        The store's root within :attr:`fs` (an absolute path for a local store).
+    """
+
+    url: str
+    root: str = field(compare=False, repr=False)
+
+    @classmethod
+    def at(cls, url: str) -> Location:
+        """The location of the store at ``url`` (a local path or an fsspec URL)."""
+        if not is_url(url):
+            return cls(url, os.path.abspath(url))
+        fs, root = filesystem(url)
+        found = cls(url, root.rstrip("/"))
+        found.__dict__["fs"] = fs  # the filesystem the root was found with (see fs)
+        return found
+
+    @cached_property
+    def fs(self) -> Any:
+        """The fsspec filesystem holding the store (made when first used for a local store)."""
+        if self.local:
+            from fsspec.implementations.local import LocalFileSystem
+
+            return LocalFileSystem()
+        return filesystem(self.url)[0]
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is a folder of this machine's (or a shared POSIX) filesystem."""
+        return not is_url(self.url)
+
+    def path(self, *names: str) -> str:
+        """The path within :attr:`fs` of node ``names`` of the store (its root without any)."""
+        return "/".join((self.root, *names))
+
+    @cached_property
+    def zarr(self) -> Any:
+        """What zarr opens for this store (see :func:`pipeline.paths.zarr_store`)."""
+        return zarr_store(self.url)
+
+    def read(self, *names: str, length: int | None = None) -> bytes:
+        """The bytes of file ``names`` of the store (its first ``length``), in one request."""
+        path = self.path(*names)
+        if self.local:
+            with open(path, "rb") as file:
+                return file.read() if length is None else file.read(length)
+        return read_object(self.fs, path, length)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Location.at, (self.url,))
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("pipeline.store.location", self.url)
