@@ -77,10 +77,8 @@ def recipe(image: np.ndarray, k: int) -> np.ndarray:
 
 
 def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
+    from pipeline.job.graph import assign, colour_counts, sample_pixels
     from pipeline.job.tasks import fit_sampled
-    from pipeline.quantize.assign import assign
-    from pipeline.quantize.count import colour_counts
-    from pipeline.quantize.sample import sample_pixels
     from pipeline.settings import Settings
 
     settings = Settings.from_config(colors=k, effort=effort)

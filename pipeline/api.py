@@ -11,9 +11,8 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from numpy.typing import NDArray
@@ -21,13 +20,12 @@ from numpy.typing import NDArray
 from pipeline.errors import UsageError
 from pipeline.inputs.discover import Entry, Inputs, discover, find_inputs
 from pipeline.inputs.names import node_name, unique_names
-from pipeline.inputs.sources import from_array
+from pipeline.job.graph import rebuild, source_from_array
 from pipeline.job.metrics import Tally
 from pipeline.job.plan import Given, Item, batch_size, plan, prior
 from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.job.tasks import Job, Spec
 from pipeline.outputs.files import Outputs, write_each
-from pipeline.outputs.rebuild import rebuild
 from pipeline.paths import location
 from pipeline.results import ImageResult
 from pipeline.settings import Running, Settings
@@ -45,6 +43,9 @@ from pipeline.store.write import (
     remove_marker,
     reuse_values,
 )
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 
 def job_store(store: str | Location) -> Location:
@@ -222,7 +223,7 @@ def compress_array(
     how = Running.from_config()
     where = job_store(store)
     group = node_name(name)
-    source = from_array(array, group, config.chunk)
+    source = source_from_array(array, group, config.chunk)
     values = reuse_values("<array>", config)
 
     def items(listing: Listing) -> Iterator[Item]:

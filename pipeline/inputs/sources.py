@@ -29,16 +29,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
-from dask import delayed
-from dask.base import tokenize
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
 from pipeline.paths import filesystem, is_url, location, read_bytes
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Pillow's decompression-bomb limit (it refuses images of more pixels): the default largest
 #: image decoded whole.
@@ -455,8 +455,17 @@ def read_whole(found: Probe) -> NDArray[np.uint8]:
     """
     if found.kind == "whole":
         return decode(found)
-    image = source_from_probe(found, "", max(found.shape[:2]), tokenize(found.where)).image
-    return np.asarray(image.compute(scheduler="synchronous"))
+    region = (slice(None),) * len(found.shape)
+    return to_rgb8(np.asarray(tiled_array(found)[region]))
+
+
+def tiled_array(found: Probe) -> Any:
+    """The array-like of an input read chunk by chunk (a Zarr array, or a tiled TIFF's tiles)."""
+    from pipeline.inputs.tiled import TiffTiles
+
+    if found.kind == "zarr":
+        return found.array
+    return TiffTiles(found.where, found.shape, np.dtype(found.dtype))
 
 
 def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
@@ -471,81 +480,3 @@ def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
     tile = found.tile if found.kind == "tiff" else found.array.chunks
     assert tile is not None
     return aligned(chunk, tile[0]), aligned(chunk, tile[1])
-
-
-def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source:
-    """The lazy image of a probed input (no I/O: the graph reads it when it runs).
-
-    ``token`` identifies the input's current version (from its listing: size and modification
-    time or ETag), so that a changed file gets new task keys.
-    """
-    from pipeline.inputs.tiled import TiffTiles
-
-    if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
-        whole = da.from_delayed(
-            delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
-            shape=(found.shape[0], found.shape[1], 3),
-            dtype=np.uint8,
-        )
-        return Source(
-            name=name,
-            path=found.path,
-            image=whole.rechunk((chunk, chunk, 3)),
-            shape=found.shape,
-            dtype=found.dtype,
-            conversion=found.conversion.replace(ALPHA_KEPT, ALPHA_DROPPED),
-            whole=whole,
-        )
-    chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
-    if found.kind == "zarr":
-        array = da.from_zarr(found.array, chunks=chunks)
-    else:
-        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype))
-        array = da.from_array(
-            tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
-        )
-    return from_array(array, name, chunk, path=found.path, keep_chunks=True)
-
-
-def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
-    """Probe an input and return its lazy image (both here: for notebooks and tests)."""
-    return source_from_probe(probe(path, max_pixels), name, chunk, tokenize(location(path)))
-
-
-def from_array(
-    array: NDArray[np.generic] | da.Array,
-    name: str,
-    chunk: int,
-    path: str = "<array>",
-    keep_chunks: bool = False,
-) -> Source:
-    """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
-
-    The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
-    own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
-    """
-    shape = tuple(int(s) for s in array.shape)
-    try:
-        conversion = conversion_for(shape, np.dtype(array.dtype))
-    except ValueError as exc:
-        raise InputError(path if path != "<array>" else name, str(exc)) from None
-    streamed = isinstance(array, da.Array)
-    arr = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    arr = arr.rechunk({2: -1})
-    image = arr.map_blocks(
-        to_rgb8,
-        dtype=np.uint8,
-        chunks=(arr.chunks[0], arr.chunks[1], (3,)),
-        meta=np.empty((0, 0, 0), dtype=np.uint8),
-    )
-    return Source(
-        name=name,
-        path=path,
-        image=image if keep_chunks else image.rechunk((chunk, chunk, 3)),
-        shape=shape,
-        dtype=str(np.dtype(array.dtype)),
-        conversion=conversion,
-        streamed=streamed,
-    )

@@ -12,6 +12,13 @@ In both, one task per chunk of each level of the labels' pyramid writes that chu
 tasks writing its source are done (:func:`pyramid_graph`), and the finish task waits for all.
 Every graph of an image ends in one task returning :class:`~pipeline.job.tasks.Done` or
 :class:`~pipeline.job.tasks.Failed`.
+
+The lazy arrays those graphs start from are made here too, from the kernels of
+:mod:`pipeline.quantize` and the readers of :mod:`pipeline.inputs` and :mod:`pipeline.store`:
+an input's image (:func:`source_from_probe`, :func:`source_from_array`), its sample
+(:func:`sample_pixels`) and colour counts (:func:`colour_counts`), its labels
+(:func:`assign`), and a stored image rebuilt (:func:`rebuild`). Other modules compute or
+iterate the arrays they are given; none makes a graph of its own.
 """
 
 from __future__ import annotations
@@ -20,12 +27,27 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dask.array as da
+import numpy as np
 from dask import delayed
 from dask.array.core import normalize_chunks
 from dask.base import tokenize
 from dask.delayed import Delayed
+from numpy.typing import NDArray
 
-from pipeline.inputs.sources import Probe, Source, work_chunks
+from pipeline.errors import InputError
+from pipeline.inputs.sources import (
+    ALPHA_DROPPED,
+    ALPHA_KEPT,
+    PILLOW_LIMIT,
+    Probe,
+    Source,
+    conversion_for,
+    decode_rgb,
+    probe,
+    to_rgb8,
+    work_chunks,
+)
 from pipeline.job.tasks import (
     Job,
     Spec,
@@ -41,11 +63,16 @@ from pipeline.job.tasks import (
     read_task,
     recorded,
 )
-from pipeline.quantize.count import colour_counts
-from pipeline.quantize.sample import sample_pixels
+from pipeline.paths import location
+from pipeline.quantize.assign import assign_block, label_dtype
+from pipeline.quantize.colours import merge_histograms
+from pipeline.quantize.count import FAN_IN, grid_histogram, grid_stride
+from pipeline.quantize.fit import Fit
+from pipeline.quantize.sample import gather_pixels, sample_positions, take_pixels
 from pipeline.settings import Settings
 from pipeline.store import ngff
-from pipeline.store.write import block_regions
+from pipeline.store.read import CheckedLabels, rebuild_block
+from pipeline.store.write import StoredImage, block_regions
 
 #: Name of the tasks that label and write one block (followed by a token and the block index).
 LABEL_TASK = "label"
@@ -247,3 +274,219 @@ class Placement:
         )
         worker = self.helper if odd_label else self.home
         return [worker] if worker else []
+
+
+def sample_pixels(image: da.Array, size: int, random_state: int) -> Delayed:
+    """Lazy (n, 3) uint8 array of the pixels at :func:`sample_positions`, in that order.
+
+    Each chunk contributes its own pixels, so the image is never gathered in one place.
+    """
+    rows, cols = sample_positions(image.shape[:2], size, random_state)
+    row_edges = np.cumsum((0, *image.chunks[0]))
+    col_edges = np.cumsum((0, *image.chunks[1]))
+    block_row = np.searchsorted(row_edges, rows, side="right") - 1
+    block_col = np.searchsorted(col_edges, cols, side="right") - 1
+    block = block_row * len(image.chunks[1]) + block_col
+    order = np.argsort(block, kind="stable")  # samples grouped by block, raster order within
+    starts = np.flatnonzero(np.diff(block[order], prepend=-1))
+    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
+    parts = []
+    for here in np.split(order, starts[1:]):
+        i, j = block_row[here[0]], block_col[here[0]]
+        local = (rows[here] - row_edges[i], cols[here] - col_edges[j])
+        parts.append(delayed(take_pixels, pure=True)(blocks[i, j], *local))
+    return delayed(gather_pixels, pure=True)(order, *parts)
+
+
+def colour_counts(image: da.Array, limit: int) -> Delayed:
+    """Lazy ``(keys, counts)`` histogram of an (H, W, 3) uint8 dask image.
+
+    Counts every pixel of an image of at most ``limit`` pixels, else the pixels of a regular
+    grid (:func:`grid_stride`). Each chunk is counted on its own; the partial histograms are
+    merged in a tree, ``FAN_IN`` at a time, so no task sees more than a chunk of pixels. Sorted
+    keys and a grid fixed to the image make the result independent of the chunking.
+    """
+    stride = grid_stride(image.shape[:2], limit)
+    row_starts = np.cumsum((0, *image.chunks[0][:-1]))
+    col_starts = np.cumsum((0, *image.chunks[1][:-1]))
+    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]  # keep keys shared with the job
+    count = delayed(grid_histogram, pure=True)
+    parts = [
+        count(blocks[i, j], int(row), int(col), stride)
+        for i, row in enumerate(row_starts)
+        for j, col in enumerate(col_starts)
+    ]
+    while len(parts) > 1:
+        parts = [
+            delayed(merge_histograms, pure=True)(*parts[i : i + FAN_IN])
+            for i in range(0, len(parts), FAN_IN)
+        ]
+    return parts[0]
+
+
+def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:
+    """Lazy (H, W) labels of an (H, W, 3) uint8 image, chunked like the image.
+
+    Parameters
+    ----------
+    image : dask.array.Array
+        (H, W, 3) uint8 with a single chunk along the colour axis.
+    fit : Fit, dask.delayed.Delayed or distributed.Future
+        The fitted palette, possibly still a lazy result of the same graph.
+    colors : int
+        Colours asked for; decides the label type (:func:`label_dtype`).
+
+    Notes
+    -----
+    Blocks are built from ``image.to_delayed()`` rather than with ``map_blocks``: dask inlines
+    a Delayed argument of ``map_blocks`` into every block, which would redo the whole fit once
+    per use instead of sharing one result.
+    """
+    dtype = label_dtype(colors)
+    meta = np.empty((0, 0), dtype=dtype)
+    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
+    rows, cols = image.chunks[:2]
+    label = delayed(assign_block, pure=True)
+    return da.block(
+        [
+            [
+                da.from_delayed(label(block, fit, dtype), shape=(h, w), dtype=dtype, meta=meta)
+                for block, w in zip(row, cols, strict=True)
+            ]
+            for row, h in zip(blocks, rows, strict=True)
+        ]
+    )
+
+
+def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source:
+    """The lazy image of a probed input (no I/O: the graph reads it when it runs).
+
+    ``token`` identifies the input's current version (from its listing: size and modification
+    time or ETag), so that a changed file gets new task keys.
+    """
+    from pipeline.inputs.tiled import TiffTiles
+
+    if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
+        whole = da.from_delayed(
+            delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
+            shape=(found.shape[0], found.shape[1], 3),
+            dtype=np.uint8,
+        )
+        return Source(
+            name=name,
+            path=found.path,
+            image=whole.rechunk((chunk, chunk, 3)),
+            shape=found.shape,
+            dtype=found.dtype,
+            conversion=found.conversion.replace(ALPHA_KEPT, ALPHA_DROPPED),
+            whole=whole,
+        )
+    chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
+    if found.kind == "zarr":
+        array = da.from_zarr(found.array, chunks=chunks)
+    else:
+        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype))
+        array = da.from_array(
+            tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
+        )
+    return source_from_array(array, name, chunk, path=found.path, keep_chunks=True)
+
+
+def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
+    """Probe an input and return its lazy image (both here: for notebooks and tests)."""
+    return source_from_probe(probe(path, max_pixels), name, chunk, tokenize(location(path)))
+
+
+def source_from_array(
+    array: NDArray[np.generic] | da.Array,
+    name: str,
+    chunk: int,
+    path: str = "<array>",
+    keep_chunks: bool = False,
+) -> Source:
+    """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
+
+    The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
+    own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
+    """
+    shape = tuple(int(s) for s in array.shape)
+    try:
+        conversion = conversion_for(shape, np.dtype(array.dtype))
+    except ValueError as exc:
+        raise InputError(path if path != "<array>" else name, str(exc)) from None
+    streamed = isinstance(array, da.Array)
+    arr = array if isinstance(array, da.Array) else da.from_array(array, chunks=chunk)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    arr = arr.rechunk({2: -1})
+    image = arr.map_blocks(
+        to_rgb8,
+        dtype=np.uint8,
+        chunks=(arr.chunks[0], arr.chunks[1], (3,)),
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+    )
+    return Source(
+        name=name,
+        path=path,
+        image=image if keep_chunks else image.rechunk((chunk, chunk, 3)),
+        shape=shape,
+        dtype=str(np.dtype(array.dtype)),
+        conversion=conversion,
+        streamed=streamed,
+    )
+
+
+def rebuild(image: StoredImage) -> da.Array:
+    """Lazy (H, W, 3) uint8 rebuild of a stored image, chunked like its labels.
+
+    (H, W, 4) RGBA for an image stored with transparency (an RGBA palette).
+
+    Computing it raises :class:`UnreadableChunk` (a :class:`pipeline.store.read.Damaged`) naming the
+    image when a labels chunk cannot be read.
+    """
+    labels = da.from_array(
+        CheckedLabels(image.name, image.labels),
+        chunks=image.labels.chunks,
+        name=False,
+        meta=np.empty((0, 0), dtype=image.labels.dtype),
+    )
+    return labels.map_blocks(
+        rebuild_block,
+        image.palette,
+        new_axis=2,
+        chunks=(*labels.chunks, (image.palette.shape[1],)),
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0), dtype=np.uint8),
+    )
+
+
+def thumbnail(pixels: da.Array, factors: tuple[int, int]) -> da.Array:
+    """Block means of an (H, W, 3) uint8 image, computed chunk by chunk (edges trimmed)."""
+    if factors == (1, 1):
+        return pixels
+    means = da.coarsen(np.mean, pixels, {0: factors[0], 1: factors[1], 2: 1}, trim_excess=True)
+    return means.round().astype(np.uint8)
+
+
+def block_sums(values: da.Array, factors: tuple[int, int]) -> da.Array:
+    """Sums of an (H, W) array over blocks of ``factors`` (edges trimmed), chunk by chunk."""
+    return da.coarsen(np.sum, values, {0: factors[0], 1: factors[1]}, trim_excess=True)
+
+
+def _palette_use(block: NDArray[np.integer], colours: int) -> NDArray[np.int64]:
+    """Pixels of a labels block using each palette entry, as a (1, 1, colours) array."""
+    return np.bincount(block.ravel(), minlength=colours)[:colours].reshape(1, 1, colours)
+
+
+def label_counts(image: StoredImage) -> da.Array:
+    """Pixels of a stored image using each palette entry, counted chunk by chunk."""
+    colours = len(image.palette)
+    labels = da.from_array(image.labels, chunks=image.labels.chunks)
+    per_block = labels.map_blocks(
+        _palette_use,
+        colours,
+        new_axis=2,
+        chunks=(tuple(1 for _ in labels.chunks[0]), tuple(1 for _ in labels.chunks[1]), (colours,)),
+        dtype=np.int64,
+    )
+    return per_block.sum(axis=(0, 1))

@@ -29,7 +29,7 @@ from typing import Any
 import dask
 
 from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable
-from pipeline.inputs.sources import Probe, Source, source_from_probe
+from pipeline.inputs.sources import Probe, Source
 from pipeline.job import stopping
 from pipeline.job.cluster import OnDemand
 from pipeline.job.graph import (
@@ -37,6 +37,7 @@ from pipeline.job.graph import (
     batch_graph,
     fit_graph,
     probe_graph,
+    source_from_probe,
     whole_graph,
     write_graph,
 )

@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
+from pipeline.job.graph import rebuild
 from pipeline.outputs.png import write_indexed_png
-from pipeline.outputs.rebuild import CheckedLabels, rebuild
 from pipeline.paths import is_url
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
+    CheckedLabels,
     Damaged,
     Incomplete,
     check_name,
@@ -44,6 +44,7 @@ from pipeline.store.read import (
 from pipeline.store.write import StoredImage, open_root
 
 if TYPE_CHECKING:
+    import dask.array as da
     import PIL.Image
 
 

@@ -36,15 +36,14 @@ import tempfile
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import dask
-import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError, PipelineError, UsageError, os_reason
-from pipeline.inputs.sources import open_file
+from pipeline.job.graph import block_sums, label_counts, open_file, rebuild, thumbnail
 from pipeline.job.summary import HEADER, human_bytes, image_row
 from pipeline.outputs.files import (
     TargetExists,
@@ -55,7 +54,6 @@ from pipeline.outputs.files import (
     temporary_beside,
     write_palette_image,
 )
-from pipeline.outputs.rebuild import rebuild
 from pipeline.paths import is_url
 from pipeline.quantize.colours import pack, unpack
 from pipeline.quantize.metrics import psnr
@@ -72,6 +70,9 @@ from pipeline.store.read import (
     open_image,
 )
 from pipeline.store.write import StoredImage, open_root
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Longest side of a thumbnail, in pixels.
 THUMBNAIL_SIDE = 480
@@ -250,33 +251,6 @@ def _factors(height: int, width: int) -> tuple[int, int]:
     return min(factor, height), min(factor, width)
 
 
-def _thumbnail(pixels: da.Array, factors: tuple[int, int]) -> da.Array:
-    """Block means of an (H, W, 3) uint8 image, computed chunk by chunk (edges trimmed)."""
-    if factors == (1, 1):
-        return pixels
-    means = da.coarsen(np.mean, pixels, {0: factors[0], 1: factors[1], 2: 1}, trim_excess=True)
-    return means.round().astype(np.uint8)
-
-
-def _block_counts(block: NDArray[np.integer], colours: int) -> NDArray[np.int64]:
-    """Pixels of a labels block using each palette entry, as a (1, 1, colours) array."""
-    return np.bincount(block.ravel(), minlength=colours)[:colours].reshape(1, 1, colours)
-
-
-def _colour_counts(image: StoredImage) -> da.Array:
-    """Pixels using each palette entry, counted chunk by chunk from the labels."""
-    colours = len(image.palette)
-    labels = da.from_array(image.labels, chunks=image.labels.chunks)
-    per_block = labels.map_blocks(
-        _block_counts,
-        colours,
-        new_axis=2,
-        chunks=(tuple(1 for _ in labels.chunks[0]), tuple(1 for _ in labels.chunks[1]), (colours,)),
-        dtype=np.int64,
-    )
-    return per_block.sum(axis=(0, 1))
-
-
 def _squared_errors(original: da.Array, rebuilt: da.Array) -> da.Array:
     """(H, W) int64 squared differences between two images, summed over the channels."""
     difference = original.astype(np.int32) - rebuilt.astype(np.int32)
@@ -401,12 +375,12 @@ def _pictures(image: StoredImage) -> _Pictures:
     if original is not None:
         squared = _squared_errors(original, rebuilt)
         lazy_original = [
-            _thumbnail(original, factors),
-            da.coarsen(np.sum, squared, {0: factors[0], 1: factors[1]}, trim_excess=True),
+            thumbnail(original, factors),
+            block_sums(squared, factors),
             squared.sum(),
         ]
-    (thumbnail, counts), seen, failed = _compute(
-        image.name, [_thumbnail(rebuilt, factors), _colour_counts(image)], lazy_original
+    (shown, counts), seen, failed = _compute(
+        image.name, [thumbnail(rebuilt, factors), label_counts(image)], lazy_original
     )
     if seen is not None and _changed(image, int(seen[2])):
         seen, failed = None, "changed since it was compressed"
@@ -425,8 +399,8 @@ def _pictures(image: StoredImage) -> _Pictures:
     problem = problem or failed
     path = image.attrs["source"]["path"]
     return _Pictures(
-        thumbnail=_png(thumbnail),
-        thumbnail_size=(thumbnail.shape[1], thumbnail.shape[0]),
+        thumbnail=_png(shown),
+        thumbnail_size=(shown.shape[1], shown.shape[0]),
         factors=factors,
         crop=crop,
         crop_box=box,

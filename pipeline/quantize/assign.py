@@ -19,10 +19,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import dask.array as da
 import numba
 import numpy as np
-from dask import delayed
 from numpy.typing import NDArray
 
 from pipeline.quantize.colours import colour_table, nearest, pack, pixel_key, recycle_table, unpack
@@ -209,37 +207,3 @@ def assign_block(
 ) -> NDArray[np.unsignedinteger]:
     """Labels (h, w) of an (h, w, 3) uint8 block for ``fit``'s palette."""
     return label_block(block, fit, dtype)[0]
-
-
-def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:
-    """Lazy (H, W) labels of an (H, W, 3) uint8 image, chunked like the image.
-
-    Parameters
-    ----------
-    image : dask.array.Array
-        (H, W, 3) uint8 with a single chunk along the colour axis.
-    fit : Fit, dask.delayed.Delayed or distributed.Future
-        The fitted palette, possibly still a lazy result of the same graph.
-    colors : int
-        Colours asked for; decides the label type (:func:`label_dtype`).
-
-    Notes
-    -----
-    Blocks are built from ``image.to_delayed()`` rather than with ``map_blocks``: dask inlines
-    a Delayed argument of ``map_blocks`` into every block, which would redo the whole fit once
-    per use instead of sharing one result.
-    """
-    dtype = label_dtype(colors)
-    meta = np.empty((0, 0), dtype=dtype)
-    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
-    rows, cols = image.chunks[:2]
-    label = delayed(assign_block, pure=True)
-    return da.block(
-        [
-            [
-                da.from_delayed(label(block, fit, dtype), shape=(h, w), dtype=dtype, meta=meta)
-                for block, w in zip(row, cols, strict=True)
-            ]
-            for row, h in zip(blocks, rows, strict=True)
-        ]
-    )

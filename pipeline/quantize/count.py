@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import math
 
-import dask.array as da
 import numpy as np
-from dask import delayed
-from dask.delayed import Delayed
 from numpy.typing import NDArray
 
-from pipeline.quantize.colours import histogram, merge_histograms
+from pipeline.quantize.colours import histogram
 
 #: Partial histograms merged per task when combining chunk counts.
 FAN_IN = 8
@@ -40,29 +37,3 @@ def grid_histogram(
     column of the image from (0, 0).
     """
     return histogram(block[-row % stride :: stride, -col % stride :: stride])
-
-
-def colour_counts(image: da.Array, limit: int) -> Delayed:
-    """Lazy ``(keys, counts)`` histogram of an (H, W, 3) uint8 dask image.
-
-    Counts every pixel of an image of at most ``limit`` pixels, else the pixels of a regular
-    grid (:func:`grid_stride`). Each chunk is counted on its own; the partial histograms are
-    merged in a tree, ``FAN_IN`` at a time, so no task sees more than a chunk of pixels. Sorted
-    keys and a grid fixed to the image make the result independent of the chunking.
-    """
-    stride = grid_stride(image.shape[:2], limit)
-    row_starts = np.cumsum((0, *image.chunks[0][:-1]))
-    col_starts = np.cumsum((0, *image.chunks[1][:-1]))
-    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]  # keep keys shared with the job
-    count = delayed(grid_histogram, pure=True)
-    parts = [
-        count(blocks[i, j], int(row), int(col), stride)
-        for i, row in enumerate(row_starts)
-        for j, col in enumerate(col_starts)
-    ]
-    while len(parts) > 1:
-        parts = [
-            delayed(merge_histograms, pure=True)(*parts[i : i + FAN_IN])
-            for i in range(0, len(parts), FAN_IN)
-        ]
-    return parts[0]

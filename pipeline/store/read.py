@@ -6,6 +6,10 @@ zarr's own walk of the hierarchy, which stops at the first unreadable ``zarr.jso
 metadata document is then read on its own, at most :data:`MAX_DOCUMENT_BYTES`, and its
 attributes are checked for the types readers rely on before any is used. What is wrong becomes a
 :class:`Damaged` error naming the image; the other images are read as usual.
+
+An image is ``palette[labels]`` (:func:`rebuild_block`); its labels are read through
+:class:`CheckedLabels`, so that a chunk failing its checksum is that image's problem too. The
+lazy rebuild of a whole image is :func:`pipeline.job.graph.rebuild`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.settings import ORIGINAL
@@ -400,3 +405,32 @@ def one_line(exc: BaseException) -> str:
     if "checksum" in text.lower():
         return "checksum mismatch"
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def rebuild_block(labels: NDArray[np.integer], palette: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """(h, w, 3) uint8 pixels of an (h, w) labels block ((h, w, 4) RGBA for an RGBA palette)."""
+    return palette[labels]
+
+
+class UnreadableChunk(Damaged):
+    """A labels chunk that cannot be read (its checksum does not match, it does not decode)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable, for tasks run on other processes
+        return (type(self), (self.name, self.problem))
+
+
+class CheckedLabels:
+    """An image's labels array whose read errors become :class:`UnreadableChunk` naming it."""
+
+    def __init__(self, name: str, labels: Any) -> None:
+        self.name = name
+        self.labels = labels
+        self.shape = labels.shape
+        self.dtype = labels.dtype
+        self.ndim = labels.ndim
+
+    def __getitem__(self, key: Any) -> NDArray[Any]:
+        try:
+            return np.asarray(self.labels[key])
+        except Exception as exc:
+            raise UnreadableChunk(self.name, f"labels chunk unreadable ({one_line(exc)})") from None

@@ -9,12 +9,11 @@ from pipeline.errors import InputError
 from pipeline.inputs.sources import (
     _decode_fast,
     decode,
-    from_array,
-    open_file,
     probe,
     read_file,
     to_rgb8,
 )
+from pipeline.job.graph import open_file, source_from_array
 
 
 def opened(path, chunk=64):
@@ -189,11 +188,11 @@ def test_probe_reads_only_the_header_and_says_how_to_read(write_image, small_pho
 
 def test_from_array_normalises_like_files(small_photo):
     gray = small_photo[:, :, 0]
-    source = from_array(gray, "gray", 50)
+    source = source_from_array(gray, "gray", 50)
     assert source.conversion == "gray to RGB"
     assert np.array_equal(source.image.compute(), np.repeat(gray[:, :, None], 3, axis=2))
     with pytest.raises(InputError, match="not a 2-D image"):
-        from_array(np.zeros((2, 3, 4, 5), np.uint8), "cube", 50)
+        source_from_array(np.zeros((2, 3, 4, 5), np.uint8), "cube", 50)
 
 
 def test_images_over_max_pixels_are_refused_with_the_way_out(write_image, small_photo):

@@ -11,8 +11,8 @@ import zarr
 from pipeline import compress, open_store
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
-from pipeline.inputs.sources import open_file
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
+from pipeline.job.graph import open_file
 from pipeline.store.location import Location
 
 FAST = {"colors": 32, "sample": 2000}

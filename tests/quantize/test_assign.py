@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.quantize.assign import assign, assign_block, label_block, label_dtype
+from pipeline.job.graph import assign
+from pipeline.quantize.assign import assign_block, label_block, label_dtype
 from pipeline.quantize.colours import histogram, nearest, unpack
 from pipeline.quantize.fit import Fit, fit_palette
 from pipeline.quantize.sample import sample_positions

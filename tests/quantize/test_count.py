@@ -4,8 +4,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from pipeline.job.graph import colour_counts
 from pipeline.quantize.colours import histogram
-from pipeline.quantize.count import colour_counts, grid_stride
+from pipeline.quantize.count import grid_stride
 
 
 @pytest.mark.parametrize("chunks", [(1024, 1024, 3), (97, 131, 3), (50, 640, 3)])

@@ -2,7 +2,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.quantize.sample import sample_pixels, sample_positions
+from pipeline.job.graph import sample_pixels
+from pipeline.quantize.sample import sample_positions
 
 
 def test_positions_are_distinct_in_range_and_in_raster_order():
