@@ -1,5 +1,7 @@
-"""Outputs: what is made from a store, read through :mod:`pipeline.store`.
+"""Outputs: what is made from a store, reading its images through :mod:`pipeline.store`.
 
-``rebuild`` gives an image back as ``palette[labels]``, lazily; ``files`` writes image files
-(PNG, TIFF, Zarr, ...); ``png`` writes indexed PNGs; ``report`` writes the HTML report.
+``files`` writes rebuilt images (PNG, GIF, WebP from the palette and labels exactly; TIFF and
+Zarr chunk by chunk; anything imageio writes); ``png`` writes indexed PNGs; ``report`` writes
+the self-contained HTML report. The lazy rebuild they start from is
+:func:`pipeline.job.graph.rebuild`.
 """

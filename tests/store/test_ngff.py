@@ -323,11 +323,15 @@ def test_a_version_2_store_is_read_verified_and_rerun_as_it_is(capsys, copy, inp
 
 
 # napari's import brings deprecation warnings of its own dependencies (pydantic's, ...)
+@pytest.mark.napari
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", ["large.png", "alpha.png"])
 def test_napari_ome_zarr_shows_a_labels_layer_in_the_palettes_colours(copy, name):
     """What napari gets from its OME-Zarr plugin (no window needed: the plugin's reader)."""
-    from napari_ome_zarr import napari_get_reader
+    reader = pytest.importorskip(
+        "napari_ome_zarr", reason="the napari extra is not installed: pip install '.[test,napari]'"
+    )
+    napari_get_reader = reader.napari_get_reader
 
     path = str(copy / name)
     group = zarr.open_group(path, mode="r")
