@@ -32,6 +32,7 @@ from pathlib import Path
 
 from pipeline.inputs.discover import discover
 from pipeline.inputs.names import unique_names
+from pipeline.store.location import Location
 from pipeline.store.write import COMPLETE, list_store
 
 PER_FOLDER = 1000
@@ -78,9 +79,10 @@ def make_store(root: Path, n: int) -> None:
 
 def listing(root: Path, repeat: int, n: int) -> tuple[float, float]:
     """Best seconds of ``list_store`` over ``root`` and its peak traced memory (MiB)."""
-    seconds = best(repeat, lambda: len(list_store(str(root)).groups), n)
+    store = Location.at(str(root))
+    seconds = best(repeat, lambda: len(list_store(store).groups), n)
     tracemalloc.start()
-    damaged = list_store(str(root)).damaged
+    damaged = list_store(store).damaged
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     assert len(damaged) == n // 1000, len(damaged)

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from streaming import write_pngs
 
-from tests.job.test_cluster import store_bytes
+from tests.conftest import store_files
 
 HEIGHT, WIDTH = 300, 400
 #: Seconds a job may take before the benchmark gives up.
@@ -202,13 +202,13 @@ def main() -> None:
     complete = sum(s == "complete" for s in statuses(reference).values())
     if code != 0 or complete != args.count:
         raise RuntimeError(f"undisturbed run: exit {code}, {complete} complete")
-    expected = store_bytes(reference)
+    expected = store_files(reference, metadata=True)
     first = undisturbed.first
     rng = random.Random(args.seed)
     rows = []
     for _ in range(args.repeat):
         row = stop(inputs, folder / "stop.zarr", rng.uniform(first, max(first, 0.8 * duration)))
-        row["identical"] = store_bytes(folder / "stop.zarr") == expected
+        row["identical"] = store_files(folder / "stop.zarr", metadata=True) == expected
         rows.append(row)
 
     print(
