@@ -1,7 +1,8 @@
 """The Python API: compress files or arrays into a store, open it, rebuild images lazily.
 
 This is the edge where a store's path or URL becomes a :class:`~pipeline.store.location.Location`
-(:func:`job_store` for a job, ``Location.at`` for a reader); everything below takes the value.
+(:func:`~pipeline.store.location.job_location` for a job, ``Location.at`` for a reader); everything
+below takes the value.
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ from pipeline.job.plan import Given, Item, batch_size, plan, prior
 from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.job.tasks import Job, Spec
 from pipeline.outputs.files import Outputs, write_each
-from pipeline.paths import location
 from pipeline.results import ImageResult
 from pipeline.settings import Running, Settings
 from pipeline.store import lease
-from pipeline.store.location import Location
+from pipeline.store.location import Location, job_location
 from pipeline.store.read import Damaged, Incomplete, open_image, read_image, reuse_status, scan
 from pipeline.store.verify import Finding, verify
 from pipeline.store.write import (
@@ -46,15 +46,6 @@ from pipeline.store.write import (
 
 if TYPE_CHECKING:
     import dask.array as da
-
-
-def job_store(store: str | Location) -> Location:
-    """The location of a job's store, as every process of the job must see it.
-
-    A local path is made absolute (:func:`pipeline.paths.location`): workers run in other
-    folders, or on other machines.
-    """
-    return store if isinstance(store, Location) else Location.at(location(store))
 
 
 def stream(
@@ -78,7 +69,7 @@ def stream(
     """
     config = Settings.from_config(**settings)
     how = Running.from_config(**(running or {}))
-    store = job_store(store)
+    store = job_location(store)
     found = inputs if isinstance(inputs, Inputs) else find_inputs(inputs, store)
     entries = found.entries
     if on_start is not None:
@@ -221,7 +212,7 @@ def compress_array(
     """
     config = Settings.from_config(**settings)
     how = Running.from_config()
-    where = job_store(store)
+    where = job_location(store)
     group = node_name(name)
     source = source_from_array(array, group, config.chunk)
     values = reuse_values("<array>", config)
@@ -254,7 +245,7 @@ def recompress(
     ``fit_settings``), so the result is what the job that wrote it stored. A source that can
     no longer be read fails that image with one line.
     """
-    store = job_store(store)
+    store = job_location(store)
     how = Running.from_config()
     by_settings: dict[Settings, list[tuple[str, str]]] = {}
     for name, attrs in images:
@@ -370,7 +361,7 @@ def repair(
     their sources) redoes them instead of skipping them. Each redone image comes with the
     :class:`~pipeline.results.ImageResult` of its new compression.
     """
-    store = job_store(store)
+    store = job_location(store)
     todo = []
     unrepairable = [f for f in damaged if f.repairable is not None]
     if unrepairable:

@@ -460,15 +460,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from pipeline.inputs.discover import find_inputs, sample_images
     from pipeline.job.cluster import local_kind, scheduler_address
-    from pipeline.paths import location
     from pipeline.settings import Settings
     from pipeline.store.lease import check_free
-    from pipeline.store.location import Location
+    from pipeline.store.location import job_location
 
     job = _job(args)
     settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
     store = job.get("out") or dask.config.get("pipeline.store")
-    where = Location.at(location(store))  # as every process of the job sees it
+    where = job_location(store)
     inputs = job.get("inputs") or sample_images()
     address = scheduler_address(job.get("scheduler"))
     # Nothing to do, or a job already writing the store: say so before importing and starting

@@ -63,7 +63,7 @@ class Job:
     Attributes
     ----------
     store : Location
-        The output store, as every process sees it (:func:`pipeline.api.job_store`).
+        The output store, as every process sees it (:func:`pipeline.store.location.job_location`).
     settings : Settings
     run : str
         The run's id; an image is marked complete only while the store's lease names it.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from pipeline.paths import filesystem, is_url, read_object, zarr_store
+from pipeline.paths import filesystem, is_url, location, read_bytes, read_object, zarr_store
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,7 @@ class Location:
     def read(self, *names: str, length: int | None = None) -> bytes:
         """The bytes of file ``names`` of the store (its first ``length``), in one request."""
         path = self.path(*names)
-        if self.local:
-            with open(path, "rb") as file:
-                return file.read() if length is None else file.read(length)
-        return read_object(self.fs, path, length)
+        return read_bytes(path, length) if self.local else read_object(self.fs, path, length)
 
     def __str__(self) -> str:
         return self.url
@@ -83,3 +80,12 @@ class Location:
 
     def __dask_tokenize__(self) -> tuple[str, str]:
         return ("pipeline.store.location", self.url)
+
+
+def job_location(store: str | Location) -> Location:
+    """The location of a job's store, as every process of the job must see it.
+
+    A local path is made absolute (:func:`pipeline.paths.location`): workers run in other
+    folders, or on other machines. For :mod:`pipeline.api` and :mod:`pipeline.cli` only.
+    """
+    return store if isinstance(store, Location) else Location.at(location(store))
