@@ -122,6 +122,7 @@ def _execute(
     try:
         with lease.hold(store, ttl=how.lease_seconds) as held:
             listing = list_store(store)
+            store = store.fenced(held.fence())
             prepare(store, listing)
             job = Job(store, config, held.run, how.batch_pixels)
             yield from Runner(job, how, executor, held, notify).run(items(listing))
@@ -365,12 +366,12 @@ def repair(
     todo = []
     unrepairable = [f for f in damaged if f.repairable is not None]
     if unrepairable:
-        with lease.hold(store):
+        with lease.hold(store) as held:
             listing = list_store(store)
             for finding in unrepairable:
                 tag = listing.complete.get(finding.name)
                 if tag is not None:
-                    remove_marker(store, finding.name, tag)
+                    remove_marker(store.fenced(held.fence()), finding.name, tag)
                 yield finding, None
     for finding in damaged:
         if finding.repairable is None:

@@ -248,9 +248,7 @@ class Runner:
                 self.executor.cancel(self.pending)
                 if (reason := self.lease.unwritable()) is not None:
                     raise StoreUnwritable(self.job.store.url, reason)
-                raise PipelineError(
-                    f"{self.job.store}: another job has taken over the store's lease; stopped"
-                )
+                raise PipelineError(f"{self.job.store}: stopped: {self.lease.why_lost()}")
             while deadline is None and self.units < self.limit():
                 if self.ready:
                     self._submit_image(*self.ready.popleft())

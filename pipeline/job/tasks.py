@@ -39,7 +39,7 @@ from pipeline.quantize.metrics import DE_UNIT, colour_error, psnr
 from pipeline.quantize.quality import search_colours
 from pipeline.quantize.sample import sample_positions
 from pipeline.settings import Settings, quality_range
-from pipeline.store import lease
+from pipeline.store.fence import Fenced, Interfered
 from pipeline.store.location import Location
 from pipeline.store.write import (
     ChunkDigest,
@@ -63,10 +63,12 @@ class Job:
     Attributes
     ----------
     store : Location
-        The output store, as every process sees it (:func:`pipeline.store.location.job_location`).
+        The output store, as every process sees it (:func:`pipeline.store.location.job_location`),
+        fenced by the run's lease: nothing is written once another job holds the store
+        (:mod:`pipeline.store.fence`).
     settings : Settings
     run : str
-        The run's id; an image is marked complete only while the store's lease names it.
+        The run's id, recorded in each image it writes.
     batch_pixels : int
         Most pixels of an image compressed inside a batch (see :class:`Deferred`).
     """
@@ -151,10 +153,6 @@ class Deferred:
     found: Probe
 
 
-class LeaseLost(PipelineError):
-    """Another job holds the store now: this run must not mark anything complete."""
-
-
 class StoreWriteError(PipelineError):
     """Writing an image into the store failed; ``unwritable`` when no later write can succeed."""
 
@@ -176,9 +174,10 @@ def _undo(remove: Callable[..., None], *args: Any) -> None:
     """Remove what a failed image wrote with ``remove(*args)``, if the store still lets us.
 
     A full disk still lets files be removed; a read-only one does not, and what stays is never
-    marked complete: a group stays ``"writing"``, which the next run redoes.
+    marked complete: a group stays ``"writing"``, which the next run redoes. Nothing is removed
+    once the run no longer holds the store: the group may be another job's now.
     """
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, Fenced):
         remove(*args)
 
 
@@ -400,8 +399,6 @@ def finish(
         "metrics": metrics,
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    if not lease.is_holder(job.store, job.run):
-        raise LeaseLost(f"{spec.path}: not marked complete: another job has taken over the store")
     with _writing():
         digests = [digest for part in labelled for digest in part.digests]
         pyramid = [digest for part in levels for digest in part]
@@ -430,7 +427,7 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
         with _writing():
             levels = write_pyramid(target)
         return finish(job, spec, fit, [labelled], shape[0] * shape[1], [levels])
-    except LeaseLost:
+    except Fenced:
         raise  # the group may be the other job's now
     except BaseException:
         _undo(remove_image, job.store, spec.name)
@@ -453,7 +450,11 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
             if found.pixels > job.batch_pixels:
                 outcomes.append(Deferred(spec, found))
                 continue
-            attrs = compress_whole(job, spec, found, read_whole(found))
+            pixels = read_whole(found)
+            try:
+                attrs = compress_whole(job, spec, found, pixels)
+            except Interfered:  # a stray write of a job that lost the store: write it again
+                attrs = compress_whole(job, spec, found, pixels)
         except Exception as exc:
             failed = failure(exc)
             outcomes.append(failed)
@@ -520,7 +521,7 @@ def finish_task(
     if failed is None:
         try:
             attrs = finish(job, spec, fit, labelled, n_pixels, levels)  # type: ignore[arg-type]
-        except LeaseLost as exc:
+        except Fenced as exc:
             return failure(exc)
         except Exception as exc:
             failed = failure(exc)

@@ -65,17 +65,29 @@ from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
 from pipeline.paths import read_object
+from pipeline.store.fence import Fence
 from pipeline.store.location import Location
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
 LEASE_SUFFIX = ".lease.json"
 #: How often acquiring starts over when the lease changes under it before giving up.
 _ATTEMPTS = 10
+#: Seconds a writer trusts a lease it read before reading it again (:mod:`pipeline.store.fence`);
+#: a job taking over a lease that has not expired (its holder's process is gone) waits this
+#: long before it writes, so that no process of the old holder still trusts the old lease.
+RECHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
 class Holder:
-    """What a lease file holds: who holds the store, until when, and how long a renewal lasts."""
+    """What a lease file holds: who holds the store, until when, and how long a renewal lasts.
+
+    ``epoch`` is the lease's fencing token: higher than that of every lease of the store before
+    it (:func:`_next_epoch`), so that a writer can tell its own lease from the one that replaced
+    it. ``space`` names the process namespace the holder's ``pid`` belongs to (the machine's
+    boot id and the pid namespace), and ``born`` when that process started (clock ticks since
+    boot): together they say whether the holder's process still exists (:func:`_alive`).
+    """
 
     run: str
     host: str
@@ -83,6 +95,9 @@ class Holder:
     started: str
     expires: float
     ttl: float
+    epoch: int = 0
+    space: str = ""
+    born: int = 0
 
     def describe(self) -> str:
         """The holder for a message: host, pid, run id and start time."""
@@ -93,10 +108,17 @@ class StoreBusy(UsageError):
     """Another job holds the store's lease; the message names it."""
 
     def __init__(self, store: Location, holder: Holder) -> None:
-        super().__init__(
-            f"{store}: in use by another job ({holder.describe()}); wait for it to finish, or stop"
-            f" it (the lease expires {holder.ttl:g} s after its holder stops renewing it)"
-        )
+        if _here(holder) and _state(holder.pid) == "T":
+            advice = (
+                "its process is stopped (SIGSTOP, Ctrl-Z): resume it with kill -CONT, or end it;"
+                " a stopped job on this host is never taken over"
+            )
+        else:
+            advice = (
+                f"wait for it to finish, or stop it (the lease expires {holder.ttl:g} s after its"
+                " holder stops renewing it)"
+            )
+        super().__init__(f"{store}: in use by another job ({holder.describe()}); {advice}")
         self.store = store.url
         self.holder = holder
 
@@ -278,26 +300,79 @@ def _parse(version: _Version | None) -> Holder | None:
             started=str(fields["started"]),
             expires=float(fields["expires"]),
             ttl=float(fields["ttl"]),
+            epoch=int(fields.get("epoch", 0)),
+            space=str(fields.get("space", "")),
+            born=int(fields.get("born", 0)),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def _alive(pid: int) -> bool:
+def _space() -> str:
+    """The namespace of this process's pid: the machine's boot id and pid namespace, or "".
+
+    Two processes see each other's pids only when this is the same for both: containers on one
+    machine have pid namespaces of their own (and often the same host name).
+    """
     try:
-        os.kill(pid, 0)
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            boot = file.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or None (no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()
+    except (OSError, ValueError):
+        return None
+
+
+def _born(pid: int) -> int:
+    """When process ``pid`` started, in clock ticks since boot (0 when unknown)."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else 0
+
+
+def _state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped), "" when unknown."""
+    fields = _proc_stat(pid)
+    return fields[0] if fields else ""
+
+
+def _here(holder: Holder) -> bool:
+    """Whether the holder's pid is one of this process's namespace (the same host, container)."""
+    if holder.space and _SPACE:
+        return holder.space == _SPACE
+    return holder.host == socket.gethostname()  # where /proc is missing, or an older lease
+
+
+def _alive(holder: Holder) -> bool:
+    """Whether the process of a holder of this namespace still exists, stopped or not."""
+    try:
+        os.kill(holder.pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
-        return True
-    return True
+        pass
+    # a pid reused by a process started since is not the holder
+    return not holder.born or _born(holder.pid) in (0, holder.born)
 
 
 def _stale(holder: Holder | None) -> bool:
-    """Whether a lease may be taken over: unreadable, expired, or its holder here and dead."""
-    if holder is None or holder.expires < time.time():
+    """Whether a lease may be taken over: unreadable, its holder here and gone, or expired.
+
+    A holder of this namespace whose process exists is never deposed, even once its lease
+    expired: it may only be stopped (SIGSTOP, a swap storm), and would write again when resumed.
+    """
+    if holder is None:
         return True
-    return holder.host == socket.gethostname() and not _alive(holder.pid)
+    if _here(holder):
+        return not _alive(holder)
+    return holder.expires < time.time()
 
 
 class Lease:
@@ -308,6 +383,7 @@ class Lease:
     ) -> None:
         self.store = store
         self.run = holder.run
+        self.epoch = holder.epoch
         self._file = file
         self._holder = holder
         self._version = version
@@ -320,9 +396,10 @@ class Lease:
     def lost(self) -> bool:
         """Whether renewal gave the store up: the lease taken over, unreadable or expired.
 
-        Also when renewal could not write the lease (:meth:`unwritable`).
+        Also when renewal could not write the lease (:meth:`unwritable`), and as soon as the
+        lease expired unrenewed (this process was stopped or starved), before renewal notices.
         """
-        return self._lost.is_set()
+        return self._lost.is_set() or time.time() > self._holder.expires
 
     def unwritable(self) -> str | None:
         """Why renewal could not write the lease, when no later write could either (disk full).
@@ -334,6 +411,26 @@ class Lease:
             while renewals succeed, and when the lease was lost for another reason.
         """
         return self._unwritable
+
+    def fence(self) -> Fence:
+        """What lets the job's writes happen only while it holds this lease.
+
+        See :mod:`pipeline.store.fence`: nothing is written within a third of the lease's
+        lifetime of its expiry.
+        """
+        return Fence(self.store.url, self.run, self.epoch, self._holder.ttl / 3)
+
+    def why_lost(self) -> str:
+        """Why the store was given up, for a message (once :meth:`lost`)."""
+        if self._unwritable is not None:
+            return f"its lease could not be renewed ({self._unwritable})"
+        if self._lost.is_set():
+            return "another job took the store over"
+        late = time.time() - self._holder.expires + self._holder.ttl
+        return (
+            f"its lease was not renewed for {late:.0f} s (this process was stopped or starved)"
+            " and may be taken over"
+        )
 
     def release(self) -> None:
         """Stop renewing, and delete the lease if it still names our run.
@@ -386,7 +483,10 @@ class Lease:
             self._holder, self._version = renewed, version
 
 
-def _new_holder(run: str, ttl: float) -> Holder:
+_SPACE = _space()
+
+
+def _new_holder(run: str, ttl: float, before: Holder | None) -> Holder:
     now = datetime.now(UTC)
     return Holder(
         run=run,
@@ -395,15 +495,26 @@ def _new_holder(run: str, ttl: float) -> Holder:
         started=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         expires=now.timestamp() + ttl,
         ttl=ttl,
+        epoch=_next_epoch(before),
+        space=_SPACE,
+        born=_born(os.getpid()),
     )
+
+
+def _next_epoch(before: Holder | None) -> int:
+    """A fencing token above ``before``'s, and above any earlier one: milliseconds since 1970.
+
+    The clock keeps epochs rising even where the lease file was removed (a released lease).
+    """
+    return max(int(time.time() * 1000), before.epoch + 1 if before is not None else 0)
 
 
 def _acquire(store: Location, ttl: float, run: str) -> Lease:
     file = _lease_file(store)
-    mine = _new_holder(run, ttl)
-    data = _encode(mine)
     for _ in range(_ATTEMPTS):
-        version = file.create(data)
+        theirs: Holder | None = None
+        mine = _new_holder(run, ttl, None)
+        version = file.create(_encode(mine))
         if version is None:
             current = file.read()
             if current is None:
@@ -411,14 +522,23 @@ def _acquire(store: Location, ttl: float, run: str) -> Lease:
             theirs = _parse(current)
             if theirs is not None and not _stale(theirs):
                 raise StoreBusy(store, theirs)
-            version = file.take_over(current, data)
+            mine = _new_holder(run, ttl, theirs)
+            version = file.take_over(current, _encode(mine))
             if version is None:
                 continue  # someone else changed it first: judge again
         # Read back: an S3-compatible server that ignores If-None-Match would let two creates
         # both succeed (the later write wins, and only its job reads itself back).
         confirmed = _parse(file.read(tag=False))
-        if confirmed is not None and confirmed.run == run:
-            return Lease(store, file, mine, version)
+        if confirmed is not None and confirmed.run == run and confirmed.epoch == mine.epoch:
+            lease = Lease(store, file, mine, version)
+            if theirs is not None and theirs.expires > time.time():
+                # Its holder is gone, but a process of its job (a worker) may still trust it.
+                try:
+                    time.sleep(RECHECK_SECONDS)
+                except BaseException:
+                    lease.release()
+                    raise
+            return lease
     raise PipelineError(f"{store}: could not take the store's lease, it keeps changing")
 
 

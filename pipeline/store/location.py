@@ -10,11 +10,14 @@ URL and is made again there, once per task, from that URL.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.paths import filesystem, is_url, location, read_bytes, read_object, zarr_store
+
+if TYPE_CHECKING:
+    from pipeline.store.fence import Fence
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,14 @@ class Location:
         run in other folders.
     root : str
         The store's root within :attr:`fs` (an absolute path for a local store).
+    fence : Fence or None
+        For a job's writes: checked right before each (:meth:`guard`, and every write zarr
+        makes through :attr:`zarr`); see :mod:`pipeline.store.fence`.
     """
 
     url: str
     root: str = field(compare=False, repr=False)
+    fence: Fence | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def at(cls, url: str) -> Location:
@@ -64,8 +71,27 @@ class Location:
 
     @cached_property
     def zarr(self) -> Any:
-        """What zarr opens for this store (see :func:`pipeline.paths.zarr_store`)."""
-        return zarr_store(self.url)
+        """What zarr opens for this store (see :func:`pipeline.paths.zarr_store`).
+
+        For a fenced location, a store whose every write checks the fence first.
+        """
+        if self.fence is None:
+            return zarr_store(self.url)
+        from zarr.storage import LocalStore
+
+        from pipeline.store.fence import FencedStore
+
+        inner = LocalStore(self.root) if self.local else zarr_store(self.url)
+        return FencedStore(inner, self.fence)
+
+    def fenced(self, fence: Fence) -> Location:
+        """The same store, for writes that only ``fence`` lets happen."""
+        return replace(self, fence=fence)
+
+    def guard(self) -> None:
+        """Check the fence (if any) right before writing: raises :class:`~.fence.Fenced`."""
+        if self.fence is not None:
+            self.fence.check()
 
     def read(self, *names: str, length: int | None = None) -> bytes:
         """The bytes of file ``names`` of the store (its first ``length``), in one request."""
@@ -76,6 +102,8 @@ class Location:
         return self.url
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self.fence is not None:
+            return (_fenced_at, (self.url, self.fence))
         return (Location.at, (self.url,))
 
     def __dask_tokenize__(self) -> tuple[str, str]:
@@ -89,3 +117,8 @@ def job_location(store: str | Location) -> Location:
     folders, or on other machines. For :mod:`pipeline.api` and :mod:`pipeline.cli` only.
     """
     return store if isinstance(store, Location) else Location.at(location(store))
+
+
+def _fenced_at(url: str, fence: Fence) -> Location:
+    """The location of the store at ``url``, fenced (how a fenced location travels)."""
+    return Location.at(url).fenced(fence)

@@ -24,9 +24,11 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.errors import ContainsGroupError
 
 from pipeline.errors import PipelineError
 from pipeline.store import ngff
+from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
 
 #: Version of the store layout described in docs/store-format.md.
@@ -149,6 +151,7 @@ def _write_group(store: Location, node: str, document: bytes) -> None:
     """
     group = store.path(node) if node else store.root
     if not store.local:  # object stores have no folders to make (and would ask for each)
+        store.guard()
         store.fs.pipe_file(f"{group}/zarr.json", document)
         return
     parent, name = os.path.split(group)
@@ -158,6 +161,7 @@ def _write_group(store: Location, node: str, document: bytes) -> None:
         try:
             with open(staged, "wb") as file:
                 file.write(document)
+            store.guard()
             os.replace(staged, os.path.join(group, "zarr.json"))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -168,6 +172,7 @@ def _write_group(store: Location, node: str, document: bytes) -> None:
     try:
         with open(os.path.join(folder, "zarr.json"), "wb") as file:
             file.write(document)
+        store.guard()
         os.rename(folder, group)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -176,6 +181,7 @@ def _write_group(store: Location, node: str, document: bytes) -> None:
 
 def remove_marker(store: Location, name: str, tag: str) -> None:
     """Forget that image ``name`` was complete (before its group is written again)."""
+    store.guard()
     with contextlib.suppress(FileNotFoundError):
         store.fs.rm(store.path(marker(name, tag)), recursive=True)
 
@@ -428,19 +434,21 @@ def create_image(
     """
     from pipeline.quantize.assign import label_dtype
 
-    group = zarr.create_group(
-        store.zarr,
-        path=name,
-        zarr_format=3,
-        overwrite=not fresh,
-        attributes={  # one metadata write (attrs.update writes it once per key)
-            **attrs,
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "package_version": _version(),
-            "status": "writing",
-        },
-    )
+    attributes = {  # one metadata write (attrs.update writes it once per key)
+        **attrs,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package_version": _version(),
+        "status": "writing",
+    }
+    try:
+        group = zarr.create_group(
+            store.zarr, path=name, zarr_format=3, overwrite=not fresh, attributes=attributes
+        )
+    except ContainsGroupError:  # made since the listing (by a job that lost the store)
+        group = zarr.create_group(
+            store.zarr, path=name, zarr_format=3, overwrite=True, attributes=attributes
+        )
     arrays = [
         group.create_array(
             ngff.level_path(level),
@@ -567,6 +575,7 @@ def palette_digest(palette: NDArray[np.uint8]) -> str:
 
 def remove_image(store: Location, name: str) -> None:
     """Delete image group ``name`` (used for images that failed while being written)."""
+    store.guard()
     with contextlib.suppress(FileNotFoundError):
         store.fs.rm(store.path(name), recursive=True)
 
@@ -598,6 +607,8 @@ def finalize(
         The number of chunks of the labels and their pyramid (for the completion marker).
     """
     group = zarr.open_group(store.zarr, mode="r+", zarr_format=3, path=name)
+    if store.fence is not None and group.attrs.get("run") != store.fence.run:
+        raise Interfered(f"{name}: rewritten by another job meanwhile; not marked complete")
     stored = group.create_array(
         "palette",
         data=palette,

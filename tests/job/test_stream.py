@@ -15,9 +15,10 @@ import pytest
 
 from pipeline.api import stream
 from pipeline.inputs.sources import probe
-from pipeline.job.tasks import Job, LeaseLost, Spec, compress_whole, failure
+from pipeline.job.tasks import Job, Spec, compress_whole, failure
 from pipeline.settings import Settings
 from pipeline.store import lease
+from pipeline.store.fence import Fence, Fenced
 from pipeline.store.location import Location
 from pipeline.store.write import COMPLETE, list_store, open_root
 from tests.conftest import store_files
@@ -127,23 +128,29 @@ def test_an_image_left_writing_is_redone(tmp_path, crops):
     assert [r.status for r in run_job([str(crops / "c01.png")], store)] == ["done"]
 
 
-def test_a_deposed_job_cannot_mark_an_image_complete(tmp_path, crops):
+def test_a_deposed_job_writes_nothing(tmp_path, crops):
     store = str(tmp_path / "s.zarr")
     open_root(Location.at(store), mode="a")
     path = str(crops / "c02.png")
-    with lease.hold(Location.at(store), ttl=30):
-        job = Job(Location.at(store), Settings.from_config(**FAST), "another-run", 4_194_304)
+    with lease.hold(Location.at(store), ttl=30) as held:
+        deposed = Fence(store, "another-run", held.epoch - 1, margin=10.0)
+        job = Job(
+            Location.at(store).fenced(deposed),
+            Settings.from_config(**FAST),
+            "another-run",
+            4_194_304,
+        )
         spec = Spec("c02.png", path, token="t", key="0" * 16)
         found = probe(path)
-        with pytest.raises(LeaseLost) as info:
+        with pytest.raises(Fenced) as info:
             compress_whole(job, spec, found, np.asarray(iio.imread(path)))
         outcome = failure(info.value)
-    assert (
-        outcome.line(path) == f"{path}: not marked complete: another job has taken over the store"
+    assert outcome.line(path) == (
+        f"{store}: this job no longer holds the store (run {held.run} holds it now);"
+        " nothing more written"
     )
     assert outcome.detail is None
-    group = open_root(Location.at(store))["c02.png"]
-    assert group.attrs["status"] == "writing"  # the other job's, perhaps: left alone
+    assert "c02.png" not in open_root(Location.at(store))  # not even its group was made
     assert list_store(Location.at(store)).complete == {}
 
 

@@ -26,6 +26,7 @@ import zarr
 
 import pipeline.store.lease
 from pipeline.errors import UsageError
+from pipeline.store.fence import Fence, Fenced
 from pipeline.store.lease import LEASE_SUFFIX, Holder, StoreBusy, hold, holder, is_holder
 from pipeline.store.location import Location
 
@@ -54,6 +55,21 @@ except StoreBusy as exc:
 )
 
 FOREIGN = "elsewhere.example"
+#: Runs a command in a pid namespace of its own, as in another container of the same machine:
+#: it cannot see this one's processes, so a lease is judged by its expiry alone.
+ELSEWHERE = ["unshare", "--user", "--map-root-user", "--pid", "--fork"]
+
+
+def other_namespaces_work() -> bool:
+    try:
+        return subprocess.run([*ELSEWHERE, "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+needs_namespaces = pytest.mark.skipif(
+    not other_namespaces_work(), reason="unshare cannot make a user and pid namespace here"
+)
 OTHER_RUN = "f" * 32
 
 
@@ -65,9 +81,19 @@ def start() -> Iterator[Start]:
     """Starts children that try to hold a store (at unix time ``at``, if given); kills leftovers."""
     children: list[subprocess.Popen[str]] = []
 
-    def start(store: str, ttl: float = 60.0, at: float = 0.0) -> subprocess.Popen[str]:
+    def start(
+        store: str, ttl: float = 60.0, at: float = 0.0, elsewhere: bool = False
+    ) -> subprocess.Popen[str]:
         child = subprocess.Popen(
-            [sys.executable, "-c", HOLD, store, str(ttl), str(at)],
+            [
+                *(ELSEWHERE if elsewhere else []),
+                sys.executable,
+                "-c",
+                HOLD,
+                store,
+                str(ttl),
+                str(at),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -218,27 +244,47 @@ def test_of_six_processes_racing_for_a_dead_holders_lease_one_ends_up_holding_it
     assert not os.path.exists(store + LEASE_SUFFIX)
 
 
+def test_a_stopped_holder_on_this_host_is_never_taken_over(store, start):
+    stopped = start(store, ttl=1.5)
+    word, run = first(stopped)
+    assert word == "held"
+    stopped.send_signal(signal.SIGSTOP)  # as a suspended job: alive, no renewals
+    try:
+        time.sleep(2.0)  # its lease expired
+        refused = start(store, ttl=1.5)
+        word, message = first(refused)
+        assert word == "busy"
+        assert f"pid {stopped.pid}, run {run}" in message
+        assert "its process is stopped (SIGSTOP, Ctrl-Z): resume it with kill -CONT" in message
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    assert finish(stopped) == "lost"  # it was not renewed in time: it gave the store up
+
+
+@needs_namespaces
 def test_a_holder_that_stalls_past_its_lease_is_deposed_and_fenced(store, start):
     stalled = start(store, ttl=1.5)
     word, old_run = first(stalled)
     assert word == "held"
+    old = holder(Location.at(store))
+    fence = Fence(store, old_run, old.epoch, margin=0.5)
+    fence.check()  # its writes may go ahead
     stalled.send_signal(signal.SIGSTOP)  # as a suspended or starved job: no renewals
     try:
         time.sleep(2.0)
-        taker = start(store, ttl=1.5)
+        taker = start(store, ttl=1.5, elsewhere=True)  # another container: it sees no pid
         word, new_run = first(taker)
         assert word == "held"
     finally:
         stalled.send_signal(signal.SIGCONT)
-    assert is_holder(Location.at(store), new_run)
-    assert not is_holder(
-        Location.at(store), old_run
-    )  # its workers can no longer mark images complete
+    new = holder(Location.at(store))
+    assert new.run == new_run
+    assert new.epoch > old.epoch  # a higher fencing token
+    with pytest.raises(Fenced, match=f"run {new_run} holds it now"):
+        fence.check()  # its workers write nothing more
     time.sleep(1.0)
     assert finish(stalled) == "lost"
-    assert is_holder(
-        Location.at(store), new_run
-    )  # the deposed job's release left the new lease alone
+    assert holder_run(store) == new_run  # the deposed job's release left the new lease alone
     assert finish(taker) == "kept"
 
 
