@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import dask.config
 
-from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable, UsageError
+from pipeline.errors import (
+    LeaseLost,
+    PipelineError,
+    SchedulerLost,
+    StoreUnwritable,
+    UsageError,
+)
 from pipeline.job.stopping import Interrupted, requested, stop_on_signals
 from pipeline.settings import LOCAL_KINDS
 
@@ -512,7 +518,7 @@ def _run(args: argparse.Namespace) -> int:
                 gathered.add(result)
                 if args.debug and result.detail:
                     progress.note(result.detail.rstrip())
-        except (StoreUnwritable, SchedulerLost) as exc:  # still a summary of what was done
+        except (StoreUnwritable, SchedulerLost, LeaseLost) as exc:  # a summary of what was done
             stopped = True
             left = _not_done(progress.images - progress.images_done, exc)
             progress.note(f"error: {exc}; {left}")
@@ -567,7 +573,11 @@ def _local_line(kind: str, workers: int | None) -> str:
 def _not_done(left: int, why: PipelineError) -> str:
     """What a job stopped by ``why`` (the store or the scheduler gone) left, and how to finish."""
     images = "image" if left == 1 else "images"
-    when = " once the store can be written" if isinstance(why, StoreUnwritable) else " to finish"
+    when = " to finish"
+    if isinstance(why, StoreUnwritable):
+        when = " once the store can be written"
+    elif isinstance(why, LeaseLost):
+        when = " once no other job holds the store"
     return f"stopped, {left:,} {images} not done (run again{when})"
 
 

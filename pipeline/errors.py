@@ -54,6 +54,10 @@ class StoreUnwritable(PipelineError):
         self.reason = reason
 
 
+class LeaseLost(PipelineError):
+    """The job no longer holds its store's lease: it writes nothing more and stops."""
+
+
 class SchedulerLost(PipelineError):
     """The client lost its scheduler (gone, or unreachable past the reconnect timeout)."""
 

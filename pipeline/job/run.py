@@ -28,7 +28,7 @@ from typing import Any
 
 import dask
 
-from pipeline.errors import PipelineError, SchedulerLost, StoreUnwritable
+from pipeline.errors import LeaseLost, SchedulerLost, StoreUnwritable
 from pipeline.inputs.sources import Probe, Source
 from pipeline.job import stopping
 from pipeline.job.cluster import OnDemand
@@ -227,8 +227,8 @@ class Runner:
         ------
         StoreUnwritable
             After the results known so far, once the store can no longer be written.
-        PipelineError
-            Once another job has taken over the store's lease.
+        LeaseLost
+            Once the job no longer holds the store's lease (taken over, or not renewed in time).
         SchedulerLost
             Once the cluster's scheduler is gone (the images done so far are complete).
         stopping.Interrupted
@@ -248,7 +248,7 @@ class Runner:
                 self.executor.cancel(self.pending)
                 if (reason := self.lease.unwritable()) is not None:
                     raise StoreUnwritable(self.job.store.url, reason)
-                raise PipelineError(f"{self.job.store}: stopped: {self.lease.why_lost()}")
+                raise LeaseLost(f"{self.job.store}: {self.lease.why_lost()}")
             while deadline is None and self.units < self.limit():
                 if self.ready:
                     self._submit_image(*self.ready.popleft())
