@@ -142,6 +142,14 @@ class FencedStore(WrapperStore[Store]):
     def _with_store(self, store: Store) -> FencedStore:
         return type(self)(store, self.fence)
 
+    async def getsize(self, key: str) -> int:
+        """The size of ``key``, as the wrapped store tells it (S3: one request, not a read)."""
+        return await self._store.getsize(key)
+
+    async def getsize_prefix(self, prefix: str) -> int:
+        """The size of everything under ``prefix``, as the wrapped store tells it."""
+        return await self._store.getsize_prefix(prefix)
+
     async def set(self, key: str, value: Buffer) -> None:
         """Write ``value`` at ``key`` if the fence allows it; a chunk only where none exists."""
         self.fence.check()
