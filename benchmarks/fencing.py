@@ -141,9 +141,7 @@ def cost(work: Path, count: int, repeat: int) -> None:
             kinds = proxy.take()["kinds"]
             assert isinstance(kinds, dict)
             per = ", ".join(f"{k} {v / len(few):.2f}" for k, v in sorted(kinds.items()))
-            print(
-                f"{'fenced' if fenced else 'plain':8}  {sum(kinds.values()) / len(few):>6.2f}  {per}"
-            )
+            print(f"{name:8}  {sum(kinds.values()) / len(few):>6.2f}  {per}")
         proxy.shutdown()
     finally:
         moto.terminate()

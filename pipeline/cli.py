@@ -26,13 +26,15 @@ from pipeline.errors import (
     LeaseLost,
     PipelineError,
     SchedulerLost,
+    SettingError,
     StoreUnwritable,
     UsageError,
 )
 from pipeline.job.stopping import Interrupted, requested, stop_on_signals
-from pipeline.settings import LOCAL_KINDS
+from pipeline.settings import BOUNDS, LOCAL_KINDS
 
 if TYPE_CHECKING:
+    from pipeline.settings import Settings
     from pipeline.store.location import Location
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -50,6 +52,8 @@ the command line win. Other defaults come from dask's configuration (pipeline.*)
 be set with environment variables, e.g. DASK_PIPELINE__COLORS=64. The cluster is --scheduler, else
 the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started for the job
 (threads in this process for a small job, worker processes for a larger one: --local-cluster).
+
+{bounds}
 
 Progress: one line per image as it finishes (images and input bytes done of all), and on a
 terminal a live status line. The dashboard address is printed at start; --report keeps a copy of
@@ -93,11 +97,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive(value: str) -> int:
+def _integer(value: str) -> int:
+    """An option's integer; its bounds are checked with the other settings (``BOUNDS``)."""
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+
+
+def _positive(value: str) -> int:
+    number = _integer(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
     return number
@@ -116,11 +125,38 @@ def _default(name: str) -> Any:
     return dask.config.get(f"pipeline.{name}")
 
 
-def _at_least_one(value: str) -> int:
-    number = _positive(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {value}")
-    return number
+#: Numeric settings that no option of ``run`` sets: keys of job files and dask settings only.
+UNFLAGGED = ("tol", "count_pixels")
+#: Numeric dask settings (``pipeline.*``) of how a job runs, none of them a job file's key.
+RUNNING = (
+    "batch_bytes",
+    "batch_images",
+    "batch_pixels",
+    "in_flight",
+    "lease_seconds",
+    "threads_max_images",
+    "threads_max_bytes",
+)
+
+
+def _bounds_paragraph() -> str:
+    """What ``run --help`` says of the settings' bounds (the options' own are in their help)."""
+    import textwrap
+
+    keys = ", ".join(f"{name} {_bounds(name)}" for name in UNFLAGGED)
+    running = ", ".join(f"pipeline.{name.replace('_', '-')} {_bounds(name)}" for name in RUNNING)
+    text = (
+        f"Every number has bounds, given with each option above ({keys} in a job file; {running} "
+        "in dask's configuration). They are checked together before anything starts: a value "
+        "outside them is one line naming it as it was given (--chunk, the job file's key, "
+        "DASK_PIPELINE__CHUNK), exit status 2, and no store is made."
+    )
+    return textwrap.fill(text, 99, break_on_hyphens=False)
+
+
+def _bounds(name: str) -> str:
+    """The values setting ``name`` may take, for its help: ``16..16384``."""
+    return BOUNDS[name].text()
 
 
 class _Versions(argparse.Action):
@@ -153,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compress images into a store",
         description="Compress images into a Zarr store: one group per image with a palette of "
         "at most --colors colours and one label per pixel.",
-        epilog=RUN_EPILOG,
+        epilog=RUN_EPILOG.format(bounds=_bounds_paragraph()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
@@ -168,31 +204,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-k",
         "--colors",
-        type=_positive,
-        help=f"palette size, 1..65536 (default: {_default('colors')})",
+        type=_integer,
+        help=f"palette size, {_bounds('colors')} (default: {_default('colors')})",
     )
     run.add_argument(
         "--sample",
-        type=_positive,
-        help=f"pixels sampled per image for the KMeans fit (default: {_default('sample')})",
+        type=_integer,
+        help=f"pixels sampled per image for the KMeans fit, {_bounds('sample')} and at least "
+        f"--colors (default: {_default('sample')})",
     )
-    run.add_argument("--seed", type=_positive, help=f"random seed (default: {_default('seed')})")
+    run.add_argument(
+        "--seed",
+        type=_integer,
+        help=f"random seed, {_bounds('seed')} (default: {_default('seed')})",
+    )
     run.add_argument(
         "--chunk",
-        type=_positive,
+        type=_integer,
         metavar="PX",
-        help=f"chunk side in pixels (default: {_default('chunk')})",
+        help=f"chunk side in pixels, {_bounds('chunk')}: a chunk is one task's work, held whole "
+        f"(default: {_default('chunk')})",
     )
     run.add_argument(
         "--max-iter",
-        type=_positive,
-        help=f"dask-ml KMeans iterations on the sample (default: {_default('max-iter')})",
+        type=_integer,
+        help=f"dask-ml KMeans iterations on the sample, {_bounds('max_iter')} "
+        f"(default: {_default('max-iter')})",
     )
     run.add_argument(
         "--effort",
-        type=_positive,
-        help="0-3: work refining the palette over every pixel after the sample fit; 0 none, "
-        f"3 best quality and slowest (default: {_default('effort')})",
+        type=_integer,
+        help=f"{_bounds('effort')}: work refining the palette over every pixel after the sample "
+        f"fit; 0 none, 3 best quality and slowest (default: {_default('effort')})",
     )
     run.add_argument(
         "--space",
@@ -210,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dither-strength",
         type=float,
         metavar="S",
-        help="scale of the dither in spacings of the palette's colours, 0..4 "
-        f"(default: {_default('dither-strength')})",
+        help="scale of the dither in spacings of the palette's colours, "
+        f"{_bounds('dither_strength')} (default: {_default('dither-strength')})",
     )
     run.add_argument(
         "--quality",
@@ -222,20 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-pixels",
-        type=_positive,
+        type=_integer,
         metavar="N",
-        help="largest image decoded whole (JPEG, PNG, ...); tiled TIFF and Zarr inputs have no "
-        f"limit (default: {_default('max-pixels')}, Pillow's own)",
+        help=f"largest image decoded whole (JPEG, PNG, ...), {_bounds('max_pixels')}; tiled TIFF "
+        f"and Zarr inputs have no limit (default: {_default('max-pixels')}, Pillow's own)",
     )
     run.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: see below)"
     )
     run.add_argument(
         "--workers",
-        type=_at_least_one,
-        help="worker processes of a local cluster, one thread each; giving it picks worker "
-        "processes over threads, unless --local-cluster threads, where it is the number of "
-        "threads (default: one per core)",
+        type=_integer,
+        help=f"worker processes of a local cluster, {_bounds('workers')}, one thread each; giving "
+        "it picks worker processes over threads, unless --local-cluster threads, where it is the "
+        "number of threads (default: one per core)",
     )
     run.add_argument(
         "--local-cluster",
@@ -262,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="after a first SIGINT/SIGTERM, how long images in flight may finish before the job "
-        f"stops (default: {_default('stop-grace')})",
+        f"stops, {_bounds('stop_grace')} (default: {_default('stop-grace')})",
     )
     run.add_argument(
         "--debug",
@@ -461,17 +504,38 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
     return {**job, **{k: v for k, v in given.items() if v is not None}}
 
 
+def _checked(args: argparse.Namespace, job: dict[str, Any]) -> Settings:
+    """The run's settings, with every number of the job checked against its bounds at once.
+
+    Before anything starts: a value that cannot work raises :class:`SettingError` naming it as
+    it was given: the option (``--chunk``), the job file's key, else as dask's configuration
+    holds it (``DASK_PIPELINE__CHUNK``).
+    """
+    from pipeline.settings import Running, Settings, check_bounds, check_configured
+
+    try:
+        check_bounds({k: job[k] for k in ("workers",) if k in job})
+        Running.from_config(stop_grace=job.get("stop_grace"))
+        check_configured("threads_max_images", "threads_max_bytes")
+        return Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
+    except SettingError as exc:
+        if getattr(args, exc.name, None) is not None:
+            raise exc.named("--" + exc.name.replace("_", "-")) from None
+        if exc.name in job:
+            raise exc.named(f"{args.config}: {exc.name}") from None
+        raise
+
+
 def _run(args: argparse.Namespace) -> int:
     import dask.config
 
     from pipeline.inputs.discover import find_inputs, sample_images
     from pipeline.job.cluster import local_kind, scheduler_address
-    from pipeline.settings import Settings
     from pipeline.store.lease import check_free
     from pipeline.store.location import job_location
 
     job = _job(args)
-    settings = Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
+    settings = _checked(args, job)
     store = job.get("out") or dask.config.get("pipeline.store")
     where = job_location(store)
     inputs = job.get("inputs") or sample_images()

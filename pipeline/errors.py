@@ -38,6 +38,27 @@ class UsageError(PipelineError):
     """Settings that cannot work (bad option values, clashing names); exit code 2."""
 
 
+class SettingError(UsageError):
+    """A setting whose value cannot work, named as the user gave it once that is known.
+
+    Attributes
+    ----------
+    name : str
+        The setting's name (``dither_strength``).
+    problem : str
+        What is wrong, to follow the name: ``must be 0..4, got 5``.
+    """
+
+    def __init__(self, name: str, problem: str, label: str | None = None) -> None:
+        super().__init__(f"{label or name} {problem}")
+        self.name = name
+        self.problem = problem
+
+    def named(self, label: str) -> SettingError:
+        """The same error naming the setting ``label``: ``--dither-strength``, a job file's key."""
+        return SettingError(self.name, self.problem, label)
+
+
 class StoreUnwritable(PipelineError):
     """The store can no longer be written (full, read-only, ...): the job stops.
 

@@ -5,6 +5,11 @@ store through URLs that every process can open, with fsspec (the filesystem laye
 use). Credentials come the usual way for each filesystem (for S3: ``AWS_*`` environment
 variables, ``~/.aws``, instance roles; ``AWS_ENDPOINT_URL`` for S3-compatible servers) and never
 appear in paths, messages or the store.
+
+Every local file and folder the package creates follows the process umask (group-readable with
+the usual 022 or 002), so that a store on a shared cluster file system can be read by the group:
+:func:`create_unique` is the way to make a uniquely named one (not :mod:`tempfile`'s, which are
+private to their owner).
 """
 
 from __future__ import annotations
@@ -17,6 +22,43 @@ from typing import Any
 def is_url(path: str) -> bool:
     """Whether ``path`` is a URL with a protocol, rather than a local path."""
     return "://" in path
+
+
+def create_unique(parent: str, prefix: str, suffix: str = "", *, folder: bool = False) -> str:
+    """Create a new empty file (or folder) with a unique name in ``parent``; return its path.
+
+    Like :func:`tempfile.mkstemp` (:func:`tempfile.mkdtemp`), but with the permissions of any
+    other file (folder): ``0o666 & ~umask`` (``0o777 & ~umask``), not private to the owner.
+
+    Parameters
+    ----------
+    parent : str
+        An existing local folder.
+    prefix, suffix : str
+        The name is ``prefix``, 8 random hex digits, then ``suffix``.
+    folder : bool
+        Create a folder rather than a file.
+
+    Returns
+    -------
+    str
+        The path created: ``parent`` joined with the new name.
+
+    Raises
+    ------
+    OSError
+        If it cannot be created (other than for a name taken already: another is tried).
+    """
+    while True:
+        path = os.path.join(parent, f"{prefix}{os.urandom(4).hex()}{suffix}")
+        try:
+            if folder:
+                os.mkdir(path, 0o777)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
 
 
 def location(path: str) -> str:

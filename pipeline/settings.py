@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import dask.config
 
-from pipeline.errors import UsageError
+from pipeline.errors import SettingError, UsageError
 from pipeline.paths import is_url
 
 #: Defaults registered with dask.config (keys use dashes, like dask's own settings).
@@ -70,17 +71,150 @@ dask.config.update_defaults(DEFAULTS)
 LOCAL_KINDS = ("auto", "threads", "processes")
 
 
-def _configured(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` from dask.config ``pipeline.*``, ``overrides`` on top.
+#: Most colours a palette may have (labels are uint16 above 256 colours).
+MAX_COLORS = 65_536
+#: Most pixels sampled per image: the fit holds them as float32 colours (1.2 GB at the most).
+MAX_SAMPLE = 100_000_000
+#: Largest seed: scikit-learn's and numpy's legacy random states take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+#: Smallest and largest chunk side. A chunk is one task's work, held whole: its RGB pixels and
+#: labels (768 and 512 MiB at 16384, uint16 labels), even in an image smaller than one chunk,
+#: whose partial chunk Zarr fills to the whole chunk's size before writing it.
+MIN_CHUNK, MAX_CHUNK = 16, 16_384
+#: Most Lloyd iterations on the sample (it converges within tens; more only costs time).
+MAX_ITER = 1_000
+#: Largest tolerance: it bounds the summed squared shift of colours in [0, 1]; from 1 on, a fit
+#: stops after its first iteration whatever the value.
+MAX_TOL = 1.0
+#: Largest image decoded whole (``max_pixels``, ``batch_pixels``): 2^32 pixels, more than the
+#: largest JPEG (65,535 pixels a side); 16 GiB of memory to decode and label.
+MAX_IMAGE_PIXELS = 2**32
+#: Most pixels counted per image: the counts are uint32.
+MAX_COUNT_PIXELS = 2**32 - 1
+#: Largest dither strength, in spacings of the palette's colours.
+MAX_DITHER_STRENGTH = 4.0
+#: Most bytes of files batched into one task (read by one worker thread): 1 GiB.
+MAX_BATCH_BYTES = 1 << 30
+#: Most images batched into one task.
+MAX_BATCH_IMAGES = 10_000
+#: Most tasks in flight per thread of the cluster.
+MAX_IN_FLIGHT = 64
+#: Longest stop grace and lease: one day (a lease of less than a second cannot be renewed in
+#: time, every third of it).
+MIN_LEASE_SECONDS, MAX_SECONDS = 1.0, 86_400.0
+#: Most inputs, and bytes of inputs, a job may have to run on threads (``local-cluster: auto``).
+MAX_THREADS_IMAGES, MAX_THREADS_BYTES = 10**9, 1 << 50
+#: Most worker processes (or threads) of a local cluster, all on one machine.
+MAX_WORKERS = 1_024
 
-    ``None`` overrides are ignored; one that is not a field raises :class:`UsageError`.
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric setting may take: ``low`` to ``high``, integers unless ``real``."""
+
+    low: float
+    high: float
+    real: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` (``must be 1..65536, got 0``), or None if it fits."""
+        kind = (int, float) if self.real else int
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"must be {'a number' if self.real else 'an integer'}, got {value!r}"
+        if not self.low <= value <= self.high:  # NaN included
+            return f"must be {self.text()}, got {value}"
+        return None
+
+    def text(self) -> str:
+        """The bounds as help texts show them: ``16..16384``."""
+        show = "{:g}" if self.real else "{:.0f}"
+        return f"{show.format(self.low)}..{show.format(self.high)}"
+
+
+#: Bounds of every numeric setting (job-file keys; options and dask.config keys with dashes).
+BOUNDS: dict[str, Bound] = {
+    "colors": Bound(1, MAX_COLORS),
+    "sample": Bound(1, MAX_SAMPLE),
+    "seed": Bound(0, MAX_SEED),
+    "chunk": Bound(MIN_CHUNK, MAX_CHUNK),
+    "max_iter": Bound(1, MAX_ITER),
+    "tol": Bound(0, MAX_TOL, real=True),
+    "effort": Bound(0, 3),
+    "max_pixels": Bound(1, MAX_IMAGE_PIXELS),
+    "count_pixels": Bound(1, MAX_COUNT_PIXELS),
+    "dither_strength": Bound(0, MAX_DITHER_STRENGTH, real=True),
+    "batch_bytes": Bound(0, MAX_BATCH_BYTES),
+    "batch_images": Bound(1, MAX_BATCH_IMAGES),
+    "batch_pixels": Bound(0, MAX_IMAGE_PIXELS),
+    "in_flight": Bound(1, MAX_IN_FLIGHT),
+    "stop_grace": Bound(0, MAX_SECONDS, real=True),
+    "lease_seconds": Bound(MIN_LEASE_SECONDS, MAX_SECONDS, real=True),
+    "threads_max_images": Bound(0, MAX_THREADS_IMAGES),
+    "threads_max_bytes": Bound(0, MAX_THREADS_BYTES),
+    "workers": Bound(1, MAX_WORKERS),
+}
+
+
+def check_bounds(values: Mapping[str, Any]) -> None:
+    """Raise :class:`SettingError` for the first of ``values`` (by name) outside its bounds."""
+    for name, value in values.items():
+        problem = BOUNDS[name].problem(value) if name in BOUNDS else None
+        if problem is not None:
+            raise SettingError(name, problem)
+
+
+def configured_as(name: str) -> str:
+    """How setting ``name`` was set in dask's configuration, to name it in a message.
+
+    The ``DASK_PIPELINE__*`` environment variable that set it, if one holds its value; else the
+    key ``pipeline.<name>`` when its value is not the package's default (a YAML file, a
+    ``dask.config.set``); else ``name``.
     """
-    values = {f.name: dask.config.get(f"pipeline.{f.name.replace('_', '-')}") for f in fields(cls)}
-    unknown = set(overrides) - set(values)
+    key = name.replace("_", "-")
+    value = dask.config.get(f"pipeline.{key}")
+    for variable, text in os.environ.items():
+        if (
+            variable.upper().startswith("DASK_PIPELINE__")
+            and variable[len("DASK_PIPELINE__") :].lower().replace("_", "-") == key
+            and dask.config.interpret_value(text) == value
+        ):
+            return variable
+    return name if value == DEFAULTS["pipeline"][key] else f"pipeline.{key}"
+
+
+def _configured(
+    names: Sequence[str], overrides: dict[str, Any], check: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Settings ``names`` from dask.config ``pipeline.*``, ``overrides`` on top, ``check`` ed.
+
+    ``None`` overrides are ignored; one that is not in ``names`` raises :class:`UsageError`. A
+    :class:`SettingError` of ``check`` about a value from the configuration names it as set
+    there (:func:`configured_as`).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - set(names)
     if unknown:
         raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = {name: dask.config.get(f"pipeline.{name.replace('_', '-')}") for name in names}
+    values.update(given)
+    try:
+        check(values)
+    except SettingError as exc:
+        if exc.name in given:
+            raise
+        raise exc.named(configured_as(exc.name)) from None
     return values
+
+
+def check_configured(*names: str) -> None:
+    """Check the values dask's configuration holds for settings ``names`` (``threads_max_images``).
+
+    Raises
+    ------
+    SettingError
+        For the first one out of its bounds, named as it was set (:func:`configured_as`).
+    """
+    _configured(names, {}, check_bounds)
 
 
 @dataclass(frozen=True)
@@ -117,18 +251,7 @@ class Running:
     @classmethod
     def from_config(cls, **overrides: Any) -> Running:
         """Values from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
-        values = _configured(cls, overrides)
-        for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise UsageError(f"{name.replace('_', '-')} must be a number >= 0, got {value!r}")
-        for name in ("batch_images", "in_flight"):
-            if values[name] < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be >= 1, got {values[name]}")
-        return cls(**values)
-
-
-#: Most colours a palette may have (labels are uint16 above 256 colours).
-MAX_COLORS = 65_536
+        return cls(**_configured([f.name for f in fields(cls)], overrides, check_bounds))
 
 
 @dataclass(frozen=True)
@@ -194,47 +317,20 @@ class Settings:
     @classmethod
     def from_config(cls, **overrides: Any) -> Settings:
         """Settings from dask.config ``pipeline.*``, non-None ``overrides`` on top, validated."""
-        settings = cls(**_configured(cls, overrides))
-        settings.validate()
-        return settings
+        names = cls.names()
+        return cls(**_configured(names, overrides, lambda values: cls(**values).validate()))
 
     def validate(self) -> None:
-        """Raise :class:`UsageError` naming the first setting that cannot work."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in CHOICES:
-                if value not in CHOICES[f.name]:
-                    choices = ", ".join(CHOICES[f.name])
-                    raise UsageError(f"{f.name} must be one of {choices}, got {value!r}")
-                continue
-            if f.name == "quality":
-                if value is not None:
-                    quality_range(value)
-                continue
-            kind = float if f.name in ("tol", "dither_strength") else int
-            if isinstance(value, bool) or not isinstance(value, (kind, int)):
-                raise UsageError(f"{f.name} must be a number, got {value!r}")
-        checks = [
-            (1 <= self.colors <= MAX_COLORS, f"colors must be 1..{MAX_COLORS}, got {self.colors}"),
-            (
-                self.sample >= self.colors,
-                f"sample ({self.sample}) must be at least colors ({self.colors})",
-            ),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.chunk >= 16, f"chunk must be >= 16 pixels, got {self.chunk}"),
-            (self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}"),
-            (self.tol >= 0, f"tol must be >= 0, got {self.tol}"),
-            (0 <= self.effort <= 3, f"effort must be 0..3, got {self.effort}"),
-            (self.max_pixels >= 1, f"max_pixels must be >= 1, got {self.max_pixels}"),
-            (self.count_pixels >= 1, f"count_pixels must be >= 1, got {self.count_pixels}"),
-            (
-                0 <= self.dither_strength <= 4,
-                f"dither_strength must be 0..4, got {self.dither_strength}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        """Raise :class:`SettingError` naming the first setting that cannot work (see BOUNDS)."""
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise SettingError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        if self.quality is not None:
+            quality_range(self.quality)
+        check_bounds({name: getattr(self, name) for name in self.names() if name in BOUNDS})
+        if self.sample < self.colors:
+            raise SettingError("sample", f"({self.sample}) must be at least colors ({self.colors})")
 
     def fit_settings(self) -> dict[str, Any]:
         """The settings that shape the palette and labels, as recorded in the store.
@@ -263,7 +359,7 @@ ORIGINAL: dict[str, Any] = {"space": "rgb", "dither": "none", "quality": None}
 def quality_range(text: str) -> tuple[float, float]:
     """``(MIN, MAX)`` in dB from ``"MIN-MAX"`` or ``"MAX"`` (then MIN is 0).
 
-    Raises :class:`UsageError` unless 0 <= MIN <= MAX <= 100.
+    Raises :class:`SettingError` unless 0 <= MIN <= MAX <= 100.
     """
     parts = str(text).split("-")
     try:
@@ -271,7 +367,7 @@ def quality_range(text: str) -> tuple[float, float]:
     except ValueError:
         low = high = -1.0
     if len(parts) > 2 or not 0 <= low <= high <= 100:
-        raise UsageError(f"quality must be MIN-MAX or MAX, PSNR in dB, 0..100; got {text!r}")
+        raise SettingError("quality", f"must be MIN-MAX or MAX, PSNR in dB, 0..100; got {text!r}")
     return low, high
 
 
@@ -333,20 +429,16 @@ def read_job_file(path: str) -> dict[str, Any]:
         if wrong:
             expected = "a list of strings" if key == "inputs" else f"a {kind.__name__}"
             raise UsageError(f"{path}: {key} must be {expected}, got {value!r}")
-    if values.get("stop_grace", 0) < 0:
-        raise UsageError(f"{path}: stop_grace must be >= 0, got {values['stop_grace']}")
-    if values.get("workers", 1) < 1:
-        raise UsageError(f"{path}: workers must be >= 1, got {values['workers']}")
     if values.get("local_cluster", "auto") not in LOCAL_KINDS:
         raise UsageError(
             f"{path}: local_cluster must be one of {', '.join(LOCAL_KINDS)}, "
             f"got {values['local_cluster']!r}"
         )
-    settings = {k: v for k, v in values.items() if k not in JOB_KEYS}
     try:
-        Settings.from_config(**settings)
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        check_bounds({k: v for k, v in values.items() if k in JOB_KEYS})
+        Settings.from_config(**{k: v for k, v in values.items() if k not in JOB_KEYS})
+    except SettingError as exc:  # one of the file's values, or of dask's configuration
+        raise exc.named(f"{path}: {exc.name}") if exc.name in values else exc from None
     folder = os.path.dirname(os.path.abspath(path))
     if "inputs" in values:
         values["inputs"] = [_resolve(folder, p) for p in values["inputs"]]

@@ -128,8 +128,8 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
         (["run", "--colors", "0"], "colors must be 1..65536"),
         (["run", "--colors", "64", "--sample", "10"], "sample (10) must be at least colors (64)"),
         (["run", "--chunk", "abc"], "not an integer"),
-        (["run", "--chunk", "8"], "chunk must be >= 16"),
-        (["run", "--workers", "0"], "must be >= 1: 0"),
+        (["run", "--chunk", "8"], "--chunk must be 16..16384, got 8"),
+        (["run", "--workers", "0"], "--workers must be 1..1024, got 0"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -138,6 +138,82 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "job", "env", "message"),
+    [
+        (["--chunk", "4294967296"], None, {}, "--chunk must be 16..16384, got 4294967296"),
+        (["--colors", "70000"], None, {}, "--colors must be 1..65536, got 70000"),
+        (["--sample", str(10**10)], None, {}, "--sample must be 1..100000000, got 10000000000"),
+        (["--seed", str(2**32)], None, {}, "--seed must be 0..4294967295, got 4294967296"),
+        (["--max-iter", "1001"], None, {}, "--max-iter must be 1..1000, got 1001"),
+        (["--dither-strength", "4.5"], None, {}, "--dither-strength must be 0..4, got 4.5"),
+        (
+            ["--max-pixels", str(2**33)],
+            None,
+            {},
+            "--max-pixels must be 1..4294967296, got 8589934592",
+        ),
+        (["--workers", "100000"], None, {}, "--workers must be 1..1024, got 100000"),
+        (["--stop-grace", "-1"], None, {}, "--stop-grace must be 0..86400, got -1.0"),
+        ([], "chunk = 4294967296", {}, "job.toml: chunk must be 16..16384, got 4294967296"),
+        ([], "tol = 2.0", {}, "job.toml: tol must be 0..1, got 2.0"),
+        ([], "count_pixels = -1", {}, "job.toml: count_pixels must be 1..4294967295, got -1"),
+        ([], "stop_grace = 1e9", {}, "job.toml: stop_grace must be 0..86400, got 1000000000.0"),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__CHUNK": "4294967296"},
+            "DASK_PIPELINE__CHUNK must be 16..16384, got 4294967296",
+        ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__DITHER_STRENGTH": "9"},
+            "DASK_PIPELINE__DITHER_STRENGTH must be 0..4, got 9",
+        ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__COLORS": "abc"},
+            "DASK_PIPELINE__COLORS must be an integer, got 'abc'",
+        ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__LEASE_SECONDS": "0"},
+            "DASK_PIPELINE__LEASE_SECONDS must be 1..86400, got 0",
+        ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__BATCH_IMAGES": str(10**6)},
+            "DASK_PIPELINE__BATCH_IMAGES must be 1..10000, got 1000000",
+        ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__THREADS_MAX_BYTES": "-1"},
+            "DASK_PIPELINE__THREADS_MAX_BYTES must be 0..1125899906842624, got -1",
+        ),
+        # the option wins over the environment (and then the variable is never looked at)
+        (["--colors", "70000"], None, {"DASK_PIPELINE__COLORS": "abc"}, "--colors must be"),
+    ],
+)
+def test_numbers_out_of_bounds_stop_the_job_before_anything_starts(
+    tmp_path, small_photo, args, job, env, message
+):
+    iio.imwrite(tmp_path / "a.png", small_photo)
+    if job is not None:
+        (tmp_path / "job.toml").write_text(job + "\n")
+        args = [*args, "--config", "job.toml"]
+    done = run("run", "a.png", "-o", "out.zarr", *args, cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+    assert not (tmp_path / "out.zarr").exists()
+    assert not (tmp_path / "out.zarr.lease.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ Each input item is, in this order:
 * a URL (``s3://...``, any fsspec protocol): a glob is one ``glob`` request, a folder one
   (paged) ``ls``, an image file one ``info``; the Zarr arrays directly in a folder are inputs
   (a folder holding a ``zarr.json`` or ``.zarray`` is read to tell an array from a group);
-* an existing local folder: its image files (by extension, see ``IMAGE_EXTENSIONS``) and the
+* an existing local folder: its image files (by extension, see :func:`is_image_name`) and the
   Zarr arrays directly inside it, not recursively; a Zarr array's own folder is an input;
 * a glob pattern: the files it matches (``**`` is zero or more folders and never follows a
   symbolic link to a folder, so a link loop cannot make it hang; names starting with ``.`` are
@@ -43,6 +43,31 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = frozenset(
     {".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 )
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file named ``name`` (no folder) is taken as an image where a folder is listed.
+
+    Its extension is the text from its last dot, whatever comes before: ``.png``, ``..png`` and
+    ``...jpg`` are images, as they are when given directly (:func:`os.path.splitext` would give
+    them none). Hidden names are no exception, as a listed folder takes every name: macOS's
+    AppleDouble files (``._photo.jpg``, which hold no image) are found as well, and each then
+    fails with one line naming it; a glob such as ``*.jpg`` leaves hidden names out, as
+    :func:`glob.glob` does.
+
+    Parameters
+    ----------
+    name : str
+        A file name, without its folder.
+
+    Returns
+    -------
+    bool
+        Whether its extension, ignoring case, is one of ``IMAGE_EXTENSIONS``.
+    """
+    dot = name.rfind(".")
+    return dot >= 0 and name[dot:].lower() in IMAGE_EXTENSIONS
+
 
 #: Keys of an fsspec listing's info that tell one version of an object from another, best first.
 VERSION_KEYS = ("ETag", "etag", "LastModified", "mtime")
@@ -175,7 +200,7 @@ def _folder(folder: str) -> list[Entry]:
 
 def _folder_entry(item: os.DirEntry[str], path: str) -> Entry | None:
     """The entry for one name in a folder, None for what is no input (or a broken link)."""
-    image = os.path.splitext(item.name)[1].lower() in IMAGE_EXTENSIONS
+    image = is_image_name(item.name)
     try:
         # The file type from the folder listing spares a stat of every other file.
         if not image and not item.is_dir():
@@ -289,7 +314,7 @@ def _url(item: str) -> list[Entry]:
                 raise InputError(item, "no file matches this pattern")
             urls = sorted(((fs.unstrip_protocol(i["name"]), i) for i in files), key=lambda u: u[0])
             return [_url_entry(url, info) for url, info in urls]
-        if os.path.splitext(inner)[1].lower() in IMAGE_EXTENSIONS:  # a file, most likely
+        if is_image_name(inner.rsplit("/", 1)[-1]):  # a file, most likely
             info = fs.info(inner)
             if info.get("type") != "directory":
                 return [_url_entry(item, info)]
@@ -316,7 +341,7 @@ def _url_folder(fs: Any, item: str, listed: list[dict[str, Any]]) -> list[Entry]
     entries = []
     for info in listed:
         if info.get("type") == "file":
-            if os.path.splitext(info["name"])[1].lower() in IMAGE_EXTENSIONS:
+            if is_image_name(info["name"].rsplit("/", 1)[-1]):
                 entries.append(_url_entry(fs.unstrip_protocol(info["name"]), info))
         elif is_zarr_array(url := fs.unstrip_protocol(info["name"])):
             entries.append(Entry(url, None, _version(info), zarr=True))

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.job.graph import rebuild
 from pipeline.outputs.png import write_indexed_png
-from pipeline.paths import is_url
+from pipeline.paths import create_unique, is_url
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -580,24 +580,17 @@ def kept_reason(target: str, folder: bool, overwrite: bool) -> str | None:
 def temporary_beside(target: str, tag: str, make: bool, folder: bool) -> str:
     """A new hidden name beside ``target`` (``.NAME.tag-XXXXXXXX``), created when ``make``.
 
-    Created with the default permissions (umask applied), unlike :mod:`tempfile`'s private ones,
-    since it becomes the output.
+    Created with the default permissions (umask applied, :func:`create_unique`), unlike
+    :mod:`tempfile`'s private ones, since it becomes the output.
     """
     parent, base = os.path.split(target)
+    prefix = f".{base}.{tag}-"
+    if make:
+        return create_unique(parent, prefix, folder=folder)
     while True:
-        path = os.path.join(parent, f".{base}.{tag}-{os.urandom(4).hex()}")
-        if not make:
-            if not os.path.lexists(path):
-                return path
-            continue
-        try:
-            if folder:
-                os.mkdir(path)
-            else:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return path
+        path = os.path.join(parent, f"{prefix}{os.urandom(4).hex()}")
+        if not os.path.lexists(path):
+            return path
 
 
 def remove_output(path: str) -> None:

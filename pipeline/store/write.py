@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsGroupError
 
 from pipeline.errors import PipelineError
+from pipeline.paths import create_unique
 from pipeline.store import ngff
 from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
@@ -168,7 +168,7 @@ def _write_group(store: Location, node: str, document: bytes) -> None:
                 os.remove(staged)
             raise
         return
-    folder = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
+    folder = create_unique(parent, f".{name}.", folder=True)
     try:
         with open(os.path.join(folder, "zarr.json"), "wb") as file:
             file.write(document)

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import zarr
 
@@ -326,3 +328,46 @@ def test_an_unknown_protocol_is_one_error():
     (message,) = problems(discover(["nope://bucket/x.png"]))
     assert message.startswith("nope://bucket/x.png: ")
     assert "\n" not in message
+
+
+def test_names_of_dots_and_an_extension_are_found_in_folders(tmp_path):
+    root = tmp_path / "dots"
+    for name in ["..png", ".png", "...jpg", ".hidden.JPG", "._photo.jpg", "png", "x.png.txt"]:
+        touch(root / name)
+    expected = ["...jpg", "..png", "._photo.jpg", ".hidden.JPG", ".png"]
+    assert paths(discover([str(root)])) == [str(root / name) for name in expected]
+    # as given directly, and as a glob spelled to match hidden names
+    assert paths(discover([str(root / "..png")])) == [str(root / "..png")]
+    assert paths(discover([str(root / ".*png")])) == [str(root / "..png"), str(root / ".png")]
+    # a glob's * leaves hidden names out, as glob.glob does
+    assert problems(discover([str(root / "*.png")])) == [
+        f"{root}/*.png: no file matches this pattern"
+    ]
+
+
+def test_names_of_dots_and_an_extension_are_found_in_buckets():
+    fs = fsspec.filesystem("memory")
+    root = "/dots-test"
+    for name in ["..png", ".png", "x.png.txt"]:
+        fs.pipe(f"{root}/{name}", b"x")
+    try:
+        found = paths(discover([f"memory://{root}"]))
+        assert found == [f"memory://{root}/..png", f"memory://{root}/.png"]
+        assert paths(discover([f"memory://{root}/..png"])) == [f"memory://{root}/..png"]
+    finally:
+        fs.rm(root, recursive=True)
+
+
+def test_names_of_dots_are_stored_under_names_that_are_not_hidden(tmp_path):
+    from pipeline import compress, open_store
+
+    root = tmp_path / "dots"
+    root.mkdir()
+    pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    for name in ["..png", ".png", "%2E.png"]:
+        iio.imwrite(root / name, pixels, extension=".png")
+    store = tmp_path / "out.zarr"
+    results = compress([str(root)], str(store), colors=4, sample=64, chunk=16)
+    names = {Path(r.source).name: r.name for r in results if r.status == "done"}
+    assert names == {"..png": "%2E.png", ".png": "%2Epng", "%2E.png": "%252E.png"}
+    assert sorted(open_store(str(store))) == sorted(names.values())

@@ -202,10 +202,10 @@ def test_job_file_with_overrides_progress_and_report(tmp_path, photos):
     ("content", "problem"),
     [
         ("colours = 16", "unknown key colours"),
-        ('colors = "many"', "colors must be a number, got 'many'"),
+        ('colors = "many"', "colors must be an integer, got 'many'"),
         ("colors = 0", "colors must be 1..65536, got 0"),
         ('inputs = "a.png"', "inputs must be a list of strings"),
-        ("workers = 0", "workers must be >= 1"),
+        ("workers = 0", "workers must be 1..1024, got 0"),
         ('local_cluster = "fast"', "local_cluster must be one of auto, threads, processes"),
         ("colors = ", "not valid TOML"),
     ],
