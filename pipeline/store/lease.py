@@ -53,7 +53,6 @@ import errno
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -64,7 +63,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
-from pipeline.paths import read_object
+from pipeline.paths import create_unique, read_object
 from pipeline.store.fence import Fence
 from pipeline.store.location import Location
 
@@ -186,9 +185,9 @@ class _LocalFile:
         self._remove_if(current)
 
     def _write_aside(self, data: bytes) -> str:
-        descriptor, path = tempfile.mkstemp(dir=self.folder, prefix=self.name + ".", suffix=".tmp")
+        path = create_unique(self.folder, self.name + ".", ".tmp")  # mode as the umask says
         try:
-            with os.fdopen(descriptor, "wb") as file:
+            with open(path, "wb") as file:
                 file.write(data)
         except BaseException:
             os.unlink(path)  # a full disk left it empty: one more beside the store per renewal

@@ -65,3 +65,14 @@ def test_create_unique_makes_new_files_and_folders(tmp_path):
         assert os.path.getsize(path) == 0
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o750
     assert os.listdir(folder) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002], ids=["022", "002"])
+def test_the_lease_file_follows_the_umask(tmp_path, mask):
+    from pipeline.store.lease import LEASE_SUFFIX, hold
+    from pipeline.store.location import Location
+
+    store = tmp_path / "out.zarr"
+    with umask(mask), hold(Location.at(str(store))):
+        lease_file = Path(str(store) + LEASE_SUFFIX)
+        assert stat.S_IMODE(lease_file.stat().st_mode) == 0o666 & ~mask
