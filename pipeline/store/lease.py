@@ -6,9 +6,10 @@ refused with :class:`StoreBusy`, whose one-line message names the holder. The le
 file next to the store named like it plus :data:`LEASE_SUFFIX` (``out.zarr.lease.json`` for
 ``out.zarr``). It is not inside the store because zarr-python warns about, and with warnings as
 errors fails on, every entry of a group's folder that is not a Zarr node. It names its holder
-(run id, host, pid, start time) and when it expires; a daemon thread renews it every ``ttl / 3``
-seconds. Workers check :func:`is_holder` just before they mark an image complete, so the workers
-of a job whose lease expired or was taken over cannot mark images complete (fencing).
+(run id, host, pid, start time, its epoch: the fencing token) and when it expires; a daemon
+thread renews it every ``ttl / 3`` seconds. Every write of the job is checked against it right
+before it happens (:meth:`Lease.fence`, :mod:`pipeline.store.fence`), so a job whose lease
+expired or was taken over writes nothing more, whichever of its processes was paused.
 
 The lease sits beside the store, on the same filesystem: when it cannot be written for a reason
 every later write would meet too (:func:`pipeline.errors.unwritable`: the disk is full,
@@ -16,9 +17,10 @@ read-only, ...), taking it fails and renewing it gives the store up (the job can
 it holds it), with :class:`~pipeline.errors.StoreUnwritable`. Releasing it is best effort.
 
 A holder that died does not block the store forever. A lease is *stale*, and the next job takes
-it over, when it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted or
-on a lost machine), or at once when its holder ran on this host and its pid no longer exists (a
-rerun right after ``kill -9`` or ``scancel``). Expiry compares unix times of different hosts, so
+it over, at once when its holder ran in this pid namespace (this host or container) and its
+process no longer exists (a rerun right after ``kill -9`` or ``scancel``), and, for a holder
+elsewhere, once it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted
+or on a lost machine). A holder here whose process exists is never deposed, even stopped. Expiry compares unix times of different hosts, so
 their clocks must agree to well within ``ttl``. A lease file that cannot be parsed counts as
 stale (this module never leaves one half-written: its local writes are renames and links, and an
 object store's put replaces an object whole).
@@ -627,25 +629,3 @@ def check_free(store: Location) -> None:
         ) from None
     if current is not None and not _stale(current):
         raise StoreBusy(store, current)
-
-
-def is_holder(store: Location, run: str) -> bool:
-    """Whether run ``run`` holds the store's lease now, with one small read.
-
-    Workers call this just before they mark an image complete, so that a job whose lease expired
-    or was taken over cannot mark images complete.
-
-    Parameters
-    ----------
-    store
-        The store.
-    run
-        The run id of the job (:attr:`Lease.run`).
-
-    Returns
-    -------
-    bool
-        True if the lease names ``run`` and has not expired.
-    """
-    found = holder(store)
-    return found is not None and found.run == run and found.expires >= time.time()

@@ -27,7 +27,7 @@ import zarr
 import pipeline.store.lease
 from pipeline.errors import UsageError
 from pipeline.store.fence import Fence, Fenced
-from pipeline.store.lease import LEASE_SUFFIX, Holder, StoreBusy, hold, holder, is_holder
+from pipeline.store.lease import LEASE_SUFFIX, Holder, StoreBusy, hold, holder
 from pipeline.store.location import Location
 
 PRELUDE = f"""
@@ -137,6 +137,12 @@ def dead_pid() -> int:
     done = subprocess.Popen(["true"])
     done.wait()
     return done.pid
+
+
+def is_holder(store: Location, run: str) -> bool:
+    """Whether the store's lease names ``run`` and has not expired."""
+    found = holder(store)
+    return found is not None and found.run == run and found.expires >= time.time()
 
 
 def holder_run(store: str) -> str | None:
