@@ -20,10 +20,11 @@ A holder that died does not block the store forever. A lease is *stale*, and the
 it over, at once when its holder ran in this pid namespace (this host or container) and its
 process no longer exists (a rerun right after ``kill -9`` or ``scancel``), and, for a holder
 elsewhere, once it expired (its holder stopped renewing it ``ttl`` seconds ago: stopped, evicted
-or on a lost machine). A holder here whose process exists is never deposed, even stopped. Expiry compares unix times of different hosts, so
-their clocks must agree to well within ``ttl``. A lease file that cannot be parsed counts as
-stale (this module never leaves one half-written: its local writes are renames and links, and an
-object store's put replaces an object whole).
+or on a lost machine). A holder here whose process exists is never deposed, even stopped.
+Expiry compares unix times of different hosts, so their clocks must agree to well within
+``ttl``. A lease file that cannot be parsed counts as stale (this module never leaves one
+half-written: its local writes are renames and links, and an object store's put replaces an
+object whole).
 
 Local stores (paths, ``file://`` URLs)
     Exact. A lease is created by hard-linking a fully written temporary file onto the lease path
