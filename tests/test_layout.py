@@ -200,7 +200,7 @@ def test_the_rules_see_real_imports():
     """The checks above would pass vacuously if the parsing found nothing."""
     by_name = {m.name: m for m in MODULES}
     assert "pipeline.store.write" in internal_imports(by_name["pipeline.job.tasks"])
-    assert "pipeline.store.lease" in internal_imports(by_name["pipeline.job.tasks"])
+    assert "pipeline.store.fence" in internal_imports(by_name["pipeline.job.tasks"])
     assert any(name == "map_blocks" for name, _ in calls(by_name["pipeline.job.graph"]))
     # the one exception is still needed (else it goes)
     assert DASK_ML_INPUT[1] in {name for name, _ in calls(by_name[DASK_ML_INPUT[0]])}

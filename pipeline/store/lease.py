@@ -67,7 +67,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
 from pipeline.paths import create_unique, read_object
-from pipeline.store.fence import Fence
+from pipeline.store.fence import Fenced
 from pipeline.store.location import Location
 
 #: Added to the store's path to name its lease file: ``out.zarr.lease.json`` for ``out.zarr``.
@@ -286,6 +286,78 @@ def _lease_file(store: Location) -> _LeaseFile:
     return _RemoteFile(fs, inner.rstrip("/") + LEASE_SUFFIX, conditional="s3" in protocols)
 
 
+_grants_lock = threading.Lock()
+#: (store URL, run, epoch) -> (wall-clock time, monotonic time) until which writes may go ahead.
+_grants: dict[tuple[str, str, int], tuple[float, float]] = {}
+#: Runs known to have lost a store: they never write it again.
+_deposed: dict[tuple[str, str, int], str] = {}
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The right of run ``run`` (lease epoch ``epoch``) to write the store at ``url``.
+
+    Attributes
+    ----------
+    store : Location
+        The store (unfenced: where its lease is read).
+    run : str
+        The run id the lease must name.
+    epoch : int
+        The lease's fencing token it must hold.
+    margin : float
+        Seconds before the lease expires from which nothing more is written.
+    """
+
+    store: Location
+    run: str
+    epoch: int
+    margin: float
+
+    def check(self) -> None:
+        """Return if the job may write now; raise :class:`Fenced` if not.
+
+        Reads the lease file when this process's last reading is older than
+        :data:`~pipeline.store.lease.RECHECK_SECONDS` or too close to its expiry.
+
+        Raises
+        ------
+        Fenced
+            The lease names another run or epoch, is gone, or expires within ``margin``.
+        OSError
+            The lease file could not be read (nothing is written then either).
+        """
+        key = (self.store.url, self.run, self.epoch)
+        with _grants_lock:
+            if key in _deposed:
+                raise Fenced(_deposed[key])
+            until = _grants.get(key)
+            if until is not None and time.time() < until[0] and time.monotonic() < until[1]:
+                return
+        self._read_lease(key)
+
+    def _read_lease(self, key: tuple[str, str, int]) -> None:
+        found = holder(self.store)
+        now, clock = time.time(), time.monotonic()
+        if found is None or (found.run, found.epoch) != (self.run, self.epoch):
+            who = "its lease is gone" if found is None else f"run {found.run} holds it now"
+            reason = (
+                f"{self.store}: this job no longer holds the store ({who}); nothing more written"
+            )
+            with _grants_lock:
+                _deposed[key] = reason
+            raise Fenced(reason)
+        left = found.expires - self.margin - now
+        if left <= 0:
+            raise Fenced(
+                f"{self.store}: the store's lease was not renewed in time (this job was stopped or"
+                " starved); nothing more written"
+            )
+        trust = min(left, RECHECK_SECONDS)
+        with _grants_lock:
+            _grants[key] = (now + trust, clock + trust)
+
+
 def _encode(holder: Holder) -> bytes:
     return json.dumps(asdict(holder), sort_keys=True).encode()
 
@@ -420,7 +492,7 @@ class Lease:
         See :mod:`pipeline.store.fence`: nothing is written within a third of the lease's
         lifetime of its expiry.
         """
-        return Fence(self.store.url, self.run, self.epoch, self._holder.ttl / 3)
+        return Fence(self.store, self.run, self.epoch, self._holder.ttl / 3)
 
     def why_lost(self) -> str:
         """Why the store was given up, for a message (once :meth:`lost`)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.paths import filesystem, is_url, location, read_bytes, read_object, zarr_store
 
 if TYPE_CHECKING:
-    from pipeline.store.fence import Fence
+    from pipeline.store.lease import Fence
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Location:
 
     def fenced(self, fence: Fence) -> Location:
         """The same store, for writes that only ``fence`` lets happen."""
-        return replace(self, fence=fence)
+        return replace(self, fence=fence)  # the fence holds this location, unfenced
 
     def guard(self) -> None:
         """Check the fence (if any) right before writing: raises :class:`~.fence.Fenced`."""

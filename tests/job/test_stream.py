@@ -18,7 +18,8 @@ from pipeline.inputs.sources import probe
 from pipeline.job.tasks import Job, Spec, compress_whole, failure
 from pipeline.settings import Settings
 from pipeline.store import lease
-from pipeline.store.fence import Fence, Fenced
+from pipeline.store.fence import Fenced
+from pipeline.store.lease import Fence
 from pipeline.store.location import Location
 from pipeline.store.write import COMPLETE, list_store, open_root
 from tests.conftest import store_files
@@ -133,7 +134,7 @@ def test_a_deposed_job_writes_nothing(tmp_path, crops):
     open_root(Location.at(store), mode="a")
     path = str(crops / "c02.png")
     with lease.hold(Location.at(store), ttl=30) as held:
-        deposed = Fence(store, "another-run", held.epoch - 1, margin=10.0)
+        deposed = Fence(Location.at(store), "another-run", held.epoch - 1, margin=10.0)
         job = Job(
             Location.at(store).fenced(deposed),
             Settings.from_config(**FAST),

@@ -26,8 +26,8 @@ import zarr
 
 import pipeline.store.lease
 from pipeline.errors import UsageError
-from pipeline.store.fence import Fence, Fenced
-from pipeline.store.lease import LEASE_SUFFIX, Holder, StoreBusy, hold, holder
+from pipeline.store.fence import Fenced
+from pipeline.store.lease import LEASE_SUFFIX, Fence, Holder, StoreBusy, hold, holder
 from pipeline.store.location import Location
 
 PRELUDE = f"""
@@ -273,7 +273,7 @@ def test_a_holder_that_stalls_past_its_lease_is_deposed_and_fenced(store, start)
     word, old_run = first(stalled)
     assert word == "held"
     old = holder(Location.at(store))
-    fence = Fence(store, old_run, old.epoch, margin=0.5)
+    fence = Fence(Location.at(store), old_run, old.epoch, margin=0.5)
     fence.check()  # its writes may go ahead
     stalled.send_signal(signal.SIGSTOP)  # as a suspended or starved job: no renewals
     try:
