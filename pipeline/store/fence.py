@@ -119,7 +119,11 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 
 def _create_file(path: str, data: Any, fence: Check) -> None:
-    """Write a new file at ``path`` whole, or raise :class:`Interfered` if one exists."""
+    """Write a new file at ``path`` whole; if one exists, it must hold the same bytes.
+
+    The same bytes are a task run again (its worker died): labelling is deterministic.
+    Other bytes raise :class:`Interfered`.
+    """
     folder, name = os.path.split(path)
     os.makedirs(folder, exist_ok=True)
     staged = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.partial")
@@ -129,16 +133,23 @@ def _create_file(path: str, data: Any, fence: Check) -> None:
         fence.check()  # last, right before the chunk appears
         os.link(staged, path)
     except FileExistsError:
-        raise Interfered(f"chunk {path} was written by another job meanwhile") from None
+        with open(path, "rb") as file:
+            _same(path, file.read(), bytes(data))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
 
 
 async def _create_object(store: FsspecStore, key: str, data: bytes) -> None:
-    """Put a new object for ``key``, or raise :class:`Interfered` if one exists."""
+    """Put a new object for ``key``; if one exists, it must hold the same bytes."""
     path = f"{store.path.rstrip('/')}/{key}"
     try:
         await store.fs._pipe_file(path, data, mode="create")
     except FileExistsError:
-        raise Interfered(f"chunk {path} was written by another job meanwhile") from None
+        _same(path, await store.fs._cat_file(path), data)
+
+
+def _same(path: str, found: bytes, written: bytes) -> None:
+    """Raise :class:`Interfered` unless the chunk found at ``path`` is the one to write."""
+    if found != written:
+        raise Interfered(f"chunk {path} was written by another job meanwhile")

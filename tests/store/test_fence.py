@@ -1,0 +1,79 @@
+"""The fence: every write checked against the lease; chunks written only where none exists."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.store.fence import Fenced, FencedStore, Interfered
+from pipeline.store.lease import LEASE_SUFFIX, RECHECK_SECONDS, Fence, hold, holder
+from pipeline.store.location import Location
+
+
+def rewrite_lease(store: str, **fields: object) -> None:
+    """Change fields of the store's lease file in place (as another job would replace it)."""
+    path = Path(store + LEASE_SUFFIX)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+@pytest.fixture
+def held(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    with hold(Location.at(store), ttl=30) as lease:
+        yield store, lease
+
+
+def test_a_chunk_is_written_once_and_only_the_same_bytes_again(held):
+    store, lease = held
+    fenced = Location.at(store).fenced(lease.fence())
+    array = zarr.create_array(
+        fenced.zarr, name="labels", shape=(4, 4), chunks=(2, 2), dtype="uint8", fill_value=0
+    )
+    array[:2, :2] = 7
+    array[:2, :2] = 7  # a task run again (its worker died) writes the same chunk: fine
+    with pytest.raises(Interfered, match=r"chunk .*labels/c/0/0 was written by another job"):
+        array[:2, :2] = 8
+    assert np.asarray(zarr.open_array(store, path="labels")[:2, :2]).tolist() == [[7, 7]] * 2
+    assert not list(Path(store, "labels", "c", "0").glob(".*"))  # no staged file left
+
+
+def test_a_taken_over_lease_stops_every_write_within_the_recheck(held):
+    store, lease = held
+    fenced = Location.at(store).fenced(lease.fence())
+    group = zarr.create_group(fenced.zarr, path="a.png")  # checked: the lease is ours
+    rewrite_lease(store, run="f" * 32, epoch=lease.epoch + 1)  # another job took it over
+    time.sleep(RECHECK_SECONDS + 0.1)
+    with pytest.raises(Fenced, match=f"run {'f' * 32} holds it now"):
+        group.create_group("b")
+    with pytest.raises(Fenced):
+        fenced.guard()
+    assert "b" not in zarr.open_group(store, path="a.png", mode="r")
+    rewrite_lease(store, run=lease.run, epoch=lease.epoch)
+    with pytest.raises(Fenced):  # once deposed, a run never writes the store again
+        fenced.guard()
+
+
+def test_writes_stop_a_margin_before_the_lease_expires(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    with hold(Location.at(store), ttl=30) as lease:
+        fence = Fence(Location.at(store), lease.run, lease.epoch, margin=10.0)
+        rewrite_lease(store, expires=time.time() + 5)  # a renewal late, as if stopped
+        with pytest.raises(Fenced, match="lease was not renewed in time"):
+            fence.check()
+        assert holder(Location.at(store)).run == lease.run
+
+
+def test_a_fenced_location_travels_with_its_fence(held):
+    import pickle
+
+    store, lease = held
+    fenced = Location.at(store).fenced(lease.fence())
+    again = pickle.loads(pickle.dumps(fenced))
+    assert again.fence == fenced.fence
+    assert isinstance(again.zarr, FencedStore)
+    assert Location.at(store).fence is None
