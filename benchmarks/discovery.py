@@ -9,9 +9,12 @@
 
 * list_store: :func:`pipeline.store.write.list_store` (what a rerun lists to learn what is complete
   and whose chunks are missing) on a store of N complete one-chunk images, laid out as the job
-  writes them (group, array documents, one labels and one palette chunk, a completion marker
-  naming one chunk; 1-byte files), one image in 1,000 missing its labels chunk; with the peak
-  of Python memory it allocates (tracemalloc).
+  writes them (group and labels documents as the job writes them, 2.7 KB and 0.6 KB; a palette
+  document, one labels and one palette chunk of 1 byte; a completion marker naming one chunk),
+  one image in 1,000 missing its labels chunk; with the peak of Python memory it allocates
+  (tracemalloc).
+* check_complete: :func:`pipeline.store.read.check_complete`, what a rerun then reads: the group
+  and labels documents of every image the markers vouch for, checked; with its peak memory.
 
 Best of ``--repeat`` runs. All are linear: the microseconds per path stay flat as N grows.
 
@@ -22,6 +25,7 @@ Usage: python benchmarks/discovery.py [--work DIR] [--max 1000000] [--max-files 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +37,7 @@ from pathlib import Path
 from pipeline.inputs.discover import discover
 from pipeline.inputs.names import unique_names
 from pipeline.store.location import Location
+from pipeline.store.read import check_complete
 from pipeline.store.write import COMPLETE, list_store
 
 PER_FOLDER = 1000
@@ -59,6 +64,34 @@ def make_tree(root: Path, n: int) -> list[str]:
     return folders
 
 
+#: An image group's document as the job writes one of 16 colours (2.7 KB).
+GROUP_DOCUMENT = json.dumps(
+    {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {
+            "status": "complete",
+            "image_shape": [60, 80, 3],
+            "source": {"path": "/data/photos/batch0/img0.jpg", "shape": [60, 80, 3]},
+            "colors_requested": 16,
+            "colors": 16,
+            "metrics": {"psnr_db": 30.0, "stored_bytes": 2600, "ratio": 5.4},
+            "padding": "x" * 1900,  # the fit, settings and OME-NGFF colour table
+        },
+    }
+).encode()
+#: Its labels' document (0.6 KB).
+LABELS_DOCUMENT = json.dumps(
+    {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [60, 80],
+        "data_type": "uint8",
+        "padding": "x" * 500,
+    }
+).encode()
+
+
 def make_store(root: Path, n: int) -> None:
     """A store of N complete one-chunk images as the job lays them out; every 1000th lacks its
     labels chunk."""
@@ -68,25 +101,38 @@ def make_store(root: Path, n: int) -> None:
         group = root / f"img{i}.jpg"
         for folder in ("labels/c/0", "palette/c/0"):
             (group / folder).mkdir(parents=True)
-        files = ["zarr.json", "labels/zarr.json", "palette/zarr.json", "palette/c/0/0"]
-        files += [] if i % 1000 == 999 else ["labels/c/0/0"]
-        for name in files:
+        files = {
+            "zarr.json": GROUP_DOCUMENT,
+            "labels/zarr.json": LABELS_DOCUMENT,
+            "palette/zarr.json": b"x",
+            "palette/c/0/0": b"x",
+        }
+        if i % 1000 != 999:
+            files["labels/c/0/0"] = b"x"
+        for name, data in files.items():
             fd = os.open(group / name, os.O_CREAT | os.O_WRONLY, 0o644)
-            os.write(fd, b"x")
+            os.write(fd, data)
             os.close(fd)
         (root / COMPLETE / f"{i:016x}.1-img{i}.jpg").mkdir()
 
 
-def listing(root: Path, repeat: int, n: int) -> tuple[float, float]:
-    """Best seconds of ``list_store`` over ``root`` and its peak traced memory (MiB)."""
+def listing(root: Path, repeat: int, n: int) -> tuple[float, float, float, float]:
+    """Best seconds of ``list_store`` over ``root`` and its peak traced memory (MiB); the same
+    of ``check_complete`` of every image after it."""
     store = Location.at(str(root))
     seconds = best(repeat, lambda: len(list_store(store).groups), n)
     tracemalloc.start()
-    damaged = list_store(store).damaged
+    listed = list_store(store)
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    assert len(damaged) == n // 1000, len(damaged)
-    return seconds, peak
+    assert len(listed.damaged) == n // 1000, len(listed.damaged)
+    names = sorted(listed.groups)
+    checking = best(repeat, lambda: len(check_complete(store, listed, names).damaged), n // 1000)
+    tracemalloc.start()
+    check_complete(store, listed, names)
+    checked_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return seconds, peak, checking, checked_peak
 
 
 def best(repeat: int, run: Callable[[], int], expected: int) -> float:
@@ -131,16 +177,23 @@ def main() -> None:
             else:
                 row += " (skipped: --max-files) | | | |"
             print(row, flush=True)
-        print("\n| images in the store | list_store s | µs / image | peak MiB |")
-        print("|---:|---:|---:|---:|")
+        print(
+            "\n| images in the store | list_store s | µs / image | peak MiB "
+            "| check_complete s | µs / image | peak MiB |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|")
         for n in (1_000, 10_000, 100_000):
             if n > args.max_store:
                 continue
             root = work / f"store{n}"
             make_store(root, n)
-            seconds, peak = listing(root, args.repeat, n)
+            seconds, peak, checking, checked_peak = listing(root, args.repeat, n)
             shutil.rmtree(root)
-            print(f"| {n:,} | {seconds:.2f} | {seconds / n * 1e6:.1f} | {peak:.1f} |", flush=True)
+            print(
+                f"| {n:,} | {seconds:.2f} | {seconds / n * 1e6:.1f} | {peak:.1f} "
+                f"| {checking:.2f} | {checking / n * 1e6:.1f} | {checked_peak:.1f} |",
+                flush=True,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -31,7 +31,15 @@ from pipeline.results import ImageResult
 from pipeline.settings import Running, Settings
 from pipeline.store import lease
 from pipeline.store.location import Location, job_location
-from pipeline.store.read import Damaged, Incomplete, open_image, read_image, reuse_status, scan
+from pipeline.store.read import (
+    Damaged,
+    Incomplete,
+    check_complete,
+    open_image,
+    read_image,
+    reuse_status,
+    scan,
+)
 from pipeline.store.verify import Finding, verify
 from pipeline.store.write import (
     Listing,
@@ -40,6 +48,7 @@ from pipeline.store.write import (
     list_store,
     open_root,
     prepare,
+    remove_image,
     remove_marker,
     reuse_values,
 )
@@ -90,7 +99,7 @@ def stream(
         return plan(
             entries,
             names,
-            listing,
+            _to_plan(store, listing, names, overwrite),
             config,
             overwrite=overwrite,
             check=_checker(store),
@@ -135,6 +144,19 @@ def _tallied(
 ) -> Iterator[ImageResult]:
     """``results``, counted for the job's metrics on the cluster's scheduler (if any)."""
     return Tally(store.url, executor.live_client).each(results)
+
+
+def _to_plan(store: Location, listing: Listing, names: Sequence[str], overwrite: bool) -> Listing:
+    """The listing a job plans images ``names`` from, once the store is its own.
+
+    A file lying where the group of one of them goes is removed (the image is then written
+    there). Unless ``overwrite``, the images among them that completion markers vouch for are
+    checked by their metadata documents (:func:`~pipeline.store.read.check_complete`), so that
+    a damaged one is redone, not skipped.
+    """
+    for name in listing.strays.intersection(names):
+        remove_image(store, name)
+    return listing if overwrite else check_complete(store, listing, names)
 
 
 def _checker(store: Location) -> Callable[[str, dict[str, Any]], str]:
@@ -219,6 +241,7 @@ def compress_array(
     values = reuse_values("<array>", config)
 
     def items(listing: Listing) -> Iterator[Item]:
+        listing = _to_plan(where, listing, [group], overwrite)
         spec = Spec(
             group,
             "<array>",

@@ -86,9 +86,35 @@ store ends as an undisturbed run would have left it; an image whose source can n
 read, whose metadata is unreadable, or that was compressed from an array is named as not
 repairable.
 
-exit status: 0 every image whole (after repair, with --repair), 1 some image damaged or not
-repaired, or no such store, 2 usage error (a bad image name, the store in use by a job).
+A job holding the store (its lease, a file beside it, not expired) is named in a first line,
+"STORE: held by a running job (host ..., pid ..., run ..., since ...)"; the images it is writing
+(status "writing") are counted as being written, not as damaged. Without such a job, an image
+left "writing" was interrupted: it is damaged, and --repair (or the job run again) redoes it.
+Every entry of the store that is not a whole image is named: a file where an image group should
+be, and an image group that is gone while its completion marker remains, included.
+
+exit status: 0 every image whole or being written by the job holding the store (after repair,
+with --repair), 1 some image damaged or not repaired, or no such store, 2 usage error (a bad
+image name; --repair while a job holds the store).
 """
+
+INFO_EPILOG = """\
+Each image is listed with its status: complete, writing, or damaged. A job holding the store
+(its lease, a file beside it, not expired) is named in the first lines, and the images it is
+writing are counted as being written; without one, an image left writing by a stopped run gets a
+line on stderr, as each damaged image does: "error: NAME: why". Every entry of the store that is
+not a whole image is named: a file where an image group should be, and an image group that is
+gone while its completion marker remains, included. info reads each image's metadata; verify
+reads every chunk.
+
+exit status: 0 every image complete or being written by the job holding the store, 1 some image
+damaged or left writing by a stopped run (verify --repair or the job run again redoes it), or no
+such store.
+"""
+
+
+#: What ``info`` says of an image left "writing" while no job holds the store.
+STOPPED_WRITING = "incomplete: left writing by a stopped run; run the job again to finish it"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -392,6 +418,8 @@ unknown --format; an --out that is a file or a URL).
         "info",
         help="list what a store holds",
         description="List the images of a store with their status, size and quality.",
+        epilog=INFO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("store", metavar="STORE")
     info.add_argument("--json", action="store_true", help="every attribute, as JSON")
@@ -691,8 +719,12 @@ def _info(args: argparse.Namespace) -> int:
 
     store = Location.at(args.store)
     root = open_root(store)
+    held = _held(store)
     entries = list(scan(store))
     damaged = [e for e in entries if e.problem is not None]
+    writing = [
+        e.name for e in entries if e.problem is None and (e.attrs or {})["status"] != "complete"
+    ]
     palettes = _palettes(store, entries) if args.palette else {}
     if args.json:
         images: dict[str, Any] = {
@@ -700,12 +732,20 @@ def _info(args: argparse.Namespace) -> int:
         }
         for name, palette in palettes.items():
             images[name] = {**images[name], "palette": palette.tolist()}
-        print(json.dumps({"store": dict(root.attrs), "images": images}, indent=2))
+        print(json.dumps({"store": dict(root.attrs), "held": held, "images": images}, indent=2))
     else:
+        counts = {
+            "complete": len(entries) - len(damaged) - len(writing),
+            "being written" if held else "left writing by a stopped run": len(writing),
+            "damaged": len(damaged),
+        }
+        shown = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
         print(
             f"{args.store}: format version {root.attrs.get('format_version')}, "
-            f"{len(entries)} images"
+            f"{len(entries)} images" + (f": {shown}" if shown else "")
         )
+        if held:
+            print(f"{args.store}: {held}")
         rows = [
             image_row(e.name, "damaged", {})
             if e.attrs is None or e.problem is not None
@@ -718,13 +758,32 @@ def _info(args: argparse.Namespace) -> int:
             print(f"{name}: {len(palette)} colours: {colours}")
     for entry in damaged:
         print(f"error: {entry.name}: {entry.problem}", file=sys.stderr)
+    stopped = [] if held else writing
+    for name in stopped:
+        print(f"error: {name}: {STOPPED_WRITING}", file=sys.stderr)
     if damaged:
         print(
             f"{len(damaged)} of {len(entries)} images damaged; "
             f"python -m pipeline verify {args.store} --repair redoes them",
             file=sys.stderr,
         )
-    return EXIT_FAILED if damaged else EXIT_OK
+    return EXIT_FAILED if damaged or stopped else EXIT_OK
+
+
+def _held(store: Location) -> str | None:
+    """``"held by a running job (...)"`` when a job's lease on ``store`` has not expired."""
+    import time
+
+    from pipeline.errors import os_reason
+    from pipeline.store.lease import holder
+
+    try:
+        found = holder(store)
+    except OSError as exc:
+        return f"its lease file cannot be read ({os_reason(exc)}); a job may be writing it"
+    if found is None or found.expires < time.time():
+        return None
+    return f"held by a running job ({found.describe()})"
 
 
 def _palettes(store: Location, entries: list[Any]) -> dict[str, Any]:
@@ -748,8 +807,15 @@ def _verify(args: argparse.Namespace) -> int:
 
     store = Location.at(args.store)
     started = time.perf_counter()
-    findings = []
+    held = _held(store)
+    if held:
+        print(f"{args.store}: {held}; the images it is writing are not damaged", flush=True)
+    findings, writing = [], 0
     for finding in verify(store, args.name, args.threads):
+        if held and finding.writing:
+            print(f"writing: {finding.name}: being written by the running job", flush=True)
+            writing += 1
+            continue
         findings.append(finding)
         for problem in finding.problems:
             print(f"damaged: {finding.name}: {problem}", flush=True)
@@ -759,8 +825,9 @@ def _verify(args: argparse.Namespace) -> int:
     unchecked = sum(1 for f in findings if f.whole and not f.checked)
     read = sum(f.bytes_read for f in findings)
     print(
-        f"{args.store}: {len(findings)} images, {len(findings) - len(damaged)} whole, "
-        f"{len(damaged)} damaged; {human_bytes(read)} of chunks checked in {seconds:.1f} s"
+        f"{args.store}: {len(findings) + writing} images, {len(findings) - len(damaged)} whole, "
+        + (f"{writing} being written, " if writing else "")
+        + f"{len(damaged)} damaged; {human_bytes(read)} of chunks checked in {seconds:.1f} s"
     )
     if unchecked:
         print(

@@ -101,7 +101,10 @@ def read_bytes(path: str, length: int | None = None) -> bytes:
     """The content of a local file or URL (only its first ``length`` bytes, if given)."""
     if not is_url(path):
         with open(path, "rb") as file:
-            return file.read() if length is None else file.read(length)
+            if length is None:
+                return file.read()
+            # a read of ``length`` bytes allocates them all first, however small the file
+            return file.read(min(length, os.fstat(file.fileno()).st_size + 1))
     return read_object(*filesystem(path), length)
 
 

@@ -76,6 +76,21 @@ def test_photos_from_a_bucket_into_a_store_in_it_and_back(tmp_path, s3, small_ph
     assert "1 done, 1 skipped, 0 failed" in again.stdout
     assert run("verify", "s3://photos/out.zarr", cwd=tmp_path).returncode == 0
 
+    # what no listing of chunks shows, on S3: an object where a group should be, and a group
+    # document that is not JSON (read by the rerun in one batch of range reads)
+    fs.rm("photos/out.zarr/small.png", recursive=True)
+    fs.pipe("photos/out.zarr/small.png", b"x")
+    fs.pipe("photos/out.zarr/china.jpg/zarr.json", b"not json")
+    damaged = run("info", "s3://photos/out.zarr", cwd=tmp_path)
+    assert damaged.returncode == 1
+    assert "error: small.png: a file where an image group should be" in damaged.stderr
+    assert "error: china.jpg: metadata is not valid JSON" in damaged.stderr
+    again = run("run", *inputs, "-o", "s3://photos/out.zarr", "-k", "32", "--workers", "1",
+                cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "2 done, 0 skipped, 0 failed" in again.stdout
+    assert run("verify", "s3://photos/out.zarr", cwd=tmp_path).returncode == 0
+
     # the same files from a local folder give the same store, byte for byte
     os.remove(local / "notes.jpg")
     os.remove(local / "empty.png")

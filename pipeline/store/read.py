@@ -4,8 +4,10 @@ Every reader of a store (``info``, ``reconstruct``, ``verify``, :func:`pipeline.
 rerun) learns the image names from a listing (:func:`pipeline.store.write.list_store`), never from
 zarr's own walk of the hierarchy, which stops at the first unreadable ``zarr.json``. Each image's
 metadata document is then read on its own, at most :data:`MAX_DOCUMENT_BYTES`, and its
-attributes are checked for the types readers rely on before any is used. What is wrong becomes a
-:class:`Damaged` error naming the image; the other images are read as usual.
+attributes are checked for the types readers rely on before any is used; a complete image's
+labels document must give the shape and dtype its attributes call for. What is wrong becomes a
+:class:`Damaged` error naming the image; the other images are read as usual. A rerun checks the
+images that completion markers vouch for the same way, many at a time (:func:`check_complete`).
 
 An image is ``palette[labels]`` (:func:`rebuild_block`); its labels are read through
 :class:`CheckedLabels`, so that a chunk failing its checksum is that image's problem too. The
@@ -14,9 +16,10 @@ lazy rebuild of a whole image is :func:`pipeline.job.graph.rebuild`.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,7 @@ from pipeline.settings import ORIGINAL
 from pipeline.store import ngff
 from pipeline.store.location import Location
 from pipeline.store.write import (
+    MAX_DOCUMENT_BYTES,
     PYRAMID_VERSION,
     REUSE_KEYS,
     Listing,
@@ -35,14 +39,17 @@ from pipeline.store.write import (
     label_grid,
     level_array,
     list_store,
+    oversized,
 )
 
 #: The problem of a name that is not an image group of the store.
 NO_SUCH_IMAGE = "no such image in the store"
-#: Largest image metadata document read: a group's ``zarr.json`` is about 2 KiB plus its OME
-#: colour table (``ome``), about 50 bytes per palette entry as :func:`pipeline.store.write.finalize`
-#: writes it (8 KB in all for 128 colours, 3.4 MB for 65,536).
-MAX_DOCUMENT_BYTES = 16 << 20
+#: Images whose two documents :func:`check_complete` reads in one batch of concurrent requests on
+#: object storage: about 0.4 MB held at 128 colours (3 KB a document), 0.9 GB at worst (65,536
+#: colours each).
+DOCUMENT_BATCH = 128
+#: A metadata document as read: its bytes (at most :data:`MAX_DOCUMENT_BYTES` + 1), or the error.
+Document = bytes | Exception
 
 
 class Damaged(PipelineError):
@@ -144,27 +151,42 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def read_attrs(store: Location, name: str) -> dict[str, Any]:
-    """The attributes of image group ``name``, read and checked on their own.
+def read_document(store: Location, name: str, path: str) -> Document:
+    """Document ``path`` of image ``name`` (at most one byte over the bound), or the error."""
+    return store.read_each([(name, path)], MAX_DOCUMENT_BYTES + 1)[0]
+
+
+def _parsed(name: str, path: str, data: Document) -> Any:
+    """The JSON of document ``path`` of image ``name``, read as ``data``.
 
     Raises
     ------
     Damaged
-        When the group's ``zarr.json`` is missing, too large, not JSON, not a Zarr v3 group,
-        or its attributes are not what readers need.
+        When it is missing, unreadable, too large or not JSON.
     """
-    try:
-        data = store.read(name, "zarr.json", length=MAX_DOCUMENT_BYTES + 1)
-    except FileNotFoundError:
-        raise Damaged(name, "metadata missing (no zarr.json)") from None
-    except OSError as exc:
-        raise Damaged(name, f"metadata unreadable ({exc.strerror or exc})") from None
+    if isinstance(data, FileNotFoundError):
+        raise Damaged(name, f"metadata missing (no {path})")
+    if isinstance(data, Exception):
+        reason = data.strerror if isinstance(data, OSError) and data.strerror else one_line(data)
+        raise Damaged(name, f"metadata unreadable ({path}: {reason})")
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise Damaged(name, f"metadata larger than {MAX_DOCUMENT_BYTES:,} bytes; not read")
+        raise Damaged(name, oversized(path))
     try:
-        document = json.loads(data)
+        return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Damaged(name, f"metadata is not valid JSON ({exc})") from None
+        raise Damaged(name, f"metadata is not valid JSON ({path}: {exc})") from None
+
+
+def parse_attrs(name: str, data: Document) -> dict[str, Any]:
+    """The attributes of image group ``name`` from its ``zarr.json`` read as ``data``, checked.
+
+    Raises
+    ------
+    Damaged
+        When the document is missing, too large, not JSON, not a Zarr v3 group's, or its
+        attributes are not what readers need.
+    """
+    document = _parsed(name, "zarr.json", data)
     if not isinstance(document, dict) or document.get("node_type") != "group":
         raise Damaged(name, "metadata is not a Zarr group's")
     attrs = document.get("attributes")
@@ -174,6 +196,53 @@ def read_attrs(store: Location, name: str) -> dict[str, Any]:
     if problems:
         raise Damaged(name, "; ".join(problems), attrs)
     return attrs
+
+
+def read_attrs(store: Location, name: str) -> dict[str, Any]:
+    """The attributes of image group ``name``, read and checked on their own.
+
+    Raises
+    ------
+    Damaged
+        As :func:`parse_attrs`.
+    """
+    return parse_attrs(name, read_document(store, name, "zarr.json"))
+
+
+def labels_problem(attrs: dict[str, Any], shape: tuple[int, ...], dtype: Any) -> str | None:
+    """What is wrong with labels of ``shape`` and ``dtype`` for an image with checked ``attrs``."""
+    height, width, _ = attrs["image_shape"]
+    expected = np.dtype(np.uint8 if attrs["colors_requested"] <= 256 else np.uint16)
+    if shape == (height, width) and str(dtype) == expected.name:
+        return None
+    return f"labels are {shape} {dtype}, the attributes say ({height}, {width}) {expected}"
+
+
+def _labels_document_problem(name: str, attrs: dict[str, Any], data: Document) -> str | None:
+    """What is wrong with the labels' ``zarr.json`` (read as ``data``) of complete ``name``."""
+    try:
+        document = _parsed(name, "labels/zarr.json", data)
+    except Damaged as exc:
+        return exc.problem
+    fields = document if isinstance(document, dict) else {}
+    shape, dtype = fields.get("shape"), fields.get("data_type")
+    if not (isinstance(shape, list) and all(map(_integer, shape)) and isinstance(dtype, str)):
+        return "labels metadata is not a Zarr array's (no shape and data_type)"
+    return labels_problem(attrs, tuple(shape), dtype)
+
+
+def judged(name: str, group: Document, labels: Callable[[], Document]) -> Entry:
+    """Image ``name`` as its group's document ``group`` shows it; ``labels`` gives its labels'.
+
+    The labels' document is asked for only when the group's says the image is complete.
+    """
+    try:
+        attrs = parse_attrs(name, group)
+    except Damaged as exc:
+        return Entry(name, None, exc.problem, exc.attrs)
+    if attrs.get("status") != "complete":
+        return Entry(name, attrs)
+    return Entry(name, attrs, _labels_document_problem(name, attrs, labels()))
 
 
 @dataclass(frozen=True)
@@ -219,7 +288,7 @@ def listed(store: Location, names: list[str] | None = None) -> tuple[Listing, li
         For a name of ``names`` that cannot be an image's.
     """
     listing = list_store(store)
-    chosen = sorted(listing.groups | listing.links) if names is None else names
+    chosen = sorted(listing.names) if names is None else names
     for name in chosen:
         check_name(name)
     return listing, chosen
@@ -230,13 +299,46 @@ def entry(store: Location, name: str, listing: Listing) -> Entry:
     if name in listing.links:
         return Entry(name, None, "a symbolic link in the store; not read")
     if name not in listing.groups:
-        return Entry(name, None, NO_SUCH_IMAGE)
-    try:
-        attrs = read_attrs(store, name)
-    except Damaged as exc:
-        return Entry(name, None, exc.problem, exc.attrs)
-    problem = listing.damaged.get(name) if attrs.get("status") == "complete" else None
-    return Entry(name, attrs, problem)
+        return Entry(name, None, listing.damaged.get(name, NO_SUCH_IMAGE))
+    found = judged(
+        name,
+        read_document(store, name, "zarr.json"),
+        lambda: read_document(store, name, "labels/zarr.json"),
+    )
+    if found.attrs is not None and found.attrs.get("status") == "complete":
+        return replace(found, problem=listing.damaged.get(name, found.problem))
+    return found
+
+
+def _already(document: Document) -> Callable[[], Document]:
+    """A document read already, as :func:`judged` asks for one."""
+    return lambda: document
+
+
+def check_complete(store: Location, listing: Listing, names: Iterable[str]) -> Listing:
+    """``listing``, with the images of ``names`` its completion markers vouch for checked.
+
+    A marker says that an image was complete; its group's and its labels' documents, read
+    and checked as :func:`entry` does (never more than :data:`MAX_DOCUMENT_BYTES` of one, and
+    none the listing found larger), say whether they still are. Images are read
+    :data:`DOCUMENT_BATCH` at a time (on object storage, one batch of concurrent requests), so
+    memory does not grow with the store. Returns the listing with those found damaged among
+    its :attr:`~pipeline.store.write.Listing.damaged`, which a rerun redoes.
+    """
+    vouched = (
+        name
+        for name in names
+        if name in listing.complete and name in listing.groups and name not in listing.damaged
+    )
+    damaged = dict(listing.damaged)
+    while batch := list(itertools.islice(vouched, DOCUMENT_BATCH)):
+        files = [(name, path) for name in batch for path in ("zarr.json", "labels/zarr.json")]
+        documents = iter(store.read_each(files, MAX_DOCUMENT_BYTES + 1))
+        for name, group, labels in zip(batch, documents, documents, strict=False):
+            problem = judged(name, group, _already(labels)).problem
+            if problem is not None:
+                damaged[name] = problem
+    return replace(listing, damaged=damaged)
 
 
 def open_image(store: Location, name: str, attrs: dict[str, Any]) -> StoredImage:
@@ -258,14 +360,10 @@ def open_image(store: Location, name: str, attrs: dict[str, Any]) -> StoredImage
         except Exception as exc:
             raise Damaged(name, f"{key} array unreadable ({one_line(exc)})") from None
     labels, palette = arrays["labels"], arrays["palette"]
-    height, width, channels = attrs["image_shape"]
-    expected_dtype = np.uint8 if attrs["colors_requested"] <= 256 else np.uint16
-    if labels.shape != (height, width) or labels.dtype != expected_dtype:
-        raise Damaged(
-            name,
-            f"labels are {labels.shape} {labels.dtype}, the attributes say "
-            f"({height}, {width}) {np.dtype(expected_dtype)}",
-        )
+    problem = labels_problem(attrs, labels.shape, labels.dtype)
+    if problem is not None:
+        raise Damaged(name, problem)
+    channels = attrs["image_shape"][2]
     if palette.shape != (attrs["colors"], channels) or palette.dtype != np.uint8:
         raise Damaged(
             name,

@@ -61,6 +61,9 @@ class Finding:
         Compressed bytes of the chunks read.
     checked : bool
         Whether digests were compared (images written before checksums have none).
+    writing : bool
+        Whether its only problem is that its status says ``"writing"``: being written by a
+        running job, or left by a stopped one.
     """
 
     name: str
@@ -68,6 +71,7 @@ class Finding:
     attrs: dict[str, Any] | None
     bytes_read: int = 0
     checked: bool = False
+    writing: bool = False
 
     @property
     def whole(self) -> bool:
@@ -79,7 +83,7 @@ class Finding:
         """Why :func:`repair` cannot redo this image, or None when it can."""
         if self.attrs is None:
             return (
-                "its metadata is unreadable, so its source and settings are unknown; "
+                "the store holds no readable record of its source and settings; "
                 "run the job again on its inputs to redo it"
             )
         source = self.attrs.get("source")
@@ -148,7 +152,8 @@ def verify_image(
         pyramid = open_pyramid(image)
     except (Damaged, Incomplete) as exc:
         problem = exc.problem if isinstance(exc, Damaged) else str(exc).split(": ", 1)[1]
-        return Finding(entry.name, [problem], entry.attrs)
+        writing = isinstance(exc, Incomplete) and entry.attrs.get("status") == "writing"
+        return Finding(entry.name, [problem], entry.attrs, writing=writing)
     return _verify_arrays(store, image, pyramid, pool)
 
 

@@ -60,6 +60,16 @@ EMPTY_GROUP = b'{"zarr_format": 3, "node_type": "group", "attributes": {}}'
 META_NOTE = "job bookkeeping (completion markers); not an image"
 #: Hex digits of the settings digest in a marker's name.
 DIGEST_CHARS = 16
+#: Largest metadata document (a ``zarr.json``) readers parse; a larger one is damaged, and is
+#: refused without being read whole. The largest is an image group's with 65,536 colours, nearly
+#: all of it the OME-NGFF colour table (``ome``): 3.5 MB as :func:`finalize` writes it (compact,
+#: 54 bytes per palette entry), 11.1 MB indented as zarr writes attributes (170 bytes per entry);
+#: array documents are under 1 KB.
+MAX_DOCUMENT_BYTES = 16 << 20
+#: What readers say of an image name where the store's root holds a file instead of a group.
+STRAY_FILE = "a file where an image group should be; run the job again on its input to redo it"
+#: What readers say of an image whose completion marker remains without its group.
+GROUP_GONE = "image group missing (its completion marker remains); run the job again to redo it"
 
 
 def _version() -> str:
@@ -199,11 +209,14 @@ class Listing:
     root : bool
         Whether the store's root ``zarr.json`` exists.
     damaged : dict
-        Image name -> what its files lack, for images whose marker says how many label chunks
-        they hold (``labels`` and its pyramid): a metadata document, a chunk, or a chunk
-        emptied to 0 bytes.
+        Image name -> what is wrong with it, as far as the listing shows: for images whose
+        marker says how many label chunks they hold (``labels`` and its pyramid), a metadata
+        document missing or larger than :data:`MAX_DOCUMENT_BYTES`, a chunk missing, or a chunk
+        emptied to 0 bytes; for names of :attr:`strays` and of markers without a group, that.
     links : set of str
         Entries of the root that are symbolic links: never read as images.
+    strays : set of str
+        Files of the root where image groups would be (names not starting with ``.``).
     """
 
     groups: frozenset[str]
@@ -211,6 +224,12 @@ class Listing:
     root: bool = False
     damaged: dict[str, str] = field(default_factory=dict)
     links: frozenset[str] = frozenset()
+    strays: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every name readers show: image groups, links, and what :attr:`damaged` names."""
+        return self.groups | self.links | self.damaged.keys()
 
 
 def list_store(store: Location) -> Listing:
@@ -219,7 +238,8 @@ def list_store(store: Location) -> Listing:
     The root and the markers are one listing each, and the files of every image one listing of
     the whole store (paged by the filesystem: on S3 one request per 1,000 objects; a walk of
     the folders of a local store), whatever the number of images. Files are looked at image by
-    image as the walk goes, so memory does not grow with the store.
+    image as the walk goes, so memory does not grow with the store. A file of the root where an
+    image group would be, and a completion marker whose group is gone, are damaged images too.
     """
     fs, root, local = store.fs, store.root, store.local
     fs.invalidate_cache(root)
@@ -229,6 +249,9 @@ def list_store(store: Location) -> Listing:
         return Listing(frozenset(), {})
     groups = frozenset(n for n, kind in top.items() if kind == "directory" and n[0] != ".")
     links = frozenset(n for n, kind in top.items() if kind == "link")
+    strays = frozenset(
+        n for n, kind in top.items() if kind == "file" and n[0] != "." and n != "zarr.json"
+    )
     try:
         marks = list(_entries(fs, store.path(COMPLETE), local))
     except FileNotFoundError:
@@ -242,14 +265,15 @@ def list_store(store: Location) -> Listing:
         for name, tag in complete.items()
         if name in groups and len(tag) > DIGEST_CHARS
     }
-    damaged = {}
+    damaged = dict.fromkeys(complete.keys() - groups - links - strays, GROUP_GONE)
+    damaged.update(dict.fromkeys(strays, STRAY_FILE))
     if expected:
         files = _walk(root) if local else _find(fs, root)
         for name, found in _by_image(files, expected):
             problem = _lacking(found, expected[name])
             if problem:
                 damaged[name] = problem
-    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links)
+    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links, strays)
 
 
 def _entries(fs: Any, path: str, local: bool) -> Iterator[tuple[str, str]]:
@@ -304,9 +328,10 @@ def _walk(root: str) -> Iterator[tuple[str, int]]:
                 if relative or not entry.name.startswith("."):
                     stack.append(path)
             elif entry.is_file(follow_symlinks=False) and relative:
-                # only a chunk's size matters (0 bytes: emptied); a stat costs a system call
-                chunk = "/c/" in path
-                yield path, entry.stat(follow_symlinks=False).st_size if chunk else 1
+                # only the sizes of chunks (0 bytes: emptied) and of metadata documents (too
+                # large to read) matter; a stat costs a system call
+                sized = "/c/" in path or entry.name == "zarr.json"
+                yield path, entry.stat(follow_symlinks=False).st_size if sized else 1
 
 
 def _find(fs: Any, root: str) -> Iterator[tuple[str, int]]:
@@ -323,13 +348,15 @@ class _Found:
     """The files of one image, as a listing sees them.
 
     ``chunks`` counts the chunks of each label array (``labels`` and its pyramid levels) by
-    name; ``documents`` holds the metadata documents found, by path inside the image.
+    name; ``documents`` holds the metadata documents found, by path inside the image;
+    ``oversized`` names one larger than :data:`MAX_DOCUMENT_BYTES`.
     """
 
     documents: set[str] = field(default_factory=set)
     chunks: dict[str, int] = field(default_factory=dict)
     palette: int = 0
     empty: str | None = None
+    oversized: str | None = None
 
 
 def _by_image(
@@ -356,6 +383,8 @@ def _by_image(
         labels = ngff.level_of(array) is not None
         if rest == "zarr.json" or inner == "zarr.json":
             found.documents.add(inner)
+            if size > MAX_DOCUMENT_BYTES and found.oversized is None:
+                found.oversized = inner
         elif rest.startswith("c/") and (labels or array == "palette"):
             if labels:
                 found.chunks[array] = found.chunks.get(array, 0) + 1
@@ -375,6 +404,8 @@ def _lacking(found: _Found, chunks: int) -> str | None:
     missing = [doc for doc in dict.fromkeys(documents) if doc not in found.documents]
     if missing:
         return f"metadata missing ({', '.join(missing)})"
+    if found.oversized is not None:
+        return oversized(found.oversized)
     held = sum(found.chunks.values())
     if held < chunks:
         return f"{chunks - held} of {chunks} labels chunks missing"
@@ -383,6 +414,11 @@ def _lacking(found: _Found, chunks: int) -> str | None:
     if found.empty is not None:
         return f"chunk {found.empty} is empty (0 bytes)"
     return None
+
+
+def oversized(document: str) -> str:
+    """The problem of a metadata ``document`` larger than :data:`MAX_DOCUMENT_BYTES`."""
+    return f"metadata larger than {MAX_DOCUMENT_BYTES:,} bytes ({document}); not read"
 
 
 def prepare(store: Location, listing: Listing) -> None:

@@ -1,11 +1,14 @@
 """A store that proves it is whole: checksums, digests, verify and repair, robust readers.
 
 Every damage case is made on a real store on disk, written from real photos, then seen
-through ``info``, ``verify``, ``verify --repair``, :func:`pipeline.open_store` and a rerun.
+through ``info``, ``verify``, ``verify --repair``, ``reconstruct``, ``report``,
+:func:`pipeline.open_store` and a rerun; so are the entries that are no image at all (a file in
+a group's place, a group gone while its completion marker remains) and a store a job is writing.
 """
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,10 +19,18 @@ import zarr
 
 from pipeline import compress, open_store, verify_store
 from pipeline.api import DamagedImageWarning
-from pipeline.cli import main
+from pipeline.cli import STOPPED_WRITING, main
+from pipeline.store import lease
 from pipeline.store.location import Location
-from pipeline.store.read import MAX_DOCUMENT_BYTES, read_image
-from pipeline.store.write import COMPLETE, chunk_digest, labels_digest, list_store
+from pipeline.store.read import MAX_DOCUMENT_BYTES
+from pipeline.store.write import (
+    COMPLETE,
+    GROUP_GONE,
+    STRAY_FILE,
+    chunk_digest,
+    labels_digest,
+    list_store,
+)
 
 FAST = {"colors": 16, "sample": 500, "chunk": 32}
 
@@ -194,26 +205,126 @@ def test_a_rerun_redoes_an_image_whose_chunks_are_missing(copy, reference, photo
     assert chunks(copy) == chunks(reference)
 
 
-def test_a_rerun_and_readers_survive_garbage_group_metadata(capsys, copy, photos):
-    (copy / "p2.png" / "zarr.json").write_bytes(b"\x00garbage{")
+def _edit_document(path: Path, **changes) -> None:
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+
+
+def _file_for_group(store: Path) -> None:
+    shutil.rmtree(store / "p3.png")
+    (store / "p3.png").write_text("x")
+
+
+#: Entries of a store that are not whole images though no chunk is missing: each is p3.png.
+BLIND = {
+    "a file for its group": _file_for_group,
+    "its group gone, its marker left": lambda s: shutil.rmtree(s / "p3.png"),
+    "garbage group metadata": lambda s: (s / "p3.png/zarr.json").write_bytes(b"\x00garbage{"),
+    "labels of another shape": lambda s: _edit_document(
+        s / "p3.png/labels/zarr.json", shape=[71, 90]
+    ),
+    "huge attributes": lambda s: _edit_attrs(s / "p3.png", note="x" * MAX_DOCUMENT_BYTES),
+}
+NAMED = {
+    "a file for its group": STRAY_FILE,
+    "its group gone, its marker left": GROUP_GONE,
+    "garbage group metadata": "metadata is not valid JSON (zarr.json: ",
+    "labels of another shape": "labels are (71, 90) uint8, the attributes say (70, 90) uint8",
+    "huge attributes": f"metadata larger than {MAX_DOCUMENT_BYTES:,} bytes (zarr.json); not read",
+}
+#: What verify --repair can redo: only images whose metadata records their source.
+REPAIRABLE = {"labels of another shape"}
+
+
+@pytest.mark.parametrize("case", list(BLIND))
+def test_every_reader_names_what_is_not_a_whole_image(capsys, copy, tmp_path, case):
+    BLIND[case](copy)
+    named = f"p3.png: {NAMED[case]}"
     code, out, err = cli(capsys, "info", copy)
     assert code == 1
-    assert "p2.png: metadata is not valid JSON" in err
-    assert sum(line.startswith("p") for line in out.splitlines()) == 4
-    # a rerun trusts the listing (verify is the full check): it skips the image, and the others
-    assert {r.status for r in compress([str(photos)], str(copy), **FAST)} == {"skipped"}
-    code, out, _ = cli(capsys, "verify", copy, "--repair")
+    assert out.splitlines()[0] == f"{copy}: format version 3, 4 images: 3 complete, 1 damaged"
+    assert f"error: {named}" in err
+    code, out, _ = cli(capsys, "verify", copy)
     assert code == 1
-    assert "cannot repair: p2.png: its metadata is unreadable" in out
-    assert "run the job again on its inputs to redo it" in out
-    with pytest.warns(DamagedImageWarning):
-        assert sorted(open_store(str(copy))) == ["p0.png", "p1.png", "p3.png"]
-    # the repair removed its completion marker: the job run again reads it, finds it damaged
-    # and redoes it (the job knows the source its metadata lost)
-    redone = {r.name: r.status for r in compress([str(photos)], str(copy), **FAST)}
-    assert redone == {"p0.png": "skipped", "p1.png": "skipped", "p2.png": "done",
-                      "p3.png": "skipped"}  # fmt: skip
-    assert read_image(Location.at(str(copy)), "p2.png").attrs["status"] == "complete"
+    assert f"damaged: {named}" in out
+    assert "4 images, 3 whole, 1 damaged" in out
+    code, _, err = cli(capsys, "reconstruct", copy, "--out", tmp_path / "rebuilt")
+    assert code == 1
+    assert f"error: {named}" in err
+    assert sorted(p.name for p in (tmp_path / "rebuilt").iterdir()) == [
+        "p0.png",
+        "p1.png",
+        "p2.png",
+    ]
+    code, out, err = cli(capsys, "report", copy, "--out", tmp_path / "report.html")
+    assert code == 1
+    assert f"error: {named}" in err
+    assert "3 of 4 images shown" in out
+    with pytest.warns(DamagedImageWarning, match="p3.png"):
+        assert sorted(open_store(str(copy))) == ["p0.png", "p1.png", "p2.png"]
+
+
+@pytest.mark.parametrize("case", list(BLIND))
+def test_a_rerun_redoes_what_is_not_a_whole_image(capsys, copy, reference, photos, case):
+    BLIND[case](copy)
+    results = {r.name: r.status for r in compress([str(photos)], str(copy), **FAST)}
+    assert results == {"p0.png": "skipped", "p1.png": "skipped", "p2.png": "skipped",
+                       "p3.png": "done"}  # fmt: skip
+    assert chunks(copy) == chunks(reference)
+    assert attrs_of(copy) == attrs_of(reference)
+    assert cli(capsys, "verify", copy)[0] == 0
+
+
+@pytest.mark.parametrize("case", list(BLIND))
+def test_repair_redoes_it_or_says_that_the_rerun_will(capsys, copy, reference, photos, case):
+    BLIND[case](copy)
+    code, out, _ = cli(capsys, "verify", copy, "--repair")
+    if case in REPAIRABLE:
+        assert code == 0, out
+        assert "repaired: p3.png" in out
+    else:
+        assert code == 1
+        assert (
+            "cannot repair: p3.png: the store holds no readable record of its source and "
+            "settings; run the job again on its inputs to redo it"
+        ) in out
+        redone = {r.name: r.status for r in compress([str(photos)], str(copy), **FAST)}
+        assert redone["p3.png"] == "done"
+    assert chunks(copy) == chunks(reference)
+    assert attrs_of(copy) == attrs_of(reference)
+    assert cli(capsys, "verify", copy)[0] == 0
+
+
+def test_info_and_verify_name_the_running_job_and_count_what_it_writes(capsys, copy):
+    document = json.loads((copy / "p1.png/zarr.json").read_text())
+    document["attributes"]["status"] = "writing"  # as a job rewriting it leaves it
+    (copy / "p1.png/zarr.json").write_text(json.dumps(document))
+    for marker in (copy / COMPLETE).glob("*-p1.png"):
+        shutil.rmtree(marker)
+    with lease.hold(Location.at(str(copy))) as held:
+        code, out, err = cli(capsys, "info", copy)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].endswith("4 images: 3 complete, 1 being written")
+        assert lines[1].startswith(f"{copy}: held by a running job (host ")
+        assert f"run {held.run}, since " in lines[1]
+        assert re.search(r"^p1.png +writing ", out, re.M)
+        code, out, _ = cli(capsys, "verify", copy)
+        assert code == 0
+        assert "writing: p1.png: being written by the running job" in out
+        assert "4 images, 3 whole, 1 being written, 0 damaged" in out
+    # the job gone: an image left writing is not whole, and a repair redoes it
+    code, out, err = cli(capsys, "info", copy)
+    assert code == 1
+    assert "4 images: 3 complete, 1 left writing by a stopped run" in out
+    assert f"error: p1.png: {STOPPED_WRITING}" in err
+    code, out, _ = cli(capsys, "verify", copy)
+    assert code == 1
+    assert "damaged: p1.png: incomplete (status 'writing'); run the job again" in out
+    code, out, _ = cli(capsys, "verify", copy, "--repair")
+    assert code == 0
+    assert "repaired: p1.png" in out
 
 
 def test_huge_attributes_a_symlinked_group_and_bad_names_are_that_images_problem(
