@@ -95,11 +95,11 @@ def stream(
         for error in found.errors
     )
 
-    def items(listing: Listing) -> Iterator[Item]:
+    def items(ours: Location, listing: Listing) -> Iterator[Item]:
         return plan(
             entries,
             names,
-            _to_plan(store, listing, names, overwrite),
+            _to_plan(ours, listing, names, overwrite),
             config,
             overwrite=overwrite,
             check=_checker(store),
@@ -124,17 +124,20 @@ def _execute(
     config: Settings,
     how: Running,
     executor: LocalExecutor | ClusterExecutor,
-    items: Callable[[Listing], Iterator[Item]],
+    items: Callable[[Location, Listing], Iterator[Item]],
     notify: Callable[[str], None] | None,
 ) -> Iterator[ImageResult]:
-    """Run the work ``items`` plans from the store's listing, taken once the store is ours."""
+    """Run the work ``items`` plans from the store's listing, taken once the store is ours.
+
+    ``items`` is given the store as the job writes it (fenced by its lease) and the listing.
+    """
     try:
         with lease.hold(store, ttl=how.lease_seconds) as held:
             listing = list_store(store)
             store = store.fenced(held.fence())
             prepare(store, listing)
             job = Job(store, config, held.run, how.batch_pixels)
-            yield from Runner(job, how, executor, held, notify).run(items(listing))
+            yield from Runner(job, how, executor, held, notify).run(items(store, listing))
     finally:
         executor.close()
 
@@ -240,8 +243,8 @@ def compress_array(
     source = source_from_array(array, group, config.chunk)
     values = reuse_values("<array>", config)
 
-    def items(listing: Listing) -> Iterator[Item]:
-        listing = _to_plan(where, listing, [group], overwrite)
+    def items(ours: Location, listing: Listing) -> Iterator[Item]:
+        listing = _to_plan(ours, listing, [group], overwrite)
         spec = Spec(
             group,
             "<array>",
@@ -297,6 +300,7 @@ def recompress(
         names = [named[entry.path] for entry in entries]
 
         def items(
+            ours: Location,
             listing: Listing,
             entries: list[Entry] = entries,
             names: list[str] = names,
