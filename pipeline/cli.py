@@ -104,8 +104,8 @@ Each image is listed with its status: complete, writing, or damaged. A job holdi
 writing are counted as being written; without one, an image left writing by a stopped run gets a
 line on stderr, as each damaged image does: "error: NAME: why". Every entry of the store that is
 not a whole image is named: a file where an image group should be, and an image group that is
-gone while its completion marker remains, included. info reads each image's metadata; verify
-reads every chunk.
+gone while its completion marker remains, included. With --json, "held" is the line naming the
+job holding the store, or null. info reads each image's metadata; verify reads every chunk.
 
 exit status: 0 every image complete or being written by the job holding the store, 1 some image
 damaged or left writing by a stopped run (verify --repair or the job run again redoes it), or no
@@ -815,10 +815,10 @@ def _verify(args: argparse.Namespace) -> int:
         if held and finding.writing:
             print(f"writing: {finding.name}: being written by the running job", flush=True)
             writing += 1
-            continue
-        findings.append(finding)
-        for problem in finding.problems:
-            print(f"damaged: {finding.name}: {problem}", flush=True)
+        else:
+            findings.append(finding)
+            for problem in finding.problems:
+                print(f"damaged: {finding.name}: {problem}", flush=True)
         _stop_point()
     seconds = time.perf_counter() - started
     damaged = [f for f in findings if not f.whole]

@@ -13,8 +13,10 @@ version from listing its folder or bucket, and what is already complete from lis
 Only images the listing cannot vouch for (a group without a completion marker: a store
 written before markers existed, or an image whose job died between marking it complete and
 writing its marker) cost one metadata read, through ``check``. An image whose marker names more
-labels chunks than the listing shows, or whose metadata documents are gone
-(:attr:`pipeline.store.write.Listing.damaged`), is redone: the listing proves it damaged.
+labels chunks than the listing shows, whose metadata documents are gone or too large, whose
+group is a file or gone (:attr:`pipeline.store.write.Listing.damaged`), or whose documents the
+job found damaged before planning (:func:`pipeline.store.read.check_complete`, a batched read of
+the small documents of the images markers vouch for), is redone.
 """
 
 from __future__ import annotations
