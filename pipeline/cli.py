@@ -86,7 +86,8 @@ store ends as an undisturbed run would have left it; an image whose source can n
 read, whose metadata is unreadable, or that was compressed from an array is named as not
 repairable.
 
-A job holding the store (its lease, a file beside it, not expired) is named in a first line,
+A job holding the store (its lease, a file beside it: not expired, and on this host its process
+still there) is named in a first line,
 "STORE: held by a running job (host ..., pid ..., run ..., since ...)"; the images it is writing
 (status "writing") are counted as being written, not as damaged. Without such a job, an image
 left "writing" was interrupted: it is damaged, and --repair (or the job run again) redoes it.
@@ -100,7 +101,8 @@ image name; --repair while a job holds the store).
 
 INFO_EPILOG = """\
 Each image is listed with its status: complete, writing, or damaged. A job holding the store
-(its lease, a file beside it, not expired) is named in the first lines, and the images it is
+(its lease, a file beside it: not expired, and on this host its process still there) is named
+in the first lines, and the images it is
 writing are counted as being written; without one, an image left writing by a stopped run gets a
 line on stderr, as each damaged image does: "error: NAME: why". Every entry of the store that is
 not a whole image is named: a file where an image group should be, and an image group that is
@@ -771,17 +773,18 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _held(store: Location) -> str | None:
-    """``"held by a running job (...)"`` when a job's lease on ``store`` has not expired."""
-    import time
+    """``"held by a running job (...)"`` when a job holds ``store`` (a second would be refused).
 
+    A job on this host whose process is gone holds it no more, even before its lease expires.
+    """
     from pipeline.errors import os_reason
-    from pipeline.store.lease import holder
+    from pipeline.store.lease import holder, holds_now
 
     try:
         found = holder(store)
     except OSError as exc:
         return f"its lease file cannot be read ({os_reason(exc)}); a job may be writing it"
-    if found is None or found.expires < time.time():
+    if found is None or not holds_now(found):
         return None
     return f"held by a running job ({found.describe()})"
 

@@ -681,6 +681,23 @@ def holder(store: Location) -> Holder | None:
     return _parse(_lease_file(store).read(tag=False))
 
 
+def holds_now(found: Holder) -> bool:
+    """Whether the holder ``found`` holds its store now (a second job would be refused).
+
+    Parameters
+    ----------
+    found : Holder
+        What the store's lease file says (:func:`holder`).
+
+    Returns
+    -------
+    bool
+        False once its lease may be taken over: its process here is gone, or, for a holder
+        elsewhere, its lease expired.
+    """
+    return not _stale(found)
+
+
 def check_free(store: Location) -> None:
     """Raise :class:`StoreBusy` now if a live job holds the store (before a job starts a cluster).
 
@@ -700,5 +717,5 @@ def check_free(store: Location) -> None:
             f"{store}: its lease file {store.url.rstrip('/')}{LEASE_SUFFIX} cannot be read "
             f"({os_reason(exc)})"
         ) from None
-    if current is not None and not _stale(current):
+    if current is not None and holds_now(current):
         raise StoreBusy(store, current)
