@@ -87,9 +87,9 @@ read, whose metadata is unreadable, or that was compressed from an array is name
 repairable.
 
 A job holding the store (its lease, a file beside it: not expired, and on this host its process
-still there) is named in a first line,
-"STORE: held by a running job (host ..., pid ..., run ..., since ...)"; the images it is writing
-(status "writing") are counted as being written, not as damaged. Without such a job, an image
+still there) is named in a first line, "STORE: held by a running job (host ..., pid ..., run
+..., since ...)"; the images it is writing (status "writing") are counted as being written, not
+as damaged. Without such a job, an image
 left "writing" was interrupted: it is damaged, and --repair (or the job run again) redoes it.
 Every entry of the store that is not a whole image is named: a file where an image group should
 be, and an image group that is gone while its completion marker remains, included.
