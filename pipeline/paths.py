@@ -24,6 +24,11 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
+def protocols(fs: Any) -> tuple[str, ...]:
+    """The protocols an fsspec filesystem answers to (``("s3", "s3a")`` for s3fs)."""
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
 def create_unique(parent: str, prefix: str, suffix: str = "", *, folder: bool = False) -> str:
     """Create a new empty file (or folder) with a unique name in ``parent``; return its path.
 

@@ -38,6 +38,7 @@ from zarr.core.buffer import Buffer
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from pipeline.errors import PipelineError
+from pipeline.paths import protocols
 
 
 class Fenced(PipelineError):
@@ -90,7 +91,7 @@ class FencedStore(WrapperStore[Store]):
         elif isinstance(self._store, LocalStore):
             path = os.path.join(self._store.root, key)
             await asyncio.to_thread(_create_file, path, value.as_buffer_like(), self.fence)
-        elif isinstance(self._store, FsspecStore) and "s3" in _protocols(self._store.fs):
+        elif isinstance(self._store, FsspecStore) and "s3" in protocols(self._store.fs):
             await _create_object(self._store, key, value.to_bytes())
         else:
             await self._store.set(key, value)
@@ -112,10 +113,6 @@ class FencedStore(WrapperStore[Store]):
         """Delete everything under ``prefix`` if the fence allows it."""
         self.fence.check()
         await self._store.delete_dir(prefix)
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
 
 def _create_file(path: str, data: Any, fence: Check) -> None:

@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError, StoreUnwritable, UsageError, os_reason, unwritable
-from pipeline.paths import create_unique, read_object
+from pipeline.paths import create_unique, protocols, read_object
 from pipeline.store.fence import Fenced
 from pipeline.store.location import Location
 
@@ -276,14 +276,14 @@ def _lease_file(store: Location) -> _LeaseFile:
     if store.local:
         return _LocalFile(store.root + LEASE_SUFFIX)
     fs, inner = store.fs, store.root
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if "file" in protocols:
+    answers = protocols(fs)
+    if "file" in answers:
         return _LocalFile(inner.rstrip("/") + LEASE_SUFFIX)
     # Object stores (root marker "") have buckets at the top: no file can sit beside a bucket.
     if fs.root_marker == "" and "/" not in inner.strip("/"):
         raise UsageError(f"{store}: a store at the root of a bucket cannot be leased")
     # s3fs passes extra keywords on to PutObject, where S3 honours If-Match.
-    return _RemoteFile(fs, inner.rstrip("/") + LEASE_SUFFIX, conditional="s3" in protocols)
+    return _RemoteFile(fs, inner.rstrip("/") + LEASE_SUFFIX, conditional="s3" in answers)
 
 
 _grants_lock = threading.Lock()

@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -477,14 +478,13 @@ def create_image(
         "package_version": _version(),
         "status": "writing",
     }
+    make = functools.partial(
+        zarr.create_group, store.zarr, path=name, zarr_format=3, attributes=attributes
+    )
     try:
-        group = zarr.create_group(
-            store.zarr, path=name, zarr_format=3, overwrite=not fresh, attributes=attributes
-        )
+        group = make(overwrite=not fresh)
     except ContainsGroupError:  # made since the listing (by a job that lost the store)
-        group = zarr.create_group(
-            store.zarr, path=name, zarr_format=3, overwrite=True, attributes=attributes
-        )
+        group = make(overwrite=True)
     arrays = [
         group.create_array(
             ngff.level_path(level),
