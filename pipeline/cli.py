@@ -292,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {_default('quality') or 'off'})",
     )
     run.add_argument(
+        "--color-profile",
+        choices=("convert", "keep"),
+        help="pixels in an embedded colour profile (Display P3, Adobe RGB, gray, CMYK; PNG "
+        "gAMA/cHRM): convert them to sRGB with littleCMS, perceptual intent, before anything "
+        "else; or keep their values and store the profile beside the palette (CMYK is always "
+        f"converted) (default: {_default('color-profile')})",
+    )
+    run.add_argument(
+        "--frames",
+        choices=("first", "all"),
+        help="animated GIF, WebP and PNG, multi-page TIFF: store the first frame or page, or "
+        "every one as an image of its own, named NAME.frame-N or NAME.page-N "
+        f"(default: {_default('frames')})",
+    )
+    run.add_argument(
         "--max-pixels",
         type=_integer,
         metavar="N",

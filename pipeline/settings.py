@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
         "dither": "none",
         "dither-strength": 0.75,
         "quality": None,
+        "color-profile": "convert",
+        "frames": "first",
         "store": "compressed.zarr",
         # How a job runs (never what it stores: same bytes whatever these are).
         "batch-bytes": 4 << 20,
@@ -293,6 +295,13 @@ class Settings:
     quality : str or None
         ``"MIN-MAX"`` or ``"MAX"``, PSNR in dB: use the fewest colours (up to ``colors``) whose
         PSNR reaches MAX, and fail an image whose PSNR stays below MIN even at ``colors``.
+    color_profile : str
+        ``"convert"``: pixels in an embedded colour profile are converted to sRGB before
+        anything else (:mod:`pipeline.inputs.profiles`); ``"keep"``: their values are stored
+        as they are, with the profile's bytes (CMYK is converted either way).
+    frames : str
+        ``"first"``: the first frame or page of an animated or multi-page file; ``"all"``:
+        every frame or page as an image of its own (:mod:`pipeline.inputs.frames`).
     """
 
     colors: int
@@ -308,6 +317,8 @@ class Settings:
     dither: str = "none"
     dither_strength: float = 0.75
     quality: str | None = None
+    color_profile: str = "convert"
+    frames: str = "first"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -340,7 +351,7 @@ class Settings:
         same settings; so is the strength of a dither that is off.
         """
         recorded = asdict(self)
-        for key in ("colors", "sample", "seed", "chunk", "max_pixels"):
+        for key in ("colors", "sample", "seed", "chunk", "max_pixels", "frames"):
             recorded.pop(key)
         if self.dither == "none":
             recorded.pop("dither_strength")
@@ -351,9 +362,21 @@ class Settings:
 
 
 #: Settings that take one of a few names.
-CHOICES = {"space": ("rgb", "oklab"), "dither": ("none", "ordered", "blue-noise")}
-#: Settings added after the first stores, with the value those stores were made with.
-ORIGINAL: dict[str, Any] = {"space": "rgb", "dither": "none", "quality": None}
+CHOICES = {
+    "space": ("rgb", "oklab"),
+    "dither": ("none", "ordered", "blue-noise"),
+    "color_profile": ("convert", "keep"),
+    "frames": ("first", "all"),
+}
+#: Settings added after the first stores, with the value those stores were made with (stores
+#: made before colour profiles were converted are taken as made with ``convert``: an image
+#: without a profile is the same either way).
+ORIGINAL: dict[str, Any] = {
+    "space": "rgb",
+    "dither": "none",
+    "quality": None,
+    "color_profile": "convert",
+}
 
 
 def quality_range(text: str) -> tuple[float, float]:

@@ -8,12 +8,21 @@ Normalisation (recorded in each image's ``conversion`` attribute):
   as (H, W, 4) RGBA, when any pixel is not fully opaque (their palette is then RGBA, see
   :mod:`pipeline.quantize.rgba`); a fully opaque image, and any image read chunk by chunk (tiled
   TIFF, Zarr, arrays), drops it. Colour channels are kept as stored.
-* 16-bit (uint16): scaled to 8 bits with rounding, ``(v * 255 + 32767) // 65535``.
+* 16-bit (uint16; PNG, TIFF, alpha included): rounded to 8 bits, ``(v * 255 + 32767) // 65535``.
 * Palette ("P" mode) images: expanded to RGB by the reader (imageio's Pillow plugin), or to
   RGBA when a PNG's ``tRNS`` chunk or a GIF's transparent index makes some colour transparent.
 * CMYK (print JPEGs and TIFFs): converted to RGB by Pillow, not taken for RGB + alpha.
 * Boolean (1-bit) images: False -> 0, True -> 255, then as grayscale.
-* Multi-frame files (animated GIF, multi-page TIFF): the first frame only.
+* Multi-frame files (animated GIF, WebP and PNG, multi-page TIFF): the first frame or page, or
+  the one asked for (``frame``); the number the file holds is recorded.
+
+Then, as a viewer shows the picture (:mod:`pipeline.inputs.looks` reads what the file says):
+
+* Colour profile (:mod:`pipeline.inputs.profiles`): pixels in an embedded ICC profile (RGB, gray
+  or CMYK), or described by a PNG's gAMA/cHRM chunks, are converted to sRGB with littleCMS
+  (``convert``, the default); or kept as stored, the profile's bytes recorded with the image.
+* EXIF orientation (:mod:`pipeline.inputs.orientation`): the stored pixels turned as the file's
+  tag says, before anything else sees them.
 
 Other pixel types (float, signed, 32-bit) and arrays that are not 2-D images are rejected with an
 :class:`~pipeline.errors.InputError` naming the file.
@@ -23,11 +32,13 @@ JPEG, PNG and most formats decode whole: the file is read by one task, then spli
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +46,18 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
+from pipeline.inputs.looks import (
+    PNG_CHANNELS,
+    PNG_SIGNATURE,
+    TIFF_SEPARATED,
+    TIFF_SIGNATURES,
+    Looks,
+    read_looks,
+    tiff_pages,
+)
+from pipeline.inputs.orientation import describe as describe_orientation
+from pipeline.inputs.orientation import orient, shown_shape, swaps_axes
+from pipeline.inputs.profiles import INTENT_NAME, Profile, ProfileError, is_identity, to_srgb
 from pipeline.paths import filesystem, is_url, location, read_bytes
 
 if TYPE_CHECKING:
@@ -63,6 +86,8 @@ class Source:
         Pixel type as stored in the file.
     conversion : str
         What normalisation did (see module docstring).
+    record : dict
+        What the store records of the source (:meth:`Probe.record`); empty for an array.
     streamed : bool
         Whether chunks can be read again cheaply, one by one (tiled TIFF, Zarr, dask arrays):
         the job then reads them once to fit and again to label, instead of holding the image.
@@ -78,6 +103,7 @@ class Source:
     shape: tuple[int, ...]
     dtype: str
     conversion: str
+    record: dict[str, Any] = field(default_factory=dict)
     streamed: bool = False
     whole: da.Array | None = None
 
@@ -96,7 +122,7 @@ def conversion_for(shape: tuple[int, ...], dtype: np.dtype, keep_alpha: bool = F
     alpha = ALPHA_KEPT if keep_alpha else ALPHA_DROPPED
     steps = []
     if dtype == np.uint16:
-        steps.append("16-bit scaled to 8-bit")
+        steps.append("16-bit rounded to 8-bit")
     elif dtype == np.bool_:
         steps.append("1-bit to 0/255")
     elif dtype != np.uint8:
@@ -114,16 +140,22 @@ def conversion_for(shape: tuple[int, ...], dtype: np.dtype, keep_alpha: bool = F
     return "+".join(steps) or "none"
 
 
+def to_8bit(block: NDArray[np.generic]) -> NDArray[np.generic]:
+    """16-bit values rounded to 8 bits, 1-bit ones to 0/255; channels as they are."""
+    if block.dtype == np.uint16:
+        return ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if block.dtype == np.bool_:
+        return block.astype(np.uint8) * np.uint8(255)
+    return block
+
+
 def to_rgb8(block: NDArray[np.generic], keep_alpha: bool = False) -> NDArray[np.uint8]:
     """Normalise an image block of any supported shape and type to (h, w, 3) uint8.
 
     With ``keep_alpha``, a block with an alpha channel that is not fully opaque becomes
     (h, w, 4) RGBA instead.
     """
-    if block.dtype == np.uint16:
-        block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif block.dtype == np.bool_:
-        block = block.astype(np.uint8) * np.uint8(255)
+    block = to_8bit(block)
     if block.ndim == 2:
         block = block[:, :, None]
     alpha = block[:, :, -1] if block.shape[2] in (2, 4) else None
@@ -132,6 +164,26 @@ def to_rgb8(block: NDArray[np.generic], keep_alpha: bool = False) -> NDArray[np.
     if keep_alpha and alpha is not None and not (alpha == 255).all():
         return np.concatenate([block[:, :, :3], alpha[:, :, None]], axis=2).astype(np.uint8)
     return np.ascontiguousarray(block[:, :, :3], dtype=np.uint8)
+
+
+def shown_colours(
+    block: NDArray[np.generic],
+    profile: Profile | None = None,
+    cmyk: bool = False,
+    keep_alpha: bool = False,
+) -> NDArray[np.uint8]:
+    """A block of stored pixels as sRGB uint8 (h, w, 3), or RGBA with ``keep_alpha``.
+
+    8 bits (:func:`to_8bit`), then the colours: CMYK through ``profile`` or else Pillow's plain
+    conversion, other pixels through ``profile`` when given (:func:`profiles.to_srgb`), then
+    :func:`to_rgb8`. Works chunk by chunk: nothing depends on the block's neighbours.
+    """
+    pixels: NDArray[Any] = to_8bit(block)
+    if cmyk:
+        pixels = to_srgb(pixels, profile) if profile is not None else _cmyk_to_rgb(pixels)
+    elif profile is not None:
+        pixels = to_srgb(pixels, profile)
+    return to_rgb8(pixels, keep_alpha)
 
 
 @contextmanager
@@ -149,42 +201,104 @@ def _no_pillow_limit() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def read_file(path: str, data: bytes | None = None) -> NDArray[np.uint8]:
-    """Decode the first frame of an image file and normalise it to (H, W, 3) uint8.
+def read_file(
+    path: str,
+    data: bytes | None = None,
+    *,
+    frame: int = 0,
+    looks: Looks | None = None,
+    convert: bool = True,
+) -> NDArray[np.uint8]:
+    """Decode one frame of an image file as a viewer shows it: (H, W, 3) uint8 sRGB, oriented.
 
     An image with transparency becomes (H, W, 4) RGBA instead (see :func:`to_rgb8`).
 
     ``data``: the file's bytes, when they were read already (a URL's small file, by
-    :func:`probe`).
+    :func:`probe`). ``frame``: the frame or page (0 for the first). ``looks``: what the
+    file's header says (:func:`~pipeline.inputs.looks.read_looks`), when read already.
+    ``convert``: convert pixels in a colour profile to sRGB; else keep their values (CMYK is
+    converted either way).
 
     Raises
     ------
     InputError
         If the file cannot be decoded or its pixels cannot be normalised.
     """
-    import imageio.v3 as iio
-
     try:
         # a URL is read once; a local file only if the fast decoders take it
         remote = is_url(path)
         if data is None and (remote or _fast_format(read_bytes(path, 8))):
             data = read_bytes(path)
-        raw = None if data is None else _decode_fast(data)
+        raw = None if data is None or frame else _decode_fast(data)
+        resource: str | bytes = data if remote and data is not None else path
+        cmyk = False
         if raw is None:
-            resource: str | bytes = data if remote and data is not None else path
-            hint = Path(path).suffix.lower() or None
-            keyed = {"mode": "RGBA"} if _keyed_alpha(resource) else {}
-            with _no_pillow_limit():
-                raw = iio.imread(resource, index=0, extension=hint, **keyed)  # type: ignore[arg-type]
-            if _is_cmyk(resource, raw.shape):
-                raw = _cmyk_to_rgb(raw)
+            raw, cmyk = _decode(path, resource, frame)
+        if looks is None:
+            looks = read_looks(data if data is not None else path, frame, _channels(raw.shape))
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"cannot decode image: {_one_line(exc)}") from None
     try:
         conversion_for(raw.shape, raw.dtype)
     except ValueError as exc:
         raise InputError(path, str(exc)) from None
-    return to_rgb8(raw, keep_alpha=True)
+    profile = applied_profile(looks, cmyk, convert)
+    try:
+        pixels = shown_colours(raw, profile, cmyk, keep_alpha=True)
+    except ProfileError as exc:
+        raise InputError(path, str(exc)) from None
+    return np.ascontiguousarray(orient(pixels, looks.orientation))
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    return 1 if len(shape) == 2 else int(shape[2])
+
+
+def applied_profile(looks: Looks, cmyk: bool, convert: bool) -> Profile | None:
+    """The profile pixels are converted from: a CMYK one always, others when ``convert``.
+
+    None for pixels used as stored: no profile, one that is sRGB already
+    (:func:`~pipeline.inputs.profiles.is_identity`), a CMYK profile on pixels that are not
+    CMYK or the other way round, or ``convert`` off.
+    """
+    profile = looks.profile
+    if profile is None or cmyk != (profile.channels == 4):
+        return None
+    if cmyk:
+        return profile
+    return profile if convert and not is_identity(profile) else None
+
+
+def _decode(path: str, resource: str | bytes, frame: int) -> tuple[NDArray[Any], bool]:
+    """Decode ``frame`` of a file with tifffile (TIFF) or imageio; and whether it is CMYK."""
+    import imageio.v3 as iio
+
+    head = resource[:8] if isinstance(resource, bytes) else read_bytes(resource, 8)
+    if head.startswith(TIFF_SIGNATURES):
+        import tifffile
+
+        opened = io.BytesIO(resource) if isinstance(resource, bytes) else resource
+        with tifffile.TiffFile(opened) as tif:
+            page = tif.pages[_page(tif, frame)]
+            assert isinstance(page, tifffile.TiffPage)
+            raw = page.asarray()
+            cmyk = int(page.photometric) == TIFF_SEPARATED and raw.ndim == 3 and raw.shape[2] == 4
+            return raw, cmyk
+    hint = Path(path).suffix.lower() or None
+    keyed = {"mode": "RGBA"} if _keyed_alpha(resource) else {}
+    with _no_pillow_limit():
+        raw = iio.imread(resource, index=frame, extension=hint, **keyed)  # type: ignore[arg-type]
+    return raw, _is_cmyk(resource, raw.shape)
+
+
+def _page(tif: Any, frame: int) -> int:
+    """The index in ``tif.pages`` of image ``frame`` (see :func:`looks.tiff_pages`)."""
+    pages = tiff_pages(tif) or [0]
+    if frame >= len(pages):
+        raise IndexError(f"it has {len(pages)} page(s), page {frame + 1} asked for")
+    return pages[frame]
 
 
 #: Bytes of a file's start that hold a PNG's chunks before its pixels (tRNS among them).
@@ -234,9 +348,9 @@ def _cmyk_to_rgb(pixels: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return np.asarray(cmyk.convert("RGB"))
 
 
-#: PNG file signature, and the IHDR fields (bit depth 8, colour type 2) of plain 8-bit RGB.
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_RGB8 = b"\x08\x02"
+#: IHDR fields (bit depth, colour type) of the PNGs libpng decodes here: 8-bit RGB, and 16-bit
+#: gray, RGB, gray + alpha and RGBA.
+PNG_DIRECT = (b"\x08\x02", b"\x10\x00", b"\x10\x02", b"\x10\x04", b"\x10\x06")
 
 
 def _fast_format(head: bytes) -> bool:
@@ -255,8 +369,9 @@ def _decode_fast(data: bytes) -> NDArray[np.uint8] | None:
       taken; anything else (CMYK, a damaged file) goes to imageio, which then converts it or
       reports the problem; so does a file without its end-of-image marker, which libjpeg would
       pad silently where Pillow reports it as truncated.
-    * PNG through libpng, about twice as fast, only for plain 8-bit RGB (no transparency chunk,
-      not animated): other PNG flavours follow Pillow's conversions.
+    * PNG through libpng, about twice as fast, for plain 8-bit RGB and every 16-bit PNG without
+      a palette (no transparency chunk, not animated): Pillow would cut 16-bit values to their
+      high byte. Other PNG flavours follow Pillow's conversions.
     """
     import imagecodecs
 
@@ -266,12 +381,13 @@ def _decode_fast(data: bytes) -> NDArray[np.uint8] | None:
                 return None
             pixels = imagecodecs.jpeg8_decode(data)
             return pixels if pixels.ndim == 2 or pixels.shape[2] == 3 else None
-        if data.startswith(PNG_SIGNATURE) and data[24:26] == PNG_RGB8:
+        if data.startswith(PNG_SIGNATURE) and data[24:26] in PNG_DIRECT:
             header = data[: data.find(b"IDAT")]
             if b"tRNS" in header or b"acTL" in header:
                 return None
             pixels = imagecodecs.png_decode(data)
-            return pixels if pixels.ndim == 3 and pixels.shape[2] == 3 else None
+            expected = PNG_CHANNELS[data[25]]
+            return pixels if _channels(pixels.shape) == expected else None
     except Exception:
         return None
     return None
@@ -298,18 +414,26 @@ class Probe:
         ``"whole"`` (decoded whole by one task), ``"tiff"`` (tiled TIFF, read tile by tile) or
         ``"zarr"`` (a Zarr array, read chunk by chunk).
     shape : tuple of int
-        Shape of the image as stored.
+        Shape of the image as stored (before its orientation is applied).
     dtype : str
         Pixel type as stored.
     conversion : str
-        How it becomes RGB uint8 (see the module docstring).
+        How it becomes the picture a viewer shows, in sRGB uint8 (see the module docstring).
     tile : tuple of int or None
-        Tile height and width of a tiled TIFF.
+        Tile height and width of a tiled TIFF (as stored).
     array : zarr.Array or None
         The opened Zarr array of a ``"zarr"`` input (opening it reads only its metadata).
     data : bytes or None
         The whole file, when reading its header from a URL read all of it (a small file): the
         decode then reads nothing again.
+    looks : Looks
+        Its orientation, colour profile and frames (:mod:`pipeline.inputs.looks`).
+    frame : int
+        The frame or page read (0 for the first).
+    convert : bool
+        Whether pixels in a colour profile are converted to sRGB (else kept as stored).
+    cmyk : bool
+        Whether its pixels are CMYK.
     """
 
     path: str
@@ -321,21 +445,92 @@ class Probe:
     tile: tuple[int, int] | None = None
     array: Any = None
     data: bytes | None = None
+    looks: Looks = field(default_factory=Looks)
+    frame: int = 0
+    convert: bool = True
+    cmyk: bool = False
 
     @property
     def pixels(self) -> int:
         """Pixels of the image."""
         return int(self.shape[0]) * int(self.shape[1])
 
+    @property
+    def shown(self) -> tuple[int, int]:
+        """Height and width of the picture as shown (its orientation applied)."""
+        height, width = shown_shape(self.shape[:2], self.looks.orientation)
+        return int(height), int(width)
 
-def probe(path: str, max_pixels: int = PILLOW_LIMIT, *, listed: bool = False) -> Probe:
+    @property
+    def profile(self) -> Profile | None:
+        """The profile its pixels are converted from (:func:`applied_profile`)."""
+        return applied_profile(self.looks, self.cmyk, self.convert)
+
+    def record(self) -> dict[str, Any]:
+        """What the store records of the source (an image group's ``source`` attribute)."""
+        looks = self.looks
+        record: dict[str, Any] = {
+            "path": location(self.path),
+            "shape": [int(s) for s in self.shape],
+            "dtype": self.dtype,
+            "conversion": self.conversion,
+            "orientation": looks.orientation,
+            "frame": self.frame,
+            "frames": looks.frames,
+        }
+        profile = looks.profile
+        if profile is not None:
+            applied = self.profile is not None
+            record["profile"] = {
+                "description": profile.description,
+                "origin": profile.origin,
+                "handling": "converted" if applied else "kept" if not self.convert else "sRGB",
+                "intent": INTENT_NAME,
+            }
+            if not applied and not self.convert:
+                record["profile"]["icc"] = base64.b64encode(profile.icc).decode("ascii")
+        return record
+
+
+def describe_looks(looks: Looks, frame: int, convert: bool, cmyk: bool) -> list[str]:
+    """The conversion steps of what a file's header says (profile, orientation, frame)."""
+    steps = []
+    profile = looks.profile
+    if profile is not None:
+        name = profile.description + (" (PNG gAMA/cHRM)" if profile.origin != "ICC" else "")
+        if applied_profile(looks, cmyk, convert) is not None:
+            steps.append(f"{name} to sRGB ({INTENT_NAME})")
+        elif cmyk != (profile.channels == 4):
+            steps.append(f"profile {name!r} does not fit the pixels: ignored")
+        elif convert:
+            steps.append(f"{name}: sRGB already, unchanged")
+        else:
+            steps.append(f"{name} kept (profile stored)")
+    if looks.ignored:
+        steps.append(looks.ignored)
+    if looks.orientation != 1:
+        steps.append(describe_orientation(looks.orientation))
+    if looks.frames > 1:
+        steps.append(f"{'page' if looks.paged else 'frame'} {frame + 1} of {looks.frames}")
+    return steps
+
+
+def probe(
+    path: str,
+    max_pixels: int = PILLOW_LIMIT,
+    *,
+    listed: bool = False,
+    frame: int = 0,
+    convert: bool = True,
+) -> Probe:
     """Open an input's header (on a worker): its size, pixel type and how it is to be read.
 
     Tiled TIFF files and Zarr arrays are read chunk by chunk (:mod:`pipeline.inputs.tiled`); every
     other format is decoded whole by one task, and is refused above ``max_pixels`` (default:
     Pillow's own decompression-bomb limit). ``path`` may be a URL (see :mod:`pipeline.paths`);
     a TIFF behind a URL is decoded whole. ``listed``: the path was listed as a file, so it is
-    not looked up again (on object storage each lookup is a request).
+    not looked up again (on object storage each lookup is a request). ``frame``: the frame or
+    page to read; ``convert``: see :func:`read_file`.
 
     Raises
     ------
@@ -346,49 +541,67 @@ def probe(path: str, max_pixels: int = PILLOW_LIMIT, *, listed: bool = False) ->
 
     where = location(path)
     fs, inner = filesystem(path) if is_url(path) else (None, path)
-    if listed:
-        return _probe_file(path, where, fs is not None, max_pixels)
+    if not listed:
+        try:
+            exists = fs.exists(inner) if fs else os.path.exists(path)
+        except OSError as exc:
+            raise InputError(path, f"cannot open: {_one_line(exc)}") from None
+        if not exists:
+            raise InputError(path, "no such file")
+        if is_zarr_array(path):
+            array = open_zarr_array(where)
+            shape = tuple(int(s) for s in array.shape)
+            return Probe(
+                path,
+                where,
+                "zarr",
+                shape,
+                str(array.dtype),
+                _conversion(path, shape, array.dtype),
+                array=array,
+            )
+        if not (fs.isfile(inner) if fs else os.path.isfile(path)):
+            raise InputError(path, "not a file")
     try:
-        exists = fs.exists(inner) if fs else os.path.exists(path)
-    except OSError as exc:
-        raise InputError(path, f"cannot open: {_one_line(exc)}") from None
-    if not exists:
-        raise InputError(path, "no such file")
-    if is_zarr_array(path):
-        array = open_zarr_array(where)
-        shape = tuple(int(s) for s in array.shape)
+        found = _probe_file(path, where, fs is not None, max_pixels, frame)
+    except (ProfileError, IndexError) as exc:
+        raise InputError(path, _one_line(exc)) from None
+    steps = [found.conversion] if found.conversion != "none" else []
+    steps += describe_looks(found.looks, frame, convert, found.cmyk)
+    return replace(found, frame=frame, convert=convert, conversion="+".join(steps) or "none")
+
+
+def _probe_file(path: str, where: str, remote: bool, max_pixels: int, frame: int) -> Probe:
+    """:func:`probe` of a path known to be a file (its conversion without the header's steps)."""
+    from pipeline.inputs.tiled import tiff_layout
+
+    layout = None if remote else tiff_layout(path, frame)
+    if layout is not None:
+        shape, dtype, tile, cmyk = layout
+        channels = 1 if len(shape) == 2 else shape[2]
         return Probe(
             path,
             where,
-            "zarr",
+            "tiff",
             shape,
-            str(array.dtype),
-            _conversion(path, shape, array.dtype),
-            array=array,
+            str(dtype),
+            "CMYK to RGB" if cmyk else _conversion(path, shape, dtype),
+            tile=tile,
+            looks=read_looks(path, frame, channels),
+            cmyk=cmyk,
         )
-    if not (fs.isfile(inner) if fs else os.path.isfile(path)):
-        raise InputError(path, "not a file")
-    return _probe_file(path, where, fs is not None, max_pixels)
-
-
-def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
-    """:func:`probe` of a path known to be a file."""
-    from pipeline.inputs.tiled import tiff_layout
-
-    layout = None if remote else tiff_layout(path)
-    if layout is not None:
-        shape, dtype, tile = layout
-        return Probe(
-            path, where, "tiff", shape, str(dtype), _conversion(path, shape, dtype), tile=tile
-        )
-    resource, props = _header(path)
-    shape = tuple(int(s) for s in props.shape)
-    if _is_cmyk(resource, shape):
+    resource, looks, props = _header(path, frame)
+    if looks.shape is not None and looks.dtype is not None:
+        shape, dtype = looks.shape, np.dtype(looks.dtype)  # what libpng and tifffile decode
+    else:
+        shape, dtype = tuple(int(s) for s in props.shape), np.dtype(props.dtype)
+    cmyk = looks.cmyk or (not looks.paged and _is_cmyk(resource, shape))
+    if cmyk:
         conversion = "CMYK to RGB"
     else:
         if _keyed_alpha(resource, shape):  # decoded as RGBA (see read_file)
             shape = (shape[0], shape[1], 4)
-        conversion = _conversion(path, shape, props.dtype, keep_alpha=True)
+        conversion = _conversion(path, shape, dtype, keep_alpha=True)
     pixels = shape[0] * shape[1]
     if pixels > max_pixels:
         gib = pixels * 4 / 2**30
@@ -399,7 +612,9 @@ def _probe_file(path: str, where: str, remote: bool, max_pixels: int) -> Probe:
             "or convert it to a tiled TIFF, which is read tile by tile",
         )
     whole = resource if isinstance(resource, bytes) and len(resource) < HEADER_BYTES else None
-    return Probe(path, where, "whole", shape, str(props.dtype), conversion, data=whole)
+    return Probe(
+        path, where, "whole", shape, str(dtype), conversion, data=whole, looks=looks, cmyk=cmyk
+    )
 
 
 def _conversion(path: str, shape: tuple[int, ...], dtype: Any, keep_alpha: bool = False) -> str:
@@ -413,10 +628,11 @@ def _conversion(path: str, shape: tuple[int, ...], dtype: Any, keep_alpha: bool 
 HEADER_BYTES = 1 << 20
 
 
-def _header(path: str) -> tuple[str | bytes, Any]:
-    """What imageio reads an image's properties from (the path, or a URL's bytes), and them.
+def _header(path: str, frame: int) -> tuple[str | bytes, Looks, Any]:
+    """What an image's header is read from (the path, or a URL's bytes), its looks and props.
 
     A URL's first ``HEADER_BYTES`` usually hold the header; else the whole file is read.
+    ``props``: imageio's properties of ``frame`` (None for a TIFF: its looks say its shape).
     """
     import imageio.v3 as iio
 
@@ -425,8 +641,14 @@ def _header(path: str) -> tuple[str | bytes, Any]:
     whole = isinstance(resource, str) or len(resource) < HEADER_BYTES
     while True:
         try:
+            looks = read_looks(resource, frame)
+            if looks.shape is not None and looks.dtype is not None:
+                return resource, looks, None
             with _no_pillow_limit():
-                return resource, iio.improps(resource, index=0, extension=hint)  # type: ignore[arg-type]
+                props = iio.improps(resource, index=frame, extension=hint)  # type: ignore[arg-type]
+            return resource, looks, props
+        except (ProfileError, IndexError):
+            raise
         except Exception as exc:
             if whole:
                 size = len(resource) if isinstance(resource, bytes) else os.path.getsize(path)
@@ -438,7 +660,9 @@ def _header(path: str) -> tuple[str | bytes, Any]:
 def decode(found: Probe) -> NDArray[np.uint8]:
     """:func:`read_file` of a probed input; errors name the input as it was given."""
     try:
-        return read_file(found.where, found.data)
+        return read_file(
+            found.where, found.data, frame=found.frame, looks=found.looks, convert=found.convert
+        )
     except InputError as exc:
         raise InputError(found.path, exc.problem) from None
 
@@ -456,7 +680,8 @@ def read_whole(found: Probe) -> NDArray[np.uint8]:
     if found.kind == "whole":
         return decode(found)
     region = (slice(None),) * len(found.shape)
-    return to_rgb8(np.asarray(tiled_array(found)[region]))
+    pixels = shown_colours(np.asarray(tiled_array(found)[region]), found.profile, found.cmyk)
+    return np.ascontiguousarray(orient(pixels, found.looks.orientation))
 
 
 def tiled_array(found: Probe) -> Any:
@@ -465,13 +690,14 @@ def tiled_array(found: Probe) -> Any:
 
     if found.kind == "zarr":
         return found.array
-    return TiffTiles(found.where, found.shape, np.dtype(found.dtype))
+    return TiffTiles(found.where, found.shape, np.dtype(found.dtype), found.frame)
 
 
 def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
     """Rows and columns of the chunks an input is worked on and its labels are stored in.
 
-    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk``.
+    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk`` (as
+    shown: a tile's sides exchanged by an orientation that turns the image a quarter).
     """
     from pipeline.inputs.tiled import aligned
 
@@ -479,4 +705,5 @@ def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
         return chunk, chunk
     tile = found.tile if found.kind == "tiff" else found.array.chunks
     assert tile is not None
-    return aligned(chunk, tile[0]), aligned(chunk, tile[1])
+    rows, cols = aligned(chunk, tile[0]), aligned(chunk, tile[1])
+    return (cols, rows) if swaps_axes(found.looks.orientation) else (rows, cols)

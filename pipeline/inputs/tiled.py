@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
+from pipeline.inputs.looks import TIFF_SEPARATED, tiff_pages
 from pipeline.paths import join, read_bytes, zarr_store
 
 
@@ -30,19 +31,27 @@ def is_zarr_array(path: str) -> bool:
     return True
 
 
-def tiff_layout(path: str) -> tuple[tuple[int, ...], np.dtype, tuple[int, int]] | None:
-    """Shape, pixel type and tile size of a TIFF file whose first image is tiled, else None."""
+def tiff_layout(
+    path: str, frame: int = 0
+) -> tuple[tuple[int, ...], np.dtype, tuple[int, int], bool] | None:
+    """Shape, pixel type, tile size and CMYK-ness of a TIFF's image ``frame`` if tiled, else None.
+
+    ``frame`` counts the pages that are images (:func:`pipeline.inputs.looks.tiff_pages`).
+    """
     if not path.lower().endswith((".tif", ".tiff")):
         return None
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first  # a TiffPage (pages[0] may be typed as a TiffFrame)
-            if not page.is_tiled:
+            pages = tiff_pages(tif) or [0]
+            page = tif.pages[pages[frame]]
+            if not isinstance(page, tifffile.TiffPage) or not page.is_tiled:
                 return None
             shape = tuple(int(s) for s in page.shape)
-            return shape, np.dtype(page.dtype), (int(page.tilelength), int(page.tilewidth))
+            cmyk = int(page.photometric) == TIFF_SEPARATED and len(shape) == 3 and shape[2] == 4
+            tile = (int(page.tilelength), int(page.tilewidth))
+            return shape, np.dtype(page.dtype), tile, cmyk
     except Exception:
         return None
 
@@ -59,7 +68,7 @@ def aligned(chunk: int, tile: int) -> int:
 
 @dataclass(frozen=True)
 class TiffTiles:
-    """Array-like view of a tiled TIFF's first image; each read opens the file on its own.
+    """Array-like view of a tiled TIFF's image (its first, or ``frame``); each read opens the file.
 
     Only the path travels to workers; a read of a region decodes just the tiles it touches.
     """
@@ -67,6 +76,7 @@ class TiffTiles:
     path: str
     shape: tuple[int, ...]
     dtype: np.dtype
+    frame: int = 0
 
     @property
     def ndim(self) -> int:
@@ -79,7 +89,9 @@ class TiffTiles:
         import zarr
 
         try:
-            with tifffile.imread(self.path, aszarr=True, key=0) as store:
+            with tifffile.TiffFile(self.path) as tif:
+                key = (tiff_pages(tif) or [0])[self.frame]
+            with tifffile.imread(self.path, aszarr=True, key=key) as store:
                 return np.asarray(zarr.open_array(store, mode="r")[region])
         except Exception as exc:
             text = " ".join(str(exc).split()) or type(exc).__name__

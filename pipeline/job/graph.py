@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask.array as da
 import numpy as np
@@ -36,6 +36,8 @@ from dask.delayed import Delayed
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
+from pipeline.inputs.orientation import orient, swaps_axes
+from pipeline.inputs.profiles import Profile
 from pipeline.inputs.sources import (
     ALPHA_DROPPED,
     ALPHA_KEPT,
@@ -45,7 +47,7 @@ from pipeline.inputs.sources import (
     conversion_for,
     decode_rgb,
     probe,
-    to_rgb8,
+    shown_colours,
     work_chunks,
 )
 from pipeline.job.tasks import (
@@ -103,9 +105,7 @@ def batch_graph(specs: Sequence[Spec], job: Job) -> Delayed:
 
 def probe_graph(spec: Spec, job: Job) -> Delayed:
     """One task opening ``spec``'s header (a :class:`~pipeline.inputs.sources.Probe` or Failed)."""
-    return delayed(probe_task)(
-        spec.path, job.settings.max_pixels, dask_key_name=f"probe-{_token(spec, job)}"
-    )
+    return delayed(probe_task)(spec, job.settings, dask_key_name=f"probe-{_token(spec, job)}")
 
 
 def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
@@ -116,12 +116,12 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
     """
     token = _token(spec, job)
     settings = job.settings
-    shape = (found.shape[0], found.shape[1])
+    shape = found.shown
     chunks = work_chunks(found, settings.chunk)
     regions = block_regions(normalize_chunks(label_block_shape(chunks, shape), shape))
     pixels = delayed(read_task)(found, dask_key_name=f"read-{token}")
     fit = delayed(fit_task)(pixels, settings, dask_key_name=f"fit-{token}")
-    attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, settings, job.run)
+    attrs = recorded(found.record(), shape, settings, job.run)
     target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
     errors = [
         delayed(label_task)(
@@ -174,9 +174,7 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
     image = source.image
     shape = (int(image.shape[0]), int(image.shape[1]))
     rows, cols = image.chunks[:2]
-    attrs = recorded(
-        spec.path, source.shape, source.dtype, source.conversion, job.settings, job.run
-    )
+    attrs = recorded(source.record, shape, job.settings, job.run)
     chunks = (rows[0], cols[0])
     target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
     blocks = image.to_delayed(optimize_graph=False).ravel()
@@ -362,14 +360,16 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
     """The lazy image of a probed input (no I/O: the graph reads it when it runs).
 
     ``token`` identifies the input's current version (from its listing: size and modification
-    time or ETag), so that a changed file gets new task keys.
+    time or ETag), so that a changed file gets new task keys. An input read chunk by chunk has
+    its colours converted chunk by chunk, and its orientation applied to the lazy array.
     """
     from pipeline.inputs.tiled import TiffTiles
 
     if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
+        height, width = found.shown
         whole = da.from_delayed(
             delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
-            shape=(found.shape[0], found.shape[1], 3),
+            shape=(height, width, 3),
             dtype=np.uint8,
         )
         return Source(
@@ -379,22 +379,37 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
             shape=found.shape,
             dtype=found.dtype,
             conversion=found.conversion.replace(ALPHA_KEPT, ALPHA_DROPPED),
+            record=found.record(),
             whole=whole,
         )
-    chunks = (*work_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
+    stored = work_chunks(found, chunk)
+    if swaps_axes(found.looks.orientation):
+        stored = stored[::-1]
+    chunks = (*stored, *(-1,) * (len(found.shape) - 2))
     if found.kind == "zarr":
         array = da.from_zarr(found.array, chunks=chunks)
     else:
-        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype))
+        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype), found.frame)
         array = da.from_array(
             tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
         )
-    return source_from_array(array, name, chunk, path=found.path, keep_chunks=True)
+    source = source_from_array(
+        array, name, chunk, path=found.path, keep_chunks=True, profile=found.profile,
+        cmyk=found.cmyk,
+    )  # fmt: skip
+    image = source.image
+    if found.looks.orientation != 1:  # turned lazily, then chunked from the top left again
+        image = orient(image, found.looks.orientation).rechunk((*work_chunks(found, chunk), 3))
+    return replace(source, image=image, conversion=found.conversion, record=found.record())
 
 
-def open_file(path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT) -> Source:
+def open_file(
+    path: str, name: str, chunk: int, max_pixels: int = PILLOW_LIMIT, *, frame: int = 0,
+    convert: bool = True,
+) -> Source:  # fmt: skip
     """Probe an input and return its lazy image (both here: for notebooks and tests)."""
-    return source_from_probe(probe(path, max_pixels), name, chunk, tokenize(location(path)))
+    found = probe(path, max_pixels, frame=frame, convert=convert)
+    return source_from_probe(found, name, chunk, tokenize(location(path), frame))
 
 
 def source_from_array(
@@ -403,15 +418,19 @@ def source_from_array(
     chunk: int,
     path: str = "<array>",
     keep_chunks: bool = False,
+    profile: Profile | None = None,
+    cmyk: bool = False,
 ) -> Source:
     """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
 
     The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
     own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
+    ``profile`` and ``cmyk``: the colours of a file's pixels, converted chunk by chunk
+    (:func:`~pipeline.inputs.sources.shown_colours`).
     """
     shape = tuple(int(s) for s in array.shape)
     try:
-        conversion = conversion_for(shape, np.dtype(array.dtype))
+        conversion = "CMYK to RGB" if cmyk else conversion_for(shape, np.dtype(array.dtype))
     except ValueError as exc:
         raise InputError(path if path != "<array>" else name, str(exc)) from None
     streamed = isinstance(array, da.Array)
@@ -420,11 +439,14 @@ def source_from_array(
         arr = arr[:, :, None]
     arr = arr.rechunk({2: -1})
     image = arr.map_blocks(
-        to_rgb8,
+        shown_colours,
+        profile,
+        cmyk,
         dtype=np.uint8,
         chunks=(arr.chunks[0], arr.chunks[1], (3,)),
         meta=np.empty((0, 0, 0), dtype=np.uint8),
     )
+    record = {"path": path, "shape": list(shape), "dtype": str(np.dtype(array.dtype))}
     return Source(
         name=name,
         path=path,
@@ -432,6 +454,7 @@ def source_from_array(
         shape=shape,
         dtype=str(np.dtype(array.dtype)),
         conversion=conversion,
+        record={**record, "conversion": conversion},
         streamed=streamed,
     )
 

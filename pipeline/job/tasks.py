@@ -30,7 +30,6 @@ from numpy.typing import NDArray
 
 from pipeline.errors import ImageProblem, PipelineError, os_reason, unwritable
 from pipeline.inputs.sources import Probe, decode, probe, read_whole, work_chunks
-from pipeline.paths import location
 from pipeline.quantize import rgba
 from pipeline.quantize.assign import label_block
 from pipeline.quantize.count import grid_histogram, grid_stride
@@ -99,6 +98,9 @@ class Spec:
         Bytes of the input file (0 when unknown).
     fresh : bool
         The store's listing had no group of this name (nothing to delete before writing it).
+    frame : int or None
+        The frame or page of a multi-frame file this image is (``frames: all``,
+        :mod:`pipeline.inputs.frames`); None for a file's first, named after the file.
     """
 
     name: str
@@ -108,6 +110,18 @@ class Spec:
     stale: str | None = None
     size: int = 0
     fresh: bool = False
+    frame: int | None = None
+
+
+def probe_spec(spec: Spec, settings: Settings, *, listed: bool = False) -> Probe:
+    """:func:`~pipeline.inputs.sources.probe` of ``spec``'s file, its frame, as ``settings`` say."""
+    return probe(
+        spec.path,
+        settings.max_pixels,
+        listed=listed,
+        frame=spec.frame or 0,
+        convert=settings.color_profile == "convert",
+    )
 
 
 @dataclass(frozen=True)
@@ -272,21 +286,15 @@ def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
 
 
 def recorded(
-    path: str,
-    shape: Sequence[int],
-    dtype: str,
-    conversion: str,
-    settings: Settings,
-    run: str,
+    source: dict[str, Any], shape: Sequence[int], settings: Settings, run: str
 ) -> dict[str, Any]:
-    """Attributes recorded for an image when its group is created: its source and the settings."""
+    """Attributes recorded for an image when its group is created: its source and the settings.
+
+    ``source``: what :meth:`~pipeline.inputs.sources.Probe.record` says of it; ``shape``: the
+    picture's height and width as shown (its orientation applied).
+    """
     return {
-        "source": {
-            "path": path if path == "<array>" else location(path),
-            "shape": [int(s) for s in shape],
-            "dtype": dtype,
-            "conversion": conversion,
-        },
+        "source": source,
         "image_shape": [int(shape[0]), int(shape[1]), 3],
         "colors_requested": settings.colors,
         "sample_size_requested": settings.sample,
@@ -419,7 +427,7 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     """Fit, label, store and finish one image held in memory; its labels chunked like the work."""
     fit = fit_block(pixels, job.settings)
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-    attrs = recorded(spec.path, found.shape, found.dtype, found.conversion, job.settings, job.run)
+    attrs = recorded(found.record(), shape, job.settings, job.run)
     target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
     try:
         whole = (slice(0, shape[0]), slice(0, shape[1]))
@@ -441,12 +449,11 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
     image) is returned as :class:`Deferred`, untouched, for a graph of its own. The outcomes end
     early, at a failure that leaves the store unwritable: the images after it are not attempted.
     """
-    limit = job.settings.max_pixels
     outcomes: list[Done | Failed | Deferred] = []
     for spec in specs:
         started = time.perf_counter()
         try:
-            found = probe(spec.path, limit, listed=True)  # batches hold listed files only
+            found = probe_spec(spec, job.settings, listed=True)  # batches: listed files only
             if found.pixels > job.batch_pixels:
                 outcomes.append(Deferred(spec, found))
                 continue
@@ -466,7 +473,7 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
 
 
 # Steps of a large image's graph (see pipeline.job.graph).
-probe_task = guarded(probe)
+probe_task = guarded(probe_spec)
 read_task = guarded(decode)
 fit_task = guarded(fit_block)
 fit_sampled_task = guarded(fit_sampled)
