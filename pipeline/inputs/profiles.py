@@ -211,9 +211,8 @@ def is_identity(profile: Profile) -> bool:
     if profile.channels != 3:
         return False
     colours = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    colours[:18, : 18 * 18] = np.stack(
-        np.meshgrid(*[np.arange(0, 256, 15, dtype=np.uint8)] * 3, indexing="ij"), -1
-    ).reshape(18, 18 * 18, 3)  # a grid of every 15th value, the rest random
+    grid = np.meshgrid(*[np.arange(0, 256, 15, dtype=np.uint8)] * 3, indexing="ij")
+    colours.reshape(-1, 3)[: grid[0].size] = np.stack(grid, -1).reshape(-1, 3)
     return bool(np.array_equal(to_srgb(colours, profile), colours))
 
 

@@ -68,14 +68,14 @@ def test_16_bit_is_scaled_with_rounding(write_image):
     rgb16 = np.repeat(values[:, :, None], 3, axis=2)
     source, rgb = opened(write_image("deep.tif", rgb16))
     assert source.dtype == "uint16"
-    assert "16-bit scaled to 8-bit" in source.conversion
+    assert "16-bit rounded to 8-bit" in source.conversion
     assert rgb[0, :, 0].tolist() == [0, 0, 1, 1, 128, 255]
 
 
 def test_16_bit_grayscale_png(write_image):
     gray = (np.arange(64, dtype=np.uint16) * 1000).reshape(8, 8)
     source, rgb = opened(write_image("g16.png", gray))
-    assert source.conversion == "16-bit scaled to 8-bit+gray to RGB"
+    assert source.conversion == "16-bit rounded to 8-bit+gray to RGB"
     expected = ((gray.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     assert np.array_equal(rgb[:, :, 2], expected)
 
