@@ -4,7 +4,8 @@ Every image done or failed gets one plain line (what a scheduled job's log keeps
 
     [3/12] china.jpg: done after 0.3 s, 34.51 dB, 6.4x; 0.4 of 1.6 MB (25%)
 
-with the image's own time. Images skipped because they are already complete get a line each
+with the image's own time; an image that is one frame or page of a file that has several says
+which (``, frame 1 of 3``). Images skipped because they are already complete get a line each
 for the first :data:`SKIP_LINES`, then one line per :data:`SKIP_EVERY` (a rerun of a large job
 skips most of its images). On a terminal, a live status line under them is redrawn twice a
 second with a bar, the counts and the elapsed time.
@@ -95,6 +96,7 @@ class Progress:
             line += f", {metrics.get('ratio', 0):.1f}x raw"
             if "ratio_source" in metrics:
                 line += f", {metrics['ratio_source']:.2f}x source"
+            line += _frame_note(result)
         elif result.error:  # said once, without the name the line starts with
             line += f": {result.error.removeprefix(f'{result.name}: ')}"
         if self.bytes:
@@ -120,3 +122,13 @@ class Progress:
         while not self._stop.wait(REDRAW_SECONDS):
             with self._lock:
                 self._write(self._status())
+
+
+def _frame_note(result: ImageResult) -> str:
+    """``, frame 1 of 3`` for an image that is one frame (or page) of several, else nothing."""
+    source = (result.attrs or {}).get("source", {})
+    frames = source.get("frames", 1)
+    if not isinstance(frames, int) or frames <= 1:
+        return ""
+    kind = "page" if "page " in str(source.get("conversion", "")) else "frame"
+    return f", {kind} {int(source.get('frame', 0)) + 1} of {frames}"

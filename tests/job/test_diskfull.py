@@ -317,7 +317,7 @@ def steps(noisy):
         path = str(noisy / "n0.png")
         spec = Spec("n0.png", path, token="t", key="0" * 16, fresh=True)
         found = probe(path)
-        attrs = recorded(path, found.shape, found.dtype, found.conversion, job.settings, job.run)
+        attrs = recorded(found.record(), found.shown, job.settings, job.run)
         pixels = read_whole(found)
         return job, spec, pixels, fit_block(pixels, job.settings), attrs
 

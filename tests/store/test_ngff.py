@@ -257,7 +257,7 @@ def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs)
     found = probe(path)
     pixels = read_whole(found)
     fit = fit_block(pixels, job.settings)
-    attrs = recorded(path, found.shape, found.dtype, found.conversion, job.settings, job.run)
+    attrs = recorded(found.record(), found.shown, job.settings, job.run)
     with lease.hold(Location.at(store), run=job.run):
         target = create_task(job, spec, attrs, (600, 400), (512, 512))
         whole = (slice(None), slice(None))
