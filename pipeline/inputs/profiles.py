@@ -126,10 +126,14 @@ def png_profile(info: dict[str, Any], channels: int) -> Profile | None:
     if srgb_gamma and (srgb_xy or channels == 1):
         return None
     curve: float | Sequence[float] = SRGB_CURVE if gamma is None else 1 / float(gamma)
+    said = [] if gamma is None else [f"gAMA {float(gamma):.5f}"]
+    if chromaticity is not None and channels != 1:
+        said.append("cHRM")
+    description = "PNG " + " + ".join(said)
     if channels == 1:
-        icc = gray_profile(curve, white, "PNG gAMA")
+        icc = gray_profile(curve, white, description)
     else:
-        icc = matrix_profile(primaries, white, curve, "PNG gAMA/cHRM")
+        icc = matrix_profile(primaries, white, curve, description)
     return read_profile(icc, "PNG gAMA/cHRM")
 
 

@@ -497,7 +497,7 @@ def describe_looks(looks: Looks, frame: int, convert: bool, cmyk: bool) -> list[
     steps = []
     profile = looks.profile
     if profile is not None:
-        name = profile.description + (" (PNG gAMA/cHRM)" if profile.origin != "ICC" else "")
+        name = profile.description
         if applied_profile(looks, cmyk, convert) is not None:
             steps.append(f"{name} to sRGB ({INTENT_NAME})")
         elif cmyk != (profile.channels == 4):
@@ -567,6 +567,8 @@ def probe(
     except (ProfileError, IndexError) as exc:
         raise InputError(path, _one_line(exc)) from None
     steps = [found.conversion] if found.conversion != "none" else []
+    if found.cmyk and found.profile is not None:
+        steps = []  # the profile's step says it
     steps += describe_looks(found.looks, frame, convert, found.cmyk)
     return replace(found, frame=frame, convert=convert, conversion="+".join(steps) or "none")
 
