@@ -11,6 +11,7 @@ allows (PNG and GIF of at most 256 colours), lossless WebP.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -221,6 +222,7 @@ def write_palette_image(
     extension: str,
     *,
     rows: int = 1024,
+    icc: bytes | None = None,
 ) -> None:
     """Write the image ``palette[labels]`` as a PNG, GIF or WebP file, losslessly.
 
@@ -247,6 +249,9 @@ def write_palette_image(
     rows : int
         Rows of labels read at once (a multiple of a zarr array's chunk height reads each chunk
         once).
+    icc : bytes, optional
+        The ICC profile the palette's colours are in (a palette kept in its source's profile):
+        embedded in PNG and WebP files (GIF has no place for it).
 
     Raises
     ------
@@ -285,6 +290,8 @@ def write_palette_image(
             if extension == ".webp"
             else {}
         )
+        if icc is not None:
+            options["icc_profile"] = icc
     else:
         order, index = _file_order(palette, alpha)
         if extension == ".png":
@@ -295,6 +302,7 @@ def write_palette_image(
                 None if alpha is None else alpha[order][:opaque_from],
                 (labels.shape[0], labels.shape[1]),
                 (index[labels[top : top + rows, :]] for top in range(0, labels.shape[0], rows)),
+                icc,
             )
             return
         image, options = _gif(palette[order], alpha, _lookup(index, labels, rows))
@@ -629,13 +637,30 @@ def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
             write_tiled_tiff(pixels, file, tile=min(image.labels.chunks))
         elif extension in PALETTE_FORMATS:
             labels = CheckedLabels(image.name, image.labels)
-            write_palette_image(image.palette, labels, file, extension, rows=image.labels.chunks[0])
+            write_palette_image(
+                image.palette,
+                labels,
+                file,
+                extension,
+                rows=image.labels.chunks[0],
+                icc=kept_profile(image.attrs),
+            )
         else:
             import imageio.v3 as iio
 
             file.write(iio.imwrite("<bytes>", pixels.compute(), extension=extension))
         file.flush()
         os.fsync(file.fileno())
+
+
+def kept_profile(attrs: dict[str, Any]) -> bytes | None:
+    """The ICC profile a stored image's colours are in, when kept from its source, else None.
+
+    None means sRGB: the colours were converted to it (or the source had no profile).
+    """
+    profile = attrs.get("source", {}).get("profile") or {}
+    icc = profile.get("icc") if profile.get("handling") == "kept" else None
+    return base64.b64decode(icc) if isinstance(icc, str) else None
 
 
 def publish(temp: str, target: str, *, folder: bool, overwrite: bool) -> None:

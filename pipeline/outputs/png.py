@@ -85,6 +85,7 @@ def write_indexed_png(
     alpha: NDArray[np.uint8] | None,
     shape: tuple[int, int],
     bands: Iterable[NDArray[np.uint8]],
+    icc: bytes | None = None,
 ) -> None:
     """Write an indexed PNG of ``shape`` (height, width) whose rows come in ``bands``.
 
@@ -99,11 +100,16 @@ def write_indexed_png(
     shape : tuple of int
     bands : iterable of ndarray of uint8
         Consecutive bands of (rows, width) indices into ``palette``, top to bottom.
+    icc : bytes, optional
+        An ICC profile the colours are in: the ``iCCP`` chunk (a palette kept in its source's
+        profile, ``--color-profile keep``).
     """
     height, width = shape
     bits = bit_depth(len(palette))
     file.write(PNG_SIGNATURE)
     _chunk(file, b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 3, 0, 0, 0))
+    if icc is not None:
+        _chunk(file, b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
     _chunk(file, b"PLTE", palette[:, :3].tobytes())
     if alpha is not None and len(alpha):
         _chunk(file, b"tRNS", alpha.tobytes())
