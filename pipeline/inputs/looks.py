@@ -119,8 +119,8 @@ def _png(file: IO[bytes], channels: int | None) -> Looks:
     bits, shape, frames, exif, icc, keyed = 8, None, 1, None, None, False
     while True:
         header = file.read(8)
-        if len(header) < 8:
-            break
+        if len(header) < 8:  # a URL's first bytes: the caller reads the whole file
+            raise ValueError("the PNG ends before its IEND chunk")
         length, kind = struct.unpack(">I4s", header)
         if kind in (b"IDAT", b"fdAT") or length > 1 << 24:
             file.seek(length + 4, io.SEEK_CUR)
@@ -212,9 +212,13 @@ def _tiff(file: IO[bytes], frame: int, channels: int | None) -> Looks:
 
 
 def _pillow(file: IO[bytes], channels: int | None) -> Looks:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(file) as image:
+    try:
+        opened = Image.open(file)
+    except UnidentifiedImageError:  # a format only another imageio plugin reads: says nothing
+        return Looks()
+    with opened as image:
         icc = image.info.get("icc_profile")
         turn = orientation.valid(image.getexif().get(orientation.ORIENTATION_TAG))
         frames = 1 if image.format == "MPO" else int(getattr(image, "n_frames", 1))
