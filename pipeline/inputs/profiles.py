@@ -144,7 +144,9 @@ def _srgb() -> Any:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-#: Transforms built, by profile digest and modes (building one parses the profile: ~1 ms).
+#: Transforms built, by profile digest and modes (building one parses the profile: ~1 ms), at
+#: most MAX_TRANSFORMS in a process.
+MAX_TRANSFORMS = 64
 _TRANSFORMS: dict[tuple[str, str, str], Any] = {}
 
 
@@ -164,6 +166,8 @@ def _transform(profile: Profile, mode_in: str, mode_out: str) -> Any:
                 f"cannot convert from ICC profile {profile.description!r}: "
                 + " ".join(str(exc).split())
             ) from None
+        if len(_TRANSFORMS) >= MAX_TRANSFORMS:  # a bucket of many profiles: keep memory bounded
+            _TRANSFORMS.clear()
         _TRANSFORMS[key] = transform
     return transform
 
