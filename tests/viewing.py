@@ -131,10 +131,11 @@ def write_tiff(
     return str(path)
 
 
-def shown(path: str | Path | bytes, frame: int = 0) -> NDArray[np.uint8]:
+def shown(path: str | Path | bytes, frame: int = 0, convert: bool = True) -> NDArray[np.uint8]:
     """The picture as Pillow shows it: ``exif_transpose``, then its profile to sRGB (perceptual).
 
-    8-bit files only: Pillow cuts 16 bits to their high byte.
+    ``convert``: False leaves the values as stored (only turned). 8-bit files only: Pillow cuts
+    16 bits to their high byte.
     """
     opened = Image.open(io.BytesIO(path) if isinstance(path, bytes) else path)
     with opened:
@@ -142,7 +143,7 @@ def shown(path: str | Path | bytes, frame: int = 0) -> NDArray[np.uint8]:
         opened.load()
         picture = ImageOps.exif_transpose(opened)
         icc = opened.info.get("icc_profile")
-        if icc:
+        if icc and convert:
             picture = to_srgb(picture, icc)
         return np.asarray(picture)
 
