@@ -323,3 +323,23 @@ def test_phone_photo_through_run_reconstruct_and_report(tmp_path):
     original = np.asarray(pictures["original, 1:1"].convert("RGB"))
     assert np.array_equal(original, picture[region])  # converted and turned, as compressed
     assert np.array_equal(np.asarray(pictures["rebuilt, 1:1"].convert("RGB")), rebuilt[region])
+
+
+def test_report_compares_a_kept_profile_with_the_values_kept(tmp_path):
+    import skimage.data
+
+    from pipeline.outputs.report import write_report
+    from pipeline.store.location import Location
+    from tests.outputs.test_htmlreport import Page, decode
+
+    path = save(tmp_path / "kept.jpg", skimage.data.coffee()[:200, :300], 6, P3, quality=90)
+    store = str(tmp_path / "s.zarr")
+    done(compress([path], store, color_profile="keep", **FAST))
+    out = tmp_path / "report.html"
+    (outcome,) = write_report(Location.at(store), str(out))
+    assert outcome.note is None  # the original read as compressed: values kept, not converted
+    page = Page(out.read_text(encoding="utf-8"))
+    pictures = {a["alt"]: decode(a["src"]) for a in page.images()}
+    assert "original, 1:1, the whole image" in pictures
+    original = np.asarray(pictures["original, 1:1, the whole image"].convert("RGB"))
+    assert np.array_equal(original, shown(path, convert=False))
