@@ -10,6 +10,7 @@ from PIL import ImageCms
 
 from pipeline.inputs.profiles import (
     D65,
+    STRIP_PIXELS,
     ProfileError,
     fits,
     gray_profile,
@@ -153,3 +154,12 @@ def test_png_chromaticities_other_than_srgbs_give_a_profile():
     assert profile is not None
     assert tuple(to_srgb(np.array([[[255, 0, 0]]], np.uint8), profile)[0, 0]) == (255, 0, 0)
     assert not is_identity(profile)
+
+
+def test_large_images_converted_in_strips_on_threads_are_the_same():
+    profile = read_profile(P3)
+    large = np.random.default_rng(5).integers(0, 256, (2100, 2000, 4), dtype=np.uint8)
+    assert large.shape[0] * large.shape[1] > STRIP_PIXELS  # converted in strips
+    out = to_srgb(large, profile)
+    assert np.array_equal(out, to_srgb(large, profile, threads=0))
+    assert np.array_equal(out, converted(large, P3))
