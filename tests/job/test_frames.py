@@ -6,6 +6,7 @@ Pillow and tifffile; whole jobs on a real local cluster; the frames told apart b
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from pipeline import compress, open_store, reconstruct
 from pipeline.api import repair, verify_store
+from pipeline.job.progress import Progress
 from pipeline.outputs.report import _original
 from pipeline.store.location import Location
 from pipeline.store.write import list_store
@@ -86,7 +88,12 @@ def test_every_frame_is_an_image_of_its_own_and_reruns_redo_only_what_is_missing
     store, files, client
 ):
     paths = list(files.values())
-    results = {r.name: r for r in compress(paths, store, client=client, frames="all", **FAST)}
+    sizes: list[tuple[int, int]] = []
+    job = compress(paths, store, client=client, frames="all", on_start=_record(sizes), **FAST)
+    results = {r.name: r for r in job}
+    # the count grows as files of several frames are found; the bytes stay those of the files
+    assert [images for images, _ in sizes] == [5, 7, 9, 11, 13]
+    assert {size for _, size in sizes} == {sum(Path(p).stat().st_size for p in paths)}
     expected = {
         f"{name}.{'page' if paged else 'frame'}-{i}": (name, i - 1)
         for name, paged in FILES.items()
@@ -166,3 +173,15 @@ def test_report_and_repair_read_the_recorded_frame(store, files):
 
 def zarr_labels(store: str, name: str) -> NDArray[np.generic]:
     return np.asarray(open_store(store)[name].labels[...])
+
+
+def _record(calls: list[tuple[int, int]]):
+    return lambda images, size: calls.append((images, size))
+
+
+def test_progress_grows_its_count_and_keeps_its_clock():
+    progress = Progress(io.StringIO(), live=False)
+    progress.start(2, 10)
+    started = progress.started
+    progress.start(4, 10)
+    assert (progress.images, progress.bytes, progress.started) == (4, 10, started)
