@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import UsageError
 from pipeline.inputs.discover import Entry, Inputs, discover, find_inputs
+from pipeline.inputs.frames import Image, expand, frame_of, named_frame, plain
 from pipeline.inputs.names import node_name, unique_names
 from pipeline.job.graph import rebuild, source_from_array
 from pipeline.job.metrics import Tally
@@ -84,6 +85,15 @@ def stream(
     if on_start is not None:
         on_start(len(entries) + len(found.errors), sum(e.size or 0 for e in entries))
     names = unique_names([e.path for e in entries])
+    total = len(entries) + len(found.errors)
+    size = sum(e.size or 0 for e in entries)
+
+    def more(images: int) -> None:  # a file found to hold several frames (frames: all)
+        nonlocal total
+        total += images
+        if on_start is not None:
+            on_start(total, size)
+
     executor = _executor(client)
     unlisted = (  # named as given: they never reach the store
         ImageResult(
@@ -96,10 +106,14 @@ def stream(
     )
 
     def items(ours: Location, listing: Listing) -> Iterator[Item]:
+        if config.frames == "all":
+            images = expand(entries, names, on_more=more)
+            planned = _with_frames(names, listing)
+        else:
+            images, planned = plain(entries, names), names
         return plan(
-            entries,
-            names,
-            _to_plan(ours, listing, names, overwrite),
+            images,
+            _to_plan(ours, listing, planned, overwrite),
             config,
             overwrite=overwrite,
             check=_checker(store),
@@ -149,6 +163,17 @@ def _tallied(
     return Tally(store.url, executor.live_client).each(results)
 
 
+def _with_frames(names: Sequence[str], listing: Listing) -> list[str]:
+    """``names`` and the store's groups that may be frame images of them (``frames: all``).
+
+    A file's frames are only counted as the job goes; the groups named as frames of one of
+    ``names`` are what an earlier run stored of them (:func:`pipeline.inputs.frames.frame_of`).
+    """
+    known = set(names)
+    found = (n for n in listing.groups | listing.strays if n not in known and frame_of(n, known))
+    return [*names, *sorted(found)]
+
+
 def _to_plan(store: Location, listing: Listing, names: Sequence[str], overwrite: bool) -> Listing:
     """The listing a job plans images ``names`` from, once the store is its own.
 
@@ -196,7 +221,8 @@ def compress(
         Called with each :class:`ImageResult` as soon as it is known.
     on_start : callable, optional
         Called once the inputs are listed, with the number of results to come and the bytes
-        of the input files (e.g. to report progress).
+        of the input files (e.g. to report progress); with ``frames="all"``, called again
+        with the grown number each time a file is found to hold several frames.
     **settings
         Overrides of :class:`pipeline.settings.Settings` (``colors``, ``sample``, ``seed``,
         ``chunk``, ...).
@@ -274,7 +300,7 @@ def recompress(
     """
     store = job_location(store)
     how = Running.from_config()
-    by_settings: dict[Settings, list[tuple[str, str]]] = {}
+    by_settings: dict[Settings, list[tuple[str, str, dict[str, Any]]]] = {}
     for name, attrs in images:
         path = attrs["source"]["path"]
         try:
@@ -289,26 +315,28 @@ def recompress(
             problem = f"setting {exc} not recorded" if isinstance(exc, KeyError) else str(exc)
             yield ImageResult(name, path, "failed", f"{name}: {problem}")
             continue
-        by_settings.setdefault(config, []).append((name, path))
+        by_settings.setdefault(config, []).append((name, path, attrs["source"]))
     for config, members in by_settings.items():
-        entries, errors = discover([path for _, path in members])
+        entries, errors = discover(list(dict.fromkeys(path for _, path, _ in members)))
         for error in errors:
-            for name, path in members:
+            for name, path, _ in members:
                 if path == error.source:
                     yield ImageResult(name, path, "failed", f"{name}: {error}")
-        named = {path: name for name, path in members}
-        names = [named[entry.path] for entry in entries]
+        found = {entry.path: entry for entry in entries}
+        redone = [
+            _recorded_image(found[path], name, source)
+            for name, path, source in members
+            if path in found
+        ]
 
         def items(
             ours: Location,
             listing: Listing,
-            entries: list[Entry] = entries,
-            names: list[str] = names,
+            redone: list[Image] = redone,
             config: Settings = config,
         ) -> Iterator[Item]:
             return plan(
-                entries,
-                names,
+                redone,
                 listing,
                 config,
                 overwrite=True,
@@ -319,6 +347,14 @@ def recompress(
 
         executor = _executor(client)
         yield from _tallied(store, executor, _execute(store, config, how, executor, items, None))
+
+
+def _recorded_image(entry: Entry, name: str, source: dict[str, Any]) -> Image:
+    """Image ``name`` of ``entry`` as its recorded ``source`` says: the frame it was made of."""
+    frame, frames = int(source.get("frame", 0)), int(source.get("frames", 1))
+    if named_frame(name, frame, frames):
+        return Image(entry, name, frame, frames)
+    return Image(entry, name, frame or None)
 
 
 class DamagedImageWarning(UserWarning):

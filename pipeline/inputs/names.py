@@ -35,6 +35,12 @@ Naming the images of a job (:func:`unique_names`)
     folder) get ``~`` and 8 hex digits of the SHA-1 of their whole path before the extension
     (more digits, or a counter for a path given twice, if that is not enough). Every input gets
     its own name, and the same list of paths always gets the same names.
+
+Naming the frames of a file (:func:`with_suffix`, :func:`tagged`)
+    With ``frames: all`` (:mod:`pipeline.inputs.frames`), each frame or page of a file that
+    holds several is an image named after the file's name, with ``.frame-<i>`` or ``.page-<i>``
+    added. A frame's name that clashes with a file's name of the same job gets the tag of a
+    hash before that suffix, so the file keeps its name.
 """
 
 from __future__ import annotations
@@ -81,6 +87,44 @@ def node_name(component: str) -> str:
     if not component:
         raise ValueError("an empty name cannot be a node name")
     return _fit(_guard(_escape(component)), component)
+
+
+def with_suffix(name: str, suffix: str, original: str) -> str:
+    """``name`` (a node name) with ``suffix`` (such as ``.frame-01``) added, and still valid.
+
+    Parameters
+    ----------
+    name : str
+        A node name (:func:`node_name`, :func:`unique_names`).
+    suffix : str
+        Safe text to add, starting with ``.`` and not ending with ``.`` or a space.
+    original : str
+        What the result names, hashed when it is too long (as :func:`node_name` does).
+
+    Returns
+    -------
+    str
+        ``name + suffix``, or, when longer than :data:`MAX_BYTES`, shortened before ``suffix``
+        with ``~`` and 8 hex digits of the SHA-1 of ``original``.
+    """
+    return _fit(name + suffix, original)
+
+
+def tagged(name: str, seed: str) -> str:
+    """``name`` with ``~`` and 8 hex digits of the SHA-1 of ``seed`` before its extension.
+
+    What :func:`unique_names` does to names that clash with every folder prefixed; the result
+    is at most :data:`MAX_BYTES` long.
+    """
+    return _with_tag(name, _sha1(seed)[:8])
+
+
+def name_key(name: str) -> str:
+    """What a case-insensitive, normalization-insensitive file system sees of ``name``.
+
+    Two names clash when their keys are equal.
+    """
+    return _key(name)
 
 
 def unique_names(paths: Sequence[str]) -> list[str]:

@@ -1,7 +1,9 @@
 """What a job has to do, from listings only: inputs and the store's listing -> work items.
 
 Nothing here reads an image or its header: the client learns every input's name, size and
-version from listing its folder or bucket, and what is already complete from listing the store
+version from listing its folder or bucket (with ``frames: all``, the frames of the files that
+can hold several from their headers, :mod:`pipeline.inputs.frames`, before they reach the
+plan), and what is already complete from listing the store
 (:func:`pipeline.store.write.list_store`). Work items come out lazily, in input order:
 
 * :class:`Skip` - already complete with the same settings;
@@ -21,14 +23,14 @@ the small documents of the images markers vouch for), is redone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from dask.base import tokenize
 
 from pipeline.errors import PipelineError
-from pipeline.inputs.discover import Entry
+from pipeline.inputs.frames import Image
 from pipeline.inputs.sources import Source
 from pipeline.job.tasks import Spec
 from pipeline.paths import location
@@ -100,8 +102,7 @@ def prior(
 
 
 def plan(
-    entries: Sequence[Entry],
-    names: Sequence[str],
+    images: Iterable[Image],
     listing: Listing,
     settings: Settings,
     *,
@@ -110,25 +111,30 @@ def plan(
     batch_bytes: int,
     batch_images: int,
 ) -> Iterator[Item]:
-    """Work items for ``entries`` (named ``names``), lazily and in input order.
+    """Work items for ``images`` (files, or frames of files), lazily and in input order.
 
-    ``check(name, values)`` reads a stored image's metadata and says ``"complete"`` (same
-    settings), ``"incomplete"`` or ``"absent"``, or raises :class:`PipelineError` for other
-    settings (see :func:`pipeline.store.write.existing_status`).
+    ``images``: what :mod:`pipeline.inputs.frames` makes of the job's inputs. A frame image's
+    token and reuse values include its frame. ``check(name, values)`` reads a stored image's
+    metadata and says ``"complete"`` (same settings), ``"incomplete"`` or ``"absent"``, or
+    raises :class:`PipelineError` for other settings (see
+    :func:`pipeline.store.write.existing_status`).
     """
     batch: list[Spec] = []
     size = 0
-    for entry, name in zip(entries, names, strict=True):
+    for image in images:
+        entry, name = image.entry, image.name
         where = location(entry.path)
-        values = reuse_values(where, settings)
+        values = reuse_values(where, settings, image.frame)
+        version = (where, entry.size, entry.version)
         spec = Spec(
             name=name,
             path=entry.path,
-            token=tokenize(where, entry.size, entry.version),
+            token=tokenize(*version) if image.frame is None else tokenize(*version, image.frame),
             key=digest(values),
             stale=listing.complete.get(name),
-            size=entry.size or 0,
+            size=image.size,
             fresh=name not in listing.groups,
+            frame=image.frame,
         )
         if not overwrite and name in listing.groups and name not in listing.damaged:
             decided = prior(spec, values, check)

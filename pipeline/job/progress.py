@@ -43,6 +43,7 @@ class Progress:
         self.images = self.bytes = 0
         self.images_done = self.bytes_done = self.skipped = 0
         self.started = time.monotonic()
+        self._sized = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -61,10 +62,16 @@ class Progress:
                 self._write(self._status() + "\n")
 
     def start(self, images: int, size: int) -> None:
-        """Record the size of the job: images to report on, bytes of their files."""
+        """Record the size of the job: images to report on, bytes of their files.
+
+        Called again when the job finds more images (``frames: all``: a file of several
+        frames is several images, known once its header is read): the counts grow, the clock
+        runs on.
+        """
         with self._lock:
-            self.images, self.bytes = images, size
-            self.started = time.monotonic()
+            if not self._sized:
+                self.started = time.monotonic()
+            self.images, self.bytes, self._sized = images, size, True
 
     def __call__(self, result: ImageResult) -> None:
         """Record one image's result and log its line."""

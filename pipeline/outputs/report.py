@@ -258,17 +258,20 @@ def _squared_errors(original: da.Array, rebuilt: da.Array) -> da.Array:
 
 
 def _original(image: StoredImage) -> tuple[da.Array | None, str | None]:
-    """The image's recorded source, opened lazily; or None and why it cannot be shown."""
+    """The image's recorded source, opened lazily; or None and why it cannot be shown.
+
+    Read as it was compressed: the frame or page recorded, its colour profile converted to
+    sRGB or kept as the recorded settings say.
+    """
     recorded = image.attrs["source"]
     path = recorded["path"]
     if path == "<array>":
         return None, "compressed from an in-memory array, not a file"
-    kept = recorded.get("profile", {}).get("handling") == "kept"  # --color-profile keep
+    frame = int(recorded.get("frame", 0))
+    convert = image.attrs.get("fit_settings", {}).get("color_profile", "convert") != "keep"
     try:
-        source = open_file(
-            path, image.name, max(image.labels.chunks), frame=int(recorded.get("frame", 0)),
-            convert=not kept,
-        )  # fmt: skip
+        chunk = max(image.labels.chunks)
+        source = open_file(path, image.name, chunk, frame=frame, convert=convert)
     except Exception as exc:  # whatever stops reading the original only hides the original
         return None, _problem(exc)
     height, width, channels = source.image.shape

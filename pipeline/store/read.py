@@ -459,6 +459,9 @@ def reuse_status(store: Location, name: str, wanted: dict[str, Any]) -> str:
     if attrs.get("status") != "complete" or entry.problem is not None:
         return "incomplete"
     stored = {**{key: attrs.get(key) for key in REUSE_KEYS}, "source_path": attrs["source"]["path"]}
+    frame = attrs["source"].get("frame", 0)
+    if frame:
+        stored["source_frame"] = frame
     changed = differences(stored, wanted)
     if changed:
         raise PipelineError(
@@ -470,6 +473,7 @@ def reuse_status(store: Location, name: str, wanted: dict[str, Any]) -> str:
 #: How the settings that decide reuse are named to a user.
 SETTING_NAMES = {
     "source_path": "source",
+    "source_frame": "frame (from 0)",
     "colors_requested": "colors",
     "sample_size_requested": "sample",
 }
@@ -489,11 +493,12 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
 
     old, new = flat(stored), flat(wanted)
     keys = list(dict.fromkeys([*old, *new]))
+    left_out = {**ORIGINAL, "source_frame": 0}  # a first frame's values leave its frame out
     return ", ".join(
-        f"{SETTING_NAMES.get(key, key)} {old.get(key, ORIGINAL.get(key))} "
-        f"(asked {new.get(key, ORIGINAL.get(key))})"
+        f"{SETTING_NAMES.get(key, key)} {old.get(key, left_out.get(key))} "
+        f"(asked {new.get(key, left_out.get(key))})"
         for key in keys
-        if old.get(key, ORIGINAL.get(key)) != new.get(key, ORIGINAL.get(key))
+        if old.get(key, left_out.get(key)) != new.get(key, left_out.get(key))
     )
 
 

@@ -103,19 +103,25 @@ def open_root(store: Location, mode: Literal["r", "r+", "a"] = "r") -> zarr.Grou
     return root
 
 
-def reuse_values(source_path: str, settings: Any) -> dict[str, Any]:
+def reuse_values(source_path: str, settings: Any, frame: int | None = None) -> dict[str, Any]:
     """What must match for a stored image to be reused: its source and the settings shaping it.
 
     ``source_path`` as recorded (:func:`pipeline.paths.location`); ``settings`` a
-    :class:`pipeline.settings.Settings`.
+    :class:`pipeline.settings.Settings`; ``frame`` the frame or page of the file the image is
+    (0-based, as its ``source.frame`` records it). A frame other than the first is one of the
+    values (``source_frame``); the first is left out, so that a file's first frame has the values
+    (and digest) it had before frames were recorded, whatever the image is named.
     """
-    return {
+    values = {
         "source_path": source_path,
         "colors_requested": settings.colors,
         "sample_size_requested": settings.sample,
         "seed": settings.seed,
         "fit_settings": settings.fit_settings(),
     }
+    if frame:
+        values["source_frame"] = frame
+    return values
 
 
 def digest(values: dict[str, Any]) -> str:
