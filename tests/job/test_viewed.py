@@ -12,8 +12,6 @@ holds exactly, comes back as the oracle's very values.
 
 import base64
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from pipeline.inputs.orientation import describe, orient
 from pipeline.inputs.sources import probe, read_file
 from pipeline.job.graph import open_file
 from tests.oracles import photo_psnr
+from tests.test_cli import run
 from tests.viewing import (
     ADOBE,
     ADOBE_FILE,
@@ -264,17 +263,6 @@ def test_tiled_tiff_is_converted_and_turned_chunk_by_chunk(tmp_path, china, clie
 # --- a phone's photo through the command line --------------------------------------------------
 
 
-def cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_phone_photo_through_run_reconstruct_and_report(tmp_path):
     import re
 
@@ -288,7 +276,7 @@ def test_phone_photo_through_run_reconstruct_and_report(tmp_path):
     picture = shown(phone)
     assert picture.shape == (600, 400, 3)  # portrait, as a viewer shows it
 
-    ran = cli("run", phone, "--out", "s.zarr", "--workers", "1", "-k", "32", cwd=tmp_path)
+    ran = run("run", phone, "--out", "s.zarr", "--workers", "1", "-k", "32", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     attrs = open_store(str(tmp_path / "s.zarr"))["phone.jpg"].attrs
     assert attrs["source"]["conversion"] == (
@@ -297,7 +285,7 @@ def test_phone_photo_through_run_reconstruct_and_report(tmp_path):
     rebuilt = reconstruct(str(tmp_path / "s.zarr"), "phone.jpg").compute()
     assert photo_psnr(picture, rebuilt) == pytest.approx(attrs["metrics"]["psnr_db"], abs=NEAR_DB)
 
-    out = cli("reconstruct", "s.zarr", "--out", "rebuilt", cwd=tmp_path)
+    out = run("reconstruct", "s.zarr", "--out", "rebuilt", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     (written,) = (tmp_path / "rebuilt").iterdir()
     with Image.open(written) as image:
@@ -305,7 +293,7 @@ def test_phone_photo_through_run_reconstruct_and_report(tmp_path):
         assert image.getexif().get(0x0112, 1) == 1
         assert np.array_equal(np.asarray(image.convert("RGB")), rebuilt)
 
-    report = cli("report", "s.zarr", "--out", "report.html", cwd=tmp_path)
+    report = run("report", "s.zarr", "--out", "report.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     page = Page((tmp_path / "report.html").read_text(encoding="utf-8"))
     pictures = {a["alt"]: decode(a["src"]) for a in page.images()}
