@@ -82,11 +82,11 @@ def stream(
     store = job_location(store)
     found = inputs if isinstance(inputs, Inputs) else find_inputs(inputs, store)
     entries = found.entries
-    if on_start is not None:
-        on_start(len(entries) + len(found.errors), sum(e.size or 0 for e in entries))
-    names = unique_names([e.path for e in entries])
     total = len(entries) + len(found.errors)
     size = sum(e.size or 0 for e in entries)
+    if on_start is not None:
+        on_start(total, size)
+    names = unique_names([e.path for e in entries])
 
     def more(images: int) -> None:  # a file found to hold several frames (frames: all)
         nonlocal total

@@ -63,6 +63,8 @@ class Looks:
         Whether the pixels are CMYK (a TIFF page's photometric interpretation says so).
     paged : bool
         Whether its frames are pages (TIFF).
+    page : int
+        The index in a TIFF's pages of the frame read (0 for other files).
     """
 
     orientation: int = 1
@@ -74,6 +76,7 @@ class Looks:
     dtype: str | None = None
     cmyk: bool = False
     paged: bool = False
+    page: int = 0
 
 
 def read_looks(resource: str | bytes, frame: int = 0, channels: int | None = None) -> Looks:
@@ -96,14 +99,12 @@ def _open(resource: str | bytes) -> IO[bytes]:
     return io.BytesIO(resource) if isinstance(resource, bytes) else open(resource, "rb")
 
 
-def _checked(
-    icc: bytes | None, channels: int | None, origin: str = "ICC"
-) -> tuple[Profile | None, str]:
+def _checked(icc: bytes | None, channels: int | None) -> tuple[Profile | None, str]:
     """The profile of ``icc`` if it can be used on pixels of ``channels``, else why not."""
     if not icc:
         return None, ""
     try:
-        profile = read_profile(icc, origin)
+        profile = read_profile(icc)
     except ProfileError as exc:
         return None, f"{exc}: ignored"
     if channels is not None and not fits(profile, channels):
@@ -194,7 +195,8 @@ def _tiff(file: IO[bytes], frame: int, channels: int | None) -> Looks:
 
     with tifffile.TiffFile(file) as tif:
         pages = tiff_pages(tif) or [0]
-        page = tif.pages[pages[min(frame, len(pages) - 1)]]
+        index = pages[min(frame, len(pages) - 1)]
+        page = tif.pages[index]
         assert isinstance(page, tifffile.TiffPage)
         tag = page.tags.get(TIFF_ORIENTATION)
         turn = orientation.valid(int(tag.value)) if tag is not None else 1
@@ -207,7 +209,15 @@ def _tiff(file: IO[bytes], frame: int, channels: int | None) -> Looks:
             channels = 1 if len(shape) == 2 else shape[-1]
     profile, ignored = _checked(icc, channels)
     return Looks(
-        turn, profile, len(pages), ignored, shape=shape, dtype=dtype, cmyk=cmyk, paged=True
+        turn,
+        profile,
+        len(pages),
+        ignored,
+        shape=shape,
+        dtype=dtype,
+        cmyk=cmyk,
+        paged=True,
+        page=index,
     )
 
 

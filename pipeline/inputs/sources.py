@@ -692,14 +692,13 @@ def tiled_array(found: Probe) -> Any:
 
     if found.kind == "zarr":
         return found.array
-    return TiffTiles(found.where, found.shape, np.dtype(found.dtype), found.frame)
+    return TiffTiles(found.where, found.shape, np.dtype(found.dtype), found.looks.page)
 
 
-def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
-    """Rows and columns of the chunks an input is worked on and its labels are stored in.
+def read_chunks(found: Probe, chunk: int) -> tuple[int, int]:
+    """Rows and columns of the chunks an input is read in, as stored (before its orientation).
 
-    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk`` (as
-    shown: a tile's sides exchanged by an orientation that turns the image a quarter).
+    Squares of ``chunk`` pixels; for inputs read tile by tile, whole tiles near ``chunk``.
     """
     from pipeline.inputs.tiled import aligned
 
@@ -707,5 +706,14 @@ def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
         return chunk, chunk
     tile = found.tile if found.kind == "tiff" else found.array.chunks
     assert tile is not None
-    rows, cols = aligned(chunk, tile[0]), aligned(chunk, tile[1])
+    return aligned(chunk, tile[0]), aligned(chunk, tile[1])
+
+
+def work_chunks(found: Probe, chunk: int) -> tuple[int, int]:
+    """Rows and columns of the chunks an input is worked on and its labels are stored in.
+
+    :func:`read_chunks` as shown: a tile's sides exchanged by an orientation that turns the
+    image a quarter.
+    """
+    rows, cols = read_chunks(found, chunk)
     return (cols, rows) if swaps_axes(found.looks.orientation) else (rows, cols)

@@ -68,15 +68,16 @@ def aligned(chunk: int, tile: int) -> int:
 
 @dataclass(frozen=True)
 class TiffTiles:
-    """Array-like view of a tiled TIFF's image (its first, or ``frame``); each read opens the file.
+    """Array-like view of one image of a tiled TIFF; each read opens the file on its own.
 
-    Only the path travels to workers; a read of a region decodes just the tiles it touches.
+    ``page``: the image's index in the file's pages (its first by default). Only the path
+    travels to workers; a read of a region decodes just the tiles it touches.
     """
 
     path: str
     shape: tuple[int, ...]
     dtype: np.dtype
-    frame: int = 0
+    page: int = 0
 
     @property
     def ndim(self) -> int:
@@ -89,9 +90,7 @@ class TiffTiles:
         import zarr
 
         try:
-            with tifffile.TiffFile(self.path) as tif:
-                key = (tiff_pages(tif) or [0])[self.frame]
-            with tifffile.imread(self.path, aszarr=True, key=key) as store:
+            with tifffile.imread(self.path, aszarr=True, key=self.page) as store:
                 return np.asarray(zarr.open_array(store, mode="r")[region])
         except Exception as exc:
             text = " ".join(str(exc).split()) or type(exc).__name__

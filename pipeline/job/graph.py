@@ -36,7 +36,7 @@ from dask.delayed import Delayed
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
-from pipeline.inputs.orientation import orient, swaps_axes
+from pipeline.inputs.orientation import orient
 from pipeline.inputs.profiles import Profile
 from pipeline.inputs.sources import (
     ALPHA_DROPPED,
@@ -47,7 +47,9 @@ from pipeline.inputs.sources import (
     conversion_for,
     decode_rgb,
     probe,
+    read_chunks,
     shown_colours,
+    tiled_array,
     work_chunks,
 )
 from pipeline.job.tasks import (
@@ -363,8 +365,6 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
     time or ETag), so that a changed file gets new task keys. An input read chunk by chunk has
     its colours converted chunk by chunk, and its orientation applied to the lazy array.
     """
-    from pipeline.inputs.tiled import TiffTiles
-
     if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
         height, width = found.shown
         whole = da.from_delayed(
@@ -382,16 +382,16 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
             record=found.record(),
             whole=whole,
         )
-    stored = work_chunks(found, chunk)
-    if swaps_axes(found.looks.orientation):
-        stored = stored[::-1]
-    chunks = (*stored, *(-1,) * (len(found.shape) - 2))
+    chunks = (*read_chunks(found, chunk), *(-1,) * (len(found.shape) - 2))
     if found.kind == "zarr":
         array = da.from_zarr(found.array, chunks=chunks)
     else:
-        tiles = TiffTiles(found.where, found.shape, np.dtype(found.dtype), found.frame)
         array = da.from_array(
-            tiles, chunks=chunks, name=f"tiff-{token}-{chunk}", asarray=False, fancy=False
+            tiled_array(found),
+            chunks=chunks,
+            name=f"tiff-{token}-{chunk}",
+            asarray=False,
+            fancy=False,
         )
     source = source_from_array(
         array, name, chunk, path=found.path, keep_chunks=True, profile=found.profile,
@@ -426,11 +426,12 @@ def source_from_array(
     The image is chunked ``(chunk, chunk)``, or, with ``keep_chunks``, keeps the dask array's
     own regular chunking (tile-aligned readers use this). A dask array is marked ``streamed``.
     ``profile`` and ``cmyk``: the colours of a file's pixels, converted chunk by chunk
-    (:func:`~pipeline.inputs.sources.shown_colours`).
+    (:func:`~pipeline.inputs.sources.shown_colours`); :func:`source_from_probe` then records
+    the file's own conversion.
     """
     shape = tuple(int(s) for s in array.shape)
     try:
-        conversion = "CMYK to RGB" if cmyk else conversion_for(shape, np.dtype(array.dtype))
+        conversion = conversion_for(shape, np.dtype(array.dtype))
     except ValueError as exc:
         raise InputError(path if path != "<array>" else name, str(exc)) from None
     streamed = isinstance(array, da.Array)
