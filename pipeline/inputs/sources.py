@@ -478,34 +478,49 @@ class Probe:
             "frame": self.frame,
             "frames": looks.frames,
         }
-        profile = looks.profile
-        if profile is not None:
-            applied = self.profile is not None
+        handling = profile_handling(looks, self.cmyk, self.convert)
+        if looks.profile is not None:
             record["profile"] = {
-                "description": profile.description,
-                "origin": profile.origin,
-                "handling": "converted" if applied else "kept" if not self.convert else "sRGB",
+                "description": looks.profile.description,
+                "origin": looks.profile.origin,
+                "handling": handling,
                 "intent": INTENT_NAME,
             }
-            if not applied and not self.convert:
-                record["profile"]["icc"] = base64.b64encode(profile.icc).decode("ascii")
+            if handling == "kept":
+                record["profile"]["icc"] = base64.b64encode(looks.profile.icc).decode("ascii")
         return record
+
+
+def profile_handling(looks: Looks, cmyk: bool, convert: bool) -> str:
+    """What is done with a file's colour profile (:func:`applied_profile`), as recorded.
+
+    ``"converted"`` to sRGB; ``"ignored"``: a CMYK profile on pixels that are not CMYK, or the
+    other way round; ``"sRGB"``: sRGB already, nothing to do; ``"kept"``: values stored as
+    they are (``convert`` off). Empty when the file has no profile.
+    """
+    profile = looks.profile
+    if profile is None:
+        return ""
+    if applied_profile(looks, cmyk, convert) is not None:
+        return "converted"
+    if cmyk != (profile.channels == 4):
+        return "ignored"
+    return "sRGB" if convert else "kept"
 
 
 def describe_looks(looks: Looks, frame: int, convert: bool, cmyk: bool) -> list[str]:
     """The conversion steps of what a file's header says (profile, orientation, frame)."""
     steps = []
-    profile = looks.profile
-    if profile is not None:
-        name = profile.description
-        if applied_profile(looks, cmyk, convert) is not None:
-            steps.append(f"{name} to sRGB ({INTENT_NAME})")
-        elif cmyk != (profile.channels == 4):
-            steps.append(f"profile {name!r} does not fit the pixels: ignored")
-        elif convert:
-            steps.append(f"{name}: sRGB already, unchanged")
-        else:
-            steps.append(f"{name} kept (profile stored)")
+    if looks.profile is not None:
+        name = looks.profile.description
+        steps.append(
+            {
+                "converted": f"{name} to sRGB ({INTENT_NAME})",
+                "ignored": f"profile {name!r} does not fit the pixels: ignored",
+                "sRGB": f"{name}: sRGB already, unchanged",
+                "kept": f"{name} kept (profile stored)",
+            }[profile_handling(looks, cmyk, convert)]
+        )
     if looks.ignored:
         steps.append(looks.ignored)
     if looks.orientation != 1:
