@@ -24,7 +24,7 @@ from pipeline.inputs.frames import Image, expand, frame_of, named_frame, plain
 from pipeline.inputs.names import node_name, unique_names
 from pipeline.job.graph import rebuild, source_from_array
 from pipeline.job.metrics import Tally
-from pipeline.job.plan import Given, Item, batch_size, plan, prior
+from pipeline.job.plan import Given, Item, WorkEstimate, batch_size, plan, prior
 from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.job.tasks import Job, Spec
 from pipeline.outputs.files import Outputs, write_each
@@ -95,6 +95,7 @@ def stream(
             on_start(total, size)
 
     executor = _executor(client)
+    estimate = WorkEstimate()  # what batches are made of, learned as images finish
     unlisted = (  # named as given: they never reach the store
         ImageResult(
             os.path.basename(error.source.rstrip("/")) or error.source,
@@ -119,12 +120,14 @@ def stream(
             check=_checker(store),
             batch_bytes=how.batch_bytes,
             batch_images=batch_size(len(entries), executor.threads(), how.batch_images),
+            batch_seconds=how.batch_seconds,
+            estimate=estimate,
         )
 
     yield from _tallied(
         store,
         executor,
-        itertools.chain(unlisted, _execute(store, config, how, executor, items, notify)),
+        itertools.chain(unlisted, _execute(store, config, how, executor, items, notify, estimate)),
     )
 
 
@@ -140,10 +143,12 @@ def _execute(
     executor: LocalExecutor | ClusterExecutor,
     items: Callable[[Location, Listing], Iterator[Item]],
     notify: Callable[[str], None] | None,
+    estimate: WorkEstimate | None = None,
 ) -> Iterator[ImageResult]:
     """Run the work ``items`` plans from the store's listing, taken once the store is ours.
 
-    ``items`` is given the store as the job writes it (fenced by its lease) and the listing.
+    ``items`` is given the store as the job writes it (fenced by its lease) and the listing;
+    ``estimate`` (which ``items`` sizes batches with) learns from the images done.
     """
     try:
         with lease.hold(store, ttl=how.lease_seconds) as held:
@@ -151,7 +156,8 @@ def _execute(
             store = store.fenced(held.fence())
             prepare(store, listing)
             job = Job(store, config, held.run, how.batch_pixels)
-            yield from Runner(job, how, executor, held, notify).run(items(store, listing))
+            runner = Runner(job, how, executor, held, notify, estimate)
+            yield from runner.run(items(store, listing))
     finally:
         executor.close()
 

@@ -159,6 +159,7 @@ UNFLAGGED = ("tol", "count_pixels")
 RUNNING = (
     "batch_bytes",
     "batch_images",
+    "batch_seconds",
     "batch_pixels",
     "in_flight",
     "lease_seconds",

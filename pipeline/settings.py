@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
         # How a job runs (never what it stores: same bytes whatever these are).
         "batch-bytes": 4 << 20,
         "batch-images": 32,
+        "batch-seconds": 1.0,
         "batch-pixels": 4_194_304,
         "in-flight": 2,
         "stop-grace": 20,
@@ -147,6 +148,7 @@ BOUNDS: dict[str, Bound] = {
     "dither_strength": Bound(0, MAX_DITHER_STRENGTH, real=True),
     "batch_bytes": Bound(0, MAX_BATCH_BYTES),
     "batch_images": Bound(1, MAX_BATCH_IMAGES),
+    "batch_seconds": Bound(0, MAX_SECONDS, real=True),
     "batch_pixels": Bound(0, MAX_IMAGE_PIXELS),
     "in_flight": Bound(1, MAX_IN_FLIGHT),
     "stop_grace": Bound(0, MAX_SECONDS, real=True),
@@ -230,6 +232,10 @@ class Running:
         a larger file gets a graph of its own (chunk-parallel).
     batch_images : int
         Most images per batch (fewer when the job is small: every worker gets some).
+    batch_seconds : float
+        Seconds of a worker thread's work per batch, as expected from the files' sizes
+        (:class:`pipeline.job.plan.WorkEstimate`): batches end there, so that tasks, and the
+        progress they report, come at a steady pace.
     batch_pixels : int
         Most pixels of an image compressed inside a batch; a larger one gets its own graph.
     in_flight : int
@@ -245,6 +251,7 @@ class Running:
 
     batch_bytes: int
     batch_images: int
+    batch_seconds: float
     batch_pixels: int
     in_flight: int
     stop_grace: float

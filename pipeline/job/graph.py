@@ -78,11 +78,25 @@ from pipeline.store import ngff
 from pipeline.store.read import CheckedLabels, rebuild_block
 from pipeline.store.write import StoredImage, block_regions
 
-#: Name of the tasks that label and write one block (followed by a token and the block index).
-LABEL_TASK = "label"
-#: Name of the tasks that write one chunk of a pyramid level (then a token, the level and the
-#: chunk's row and column).
-LEVEL_TASK = "level"
+#: Names of the tasks, as the dashboard shows them (each followed by a token; the task stream
+#: and progress bars group tasks by name). A batch of small images compressed whole:
+BATCH_TASK = "compress-small-images"
+#: A large input's header opened.
+PROBE_TASK = "read-header"
+#: A large image decoded whole.
+DECODE_TASK = "decode-image"
+#: A palette fitted to an image's sample.
+FIT_TASK = "fit-palette"
+#: An image's group created in the store.
+CREATE_TASK = "create-group"
+#: A block cut from an image decoded whole (then the block index).
+CUT_TASK = "cut-block"
+#: A block labelled and written (then the block index).
+LABEL_TASK = "label-block"
+#: One chunk of a pyramid level written (then the level and the chunk's row and column).
+LEVEL_TASK = "pyramid-level"
+#: An image's palette and metrics written and the image marked complete.
+FINISH_TASK = "finish-image"
 #: Pixels labelled by one task of an image decoded whole, at most (in whole chunks). Between
 #: two tasks a worker's thread waits for the worker's event loop, which in a cluster of threads
 #: also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s in tasks
@@ -100,14 +114,19 @@ def _token(spec: Spec, job: Job) -> str:
 
 
 def batch_graph(specs: Sequence[Spec], job: Job) -> Delayed:
-    """One task compressing ``specs`` one after another."""
-    key = "batch-" + tokenize([s.token for s in specs], job.run)
-    return delayed(compress_batch)(list(specs), job, dask_key_name=key)
+    """One task compressing ``specs`` one after another, announcing each as it finishes.
+
+    The task's key is also the batch's id in its news (:mod:`pipeline.job.news`).
+    """
+    key = f"{BATCH_TASK}-" + tokenize([s.token for s in specs], job.run)
+    return delayed(compress_batch)(list(specs), job, key, dask_key_name=key)
 
 
 def probe_graph(spec: Spec, job: Job) -> Delayed:
     """One task opening ``spec``'s header (a :class:`~pipeline.inputs.sources.Probe` or Failed)."""
-    return delayed(probe_task)(spec, job.settings, dask_key_name=f"probe-{_token(spec, job)}")
+    return delayed(probe_task)(
+        spec, job.settings, dask_key_name=f"{PROBE_TASK}-{_token(spec, job)}"
+    )
 
 
 def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
@@ -121,13 +140,15 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
     shape = found.shown
     chunks = work_chunks(found, settings.chunk)
     regions = block_regions(normalize_chunks(label_block_shape(chunks, shape), shape))
-    pixels = delayed(read_task)(found, dask_key_name=f"read-{token}")
-    fit = delayed(fit_task)(pixels, settings, dask_key_name=f"fit-{token}")
+    pixels = delayed(read_task)(found, dask_key_name=f"{DECODE_TASK}-{token}")
+    fit = delayed(fit_task)(pixels, settings, dask_key_name=f"{FIT_TASK}-{token}")
     attrs = recorded(found.record(), shape, settings, job.run)
-    target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
+    target = delayed(create_task)(
+        job, spec, attrs, shape, chunks, dask_key_name=f"{CREATE_TASK}-{token}"
+    )
     errors = [
         delayed(label_task)(
-            delayed(cut_task)(pixels, region, dask_key_name=f"cut-{token}-{i}"),
+            delayed(cut_task)(pixels, region, dask_key_name=f"{CUT_TASK}-{token}-{i}"),
             fit,
             target,
             region,
@@ -178,7 +199,9 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
     rows, cols = image.chunks[:2]
     attrs = recorded(source.record, shape, job.settings, job.run)
     chunks = (rows[0], cols[0])
-    target = delayed(create_task)(job, spec, attrs, shape, chunks, dask_key_name=f"create-{token}")
+    target = delayed(create_task)(
+        job, spec, attrs, shape, chunks, dask_key_name=f"{CREATE_TASK}-{token}"
+    )
     blocks = image.to_delayed(optimize_graph=False).ravel()
     regions = block_regions(image.chunks)
     errors = [
@@ -211,7 +234,7 @@ def _finish(
         labelled,
         shape[0] * shape[1],
         levels,
-        dask_key_name=f"finish-{token}",
+        dask_key_name=f"{FINISH_TASK}-{token}",
     )
 
 
@@ -368,7 +391,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
     if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
         height, width = found.shown
         whole = da.from_delayed(
-            delayed(decode_rgb, pure=True)(found, dask_key_name=f"read-{token}"),
+            delayed(decode_rgb, pure=True)(found, dask_key_name=f"{DECODE_TASK}-{token}"),
             shape=(height, width, 3),
             dtype=np.uint8,
         )

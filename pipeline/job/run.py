@@ -28,7 +28,7 @@ from typing import Any
 
 import dask
 
-from pipeline.errors import LeaseLost, SchedulerLost, StoreUnwritable
+from pipeline.errors import LeaseLost, PipelineError, SchedulerLost, StoreUnwritable
 from pipeline.inputs.sources import Probe, Source
 from pipeline.job import stopping
 from pipeline.job.cluster import OnDemand
@@ -41,11 +41,13 @@ from pipeline.job.graph import (
     whole_graph,
     write_graph,
 )
-from pipeline.job.plan import Batch, Given, Item, Large, Refuse, Skip
-from pipeline.job.tasks import Deferred, Done, Failed, Job, Spec, failure
+from pipeline.job.news import Listener
+from pipeline.job.plan import Batch, Given, Item, Large, Refuse, Skip, WorkEstimate
+from pipeline.job.tasks import Deferred, Done, Failed, Job, Spec, failure, outcome_of
 from pipeline.results import ImageResult
 from pipeline.settings import Running
 from pipeline.store.lease import Lease
+from pipeline.store.read import read_attrs
 from pipeline.store.write import remove_marker, write_marker
 
 #: Seconds between checks for finished work (and for a stop request).
@@ -67,6 +69,9 @@ class LocalExecutor:
     def workers(self) -> list[str]:
         """No workers to place tasks on."""
         return []
+
+    def start(self) -> None:
+        """Nothing to start: no cluster (no client to listen through)."""
 
     def submit(self, graph: Any) -> concurrent.futures.Future[Any]:
         """Start computing ``graph``."""
@@ -137,6 +142,10 @@ class ClusterExecutor:
         """Addresses of the workers, for placing the tasks of an image decoded whole."""
         return sorted(self.client.scheduler_info(n_workers=-1)["workers"])
 
+    def start(self) -> Any:
+        """The cluster's client, starting the cluster if it is not up yet."""
+        return self.client
+
     def submit(self, graph: Any) -> Any:
         """Start computing ``graph`` on the cluster."""
         return self.client.compute(graph)
@@ -193,10 +202,16 @@ class Flight:
     started: float = field(default_factory=time.monotonic)
     source: Source | None = None
     keep: Any = None  # a fit future the image's graph uses
+    batch: str = ""  # a batch's id in the news of its images (pipeline.job.news)
+    reported: set[int] = field(default_factory=set)  # images of a batch reported from news
 
 
 class Runner:
-    """Submit work items as capacity frees and report one :class:`ImageResult` per image."""
+    """Submit work items as capacity frees and report one :class:`ImageResult` per image.
+
+    Images of a batch are reported as the batch announces them (:mod:`pipeline.job.news`),
+    the rest when the batch returns.
+    """
 
     def __init__(
         self,
@@ -205,6 +220,7 @@ class Runner:
         executor: Executor,
         lease: Lease | None = None,
         notify: Callable[[str], None] | None = None,
+        estimate: WorkEstimate | None = None,
     ) -> None:
         self.job = job
         self.running = running
@@ -212,9 +228,12 @@ class Runner:
         self.lease = lease
         self.notify = notify or (lambda text: None)
         self.pending: dict[Any, Flight] = {}
+        self.batches: dict[str, Flight] = {}  # batches in flight, by id
         self.units = 0
         self.ready: deque[tuple[Spec, Probe | Source]] = deque()  # large images to submit
         self.unwritable: str | None = None  # why the store can no longer be written
+        self.news = Listener(job.run)
+        self.estimate = estimate or WorkEstimate()  # learns the batched images' times
 
     def limit(self) -> int:
         """Most units in flight now."""
@@ -222,6 +241,10 @@ class Runner:
 
     def run(self, items: Iterable[Item]) -> Iterator[ImageResult]:
         """Results in completion order (skips and refusals as soon as they are planned).
+
+        When the job stops early (any of the errors below), the images it was working on that
+        are complete in the store are reported done before the error is raised: the results
+        agree with the store, whenever the job stops.
 
         Raises
         ------
@@ -234,10 +257,19 @@ class Runner:
         stopping.Interrupted
             When asked to stop by a signal.
         """
-        todo = iter(items)
+        with self.news, stopping.checked():
+            try:
+                yield from self._loop(iter(items))
+            except (stopping.Interrupted, StoreUnwritable, LeaseLost, SchedulerLost):
+                yield from self._settle()
+                raise
+
+    def _loop(self, todo: Iterator[Item]) -> Iterator[ImageResult]:
         exhausted = False
         deadline: float | None = None
         while True:
+            if stopping.hard():  # a second signal: stop now
+                raise stopping.Interrupted(stopping.requested())
             if deadline is None and stopping.requested():
                 deadline = time.monotonic() + self.running.stop_grace
                 self.notify(
@@ -245,7 +277,6 @@ class Runner:
                     f"{self.running.stop_grace:g} s to finish (a second signal stops at once)"
                 )
             if self.lease is not None and self.lease.lost():
-                self.executor.cancel(self.pending)
                 if (reason := self.lease.unwritable()) is not None:
                     raise StoreUnwritable(self.job.store.url, reason)
                 raise LeaseLost(f"{self.job.store}: {self.lease.why_lost()}")
@@ -272,17 +303,49 @@ class Runner:
                 if stopping.requested():  # asked to stop, and the cluster went first
                     raise stopping.Interrupted(stopping.requested()) from None
                 raise
+            yield from self._news()
             for future in finished:
                 yield from self._finished(future, self.pending.pop(future))
             if self.unwritable is not None:
-                self.executor.cancel(self.pending)
-                self.pending.clear()
                 raise StoreUnwritable(self.job.store.url, self.unwritable)
             if deadline is not None and time.monotonic() >= deadline:
                 self.notify(f"stopping: cancelled {len(self.pending)} tasks still in flight")
-                self.executor.cancel(self.pending)
-                self.pending.clear()
                 raise stopping.Interrupted(stopping.requested())
+
+    def _settle(self) -> Iterator[ImageResult]:
+        """Once the job stops early: cancel the work in flight, report what it completed.
+
+        An image is done if its news says so, or if the store holds it complete, written by
+        this run (its attributes read: one request per image in flight, whatever the job's
+        size). The others are left for the next run.
+        """
+        self.executor.cancel(self.pending)
+        yield from self._news()
+        unreported = [
+            spec
+            for flight in self.pending.values()
+            for index, spec in enumerate(flight.specs)
+            if index not in flight.reported
+        ]
+        self.pending.clear()
+        self.batches.clear()
+        for spec in unreported:
+            try:
+                attrs = read_attrs(self.job.store, spec.name)
+            except (PipelineError, OSError):  # not there, or not whole: not done
+                continue
+            if attrs.get("status") == "complete" and attrs.get("run") == self.job.run:
+                yield _result(spec, "done", attrs=Done.of(spec.name, attrs, 0.0).attrs)
+
+    def _news(self) -> Iterator[ImageResult]:
+        """Images of batches in flight that their tasks announced finished since last time."""
+        for news in self.news.take():
+            flight = self.batches.get(news["batch"])
+            index = int(news["index"])
+            if flight is None or index in flight.reported or index >= len(flight.specs):
+                continue  # its batch returned already, or the image was reported
+            flight.reported.add(index)
+            yield self._outcome(flight.specs[index], outcome_of(news["outcome"]))
 
     def _start(self, item: Item) -> Iterator[ImageResult]:
         if isinstance(item, Skip):
@@ -294,13 +357,17 @@ class Runner:
         elif isinstance(item, Refuse):
             yield _result(item.spec, "failed", error=item.error)
         elif isinstance(item, Batch):
-            self._launch(batch_graph(item.specs, self.job), Flight("batch", 1, item.specs))
+            graph = batch_graph(item.specs, self.job)
+            flight = Flight("batch", 1, item.specs, batch=graph.key)
+            self.batches[flight.batch] = flight
+            self._launch(graph, flight)
         elif isinstance(item, Large):
             self._launch(probe_graph(item.spec, self.job), Flight("probe", 1, (item.spec,)))
         elif isinstance(item, Given):
             self.ready.append((item.spec, item.source))
 
     def _launch(self, graph: Any, flight: Flight) -> None:
+        self.news.subscribe(self.executor.start())  # before the work: its news may be quick
         self.pending[self.executor.submit(graph)] = flight
         self.units += flight.units
 
@@ -335,21 +402,22 @@ class Runner:
 
     def _finished(self, future: Any, flight: Flight) -> Iterator[ImageResult]:
         self.units -= flight.units
+        self.batches.pop(flight.batch, None)
         error = future.exception()
         value = failure(error) if error is not None else future.result()
         if flight.phase == "batch" and not isinstance(value, Failed):
             # fewer outcomes than images when the store became unwritable: the rest not attempted
-            for spec, outcome in zip(flight.specs, value, strict=False):
+            for index, (spec, outcome) in enumerate(zip(flight.specs, value, strict=False)):
                 if isinstance(outcome, Deferred):
                     self.ready.append((spec, outcome.found))
-                else:
-                    own = outcome.seconds if isinstance(outcome, Done) else 0.0
-                    yield self._outcome(spec, outcome, own)
+                elif index not in flight.reported:
+                    yield self._outcome(spec, outcome)
             return
         seconds = time.monotonic() - flight.started
         if isinstance(value, Failed):  # a whole batch fails only if its task was lost
-            for spec in flight.specs:
-                yield self._outcome(spec, value, seconds)
+            for index, spec in enumerate(flight.specs):
+                if index not in flight.reported:  # those announced are complete
+                    yield self._outcome(spec, value, seconds)
             return
         (spec,) = flight.specs
         if flight.phase == "probe":
@@ -363,10 +431,19 @@ class Runner:
         else:
             yield self._outcome(spec, value, seconds)
 
-    def _outcome(self, spec: Spec, outcome: Done | Failed, seconds: float) -> ImageResult:
-        """The result of an image that finished; noting why, if the store became unwritable."""
+    def _outcome(
+        self, spec: Spec, outcome: Done | Failed, seconds: float | None = None
+    ) -> ImageResult:
+        """The result of an image that finished; noting why, if the store became unwritable.
+
+        ``seconds``: the image's time, if its outcome does not say (an image with a graph of
+        its own, timed by the client).
+        """
         if isinstance(outcome, Done):
-            return _result(spec, "done", attrs=outcome.attrs, seconds=seconds)
+            if seconds is None:  # compressed inside a batch: its own time
+                self.estimate.learn(spec.size, outcome.seconds)
+            own = outcome.seconds if seconds is None else seconds
+            return _result(spec, "done", attrs=outcome.attrs, seconds=own)
         self.unwritable = self.unwritable or outcome.unwritable
         return _result(spec, "failed", error=outcome.line(spec.path), detail=outcome.detail)
 

@@ -5,7 +5,12 @@ which may be inside an import lock callback (where it is swallowed) or inside da
 distributed's own machinery. A job run from the command line instead records the signal
 (:func:`requested`): the job's loop (:mod:`pipeline.job.run`) then submits nothing more, lets the
 work in flight finish within its grace period and raises :class:`Interrupted`. A second signal
-interrupts at once.
+interrupts at once: where the main thread is, or, while a loop that checks (:func:`checked`)
+runs, at that loop's next check (a tenth of a second), so that it can still say what the job
+completed. A third signal interrupts at once wherever the main thread is.
+
+Code that runs before a job's loop (listing inputs, starting a cluster) calls
+:func:`stop_point` between its steps, so a first signal stops it there.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from contextlib import contextmanager
 from types import FrameType
 
 _requested = threading.Event()
+_hard = threading.Event()
 _signal_number = 0
+_checking = 0  # loops now checking for a second signal (see checked())
 
 
 class Interrupted(KeyboardInterrupt):
@@ -41,6 +48,9 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
     def request(signum: int, frame: FrameType | None) -> None:
         global _signal_number
         if _requested.is_set():
+            if _checking and not _hard.is_set():
+                _hard.set()
+                return
             raise Interrupted(signum)
         _signal_number = signum
         _requested.set()
@@ -54,9 +64,35 @@ def stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         _requested.clear()
+        _hard.clear()
         _signal_number = 0
 
 
 def requested() -> int:
     """The signal number of a stop request, 0 when none was made."""
     return _signal_number if _requested.is_set() else 0
+
+
+def hard() -> bool:
+    """Whether a second signal asked to stop at once (see :func:`checked`)."""
+    return _hard.is_set()
+
+
+def stop_point() -> None:
+    """Raise :class:`Interrupted` if a signal asked to stop (between two steps of a job)."""
+    if requested():
+        raise Interrupted(requested())
+
+
+@contextmanager
+def checked() -> Iterator[None]:
+    """Within the block, a second signal is recorded (:func:`hard`) for a loop to act on.
+
+    The loop must check :func:`hard` at least every fraction of a second.
+    """
+    global _checking
+    _checking += 1
+    try:
+        yield
+    finally:
+        _checking -= 1

@@ -20,7 +20,7 @@ import functools
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import ImageProblem, PipelineError, os_reason, unwritable
 from pipeline.inputs.sources import Probe, decode, probe, read_whole, work_chunks
+from pipeline.job.news import announce
 from pipeline.quantize import rgba
 from pipeline.quantize.assign import label_block
 from pipeline.quantize.count import grid_histogram, grid_stride
@@ -152,11 +153,32 @@ class Failed:
 
 @dataclass(frozen=True)
 class Done:
-    """An image compressed and marked complete: its attributes and its own time."""
+    """An image compressed and marked complete: its attributes and its own time.
+
+    ``attrs``: the image group's attributes as stored, but for the OME-NGFF metadata (``ome``,
+    which repeats the colour table: read it from the store), so that what a task returns, or
+    announces as news, stays small.
+    """
 
     name: str
     attrs: dict[str, Any]
     seconds: float
+
+    @classmethod
+    def of(cls, name: str, stored: dict[str, Any], seconds: float) -> Done:
+        """The outcome of image ``name``, from the attributes it was stored with."""
+        return cls(name, {k: v for k, v in stored.items() if k != "ome"}, seconds)
+
+
+def message_of(outcome: Done | Failed) -> dict[str, Any]:
+    """``outcome`` as a msgpack-able dict, as news of it travels (:func:`outcome_of`)."""
+    return {"kind": type(outcome).__name__, **asdict(outcome)}
+
+
+def outcome_of(message: dict[str, Any]) -> Done | Failed:
+    """The outcome :func:`message_of` made ``message`` from."""
+    fields = {k: v for k, v in message.items() if k != "kind"}
+    return Done(**fields) if message["kind"] == "Done" else Failed(**fields)
 
 
 @dataclass(frozen=True)
@@ -442,15 +464,19 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
         raise
 
 
-def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Deferred]:
+def compress_batch(
+    specs: Sequence[Spec], job: Job, batch: str = ""
+) -> list[Done | Failed | Deferred]:
     """Compress small images one after another in one task; one outcome each, in order.
 
     An image found to have more than ``job.batch_pixels`` pixels (a small file can hold a large
     image) is returned as :class:`Deferred`, untouched, for a graph of its own. The outcomes end
     early, at a failure that leaves the store unwritable: the images after it are not attempted.
+    Each image done or failed is announced to the job's client as it finishes
+    (:func:`pipeline.job.news.announce`, as batch ``batch``).
     """
     outcomes: list[Done | Failed | Deferred] = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         started = time.perf_counter()
         try:
             found = probe_spec(spec, job.settings, listed=True)  # batches: listed files only
@@ -463,12 +489,14 @@ def compress_batch(specs: Sequence[Spec], job: Job) -> list[Done | Failed | Defe
             except Interfered:  # a stray write of a job that lost the store: write it again
                 attrs = compress_whole(job, spec, found, pixels)
         except Exception as exc:
-            failed = failure(exc)
-            outcomes.append(failed)
-            if failed.unwritable is not None:
-                break  # the rest would meet the same error, and the job stops
+            outcomes.append(failure(exc))
         else:
-            outcomes.append(Done(spec.name, attrs, time.perf_counter() - started))
+            outcomes.append(Done.of(spec.name, attrs, time.perf_counter() - started))
+        outcome = outcomes[-1]
+        assert not isinstance(outcome, Deferred)
+        announce(job.run, batch, index, message_of(outcome))
+        if isinstance(outcome, Failed) and outcome.unwritable is not None:
+            break  # the rest would meet the same error, and the job stops
     return outcomes
 
 
@@ -533,7 +561,7 @@ def finish_task(
         except Exception as exc:
             failed = failure(exc)
         else:
-            return Done(spec.name, attrs, 0.0)
+            return Done.of(spec.name, attrs, 0.0)
     if not isinstance(target, Failed):  # a group made in part was removed by its create step
         _undo(remove_image, job.store, spec.name)
     return failed
