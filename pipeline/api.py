@@ -18,10 +18,11 @@ import numpy as np
 from dask.base import tokenize
 from numpy.typing import NDArray
 
-from pipeline.errors import UsageError
+from pipeline.errors import LeaseLost, SchedulerLost, StoreUnwritable, UsageError
 from pipeline.inputs.discover import Entry, Inputs, discover, find_inputs
 from pipeline.inputs.frames import Image, expand, frame_of, named_frame, plain
 from pipeline.inputs.names import node_name, unique_names
+from pipeline.job import stopping
 from pipeline.job.graph import rebuild, source_from_array
 from pipeline.job.metrics import Tally
 from pipeline.job.plan import Given, Item, WorkEstimate, batch_size, plan, prior
@@ -150,14 +151,21 @@ def _execute(
     ``items`` is given the store as the job writes it (fenced by its lease) and the listing;
     ``estimate`` (which ``items`` sizes batches with) learns from the images done.
     """
+    runner: Runner | None = None
     try:
+        stopping.stop_point()  # asked to stop while the inputs were listed: take nothing
         with lease.hold(store, ttl=how.lease_seconds) as held:
             listing = list_store(store)
+            stopping.stop_point()  # or while the store was listed: change nothing
             store = store.fenced(held.fence())
             prepare(store, listing)
             job = Job(store, config, held.run, how.batch_pixels)
             runner = Runner(job, how, executor, held, notify, estimate)
             yield from runner.run(items(store, listing))
+    except (stopping.Interrupted, StoreUnwritable, LeaseLost, SchedulerLost):
+        if runner is not None:  # the lease is given up: what the work in flight completed
+            yield from runner.settle()
+        raise
     finally:
         executor.close()
 

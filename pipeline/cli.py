@@ -30,7 +30,7 @@ from pipeline.errors import (
     StoreUnwritable,
     UsageError,
 )
-from pipeline.job.stopping import Interrupted, requested, stop_on_signals
+from pipeline.job.stopping import Interrupted, requested, stop_on_signals, stop_point
 from pipeline.settings import BOUNDS, LOCAL_KINDS
 
 if TYPE_CHECKING:
@@ -589,6 +589,7 @@ def _run(args: argparse.Namespace) -> int:
     # Nothing to do, or a job already writing the store: say so before importing and starting
     # a cluster.
     found = find_inputs(inputs, where)
+    stop_point()  # a signal while listing: stop before anything starts
     check_free(where)
     images, size = len(found.entries), sum(e.size or 0 for e in found.entries)
     kind = local_kind(images, size, workers=job.get("workers"), choice=job.get("local_cluster"))
@@ -600,10 +601,15 @@ def _run(args: argparse.Namespace) -> int:
     def started(client: Any) -> None:
         print(f"dashboard: {dashboard_link(client)}", file=sys.stderr, flush=True)
 
-    gathered = Summary()
+    def counted(images: int, size: int) -> None:  # the job's size, as it grows
+        progress.start(images, size)
+        gathered.expect(images)
+
+    gathered = Summary(images + len(found.errors))
     stopped = False
     report = job.get("report")
     print(f"cluster: {address or _local_line(kind, job.get('workers'))}", file=sys.stderr)
+    stop_point()  # before a cluster starts
     with (
         _summary_also_when_interrupted(store, gathered),
         OnDemand(address, workers=job.get("workers"), kind=kind, started=started) as cluster,
@@ -619,7 +625,7 @@ def _run(args: argparse.Namespace) -> int:
                 where,
                 overwrite=bool(job.get("overwrite")),
                 client=cluster,
-                on_start=progress.start,
+                on_start=counted,
                 notify=progress.note,
                 running={"stop_grace": job.get("stop_grace")},
                 **vars(settings),
@@ -630,7 +636,7 @@ def _run(args: argparse.Namespace) -> int:
                     progress.note(result.detail.rstrip())
         except (StoreUnwritable, SchedulerLost, LeaseLost) as exc:  # a summary of what was done
             stopped = True
-            left = _not_done(progress.images - progress.images_done, exc)
+            left = _not_done(gathered.left, exc)
             progress.note(f"error: {exc}; {left}")
     _summarize(store, gathered)
     if report:
@@ -902,6 +908,21 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+#: Loggers of the libraries under a job (every one distributed sets a level of, and those of
+#: the dashboard's web servers): silent (:data:`SILENT`) unless ``--debug``.
+LIBRARY_LOGGERS = (
+    "distributed",
+    "distributed.client",
+    "distributed.gc",
+    "bokeh",
+    "tornado",
+    "tornado.access",
+    "tornado.application",
+    "tornado.general",
+)
+#: A level above every record's: nothing is shown.
+SILENT = logging.CRITICAL + 10
+
 #: What a command stopped by a signal leaves, said in its last line.
 INTERRUPTED = {
     "run": "complete images are kept; run again to finish",
@@ -916,17 +937,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
-    # distributed's warnings (a dashboard port taken, a worker slow to stop, tasks cancelled by
-    # a stop) and its client's errors (a scheduler lost) are its own business: the job says what
-    # matters in its own lines. The levels are also put in dask's configuration, which
-    # distributed applies when it is imported (later).
-    levels = {
-        "distributed": "warning" if debug else "error",
-        "distributed.client": "warning" if debug else "critical",
-    }
+    # distributed's records (a dashboard port taken, a worker slow to stop, tasks cancelled by
+    # a stop, a scheduler lost), and those of the dashboard's web servers (tornado, bokeh: a
+    # browser's websocket dropped) are their own business: the job says what matters in its
+    # own lines; --debug shows their warnings. The levels are also put in dask's configuration,
+    # which distributed applies when it is imported (later) and local worker processes get.
+    levels = dict.fromkeys(LIBRARY_LOGGERS, "warning" if debug else SILENT)
     dask.config.set({"logging": {**dask.config.get("logging", {}), **levels}})
     for name, level in levels.items():
-        logging.getLogger(name).setLevel(level.upper())
+        logging.getLogger(name).setLevel(level.upper() if isinstance(level, str) else level)
     warnings.filterwarnings("ignore", module="dask_ml")
     if not debug:  # the dashboard line gives the port used instead
         warnings.filterwarnings("ignore", r"Port \d+ is already in use", UserWarning)

@@ -202,10 +202,10 @@ def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:
         **WORKER_SIGINT,
     }
     # distributed sets its log levels as it is imported, before the nanny hands a worker the
-    # job's configuration: pass the job's level on (the command line keeps workers quiet)
-    level = dask.config.get("logging.distributed", None)
-    if level is not None:
-        environ["DASK_LOGGING__DISTRIBUTED"] = str(level)
+    # job's configuration: pass the job's levels on (the command line keeps workers quiet)
+    levels = dask.config.get("logging", None)
+    if levels:
+        environ["DASK_LOGGING"] = repr(dict(levels))
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(
             n_workers=n,

@@ -42,11 +42,11 @@ from pipeline.job.graph import (
     write_graph,
 )
 from pipeline.job.news import Listener
-from pipeline.job.plan import Batch, Given, Item, Large, Refuse, Skip, WorkEstimate
+from pipeline.job.plan import Given, Item, Large, Refuse, Skip, WorkEstimate
 from pipeline.job.tasks import Deferred, Done, Failed, Job, Spec, failure, outcome_of
 from pipeline.results import ImageResult
 from pipeline.settings import Running
-from pipeline.store.lease import Lease
+from pipeline.store.lease import RECHECK_SECONDS, Lease
 from pipeline.store.read import read_attrs
 from pipeline.store.write import remove_marker, write_marker
 
@@ -233,6 +233,7 @@ class Runner:
         self.ready: deque[tuple[Spec, Probe | Source]] = deque()  # large images to submit
         self.unwritable: str | None = None  # why the store can no longer be written
         self.news = Listener(job.run)
+        self.cancelled: float | None = None  # when work in flight was cancelled (stopping)
         self.estimate = estimate or WorkEstimate()  # learns the batched images' times
 
     def limit(self) -> int:
@@ -242,9 +243,8 @@ class Runner:
     def run(self, items: Iterable[Item]) -> Iterator[ImageResult]:
         """Results in completion order (skips and refusals as soon as they are planned).
 
-        When the job stops early (any of the errors below), the images it was working on that
-        are complete in the store are reported done before the error is raised: the results
-        agree with the store, whenever the job stops.
+        When the job stops early (any of the errors below), the work in flight is cancelled;
+        :meth:`settle` then says which of its images were completed all the same.
 
         Raises
         ------
@@ -261,8 +261,42 @@ class Runner:
             try:
                 yield from self._loop(iter(items))
             except (stopping.Interrupted, StoreUnwritable, LeaseLost, SchedulerLost):
-                yield from self._settle()
+                self.executor.cancel(self.pending)
+                self.cancelled = time.monotonic() if self.pending else None
+                yield from self._news()
                 raise
+            except BaseException:  # a bug, or the caller closing the results early
+                self.executor.cancel(self.pending)
+                raise
+
+    def settle(self) -> Iterator[ImageResult]:
+        """After the job stopped early and gave up the store: what its work in flight completed.
+
+        Call once the run's lease is released. Tasks that were cancelled may still be running
+        (a task cannot be stopped midway), but from then on none of their writes passes the
+        store's fence, once the processes running them have read the lease again (at most
+        :data:`~pipeline.store.lease.RECHECK_SECONDS` later: waited for here, when there was
+        work in flight). An image is done if the store then holds it complete, written by this
+        run (its attributes read: one request per image in flight, whatever the job's size);
+        the others are left for the next run. So the results agree with the store.
+        """
+        if self.cancelled is not None:
+            time.sleep(max(0.0, self.cancelled + RECHECK_SECONDS - time.monotonic()))
+        unreported = [
+            spec
+            for flight in self.pending.values()
+            for index, spec in enumerate(flight.specs)
+            if index not in flight.reported
+        ]
+        self.pending.clear()
+        self.batches.clear()
+        for spec in unreported:
+            try:
+                attrs = read_attrs(self.job.store, spec.name)
+            except (PipelineError, OSError):  # not there, or not whole: not done
+                continue
+            if attrs.get("status") == "complete" and attrs.get("run") == self.job.run:
+                yield _result(spec, "done", attrs=Done.of(spec.name, attrs, 0.0).attrs)
 
     def _loop(self, todo: Iterator[Item]) -> Iterator[ImageResult]:
         exhausted = False
@@ -280,7 +314,7 @@ class Runner:
                 if (reason := self.lease.unwritable()) is not None:
                     raise StoreUnwritable(self.job.store.url, reason)
                 raise LeaseLost(f"{self.job.store}: {self.lease.why_lost()}")
-            while deadline is None and self.units < self.limit():
+            while not stopping.requested() and self.units < self.limit():
                 if self.ready:
                     self._submit_image(*self.ready.popleft())
                     continue
@@ -312,31 +346,6 @@ class Runner:
                 self.notify(f"stopping: cancelled {len(self.pending)} tasks still in flight")
                 raise stopping.Interrupted(stopping.requested())
 
-    def _settle(self) -> Iterator[ImageResult]:
-        """Once the job stops early: cancel the work in flight, report what it completed.
-
-        An image is done if its news says so, or if the store holds it complete, written by
-        this run (its attributes read: one request per image in flight, whatever the job's
-        size). The others are left for the next run.
-        """
-        self.executor.cancel(self.pending)
-        yield from self._news()
-        unreported = [
-            spec
-            for flight in self.pending.values()
-            for index, spec in enumerate(flight.specs)
-            if index not in flight.reported
-        ]
-        self.pending.clear()
-        self.batches.clear()
-        for spec in unreported:
-            try:
-                attrs = read_attrs(self.job.store, spec.name)
-            except (PipelineError, OSError):  # not there, or not whole: not done
-                continue
-            if attrs.get("status") == "complete" and attrs.get("run") == self.job.run:
-                yield _result(spec, "done", attrs=Done.of(spec.name, attrs, 0.0).attrs)
-
     def _news(self) -> Iterator[ImageResult]:
         """Images of batches in flight that their tasks announced finished since last time."""
         for news in self.news.take():
@@ -356,18 +365,23 @@ class Runner:
             yield _result(item.spec, "skipped")
         elif isinstance(item, Refuse):
             yield _result(item.spec, "failed", error=item.error)
-        elif isinstance(item, Batch):
+        elif isinstance(item, Given):
+            self.ready.append((item.spec, item.source))
+        else:
+            # the cluster, started now if need be (seconds): asked to stop meanwhile, the item
+            # is left for the next run; news is subscribed to before any work is submitted
+            self.news.subscribe(self.executor.start())
+            if stopping.requested():
+                return
+            if isinstance(item, Large):
+                self._launch(probe_graph(item.spec, self.job), Flight("probe", 1, (item.spec,)))
+                return
             graph = batch_graph(item.specs, self.job)
             flight = Flight("batch", 1, item.specs, batch=graph.key)
             self.batches[flight.batch] = flight
             self._launch(graph, flight)
-        elif isinstance(item, Large):
-            self._launch(probe_graph(item.spec, self.job), Flight("probe", 1, (item.spec,)))
-        elif isinstance(item, Given):
-            self.ready.append((item.spec, item.source))
 
     def _launch(self, graph: Any, flight: Flight) -> None:
-        self.news.subscribe(self.executor.start())  # before the work: its news may be quick
         self.pending[self.executor.submit(graph)] = flight
         self.units += flight.units
 

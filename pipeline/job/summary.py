@@ -88,9 +88,22 @@ class Summary:
     again here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, images: int = 0) -> None:
         self.rows: list[list[str]] = []
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.images = images
+
+    def expect(self, images: int, size: int = 0) -> None:
+        """Record how many results the job will give (it grows with ``frames: all``).
+
+        Takes the arguments of the ``on_start`` callback of :func:`pipeline.compress`.
+        """
+        self.images = images
+
+    @property
+    def left(self) -> int:
+        """Images of the job with no result: not done (a stopped job's next run does them)."""
+        return max(0, self.images - sum(self.counts.values()))
 
     def add(self, result: ImageResult) -> None:
         """Count one image's result (and keep its row while there is room)."""
@@ -104,12 +117,13 @@ class Summary:
         return self.counts["failed"]
 
     def text(self) -> str:
-        """Per-image table (the first :data:`SUMMARY_ROWS`), then the counts."""
+        """Per-image table (the first :data:`SUMMARY_ROWS`), then the counts, ``left`` included."""
         total = sum(self.counts.values())
         text = table(self.rows)
         if total > len(self.rows):
             text += f"\n... and {total - len(self.rows):,} more images"
-        text += "\n\n" + ", ".join(f"{n} {s}" for s, n in self.counts.items())
+        counts = {**self.counts, "left": self.left}
+        text += "\n\n" + ", ".join(f"{n:,} {s}" for s, n in counts.items())
         if self.failed:
             text += " (the reasons: each image's 'failed:' line of the progress log, on stderr)"
         return text
