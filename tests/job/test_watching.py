@@ -6,6 +6,7 @@ cluster, and reads its output line by line as it comes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -71,11 +72,14 @@ class Job:
         """Wait until ``count`` lines of stderr match ``pattern``."""
         with self._changed:
             found = self._changed.wait_for(
-                lambda: sum(bool(re.search(pattern, ln)) for _, ln in self.lines) >= count
-                or self.process.poll() is not None,
+                lambda: (
+                    sum(bool(re.search(pattern, ln)) for _, ln in self.lines) >= count
+                    or self.process.poll() is not None
+                ),
                 timeout,
             )
-        assert found and self.process.poll() is None, self.stderr()
+        assert found, self.stderr()
+        assert self.process.poll() is None, self.stderr()
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -127,7 +131,7 @@ def test_images_of_batches_are_reported_as_they_finish(thumbnails: Path, tmp_pat
     times = job.progress()
     assert len(times) == THUMBNAILS
     span = times[-1] - times[0]
-    gap = max(b - a for a, b in zip(times, times[1:], strict=False))
+    gap = max(b - a for a, b in itertools.pairwise(times))
     # measured on 2 cores: a gap of 0.12 s in a span of 5 s; a batch reported when it
     # returned gave bursts of 30 lines, gaps of a seventh of the span and more
     assert gap < span / 10, (gap, span)
@@ -190,22 +194,27 @@ def test_the_log_stays_the_jobs_own_while_a_browser_watches_the_dashboard(
     job.wait_for("^dashboard: ")
     link = next(line for _, line in job.lines if line.startswith("dashboard: ")).split()[1]
     root = link.rsplit("/", 1)[0]
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     browsers = [
         subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={tmp_path / f'profile{i}'}", "--virtual-time-budget=60000",
-             "--dump-dom", f"{root}/{page}"],
+            [
+                *browser,
+                f"--user-data-dir={tmp_path / f'profile{i}'}",
+                "--virtual-time-budget=60000",
+                "--dump-dom",
+                f"{root}/{page}",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         for i, page in enumerate(("status", "workers", "tasks", "individual-task-stream"))
     ]
     time.sleep(2)
     browsers[0].kill()  # a browser gone with its websockets open
-    status, out = job.finish()
-    for browser in browsers:
-        browser.kill()
-        browser.wait()
+    status, _ = job.finish()
+    for opened in browsers:
+        opened.kill()
+        opened.wait()
     assert status == 0, job.stderr()
     foreign = [line for _, line in job.lines if not OWN_LINE.match(line)]
     assert not foreign, foreign
