@@ -55,8 +55,8 @@ the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started fo
 
 {bounds}
 
-Progress: one line per image as it finishes (images and input bytes done of all), and on a
-terminal a live status line. The dashboard address is printed at start; --report keeps a copy of
+Progress: one line per image as soon as it is complete (images and input bytes done of all),
+and on a terminal a live status line; the summary counts images done, skipped, failed and left. The dashboard address is printed at start; --report keeps a copy of
 what it showed.
 
 The client only lists the inputs and the store; workers open, decode and compress the images,
@@ -69,7 +69,9 @@ it, until its lease (a file beside the store) is released, expires, or its proce
 is gone.
 
 A first SIGINT/SIGTERM stops submitting work and lets the images in flight finish for up to
---stop-grace seconds; a second one stops at once. Every image reported done is complete. A store
+--stop-grace seconds; a second one stops at once. During listing or cluster start, a signal
+stops the job there. Every image reported done is complete, and the summary agrees with the
+store. A store
 that can no longer be written (disk full, read-only) stops the job at once, with one line.
 
 exit status: 0 all images done, 1 some image failed (the rest are stored) or the store could no
@@ -355,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="print the traceback of an image that failed because of an unexpected error, "
-        "and distributed's warnings",
+        "and the warnings of distributed and the dashboard's web servers (tornado, bokeh)",
     )
     run.add_argument(
         "--report",
