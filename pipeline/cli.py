@@ -729,9 +729,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pipeline.job.summary import image_row, table
+    from pipeline.job.summary import image_row, settings_text, table
     from pipeline.store.location import Location
-    from pipeline.store.read import scan
+    from pipeline.store.read import image_settings, scan
     from pipeline.store.write import open_root
 
     store = Location.at(args.store)
@@ -745,7 +745,10 @@ def _info(args: argparse.Namespace) -> int:
     palettes = _palettes(store, entries) if args.palette else {}
     if args.json:
         images: dict[str, Any] = {
-            e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries
+            e.name: {**e.attrs, "settings": image_settings(e.attrs)}
+            if e.attrs is not None and e.problem is None
+            else {"problem": e.problem}
+            for e in entries
         }
         for name, palette in palettes.items():
             images[name] = {**images[name], "palette": palette.tolist()}
@@ -770,6 +773,11 @@ def _info(args: argparse.Namespace) -> int:
             for e in entries
         ]
         print(table(rows))
+        made = settings_text(
+            [(e.name, image_settings(e.attrs)) for e in entries if e.attrs and e.problem is None]
+        )
+        if made:
+            print(made)
         for name, palette in palettes.items():
             colours = " ".join("#" + bytes(entry).hex() for entry in palette)
             print(f"{name}: {len(palette)} colours: {colours}")
