@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: Longest error shown in a result's ``repr`` (the whole one is its ``error``).
+REPR_ERROR = 100
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class ImageResult:
     """What happened to one image of a job.
 
@@ -44,3 +47,20 @@ class ImageResult:
     def metrics(self) -> dict[str, Any]:
         """The ``metrics`` attribute of the stored image (empty unless done)."""
         return dict((self.attrs or {}).get("metrics", {}))
+
+    def __repr__(self) -> str:
+        """One line: ``ImageResult(name='china.jpg', done, 16 colours, 26.8 dB, 11.2x, 5.2 s)``.
+
+        A failure shows its error (cut at :data:`REPR_ERROR` characters); the attributes,
+        with their colour table, are left out.
+        """
+        from pipeline.job.summary import brief  # which imports this module
+
+        words = [f"name={self.name!r}", self.status]
+        if self.error is not None:
+            error = self.error
+            cut = error if len(error) <= REPR_ERROR else error[: REPR_ERROR - 3] + "..."
+            words[-1] += f": {cut}"
+        words += brief(self.attrs or {})
+        words.append(f"{self.seconds:.1f} s")
+        return f"ImageResult({', '.join(words)})"
