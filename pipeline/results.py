@@ -1,4 +1,4 @@
-"""What happened to each image of a job, as the job reports it."""
+"""What happened to each image of a job, as the job reports it; an image's outcome, briefly."""
 
 from __future__ import annotations
 
@@ -7,6 +7,33 @@ from typing import Any
 
 #: Longest error shown in a result's ``repr`` (the whole one is its ``error``).
 REPR_ERROR = 100
+
+
+def is_number(value: Any) -> bool:
+    """Whether an attribute value read from JSON is a number (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def brief(attrs: dict[str, Any]) -> list[str]:
+    """An image's outcome in a few words, from its group attributes ``attrs``.
+
+    ``["16 colours", "26.8 dB", "11.2x"]``: colours stored, PSNR (``lossless``) and the bytes
+    of raw pixels over the bytes stored; what the attributes lack (or hold as no number) is
+    left out, such as every figure of an image not complete yet.
+    """
+    metrics = attrs.get("metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    words = []
+    if is_number(attrs.get("colors")):
+        words.append(f"{attrs['colors']:,} colour" + ("" if attrs["colors"] == 1 else "s"))
+    psnr = metrics.get("psnr_db", "")
+    if psnr is None:
+        words.append("lossless")
+    elif is_number(psnr):
+        words.append(f"{psnr:.1f} dB")
+    if is_number(metrics.get("ratio")):
+        words.append(f"{metrics['ratio']:.1f}x")
+    return words
 
 
 @dataclass(frozen=True, repr=False)
@@ -54,8 +81,6 @@ class ImageResult:
         A failure shows its error (cut at :data:`REPR_ERROR` characters); the attributes,
         with their colour table, are left out.
         """
-        from pipeline.job.summary import brief  # which imports this module
-
         words = [f"name={self.name!r}", self.status]
         if self.error is not None:
             error = self.error

@@ -8,7 +8,6 @@ from typing import Any
 
 from pipeline.results import ImageResult
 from pipeline.settings import DEFAULTS
-from pipeline.store.read import is_number
 
 
 def human_bytes(n: float) -> str:
@@ -27,28 +26,6 @@ def _psnr(value: float | None) -> str:
 def _figure(value: object, form: str) -> str:
     """``value`` formatted with ``form``, or blank when absent (images stored before it)."""
     return format(value, form) if isinstance(value, int | float) else ""
-
-
-def brief(attrs: dict[str, Any]) -> list[str]:
-    """An image's outcome in a few words, from its group attributes ``attrs``.
-
-    ``["16 colours", "26.8 dB", "11.2x"]``: colours stored, PSNR (``lossless``) and the bytes
-    of raw pixels over the bytes stored; what the attributes lack (or hold as no number) is
-    left out, such as every figure of an image not complete yet.
-    """
-    metrics = attrs.get("metrics")
-    metrics = metrics if isinstance(metrics, dict) else {}
-    words = []
-    if is_number(attrs.get("colors")):
-        words.append(f"{attrs['colors']:,} colour" + ("" if attrs["colors"] == 1 else "s"))
-    psnr = metrics.get("psnr_db", "")
-    if psnr is None:
-        words.append("lossless")
-    elif is_number(psnr):
-        words.append(f"{psnr:.1f} dB")
-    if is_number(metrics.get("ratio")):
-        words.append(f"{metrics['ratio']:.1f}x")
-    return words
 
 
 def image_row(name: str, status: str, attrs: dict[str, Any]) -> list[str]:

@@ -57,6 +57,7 @@ from pipeline.outputs.files import (
 from pipeline.paths import is_url
 from pipeline.quantize.colours import pack, unpack
 from pipeline.quantize.metrics import psnr
+from pipeline.results import is_number
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -65,7 +66,6 @@ from pipeline.store.read import (
     Incomplete,
     entry,
     image_settings,
-    is_number,
     listed,
     one_line,
     open_image,

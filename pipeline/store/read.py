@@ -27,6 +27,7 @@ import zarr
 from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError
+from pipeline.results import is_number
 from pipeline.settings import ORIGINAL
 from pipeline.store import ngff
 from pipeline.store.location import Location
@@ -81,11 +82,6 @@ def check_name(name: str) -> str:
 
 def _integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """Whether an attribute value read from JSON is a number (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 #: Attribute -> (check, what it must be), for every image.

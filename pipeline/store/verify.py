@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.job.summary import human_bytes
 from pipeline.store import ngff
 from pipeline.store.location import Location
 from pipeline.store.read import (
@@ -83,7 +82,7 @@ class Finding:
             else f"damaged: {self.problems[0]}" + (f" (and {more} more)" if more else "")
         )
         checks = "digests checked" if self.checked else "no digests"
-        read = f"{human_bytes(self.bytes_read)} read"
+        read = f"{self.bytes_read:,} bytes read"
         return f"Finding(name={self.name!r}, {state}, {checks}, {read})"
 
     @property

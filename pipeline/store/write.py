@@ -28,6 +28,7 @@ from zarr.errors import ContainsGroupError
 
 from pipeline.errors import PipelineError
 from pipeline.paths import create_unique
+from pipeline.results import brief
 from pipeline.store import ngff
 from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
@@ -727,8 +728,6 @@ class StoredImage:
 
     def __repr__(self) -> str:
         """One line, without the palette's values: size, colours, PSNR, ratio, labels."""
-        from pipeline.job.summary import brief  # which reads stores: imports this module
-
         height, width = self.labels.shape
         words = [f"name={self.name!r}", f"{width}x{height}"]
         words += ["RGBA"] if self.palette.shape[1] == 4 else []
