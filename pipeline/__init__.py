@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         verify_store,
         write_images,
     )
+    from pipeline.inputs.discover import sample_images
     from pipeline.quantize.fit import Fit, fit_palette
     from pipeline.results import ImageResult
     from pipeline.settings import Settings
@@ -39,6 +40,7 @@ _HOMES = {
     "fit_palette": "pipeline.quantize.fit",
     "open_store": "pipeline.api",
     "reconstruct": "pipeline.api",
+    "sample_images": "pipeline.inputs.discover",
     "verify_store": "pipeline.api",
     "write_images": "pipeline.api",
 }
@@ -56,6 +58,7 @@ __all__ = [
     "fit_palette",
     "open_store",
     "reconstruct",
+    "sample_images",
     "verify_store",
     "write_images",
 ]

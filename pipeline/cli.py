@@ -111,6 +111,12 @@ not a whole image is named: a file where an image group should be, and an image 
 gone while its completion marker remains, included. With --json, "held" is the line naming the
 job holding the store, or null. info reads each image's metadata; verify reads every chunk.
 
+After the table come the settings the images were made with, as their metadata records them:
+one line when every image was made alike, else a line per image. Colours asked for, sample,
+seed, effort, space and dither (with its strength) are always shown; the others (chunk, a PSNR
+or quality target, colour profile, the frame of a multi-frame file, ...) when not at their
+default. With --json, each image has a "settings" object holding every one, by job-file key.
+
 exit status: 0 every image complete or being written by the job holding the store, 1 some image
 damaged or left writing by a stopped run (verify --repair or the job run again redoes it), or no
 such store.
@@ -437,12 +443,15 @@ unknown --format; an --out that is a file or a URL).
     info = commands.add_parser(
         "info",
         help="list what a store holds",
-        description="List the images of a store with their status, size and quality.",
+        description="List the images of a store with their status, size and quality, and the "
+        "settings they were made with.",
         epilog=INFO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("store", metavar="STORE")
-    info.add_argument("--json", action="store_true", help="every attribute, as JSON")
+    info.add_argument(
+        "--json", action="store_true", help="every attribute and each image's settings, as JSON"
+    )
     info.add_argument(
         "--palette",
         action="store_true",
@@ -478,9 +487,10 @@ unknown --format; an --out that is a file or a URL).
         help="write one self-contained HTML page showing how a store's images were compressed",
         description="Write one HTML file showing a store's images: a summary table (size, "
         "colours, PSNR,\nmean CIEDE2000, bytes stored, ratios to raw RGB and to the source "
-        "file) and, for each image,\nits palette as swatches (most used first) and the rebuilt "
-        "image beside its original (where\nthe recorded source can still be read): a thumbnail "
-        "and a 1:1 crop of where they differ most.",
+        "file) and, for each image,\nthe settings it was made with (dithered images marked as "
+        "such), its palette as swatches (most\nused first) and the rebuilt image beside its "
+        "original (where the recorded source can still be\nread): a thumbnail and a 1:1 crop of "
+        "where they differ most.",
         epilog="""\
 The file needs nothing else to be viewed, no network either: styles are inline and pictures are
 data: URIs (rebuilt pictures and 1:1 crops PNG, the original's thumbnail JPEG). Pictures are
@@ -738,9 +748,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pipeline.job.summary import image_row, table
+    from pipeline.job.summary import image_row, settings_text, table
     from pipeline.store.location import Location
-    from pipeline.store.read import scan
+    from pipeline.store.read import image_settings, scan
     from pipeline.store.write import open_root
 
     store = Location.at(args.store)
@@ -754,7 +764,10 @@ def _info(args: argparse.Namespace) -> int:
     palettes = _palettes(store, entries) if args.palette else {}
     if args.json:
         images: dict[str, Any] = {
-            e.name: e.attrs if e.problem is None else {"problem": e.problem} for e in entries
+            e.name: {**e.attrs, "settings": image_settings(e.attrs)}
+            if e.attrs is not None and e.problem is None
+            else {"problem": e.problem}
+            for e in entries
         }
         for name, palette in palettes.items():
             images[name] = {**images[name], "palette": palette.tolist()}
@@ -779,6 +792,11 @@ def _info(args: argparse.Namespace) -> int:
             for e in entries
         ]
         print(table(rows))
+        made = settings_text(
+            [(e.name, image_settings(e.attrs)) for e in entries if e.attrs and e.problem is None]
+        )
+        if made:
+            print(made)
         for name, palette in palettes.items():
             colours = " ".join("#" + bytes(entry).hex() for entry in palette)
             print(f"{name}: {len(palette)} colours: {colours}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from pipeline.results import ImageResult
+from pipeline.settings import DEFAULTS
 
 
 def human_bytes(n: float) -> str:
@@ -75,6 +77,86 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER) -> str:
         lines.append("  ".join(parts).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+#: How a settings line names the settings (:func:`pipeline.store.read.image_settings`); any
+#: other is named by its key.
+SETTING_LABELS = {
+    "colors": "colours asked",
+    "sample": "sample",
+    "seed": "seed",
+    "effort": "effort",
+    "space": "space",
+    "dither": "dither",
+    "dither_strength": "strength",
+    "quality": "quality",
+    "psnr": "PSNR target dB",
+    "color_profile": "colour profile",
+    "frame": "frame (from 0)",
+    "chunk": "chunk",
+    "max_iter": "KMeans iterations",
+    "tol": "tolerance",
+    "count_pixels": "pixels counted",
+}
+#: Settings a settings line always shows; the others only when not at the package's default.
+MAIN_SETTINGS = ("colors", "sample", "seed", "effort", "space", "dither", "dither_strength")
+
+
+def _setting(value: Any) -> str:
+    """A setting's value in a settings line: ``4,194,304``, ``0.0001``, ``off``, ``ordered``."""
+    if value is None:
+        return "off"
+    if isinstance(value, bool | str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value)
+
+
+def _at_default(key: str, value: Any) -> bool:
+    """Whether setting ``key`` has the package's default value (unknown settings never do)."""
+    defaults = DEFAULTS["pipeline"]
+    name = key.replace("_", "-")
+    return name in defaults and defaults[name] == value
+
+
+def settings_line(settings: dict[str, Any]) -> str:
+    """An image's settings in one line: ``colours asked 16, sample 2,000, seed 0, ...``.
+
+    ``settings`` as :func:`pipeline.store.read.image_settings` gives them: the main ones
+    (:data:`MAIN_SETTINGS`) are always shown, the others when not at the package's default;
+    settings this version does not know are shown by their own name.
+    """
+    shown = [key for key in MAIN_SETTINGS if key in settings] + [
+        key
+        for key, value in settings.items()
+        if key not in MAIN_SETTINGS and not _at_default(key, value)
+    ]
+    return ", ".join(f"{SETTING_LABELS.get(key, key)} {_setting(settings[key])}" for key in shown)
+
+
+def settings_text(named: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """The settings of images ``(name, settings)``: one line when they are all the same.
+
+    ``settings: colours asked 16, ...`` for one image or images made alike; else a
+    ``settings:`` line and an aligned line per image. Empty without images.
+    """
+    lines = [settings_line(settings) for _, settings in named]
+    if not lines:
+        return ""
+    if len(set(lines)) == 1:
+        every = " (every image)" if len(lines) > 1 else ""
+        return f"settings{every}: {lines[0]}"
+    width = max(len(name) for name, _ in named)
+    rows = [f"  {name.ljust(width)}  {line}" for (name, _), line in zip(named, lines, strict=True)]
+    return "\n".join(["settings:", *rows])
+
+
+def is_dithered(settings: dict[str, Any]) -> bool:
+    """Whether an image with these recorded settings was dithered."""
+    return settings.get("dither", "none") != "none"
 
 
 #: Images listed in a job's summary table; the rest are counted (``info`` lists every one).

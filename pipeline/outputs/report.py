@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import InputError, PipelineError, UsageError, os_reason
 from pipeline.job.graph import block_sums, label_counts, open_file, rebuild, thumbnail
-from pipeline.job.summary import HEADER, human_bytes, image_row
+from pipeline.job.summary import HEADER, human_bytes, image_row, is_dithered, settings_line
 from pipeline.outputs.files import (
     TargetExists,
     exists_message,
@@ -57,6 +57,7 @@ from pipeline.outputs.files import (
 from pipeline.paths import is_url
 from pipeline.quantize.colours import pack, unpack
 from pipeline.quantize.metrics import psnr
+from pipeline.results import is_number
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -64,7 +65,7 @@ from pipeline.store.read import (
     Entry,
     Incomplete,
     entry,
-    is_number,
+    image_settings,
     listed,
     one_line,
     open_image,
@@ -103,6 +104,8 @@ th{background:#f3f3f3}
 .details td{text-align:left}
 tr.total td{font-weight:600;border-top:2px solid #999}
 .problem{color:#a40000}.note{color:#6b4e00}
+.mark{font-size:11px;font-weight:600;color:#fff;background:#6a3d9a;border-radius:3px;
+padding:.05em .4em;vertical-align:middle}
 .swatches{display:flex;flex-wrap:wrap;gap:2px;max-width:976px;margin:.4em 0}
 .swatches span{width:14px;height:14px;border:1px solid rgba(0,0,0,.15)}
 .pair{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin:.6em 0}
@@ -488,9 +491,19 @@ def _cells(html_cells: Sequence[str], tag: str = "td") -> str:
 def _summary_row(name: str, attrs: dict[str, Any], anchor: str) -> str:
     """The summary table's row of a shown image."""
     cells = [html.escape(cell) for cell in image_row(name, attrs["status"], attrs)]
-    cells[0] = f'<a href="#{anchor}">{html.escape(name)}</a>'
+    cells[0] = f'<a href="#{anchor}">{html.escape(name)}</a>' + _dither_mark(attrs)
     cells[HEADER.index("pixels")] = _size(attrs)
     return f"<tr>{_cells(cells)}</tr>"
+
+
+def _dither_mark(attrs: dict[str, Any]) -> str:
+    """A badge saying how an image was dithered; empty for an image that was not."""
+    settings = image_settings(attrs)
+    if not is_dithered(settings):
+        return ""
+    strength = settings.get("dither_strength")
+    how = f"{settings['dither']}" + (f" {strength:g}" if is_number(strength) else "")
+    return f' <span class="mark" title="dithered: {html.escape(how)}">dithered</span>'
 
 
 def _problem_row(name: str, kind: str, problem: str) -> str:
@@ -515,6 +528,8 @@ class _Totals:
     ciede_pixels: int = 0
     source: int = 0  # source file bytes, and stored bytes, of images recording them
     source_stored: int = 0
+    dithered: int = 0
+    settings: set[str] = field(default_factory=set)  # the settings lines of the images shown
 
     def add(self, attrs: dict[str, Any]) -> None:
         """Count one shown image."""
@@ -524,6 +539,9 @@ class _Totals:
         raw, mse = _metric(attrs, "raw_bytes"), _metric(attrs, "mse")
         self.images += 1
         self.stored += stored
+        settings = image_settings(attrs)
+        self.dithered += is_dithered(settings)
+        self.settings.add(settings_line(settings))
         if raw is not None:
             self.raw += int(raw)
         if mse is not None:
@@ -572,8 +590,10 @@ def _head(store: Location, version: Any, rows: list[str], totals: _Totals) -> st
         f"<h1>Compression report: {html.escape(store.url)}</h1>\n"
         f"<p>Store format version {html.escape(str(version))}, {count}"
         + (f', <span class="problem">{left} left out</span>' if left else "")
+        + (f', <span class="mark">{totals.dithered} dithered</span>' if totals.dithered else "")
         + f". Written {when} by pipeline {html.escape(__version__)}.</p>\n"
-        f'<table class="summary">\n<tr>{_cells(SUMMARY_HEADER, "th")}</tr>\n'
+        + _shared_settings(totals.settings)
+        + f'<table class="summary">\n<tr>{_cells(SUMMARY_HEADER, "th")}</tr>\n'
         + "\n".join(rows)
         + f"\n{totals.row(len(rows))}\n</table>\n"
         "<p>PSNR over every RGB value; dE00: mean CIEDE2000 colour difference; ratios: bytes of "
@@ -581,6 +601,15 @@ def _head(store: Location, version: Any, rows: list[str], totals: _Totals) -> st
         "stored (palette and labels, compressed). Totals are over the images shown; their PSNR "
         "is that of their mean squared error, weighted by pixels.</p>\n"
     )
+
+
+def _shared_settings(lines: set[str]) -> str:
+    """The overview's paragraph on the settings of the images shown."""
+    if not lines:
+        return ""
+    if len(lines) > 1:
+        return "<p>Settings differ between the images: each image's section says its own.</p>\n"
+    return f"<p>Settings of the images shown: {html.escape(next(iter(lines)))}.</p>\n"
 
 
 def _figure(uri: str, size: tuple[int, int], caption: str, crop: bool = False) -> str:
@@ -629,6 +658,7 @@ def _details(image: StoredImage) -> str:
     rows = [
         ("size", f"{_size(attrs)} pixels"),
         ("colours", f"{attrs['colors']:,} stored, {attrs['colors_requested']:,} asked for"),
+        ("settings", settings_line(image_settings(attrs))),
         ("labels", f"{image.labels.dtype}, chunks of {TIMES.join(map(str, image.labels.chunks))}"),
         ("PSNR", "lossless" if quality is None else f"{quality:.2f} dB"),
         ("MSE", _shown(_metric(attrs, "mse"), "{:.3f}".format)),
@@ -667,6 +697,7 @@ def _section(image: StoredImage, anchor: str) -> tuple[str, str | None]:
         When a chunk of the image cannot be read.
     """
     pictures = _pictures(image)
+    attrs = image.attrs
     fy, fx = pictures.factors
     scale = (
         "1:1, the whole image" if (fy, fx) == (1, 1) else f"block means of {fy}{TIMES}{fx} pixels"
@@ -676,7 +707,7 @@ def _section(image: StoredImage, anchor: str) -> tuple[str, str | None]:
         caption = f"original, {scale}"
         thumbnails.insert(0, _figure(pictures.original_thumbnail, pictures.thumbnail_size, caption))
     parts = [
-        f'<section id="{anchor}">\n<h2>{html.escape(image.name)}</h2>\n',
+        f'<section id="{anchor}">\n<h2>{html.escape(image.name)}{_dither_mark(attrs)}</h2>\n',
         _details(image),
         _swatches(image.palette, pictures.counts),
     ]

@@ -20,13 +20,14 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import zarr
 from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError
+from pipeline.results import is_number
 from pipeline.settings import ORIGINAL
 from pipeline.store import ngff
 from pipeline.store.location import Location
@@ -79,13 +80,8 @@ def check_name(name: str) -> str:
     return name
 
 
-def _integer(value: Any) -> bool:
+def _integer(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    """Whether an attribute value read from JSON is a number (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 #: Attribute -> (check, what it must be), for every image.
@@ -468,6 +464,41 @@ def reuse_status(store: Location, name: str, wanted: dict[str, Any]) -> str:
             f"{name}: already stored with other settings: {changed}; use --overwrite to replace it"
         )
     return "complete"
+
+
+#: Attributes of an image group that record a setting, by the setting's name (a job file's key).
+RECORDED_SETTINGS = {
+    "colors": "colors_requested",
+    "sample": "sample_size_requested",
+    "seed": "seed",
+    "chunk": "chunk",
+}
+
+
+def image_settings(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The settings an image was made with, as its attributes ``attrs`` record them.
+
+    Keys are the settings' names (those of a job file): ``colors`` (asked for), ``sample``,
+    ``seed``, ``chunk``, then every key of ``fit_settings`` as recorded, whatever it is, with
+    the settings left out because they were at their original value
+    (:data:`pipeline.settings.ORIGINAL`) filled in; and ``frame`` (from 0), for an image that
+    is one of a file's frames or pages. Values of a wrong type are left out, as are attributes
+    that are missing (images written before them).
+    """
+    settings = {
+        name: attrs[key]
+        for name, key in RECORDED_SETTINGS.items()
+        if key in attrs and is_number(attrs[key])
+    }
+    fit = attrs.get("fit_settings")
+    if isinstance(fit, dict):
+        settings.update({**ORIGINAL, **fit})
+    source = attrs.get("source")
+    if isinstance(source, dict):
+        frames, frame = source.get("frames"), source.get("frame")
+        if _integer(frames) and frames > 1 and _integer(frame):
+            settings["frame"] = frame
+    return settings
 
 
 #: How the settings that decide reuse are named to a user.

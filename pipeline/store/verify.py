@@ -46,7 +46,7 @@ from pipeline.store.write import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Finding:
     """What :func:`verify_image` found of one image.
 
@@ -72,6 +72,18 @@ class Finding:
     bytes_read: int = 0
     checked: bool = False
     writing: bool = False
+
+    def __repr__(self) -> str:
+        """One line, without the attributes: whole or its first problem, and what was read."""
+        more = len(self.problems) - 1
+        state = (
+            "whole"
+            if self.whole
+            else f"damaged: {self.problems[0]}" + (f" (and {more} more)" if more else "")
+        )
+        checks = "digests checked" if self.checked else "no digests"
+        read = f"{self.bytes_read:,} bytes read"
+        return f"Finding(name={self.name!r}, {state}, {checks}, {read})"
 
     @property
     def whole(self) -> bool:

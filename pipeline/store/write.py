@@ -28,6 +28,7 @@ from zarr.errors import ContainsGroupError
 
 from pipeline.errors import PipelineError
 from pipeline.paths import create_unique
+from pipeline.results import brief
 from pipeline.store import ngff
 from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
@@ -706,7 +707,7 @@ def finalize(
     return complete, chunks
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StoredImage:
     """One complete image of a store, opened for reading.
 
@@ -724,3 +725,13 @@ class StoredImage:
     palette: NDArray[np.uint8]
     labels: zarr.Array
     attrs: dict[str, Any]
+
+    def __repr__(self) -> str:
+        """One line, without the palette's values: size, colours, PSNR, ratio, labels."""
+        height, width = self.labels.shape
+        words = [f"name={self.name!r}", f"{width}x{height}"]
+        words += ["RGBA"] if self.palette.shape[1] == 4 else []
+        words += brief(self.attrs)
+        chunks = "x".join(map(str, self.labels.chunks))
+        words.append(f"labels {self.labels.dtype} in {chunks} chunks")
+        return f"StoredImage({', '.join(words)})"

@@ -171,7 +171,7 @@ def test_info_names_the_damaged_image_and_lists_the_others(capsys, copy, case):
     DAMAGE[case](copy)
     code, out, err = cli(capsys, "info", copy)
     assert code == 1
-    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:]}
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[3:7]}
     assert rows == {
         "p0.png": "complete",
         "p1.png": "damaged",
