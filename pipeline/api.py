@@ -30,7 +30,7 @@ from pipeline.job.run import ClusterExecutor, LocalExecutor, Runner
 from pipeline.job.tasks import Job, Spec
 from pipeline.outputs.files import Outputs, write_each
 from pipeline.results import ImageResult
-from pipeline.settings import Running, Settings
+from pipeline.settings import Running, Settings, recorded_settings
 from pipeline.store import lease
 from pipeline.store.location import Location, job_location
 from pipeline.store.read import (
@@ -323,7 +323,7 @@ def recompress(
                 sample=attrs["sample_size_requested"],
                 seed=attrs["seed"],
                 chunk=attrs["chunk"],
-                **attrs["fit_settings"],
+                **recorded_settings(attrs["fit_settings"]),
             )
         except (UsageError, TypeError, KeyError) as exc:
             problem = f"setting {exc} not recorded" if isinstance(exc, KeyError) else str(exc)

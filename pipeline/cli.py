@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dask.config
@@ -139,6 +139,36 @@ def _integer(value: str) -> int:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+
+
+def _real(value: str) -> float:
+    """An option's number; its bounds are checked with the other settings (``BOUNDS``)."""
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+
+
+class _Typed(argparse.Action):
+    """Stores an option's value made by ``convert``, and the text typed in ``args.typed``.
+
+    So that a message about the value shows it as it was typed (``5``, not ``5.0``).
+    """
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, convert: Callable[[str], Any], **kwargs: Any
+    ) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.convert = convert
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, text: Any, *_: Any
+    ) -> None:
+        try:
+            setattr(namespace, self.dest, self.convert(text))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        namespace.typed = {**getattr(namespace, "typed", {}), self.dest: text}
 
 
 def _positive(value: str) -> int:
@@ -288,17 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--dither-strength",
-        type=float,
+        action=_Typed,
+        convert=_real,
         metavar="S",
         help="scale of the dither in spacings of the palette's colours, "
         f"{_bounds('dither_strength')} (default: {_default('dither-strength')})",
     )
-    run.add_argument(
+    target = run.add_mutually_exclusive_group()
+    target.add_argument(
+        "-Q",
         "--quality",
         metavar="MIN-MAX",
-        help="PSNR in dB, like pngquant's --quality: use the fewest colours (up to --colors) "
-        "reaching MAX; an image below MIN even with --colors colours fails "
-        f"(default: {_default('quality') or 'off'})",
+        help="quality 0-100 as pngquant's --quality: use the fewest colours (up to --colors) "
+        "reaching MAX; an image below MIN even with --colors colours fails. The quality is "
+        "libimagequant's mapping of the mean squared error of gamma-adjusted 0..1 RGB (see "
+        "README); 80 is about 37 dB of PSNR on those values. Also MAX (MIN is 90%% of it), "
+        f"-MAX, MIN- (default: {_default('quality') or 'off'})",
+    )
+    target.add_argument(
+        "--psnr",
+        metavar="MIN-MAX",
+        help="the same target as PSNR in dB of the RGB values (MAX alone: MIN 0) "
+        f"(default: {_default('psnr') or 'off'})",
     )
     run.add_argument(
         "--color-profile",
@@ -354,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--stop-grace",
-        type=float,
+        action=_Typed,
+        convert=_real,
         metavar="SECONDS",
         help="after a first SIGINT/SIGTERM, how long images in flight may finish before the job "
         f"stops, {_bounds('stop_grace')} (default: {_default('stop-grace')})",
@@ -566,8 +608,9 @@ def _checked(args: argparse.Namespace, job: dict[str, Any]) -> Settings:
     """The run's settings, with every number of the job checked against its bounds at once.
 
     Before anything starts: a value that cannot work raises :class:`SettingError` naming it as
-    it was given: the option (``--chunk``), the job file's key, else as dask's configuration
-    holds it (``DASK_PIPELINE__CHUNK``).
+    it was given: the option with the text typed (``--chunk must be 16..16384, got 8``), the
+    job file's key (``job.toml: chunk ...``), else as dask's configuration holds it
+    (``DASK_PIPELINE__CHUNK=8: must be ...``), see :func:`pipeline.settings.configured`.
     """
     from pipeline.settings import Running, Settings, check_bounds, check_configured
 
@@ -577,8 +620,10 @@ def _checked(args: argparse.Namespace, job: dict[str, Any]) -> Settings:
         check_configured("threads_max_images", "threads_max_bytes")
         return Settings.from_config(**{k: v for k, v in job.items() if k in Settings.names()})
     except SettingError as exc:
-        if getattr(args, exc.name, None) is not None:
-            raise exc.named("--" + exc.name.replace("_", "-")) from None
+        value = getattr(args, exc.name, None)
+        if value is not None:
+            typed = getattr(args, "typed", {}).get(exc.name, value)
+            raise exc.named("--" + exc.name.replace("_", "-"), str(typed)) from None
         if exc.name in job:
             raise exc.named(f"{args.config}: {exc.name}") from None
         raise

@@ -8,6 +8,7 @@ any other fails one image.
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 #: errno values of a write that no other write to the same store can escape: the filesystem is
 #: full, over quota, read-only, or refuses this process.
@@ -41,22 +42,44 @@ class UsageError(PipelineError):
 class SettingError(UsageError):
     """A setting whose value cannot work, named as the user gave it once that is known.
 
+    The message names the setting, says what is wrong and shows the value:
+    ``dither_strength must be 0..4, got 5`` (a keyword of the Python API, a job file's key once
+    :meth:`named` with the file), ``--dither-strength must be 0..4, got 5`` (an option, with the
+    text typed), ``DASK_PIPELINE__DITHER_STRENGTH=5: must be 0..4`` (:meth:`set_by`).
+
     Attributes
     ----------
     name : str
         The setting's name (``dither_strength``).
     problem : str
-        What is wrong, to follow the name: ``must be 0..4, got 5``.
+        What is wrong, to follow the name: ``must be 0..4``.
+    value : object
+        The value that cannot work.
     """
 
-    def __init__(self, name: str, problem: str, label: str | None = None) -> None:
-        super().__init__(f"{label or name} {problem}")
+    def __init__(self, name: str, problem: str, value: Any, message: str | None = None) -> None:
+        super().__init__(message or f"{name} {problem}, got {value!r}")
         self.name = name
         self.problem = problem
+        self.value = value
 
-    def named(self, label: str) -> SettingError:
-        """The same error naming the setting ``label``: ``--dither-strength``, a job file's key."""
-        return SettingError(self.name, self.problem, label)
+    def named(self, label: str, typed: str | None = None) -> SettingError:
+        """The same error naming the setting ``label``.
+
+        ``--dither-strength``, ``job.toml: dither_strength``; the value is shown as ``typed``
+        when that text is known.
+        """
+        given = repr(self.value) if typed is None else typed
+        message = f"{label} {self.problem}, got {given}"
+        return SettingError(self.name, self.problem, self.value, message)
+
+    def set_by(self, variable: str, text: str) -> SettingError:
+        """The same error naming the environment variable that set it, as it was set.
+
+        ``DASK_PIPELINE__DITHER_STRENGTH=5: must be 0..4``.
+        """
+        message = f"{variable}={text}: {self.problem}"
+        return SettingError(self.name, self.problem, self.value, message)
 
 
 class StoreUnwritable(PipelineError):

@@ -24,8 +24,9 @@ are reported, naming the file, before any work starts.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -50,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "dither": "none",
         "dither-strength": 0.75,
         "quality": None,
+        "psnr": None,
         "color-profile": "convert",
         "frames": "first",
         "store": "compressed.zarr",
@@ -120,12 +122,12 @@ class Bound:
     real: bool = False
 
     def problem(self, value: Any) -> str | None:
-        """What is wrong with ``value`` (``must be 1..65536, got 0``), or None if it fits."""
+        """What is wrong with ``value`` (``must be 1..65536``), or None if it fits."""
         kind = (int, float) if self.real else int
         if isinstance(value, bool) or not isinstance(value, kind):
-            return f"must be {'a number' if self.real else 'an integer'}, got {value!r}"
+            return f"must be {'a number' if self.real else 'an integer'}"
         if not self.low <= value <= self.high:  # NaN included
-            return f"must be {self.text()}, got {value}"
+            return f"must be {self.text()}"
         return None
 
     def text(self) -> str:
@@ -164,26 +166,59 @@ def check_bounds(values: Mapping[str, Any]) -> None:
     for name, value in values.items():
         problem = BOUNDS[name].problem(value) if name in BOUNDS else None
         if problem is not None:
-            raise SettingError(name, problem)
+            raise SettingError(name, problem, value)
 
 
-def configured_as(name: str) -> str:
-    """How setting ``name`` was set in dask's configuration, to name it in a message.
+#: Prefix of the environment variables dask reads into its configuration (then lower-cased,
+#: ``__`` for a level: ``DASK_PIPELINE__MAX_ITER`` is ``pipeline.max_iter``, the same key as
+#: ``pipeline.max-iter``).
+DASK_PREFIX = "DASK_"
 
-    The ``DASK_PIPELINE__*`` environment variable that set it, if one holds its value; else the
-    key ``pipeline.<name>`` when its value is not the package's default (a YAML file, a
-    ``dask.config.set``); else ``name``.
+
+def _pipeline_variables() -> Iterator[tuple[str, str, str]]:
+    """``(variable, text, key)`` of each environment variable dask reads into ``pipeline.*``.
+
+    ``key`` is the part after ``pipeline``, with dashes and dots as dask keys have them
+    (``max-iter``; ``""`` for a variable setting ``pipeline`` itself).
     """
-    key = name.replace("_", "-")
-    value = dask.config.get(f"pipeline.{key}")
     for variable, text in os.environ.items():
-        if (
-            variable.upper().startswith("DASK_PIPELINE__")
-            and variable[len("DASK_PIPELINE__") :].lower().replace("_", "-") == key
-            and dask.config.interpret_value(text) == value
-        ):
-            return variable
-    return name if value == DEFAULTS["pipeline"][key] else f"pipeline.{key}"
+        if variable.startswith(DASK_PREFIX):
+            top, _, key = variable[len(DASK_PREFIX) :].lower().partition("__")
+            if top == "pipeline":
+                yield variable, text, key.replace("__", ".").replace("_", "-")
+
+
+def check_environment() -> None:
+    """Refuse a ``DASK_PIPELINE__*`` environment variable that names no setting.
+
+    dask would keep its value under a key nothing reads (a misspelled
+    ``DASK_PIPELINE__COLOURS=32`` is silently ignored otherwise).
+
+    Raises
+    ------
+    UsageError
+        Naming the first such variable and the settings there are.
+    """
+    known = DEFAULTS["pipeline"]
+    for variable, _, key in _pipeline_variables():
+        if key not in known:
+            names = ", ".join(k.replace("-", "_").upper() for k in known)
+            raise UsageError(f"{variable} is not a pipeline setting (known: {names})")
+
+
+def configured(error: SettingError) -> SettingError:
+    """``error``, about a value from dask's configuration, naming it as it was set there.
+
+    The ``DASK_PIPELINE__*`` environment variable that set it, if one holds its value
+    (``DASK_PIPELINE__CHUNK=8: must be 16..16384``); else the key ``pipeline.<name>`` when its
+    value is not the package's default (a YAML file, a ``dask.config.set``); else as it is.
+    """
+    key = error.name.replace("_", "-")
+    value = dask.config.get(f"pipeline.{key}")
+    for variable, text, name in _pipeline_variables():
+        if name == key and dask.config.interpret_value(text) == value:
+            return error.set_by(variable, text)
+    return error if value == DEFAULTS["pipeline"][key] else error.named(f"pipeline.{key}")
 
 
 def _configured(
@@ -191,14 +226,17 @@ def _configured(
 ) -> dict[str, Any]:
     """Settings ``names`` from dask.config ``pipeline.*``, ``overrides`` on top, ``check`` ed.
 
-    ``None`` overrides are ignored; one that is not in ``names`` raises :class:`UsageError`. A
+    ``None`` overrides are ignored; one that is not in ``names`` raises :class:`UsageError`, as
+    does an environment variable naming no setting (:func:`check_environment`). A
     :class:`SettingError` of ``check`` about a value from the configuration names it as set
-    there (:func:`configured_as`).
+    there (:func:`configured`).
     """
     given = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(given) - set(names)
+    unknown = sorted(set(given) - set(names))
     if unknown:
-        raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
+        verb = "is not a setting" if len(unknown) == 1 else "are not settings"
+        raise UsageError(f"{', '.join(unknown)} {verb} (known: {', '.join(names)})")
+    check_environment()
     values = {name: dask.config.get(f"pipeline.{name.replace('_', '-')}") for name in names}
     values.update(given)
     try:
@@ -206,7 +244,7 @@ def _configured(
     except SettingError as exc:
         if exc.name in given:
             raise
-        raise exc.named(configured_as(exc.name)) from None
+        raise configured(exc) from None
     return values
 
 
@@ -216,7 +254,7 @@ def check_configured(*names: str) -> None:
     Raises
     ------
     SettingError
-        For the first one out of its bounds, named as it was set (:func:`configured_as`).
+        For the first one out of its bounds, named as it was set (:func:`configured`).
     """
     _configured(names, {}, check_bounds)
 
@@ -300,8 +338,13 @@ class Settings:
         Scale of the nudge in spacings of the palette's colours (the median distance from an
         entry to its nearest other), 0 to 4; 0.75 by default (see :mod:`pipeline.quantize.dither`).
     quality : str or None
-        ``"MIN-MAX"`` or ``"MAX"``, PSNR in dB: use the fewest colours (up to ``colors``) whose
-        PSNR reaches MAX, and fail an image whose PSNR stays below MIN even at ``colors``.
+        ``"MIN-MAX"`` on pngquant's 0-100 scale (libimagequant's mapping of the error to
+        quality: :mod:`pipeline.quantize.quality`), or pngquant's other forms
+        (:func:`quality_range`): use the fewest colours (up to ``colors``) whose quality
+        reaches MAX, and fail an image whose quality stays below MIN even at ``colors``.
+    psnr : str or None
+        ``"MIN-MAX"`` or ``"MAX"`` (MIN 0), a target as ``quality`` is, in PSNR (dB); one of
+        ``quality`` and ``psnr`` at most.
     color_profile : str
         ``"convert"``: pixels in an embedded colour profile are converted to sRGB before
         anything else (:mod:`pipeline.inputs.profiles`); ``"keep"``: their values are stored
@@ -324,6 +367,7 @@ class Settings:
     dither: str = "none"
     dither_strength: float = 0.75
     quality: str | None = None
+    psnr: str | None = None
     color_profile: str = "convert"
     frames: str = "first"
 
@@ -343,19 +387,24 @@ class Settings:
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
-                raise SettingError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+                raise SettingError(name, f"must be one of {', '.join(choices)}", value)
         if self.quality is not None:
             quality_range(self.quality)
+        if self.psnr is not None:
+            psnr_range(self.psnr)
+            if self.quality is not None:
+                raise SettingError("psnr", "cannot be used with quality (one target)", self.psnr)
         check_bounds({name: getattr(self, name) for name in self.names() if name in BOUNDS})
         if self.sample < self.colors:
-            raise SettingError("sample", f"({self.sample}) must be at least colors ({self.colors})")
+            raise SettingError("sample", f"must be at least colors ({self.colors})", self.sample)
 
     def fit_settings(self) -> dict[str, Any]:
         """The settings that shape the palette and labels, as recorded in the store.
 
         Settings added since the first stores are left out at the value those stores were
         made with (:data:`ORIGINAL`), so that their images are still found complete with the
-        same settings; so is the strength of a dither that is off.
+        same settings; so is the strength of a dither that is off. Keys are the settings'
+        names, but for :data:`RECORDED_AS` (read back with :func:`recorded_settings`).
         """
         recorded = asdict(self)
         for key in ("colors", "sample", "seed", "chunk", "max_pixels", "frames"):
@@ -365,7 +414,7 @@ class Settings:
         for key, value in ORIGINAL.items():
             if recorded[key] == value:
                 recorded.pop(key)
-        return recorded
+        return {RECORDED_AS.get(key, key): value for key, value in recorded.items()}
 
 
 #: Settings that take one of a few names.
@@ -382,22 +431,72 @@ ORIGINAL: dict[str, Any] = {
     "space": "rgb",
     "dither": "none",
     "quality": None,
+    "psnr": None,
     "color_profile": "convert",
 }
+#: Settings recorded in ``fit_settings`` under another key than their name: stores written
+#: before ``psnr`` existed recorded PSNR targets as ``quality``, so pngquant's 0-100 quality
+#: is recorded as ``pngquant_quality``.
+RECORDED_AS = {"quality": "pngquant_quality"}
+#: Keys of ``fit_settings`` that name another setting than their own: those of
+#: :data:`RECORDED_AS`, and ``quality``, a PSNR target in the stores that recorded it.
+RECORDED_KEYS = {"quality": "psnr", **{key: name for name, key in RECORDED_AS.items()}}
 
 
-def quality_range(text: str) -> tuple[float, float]:
+def recorded_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The settings, by name, of an image's recorded ``fit_settings`` (old stores' included).
+
+    ``{"quality": "30-40"}`` (a PSNR target, as stores written before ``psnr`` recorded it)
+    is ``{"psnr": "30-40"}``; ``{"pngquant_quality": "65-80"}`` is ``{"quality": "65-80"}``.
+    """
+    return {RECORDED_KEYS.get(key, key): value for key, value in record.items()}
+
+
+#: The forms ``quality`` takes, pngquant's: ``MIN-MAX``, ``MAX`` (MIN is 90% of it),
+#: ``-MAX`` (MIN 0), ``MIN-`` (MAX 100); whole numbers.
+QUALITY_FORM = re.compile(r"(?P<low>\d+)?(?P<dash>-)?(?P<high>\d+)?")
+
+
+def _text(value: Any) -> str:
+    """A target's text: a job file's or environment variable's number (80, -80) as typed."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def quality_range(value: Any) -> tuple[int, int]:
+    """``(MIN, MAX)`` on pngquant's 0-100 scale, from its forms as pngquant reads them.
+
+    ``"65-80"``; ``"80"``: MIN is ``80 * 9 // 10`` (72); ``"-80"``: MIN 0; ``"65-"``: MAX 100.
+
+    Raises
+    ------
+    SettingError
+        Unless one of these forms with whole numbers 0 <= MIN <= MAX <= 100.
+    """
+    text = _text(value)
+    found = QUALITY_FORM.fullmatch(text.strip()) if isinstance(text, str) else None
+    if found is not None and (found["low"] or found["high"]):
+        low, dash, high = found["low"], found["dash"], found["high"]
+        bounds = (int(low or 0), int(high or 100)) if dash else (int(low) * 9 // 10, int(low))
+        if bounds[0] <= bounds[1] <= 100:
+            return bounds
+    raise SettingError("quality", "must be MIN-MAX, MAX, -MAX or MIN-, 0..100 (pngquant's)", value)
+
+
+def psnr_range(value: Any) -> tuple[float, float]:
     """``(MIN, MAX)`` in dB from ``"MIN-MAX"`` or ``"MAX"`` (then MIN is 0).
 
-    Raises :class:`SettingError` unless 0 <= MIN <= MAX <= 100.
+    Raises
+    ------
+    SettingError
+        Unless 0 <= MIN <= MAX <= 100.
     """
-    parts = str(text).split("-")
+    parts = str(_text(value)).split("-")
     try:
         low, high = (0.0, float(parts[0])) if len(parts) == 1 else map(float, parts)
     except ValueError:
         low = high = -1.0
     if len(parts) > 2 or not 0 <= low <= high <= 100:
-        raise SettingError("quality", f"must be MIN-MAX or MAX, PSNR in dB, 0..100; got {text!r}")
+        raise SettingError("psnr", "must be MIN-MAX or MAX, in dB, 0..100", value)
     return low, high
 
 

@@ -36,9 +36,9 @@ from pipeline.quantize.assign import label_block
 from pipeline.quantize.count import grid_histogram, grid_stride
 from pipeline.quantize.fit import Fit, fit_palette
 from pipeline.quantize.metrics import DE_UNIT, colour_error, psnr
-from pipeline.quantize.quality import search_colours
+from pipeline.quantize.quality import Target, search_colours
 from pipeline.quantize.sample import sample_positions
-from pipeline.settings import Settings, quality_range
+from pipeline.settings import Settings
 from pipeline.store.fence import Fenced, Interfered
 from pipeline.store.location import Location
 from pipeline.store.write import (
@@ -291,9 +291,10 @@ def fit_sampled(
             space=settings.space,
         )
 
-    if settings.quality is None:
+    target = Target.of(settings)
+    if target is None:
         return fit_with(settings.colors)
-    return search_colours(fit_with, settings.colors, *quality_range(settings.quality))
+    return search_colours(fit_with, settings.colors, target, freq)
 
 
 def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:

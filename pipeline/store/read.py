@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.results import is_number
-from pipeline.settings import ORIGINAL
+from pipeline.settings import ORIGINAL, recorded_settings
 from pipeline.store import ngff
 from pipeline.store.location import Location
 from pipeline.store.write import (
@@ -514,13 +514,14 @@ def differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     """The settings in which ``stored`` and ``wanted`` reuse values differ, with both values.
 
     ``"colors 128 (asked 64), effort 1 (asked 2)"``; ``fit_settings`` are compared one by one,
-    a setting left out standing for its original value (:data:`pipeline.settings.ORIGINAL`).
+    by name (:func:`pipeline.settings.recorded_settings`: older records included), a setting
+    left out standing for its original value (:data:`pipeline.settings.ORIGINAL`).
     """
 
     def flat(values: dict[str, Any]) -> dict[str, Any]:
         fit = values.get("fit_settings")
         out = {k: v for k, v in values.items() if k != "fit_settings"}
-        return out | (fit if isinstance(fit, dict) else {"fit_settings": fit})
+        return out | (recorded_settings(fit) if isinstance(fit, dict) else {"fit_settings": fit})
 
     old, new = flat(stored), flat(wanted)
     keys = list(dict.fromkeys([*old, *new]))
