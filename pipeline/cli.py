@@ -56,8 +56,8 @@ the DASK_SCHEDULER_ADDRESS environment variable, else a local cluster started fo
 {bounds}
 
 Progress: one line per image as soon as it is complete (images and input bytes done of all),
-and on a terminal a live status line; the summary counts images done, skipped, failed and left. The dashboard address is printed at start; --report keeps a copy of
-what it showed.
+and on a terminal a live status line; the summary counts images done, skipped, failed and
+left. The dashboard address is printed at start; --report keeps a copy of what it showed.
 
 The client only lists the inputs and the store; workers open, decode and compress the images,
 small ones several per task, with at most two tasks per worker thread in flight. Images already
