@@ -132,8 +132,13 @@ class Tally:
         self.totals = Totals(uuid.uuid4().hex, store, "", time.time())
 
     def each(self, results: Iterable[ImageResult]) -> Iterator[ImageResult]:
-        """Yield ``results``, counting each; the totals go out once a second and at the end."""
+        """Yield ``results``, counting each.
+
+        The totals go out at the start (if the cluster is up), then once a second and at the
+        end.
+        """
         try:
+            self.publish()
             for result in results:
                 self.totals.add(result)
                 if time.monotonic() - self._sent >= PUBLISH_SECONDS:
