@@ -18,7 +18,8 @@ flight); the worker processes end when their cluster closes.
 
 A scheduler that preloads it (``dask scheduler --preload pipeline.job.preload``) serves the jobs'
 metrics and the dashboard's ``/pipeline`` page from the start, before any job registers
-:class:`~pipeline.job.metrics_plugin.JobMetrics`; it warms nothing up.
+:class:`~pipeline.job.metrics_plugin.JobMetrics`; it imports none of the libraries the warm-up
+does.
 """
 
 import gc
@@ -29,18 +30,18 @@ from collections.abc import Awaitable
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
-import imageio.v3  # noqa: F401  (decodes the other formats)
-import numpy as np
-
-import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
-from pipeline.quantize.assign import label_block, label_dtype
-from pipeline.quantize.colours import histogram
-from pipeline.quantize.fit import fit_palette
-
 
 def warm_up() -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
+    import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
+    import imageio.v3  # noqa: F401  (decodes the other formats)
+    import numpy as np
+
+    import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+    from pipeline.quantize.assign import label_block, label_dtype
+    from pipeline.quantize.colours import histogram
+    from pipeline.quantize.fit import fit_palette
+
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
