@@ -33,17 +33,19 @@ PAGE = "pipeline"
 _served: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def serve(scheduler: Any) -> None:
+def serve(scheduler: Any, plugin: str) -> None:
     """Serve the page and its data on ``scheduler``'s dashboard port (once per scheduler).
 
-    Does nothing for a scheduler with no HTTP server.
+    The data are the ``views()`` of the scheduler's plugin named ``plugin``
+    (:class:`~pipeline.job.metrics_plugin.JobMetrics`), looked up at each request: none while
+    it is not registered. Does nothing for a scheduler with no HTTP server.
     """
     application = getattr(scheduler, "http_application", None)
     if application is None or application in _served:
         return
     routes: list[Any] = [
         (rf".*/{PAGE}/?", Page),
-        (rf".*/{PAGE}/data\.json", Data, {"scheduler": scheduler}),
+        (rf".*/{PAGE}/data\.json", Data, {"scheduler": scheduler, "plugin": plugin}),
     ]
     application.add_handlers(r".*", routes)
     _served.add(application)
@@ -73,12 +75,10 @@ def page_html() -> bytes:
     return files("pipeline.job").joinpath("dashboard.html").read_bytes()
 
 
-def data(scheduler: Any) -> dict[str, Any]:
+def data(scheduler: Any, plugin: str) -> dict[str, Any]:
     """What ``/pipeline/data.json`` answers: the scheduler's time and its jobs, latest first."""
-    from pipeline.job.metrics_plugin import JobMetrics
-
-    plugin = scheduler.plugins.get(JobMetrics.name)
-    jobs = plugin.views() if isinstance(plugin, JobMetrics) else []
+    registered = scheduler.plugins.get(plugin)
+    jobs = registered.views() if registered is not None else []
     return {"now": time.time(), "jobs": jobs}
 
 
@@ -107,14 +107,17 @@ class Page(_Quiet):
 class Data(_Quiet):
     """``GET``/``HEAD /pipeline/data.json``: the jobs, as :func:`data` gives them."""
 
-    def initialize(self, scheduler: Any) -> None:
+    def initialize(self, scheduler: Any, plugin: str) -> None:
         """Answer for ``scheduler`` (tornado calls this with the route's arguments)."""
         self.scheduler = scheduler
+        self.plugin = plugin
 
     def get(self) -> None:
         """Answer with the jobs as JSON (a 500 and one line if they cannot be written)."""
         try:
-            body = json.dumps(data(self.scheduler), allow_nan=False, separators=(",", ":"))
+            body = json.dumps(
+                data(self.scheduler, self.plugin), allow_nan=False, separators=(",", ":")
+            )
         except Exception as exc:  # a message the page cannot show: say so, not in the log
             logger.debug("/%s/data.json: %s", PAGE, exc)
             self.send_error(500)

@@ -26,6 +26,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from pipeline.job.dashboard import serve
 from pipeline.job.jobview import History, job_view, results_of
 
 #: Topic of the Dask events that carry a job's totals.
@@ -66,9 +67,7 @@ class JobMetrics(SchedulerPlugin):
         """
         global _collector_registered
         _plugins.add(self)
-        from pipeline.job.dashboard import serve
-
-        serve(scheduler)
+        serve(scheduler, self.name)
         if _collector_registered:
             return
         try:
