@@ -129,6 +129,7 @@ def stream(
         store,
         executor,
         itertools.chain(unlisted, _execute(store, config, how, executor, items, notify, estimate)),
+        expected=lambda: total,
     )
 
 
@@ -171,10 +172,16 @@ def _execute(
 
 
 def _tallied(
-    store: Location, executor: LocalExecutor | ClusterExecutor, results: Iterator[ImageResult]
+    store: Location,
+    executor: LocalExecutor | ClusterExecutor,
+    results: Iterator[ImageResult],
+    expected: Callable[[], int] | None = None,
 ) -> Iterator[ImageResult]:
-    """``results``, counted for the job's metrics on the cluster's scheduler (if any)."""
-    return Tally(store.url, executor.live_client).each(results)
+    """``results``, counted for the job's metrics on the cluster's scheduler (if any).
+
+    ``expected`` returns how many results the job will give, as far as known yet.
+    """
+    return Tally(store.url, executor.live_client, expected).each(results)
 
 
 def _with_frames(names: Sequence[str], listing: Listing) -> list[str]:
@@ -298,7 +305,9 @@ def compress_array(
         yield decided or Given(spec, source)
 
     executor = _executor(client)
-    (result,) = _tallied(where, executor, _execute(where, config, how, executor, items, None))
+    (result,) = _tallied(
+        where, executor, _execute(where, config, how, executor, items, None), expected=lambda: 1
+    )
     return result
 
 

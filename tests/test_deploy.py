@@ -407,7 +407,8 @@ def test_daskjob_commands_parse(where: str, doc: dict[str, Any]) -> None:
 
     command = argv(container(specs["scheduler"], "scheduler"))
     assert command[:2] == ["dask", "scheduler"]
-    scheduler_cli.make_context("dask scheduler", command[2:])
+    scheduled = scheduler_cli.make_context("dask scheduler", command[2:]).params
+    assert scheduled["preload"] == ("pipeline.job.preload",)  # the /pipeline page from the start
 
     job = container(specs["job"], "job")
     assert argv(job)[:3] == ["python", "-m", "pipeline"]

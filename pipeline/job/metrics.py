@@ -3,18 +3,22 @@
 The client counts what happens to each image (:class:`Tally`) and sends its totals to the
 scheduler as a Dask event (topic :data:`pipeline.job.metrics_plugin.TOPIC`) at most once a
 second and when the job ends. :class:`pipeline.job.metrics_plugin.JobMetrics`, a scheduler plugin
-the client registers, serves
-them beside Dask's own metrics on the scheduler's ``/metrics``. A job without a cluster, or
-whose cluster never started (a rerun that only skips), sends nothing.
+the client registers, serves them beside Dask's own metrics on the scheduler's ``/metrics``,
+and on the dashboard's ``/pipeline`` page (:mod:`pipeline.job.dashboard`). A job without a
+cluster, or whose cluster never started (a rerun that only skips), sends nothing.
+
+A message stays the same size whatever the number of images: quality is counted in histograms
+of fixed bins, and only the last :data:`FAILURES_KEPT` failures are kept.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.results import ImageResult
@@ -25,6 +29,28 @@ logger = logging.getLogger(__name__)
 PUBLISH_SECONDS = 1.0
 #: Seconds the job's last event may wait for the scheduler.
 LAST_SECONDS = 5.0
+#: Bin edges (dB) of the PSNR histogram: a bin below the first edge, one from each edge to the
+#: next, one from the last edge up. Lossless images (no PSNR) are counted apart.
+PSNR_EDGES = tuple(float(edge) for edge in range(14, 52, 2))
+#: Bin edges of the histogram of the images' mean CIEDE2000 colour difference (dE00).
+DE00_EDGES = tuple(edge / 2 for edge in range(1, 21))
+#: Failures a message keeps: the last ones.
+FAILURES_KEPT = 10
+#: Characters kept of a failure's reason.
+REASON_CHARS = 300
+
+
+def bin_of(edges: tuple[float, ...], value: float) -> int:
+    """Index of the bin of ``value`` in a histogram of ``len(edges) + 1`` bins.
+
+    Bin 0 is below ``edges[0]``; bin ``i`` holds ``edges[i - 1] <= value < edges[i]``; the last
+    holds ``value >= edges[-1]``.
+    """
+    return bisect.bisect_right(edges, value)
+
+
+def _bins(edges: tuple[float, ...]) -> list[int]:
+    return [0] * (len(edges) + 1)
 
 
 @dataclass
@@ -44,22 +70,41 @@ class Totals:
     running: bool = True
     updated: float = 0.0
     sequence: int = 0  # events of a job may arrive out of order: the scheduler keeps the last
+    expected: int | None = None  # results the job will give (None: not known)
+    lossless: int = 0  # images done without loss (no PSNR): in neither histogram
+    psnr_edges: tuple[float, ...] = PSNR_EDGES
+    psnr_counts: list[int] = field(default_factory=lambda: _bins(PSNR_EDGES))
+    de00_edges: tuple[float, ...] = DE00_EDGES
+    de00_counts: list[int] = field(default_factory=lambda: _bins(DE00_EDGES))
+    failures: list[list[str]] = field(default_factory=list)  # the last: [name, reason]
 
     def add(self, result: ImageResult) -> None:
-        """Count ``result``; a done image adds its pixels, input bytes and bytes stored.
+        """Count ``result``.
 
-        Bytes stored: its palette, labels and the labels' pyramid, compressed.
+        A done image adds its pixels, input bytes, bytes stored (its palette, labels and the
+        labels' pyramid, compressed) and its quality to the histograms; a failed one is kept
+        among the last failures.
         """
         setattr(self, result.status, getattr(self, result.status) + 1)
-        if result.status == "done":
-            attrs = result.attrs or {}
-            shape = attrs.get("image_shape") or (0, 0)
-            self.pixels += int(shape[0]) * int(shape[1])
-            self.source_bytes += result.size
-            metrics = result.metrics
-            self.written_bytes += int(
-                metrics.get("stored_bytes", 0) + metrics.get("pyramid_bytes", 0)
-            )
+        if result.status == "failed":
+            reason = (result.error or "failed").splitlines()[0][:REASON_CHARS]
+            self.failures = [*self.failures, [result.name, reason]][-FAILURES_KEPT:]
+        if result.status != "done":
+            return
+        attrs = result.attrs or {}
+        shape = attrs.get("image_shape") or (0, 0)
+        self.pixels += int(shape[0]) * int(shape[1])
+        self.source_bytes += result.size
+        metrics = result.metrics
+        self.written_bytes += int(metrics.get("stored_bytes", 0) + metrics.get("pyramid_bytes", 0))
+        if not metrics:
+            return
+        if metrics.get("psnr_db") is None:
+            self.lossless += 1
+            return
+        self.psnr_counts[bin_of(self.psnr_edges, float(metrics["psnr_db"]))] += 1
+        if metrics.get("ciede2000_mean") is not None:
+            self.de00_counts[bin_of(self.de00_edges, float(metrics["ciede2000_mean"]))] += 1
 
 
 class Tally:
@@ -72,17 +117,28 @@ class Tally:
     client : callable
         Returns the cluster's ``distributed.Client`` once the cluster is up, else ``None``:
         nothing is sent while it returns ``None``.
+    expected : callable, optional
+        Returns how many results the job will give, as known when the totals go out (it grows
+        with ``frames: all``); without it, the images left are not known.
     """
 
-    def __init__(self, store: str, client: Callable[[], Any]) -> None:
+    def __init__(
+        self, store: str, client: Callable[[], Any], expected: Callable[[], int] | None = None
+    ) -> None:
         self._client = client
+        self._expected = expected
         self._sent = 0.0
         self._registered: Any = None  # the client the plugin was registered through
         self.totals = Totals(uuid.uuid4().hex, store, "", time.time())
 
     def each(self, results: Iterable[ImageResult]) -> Iterator[ImageResult]:
-        """Yield ``results``, counting each; the totals go out once a second and at the end."""
+        """Yield ``results``, counting each.
+
+        The totals go out at the start (if the cluster is up), then once a second and at the
+        end.
+        """
         try:
+            self.publish()
             for result in results:
                 self.totals.add(result)
                 if time.monotonic() - self._sent >= PUBLISH_SECONDS:
@@ -113,6 +169,8 @@ class Tally:
                 self.totals.client = client.id
             self.totals.sequence += 1
             self.totals.updated = time.time()
+            if self._expected is not None:
+                self.totals.expected = self._expected()
             message = asdict(self.totals)
             if last:
                 client.sync(_send, client, message, callback_timeout=LAST_SECONDS)

@@ -1,4 +1,6 @@
-"""Worker preload: get, once when a worker starts, the fixed costs of the job's first task.
+"""Preload for workers and schedulers of a cluster the pipeline runs on.
+
+A worker that preloads it gets, once when it starts, the fixed costs of the job's first task.
 
 Importing scikit-learn and dask-ml takes 2-3 s (imageio another 0.1 s), and numba compiles
 dask-ml's k-means kernels and the pipeline's own kernels on their first call (about 1.5 s more
@@ -13,27 +15,33 @@ Worker processes of a local cluster (``PIPELINE_IGNORE_SIGINT=1`` in their envir
 from the moment this module is imported: Ctrl-C in a terminal reaches every process of the
 job's process group, and the job's own process decides how to stop (finishing the images in
 flight); the worker processes end when their cluster closes.
+
+A scheduler that preloads it (``dask scheduler --preload pipeline.job.preload``) serves the jobs'
+metrics and the dashboard's ``/pipeline`` page from the start, before any job registers
+:class:`~pipeline.job.metrics_plugin.JobMetrics`; it imports none of the libraries the warm-up
+does.
 """
 
 import gc
 import os
 import signal
+from collections.abc import Awaitable
 
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
-import imageio.v3  # noqa: F401  (decodes the other formats)
-import numpy as np
-
-import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
-from pipeline.quantize.assign import label_block, label_dtype
-from pipeline.quantize.colours import histogram
-from pipeline.quantize.fit import fit_palette
-
 
 def warm_up() -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
+    import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
+    import imageio.v3  # noqa: F401  (decodes the other formats)
+    import numpy as np
+
+    import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+    from pipeline.quantize.assign import label_block, label_dtype
+    from pipeline.quantize.colours import histogram
+    from pipeline.quantize.fit import fit_palette
+
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
@@ -46,13 +54,23 @@ def warm_up() -> None:
     label_block(image, fit, label_dtype(16), "blue-noise")  # the mask and the dither kernels
 
 
-def dask_setup(worker: object) -> None:
-    """Warm up each worker that preloads this module (distributed calls this as it starts).
+def dask_setup(server: object) -> Awaitable[None] | None:
+    """Warm up a worker that preloads this module; on a scheduler, register the jobs' metrics.
+
+    Distributed calls this as the server starts. A scheduler gets
+    :class:`~pipeline.job.metrics_plugin.JobMetrics` (and so the ``/pipeline`` page).
 
     Not done at import: ``dask worker --preload`` also imports the module in the command-line
     process, to look for options, where the warm-up would only cost time.
     """
+    from distributed import Scheduler
+
+    if isinstance(server, Scheduler):
+        from pipeline.job.metrics_plugin import JobMetrics
+
+        return server.register_scheduler_plugin(JobMetrics(), idempotent=True)
     warm_up()
+    return None
 
 
 def dask_teardown(worker: object) -> None:

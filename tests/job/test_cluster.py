@@ -29,13 +29,20 @@ pytestmark = pytest.mark.slow
 class DaskCluster:
     """``dask scheduler`` and ``dask worker`` subprocesses on 127.0.0.1."""
 
-    def __init__(self, folder: Path, workers: int, worker_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        workers: int,
+        worker_env: dict[str, str] | None = None,
+        scheduler_args: tuple[str, ...] = (),
+    ):
         self.file = folder / "scheduler.json"
         self.processes: list[subprocess.Popen] = []
         dask = [sys.executable, "-m", "dask"]
         local = ["--host", "127.0.0.1"]
         files = ["--scheduler-file", str(self.file)]
-        self._start([*dask, "scheduler", *local, *files, "--dashboard-address", "127.0.0.1:0"])
+        dashboard = ["--dashboard-address", "127.0.0.1:0"]
+        self._start([*dask, "scheduler", *local, *files, *dashboard, *scheduler_args])
         deadline = time.monotonic() + 60
         while not self.file.exists():
             if self.processes[0].poll() is not None or time.monotonic() > deadline:

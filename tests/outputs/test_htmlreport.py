@@ -9,7 +9,6 @@ decode, bokeh's views must render, and the screenshots must show something.
 """
 
 import base64
-import functools
 import io
 import os
 import re
@@ -30,9 +29,9 @@ from pipeline import compress, compress_array
 from pipeline.cli import main
 from pipeline.outputs.report import TIMES, write_report
 from pipeline.store.location import Location
+from tests.chromium import CHROMIUM, assert_not_blank, chromium, needs_chromium, screenshot
 
 SETTINGS = {"colors": 16, "sample": 500, "chunk": 64}
-CHROMIUM = "/usr/bin/chromium"
 #: Image name -> what becomes of it: shown with its original, shown without (its source file is
 #: deleted), left out (a labels chunk deleted), shown without (an array: 300 colours, lossless).
 WHOLE, GONE, DAMAGED, ARRAY = "astronaut.png", "coffee.jpg", "chelsea.png", "gradient"
@@ -315,78 +314,6 @@ def test_errors_before_writing_write_nothing(
 
 
 # --- headless Chromium, offline ---------------------------------------------------------------
-
-needs_chromium = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason=f"{CHROMIUM} not installed (Debian's chromium package; .ci/run installs it as root)",
-)
-
-
-@functools.cache
-def offline_prefix():
-    """``unshare -rn`` (a network namespace of its own, with a loopback that is down) where it
-    works here; else nothing (the proxy below still blocks every request)."""
-    if shutil.which("unshare") is None:
-        return ()
-    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, timeout=60)
-    return ("unshare", "-rn") if probe.returncode == 0 else ()
-
-
-def chromium(tmp_path, url, *options):
-    """Run headless Chromium on ``url`` with no network (twice at most, for a loaded machine)."""
-    options = [
-        *offline_prefix(),
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--allow-file-access-from-files",  # lets the checking page read the page it frames
-        # every request goes to a proxy that is not there: nothing can be fetched from anywhere
-        "--proxy-server=127.0.0.1:9",
-        "--proxy-bypass-list=<-loopback>",
-        "--window-size=1200,1600",
-        "--virtual-time-budget=30000",
-        *options,
-    ]
-    for attempt in range(2):
-        profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-        try:
-            done = subprocess.run(
-                [*options, f"--user-data-dir={profile}", url],
-                capture_output=True,
-                text=True,
-                timeout=180,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            if attempt:
-                raise
-            continue
-        if done.returncode == 0 or attempt:
-            return done
-    raise AssertionError("unreachable")
-
-
-def screenshot(tmp_path, page):
-    shot = tmp_path / f"{page.stem}.png"
-    done = chromium(tmp_path, page.as_uri(), f"--screenshot={shot}")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert shot.exists(), done.stderr[-2000:]
-    return np.asarray(Image.open(shot).convert("RGB"))
-
-
-def assert_not_blank(pixels, spread, colours):
-    """Something is drawn: the pixels vary (standard deviation above ``spread``), in at least
-    ``colours`` distinct colours. A page that failed to render is one colour."""
-    assert pixels.shape == (1600, 1200, 3)
-    assert pixels.std() > spread, pixels.std()
-    distinct = len(np.unique(pixels.reshape(-1, 3), axis=0))
-    assert distinct >= colours, distinct
 
 
 #: Loads a page in a frame, then writes what its script found into #result: ``dump-dom`` prints
