@@ -4,5 +4,6 @@
 module that builds dask graphs; ``tasks`` holds the functions those graphs run on workers;
 ``run`` submits work, a bounded amount at a time, and records results; ``cluster`` and
 ``preload`` start or join the Dask cluster; ``stopping``, ``progress``, ``summary`` and
-``metrics`` handle signals, the progress log, the summary table and the job's metrics.
+``metrics`` handle signals, the progress log, the summary table and the job's metrics, which
+``jobview`` and ``dashboard`` show on the dashboard's ``/pipeline`` page.
 """

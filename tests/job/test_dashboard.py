@@ -135,11 +135,11 @@ def test_left_and_state(fields, left, state) -> None:
 # --- what the scheduler keeps -------------------------------------------------------------------
 
 
-def message(job, started, **counts):
-    totals = Totals(job, counts.pop("store", "s.zarr"), "client", started, **counts)
-    totals.sequence = counts.get("sequence", 1)
-    totals.updated = started + 10
-    return asdict(totals)
+def message(job, started, **fields):
+    """The first event of job ``job`` (of store s.zarr), sent 10 s after it started."""
+    return asdict(
+        Totals(job, "s.zarr", "client", started, sequence=1, updated=started + 10, **fields)
+    )
 
 
 def test_the_scheduler_keeps_the_latest_jobs_and_its_counters_never_go_down() -> None:
