@@ -118,7 +118,7 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
         "notes.jpg": "not a readable image: unknown or unsupported format",
     }
     assert "good.png: done" in done.stderr
-    assert "1 done, 0 skipped, 4 failed (the reasons: " in done.stdout
+    assert "1 done, 0 skipped, 4 failed, 0 left (the reasons: " in done.stdout
     assert "no such file" not in done.stdout  # said once, in the image's line
 
 

@@ -115,8 +115,8 @@ def assert_whole(store: Path, names: list[str]) -> None:
 
 
 def summary(text: str) -> tuple[int, int, int]:
-    """The pipeline's last "N done, M skipped, F failed" line."""
-    found = re.findall(r"^(\d+) done, (\d+) skipped, (\d+) failed$", text, re.MULTILINE)
+    """The pipeline's last "N done, M skipped, F failed, L left" line (L: 0)."""
+    found = re.findall(r"^(\d+) done, (\d+) skipped, (\d+) failed, 0 left$", text, re.MULTILINE)
     assert found, text
     done, skipped, failed = map(int, found[-1])
     return done, skipped, failed
