@@ -126,7 +126,10 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, small_photo):
     ("args", "message"),
     [
         (["run", "--colors", "0"], "colors must be 1..65536"),
-        (["run", "--colors", "64", "--sample", "10"], "--sample must be at least colors (64), got 10"),
+        (
+            ["run", "--colors", "64", "--sample", "10"],
+            "--sample must be at least colors (64), got 10",
+        ),
         (["run", "--chunk", "abc"], "not an integer"),
         (["run", "--chunk", "8"], "--chunk must be 16..16384, got 8"),
         (["run", "--workers", "0"], "--workers must be 1..1024, got 0"),
