@@ -165,7 +165,10 @@ def _local(item: str) -> list[Entry]:
 def _explicit(path: str, info: os.stat_result | OSError) -> Entry:
     """The entry of an explicit path from its ``os.stat``, or the error that stat raised."""
     if isinstance(info, OSError):
-        raise InputError(path, _problem(info))
+        problem = _problem(info)
+        if info.errno == errno.ENOENT and path.rstrip("/").endswith(".zarr"):
+            problem += " (the store to write is named with --out)"
+        raise InputError(path, problem)
     if stat.S_ISDIR(info.st_mode):  # folders that are not Zarr arrays were listed instead
         return Entry(path, None, str(info.st_mtime_ns), zarr=True)
     if not stat.S_ISREG(info.st_mode):

@@ -213,6 +213,13 @@ def test_an_explicit_path_that_is_no_file_is_one_error(tmp_path, make, problem):
     assert problems(discover([str(path)])) == [f"{path}: {problem}"]
 
 
+def test_a_missing_store_name_given_as_an_input_points_to_store_option(tmp_path):
+    path = str(tmp_path / "out.zarr")
+    assert problems(discover([path])) == [
+        f"{path}: no such file (the store to write is named with --out)"
+    ]
+
+
 def test_a_path_below_a_file_is_an_error(tmp_path):
     file = touch(tmp_path / "a.png")
     assert problems(discover([file + "/b.png"])) == [f"{file}/b.png: not a directory"]
