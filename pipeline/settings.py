@@ -398,6 +398,18 @@ class Settings:
         if self.sample < self.colors:
             raise SettingError("sample", f"must be at least colors ({self.colors})", self.sample)
 
+    def target(self) -> tuple[str, float, float, str] | None:
+        """What the palette size is chosen for, if anything: ``(measure, MIN, MAX, text)``.
+
+        ``measure`` is ``"quality"`` (pngquant's 0-100) or ``"psnr"`` (dB); ``text`` is the
+        setting as given, for messages.
+        """
+        if self.quality is not None:
+            return ("quality", *quality_range(self.quality), str(self.quality))
+        if self.psnr is not None:
+            return ("psnr", *psnr_range(self.psnr), str(self.psnr))
+        return None
+
     def fit_settings(self) -> dict[str, Any]:
         """The settings that shape the palette and labels, as recorded in the store.
 

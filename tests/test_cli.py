@@ -200,6 +200,12 @@ def test_usage_errors_exit_2(tmp_path, args, message):
             {"DASK_PIPELINE__THREADS_MAX_BYTES": "-1"},
             "DASK_PIPELINE__THREADS_MAX_BYTES=-1: must be 0..1125899906842624",
         ),
+        (
+            [],
+            None,
+            {"DASK_PIPELINE__COLOURS": "32"},
+            "DASK_PIPELINE__COLOURS is not a pipeline setting (known: COLORS, SAMPLE, SEED,",
+        ),
         # the option wins over the environment (and then the variable is never looked at)
         (["--colors", "70000"], None, {"DASK_PIPELINE__COLORS": "abc"}, "--colors must be"),
     ],

@@ -35,7 +35,9 @@ def test_a_value_out_of_bounds_is_named_as_it_was_given(tmp_path):
         assert Running.from_config(batch_images=5).batch_images == 5  # an override wins
     with (
         dask.config.set({"pipeline.sample": 100}),  # not the default: named as configured
-        pytest.raises(SettingError, match=r"^pipeline\.sample \(100\) must be at least"),
+        pytest.raises(
+            SettingError, match=r"^pipeline\.sample must be at least colors \(200\), got 100$"
+        ),
     ):
         Settings.from_config(colors=200)
     with pytest.raises(SettingError, match=r"^tol must be a number, got '1'$"):

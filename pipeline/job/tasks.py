@@ -291,10 +291,10 @@ def fit_sampled(
             space=settings.space,
         )
 
-    target = Target.of(settings)
+    target = settings.target()
     if target is None:
         return fit_with(settings.colors)
-    return search_colours(fit_with, settings.colors, target, freq)
+    return search_colours(fit_with, settings.colors, Target(*target), freq)
 
 
 def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:

@@ -44,7 +44,6 @@ from pipeline.errors import ImageProblem
 from pipeline.quantize import colours, rgba
 from pipeline.quantize.fit import Fit
 from pipeline.quantize.metrics import psnr
-from pipeline.settings import Settings, psnr_range, quality_range
 
 #: libimagequant's internal gamma, and the gamma it gives an image that does not say (sRGB's
 #: approximation, 1 / 2.2).
@@ -112,15 +111,6 @@ class Target:
     low: float
     high: float
     given: str
-
-    @classmethod
-    def of(cls, settings: Settings) -> Target | None:
-        """The target ``settings`` ask for, if any."""
-        if settings.quality is not None:
-            return cls("quality", *quality_range(settings.quality), str(settings.quality))
-        if settings.psnr is not None:
-            return cls("psnr", *psnr_range(settings.psnr), str(settings.psnr))
-        return None
 
     def reached(self, fit: Fit, counts: NDArray[np.int64]) -> float:
         """The figure of ``fit`` over its counted colours (``counts`` per ``fit.keys``).
