@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-Q",
         "--quality",
         metavar="MIN-MAX",
-        help="quality 0-100 as pngquant's --quality: use the fewest colours (up to --colors) "
-        "reaching MAX; an image below MIN even with --colors colours fails. The quality is "
+        help="quality 0-100 as pngquant's --quality: use the fewest colours (up to --colors; "
+        "pngquant's limit is 256, add --colors 256 for the same) reaching MAX; an image below "
+        "MIN even with --colors colours fails. The quality is "
         "libimagequant's mapping of the mean squared error of gamma-adjusted 0..1 RGB (see "
         "README); 80 is about 37 dB of PSNR on those values. Also MAX (MIN is 90%% of it), "
         f"-MAX, MIN- (default: {_default('quality') or 'off'})",

@@ -184,7 +184,8 @@ def search_colours(
         raise QualityNotReached(
             f"{target.text(tried[most])} reached with {most} colours, below the "
             f"{target.low:g}{'' if target.measure == 'quality' else ' dB'} asked "
-            f"({option} {target.given})"
+            f"({option} {target.given}"
+            f"{'; --colors 256 allows more colours' if most < 256 else ''})"
         )
     if tried[most] >= target.high:
         lo, hi = 1, most  # the answer is in lo..hi, and hi reaches high

@@ -185,12 +185,14 @@ def test_between_min_and_max_the_largest_palette_is_kept(crop, counts):
         (
             "quality",
             "95-99",
-            r"^quality \d+ reached with 8 colours, below the 95 asked \(--quality 95-99\)$",
+            r"^quality \d+ reached with 8 colours, below the 95 asked "
+            r"\(--quality 95-99; --colors 256 allows more colours\)$",
         ),
         (
             "psnr",
             "45-50",
-            r"^\d+\.\d\d dB reached with 8 colours, below the 45 dB asked \(--psnr 45-50\)$",
+            r"^\d+\.\d\d dB reached with 8 colours, below the 45 dB asked "
+            r"\(--psnr 45-50; --colors 256 allows more colours\)$",
         ),
     ],
 )
@@ -269,7 +271,7 @@ def test_a_job_with_quality(tmp_path, write_image, crop):
     assert failed.status == "failed"
     assert re.fullmatch(
         rf"{re.escape(flat)}: quality \d+ reached with 64 colours, below the 20 asked "
-        r"\(--quality 20-40\)",
+        r"\(--quality 20-40; --colors 256 allows more colours\)",
         failed.error,
     )
     image = open_store(store)["crop.png"]
