@@ -647,13 +647,8 @@ def _run(args: argparse.Namespace) -> int:
     # Nothing to do, or a job already writing the store: say so before importing and starting
     # a cluster.
     found = find_inputs(inputs, where)
-    stop_point()  # a signal while listing: stop before anything starts
-    check_free(where)
     images, size = len(found.entries), sum(e.size or 0 for e in found.entries)
-    kind = local_kind(images, size, workers=job.get("workers"), choice=job.get("local_cluster"))
 
-    from pipeline.job.cluster import OnDemand, dashboard_link
-    from pipeline.job.progress import Progress
     from pipeline.job.summary import Summary
 
     def started(client: Any) -> None:
@@ -666,36 +661,43 @@ def _run(args: argparse.Namespace) -> int:
     gathered = Summary(images + len(found.errors))
     stopped = False
     report = job.get("report")
-    print(f"cluster: {address or _local_line(kind, job.get('workers'))}", file=sys.stderr)
-    stop_point()  # before a cluster starts
-    with (
-        _summary_also_when_interrupted(store, gathered),
-        OnDemand(address, workers=job.get("workers"), kind=kind, started=started) as cluster,
-        _performance_report(report, cluster),
-        Progress() as progress,
-    ):
-        # dask.array, zarr and the rest: imported while worker processes start
-        from pipeline.api import stream
+    with _summary_also_when_interrupted(store, gathered):
+        stop_point()  # a signal while listing: stop before anything starts
+        check_free(where)
+        from pipeline.job.cluster import OnDemand, dashboard_link
+        from pipeline.job.progress import Progress
 
-        try:
-            for result in stream(
-                found,
-                where,
-                overwrite=bool(job.get("overwrite")),
-                client=cluster,
-                on_start=counted,
-                notify=progress.note,
-                running={"stop_grace": job.get("stop_grace")},
-                **vars(settings),
-            ):
-                progress(result)
-                gathered.add(result)
-                if args.debug and result.detail:
-                    progress.note(result.detail.rstrip())
-        except (StoreUnwritable, SchedulerLost, LeaseLost) as exc:  # a summary of what was done
-            stopped = True
-            left = _not_done(gathered.left, exc)
-            progress.note(f"error: {exc}; {left}")
+        workers = job.get("workers")
+        kind = local_kind(images, size, workers=workers, choice=job.get("local_cluster"))
+        print(f"cluster: {address or _local_line(kind, workers)}", file=sys.stderr)
+        stop_point()  # before a cluster starts
+        with (
+            OnDemand(address, workers=workers, kind=kind, started=started) as cluster,
+            _performance_report(report, cluster),
+            Progress() as progress,
+        ):
+            # dask.array, zarr and the rest: imported while worker processes start
+            from pipeline.api import stream
+
+            try:
+                for result in stream(
+                    found,
+                    where,
+                    overwrite=bool(job.get("overwrite")),
+                    client=cluster,
+                    on_start=counted,
+                    notify=progress.note,
+                    running={"stop_grace": job.get("stop_grace")},
+                    **vars(settings),
+                ):
+                    progress(result)
+                    gathered.add(result)
+                    if args.debug and result.detail:
+                        progress.note(result.detail.rstrip())
+            except (StoreUnwritable, SchedulerLost, LeaseLost) as exc:  # a summary of what was done
+                stopped = True
+                left = _not_done(gathered.left, exc)
+                progress.note(f"error: {exc}; {left}")
     _summarize(store, gathered)
     if report:
         from pipeline.outputs.report import drop_remote_icons

@@ -283,8 +283,13 @@ class OnDemand:
             self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
         if self._thread is not None:
+            if isinstance(exc, KeyboardInterrupt) and self._thread.is_alive():
+                # Stopped by a signal before the worker processes were up: nothing ran on
+                # them, so the job leaves now rather than seconds later; they end with this
+                # process (distributed's worker processes watch their parent).
+                return
             self._thread.join()
         self._context.run(self._stack.close)
 

@@ -176,9 +176,12 @@ class ClusterExecutor:
         return future
 
     def cancel(self, futures: Iterable[Any]) -> None:
-        """Cancel work in flight (nothing to do without a scheduler: its work is gone)."""
-        client = self.client
-        if client.status == "running":
+        """Cancel work in flight (nothing to do without a scheduler: its work is gone).
+
+        A cluster still starting has nothing in flight, and is not waited for.
+        """
+        client = self.live_client()
+        if client is not None and client.status == "running":
             client.cancel(list(futures))
 
     def close(self) -> None:
@@ -306,9 +309,12 @@ class Runner:
                 raise stopping.Interrupted(stopping.requested())
             if deadline is None and stopping.requested():
                 deadline = time.monotonic() + self.running.stop_grace
+                flying = len(self.pending)
                 self.notify(
-                    f"stopping: submitting nothing more; {len(self.pending)} tasks in flight get "
+                    f"stopping: submitting nothing more; {flying:,} tasks in flight get "
                     f"{self.running.stop_grace:g} s to finish (a second signal stops at once)"
+                    if flying
+                    else "stopping: submitting nothing more, nothing was in flight"
                 )
             if self.lease is not None and self.lease.lost():
                 if (reason := self.lease.unwritable()) is not None:

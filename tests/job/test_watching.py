@@ -6,6 +6,7 @@ cluster, and reads its output line by line as it comes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from tests.conftest import sklearn_photo
@@ -154,6 +156,27 @@ def test_a_stop_during_start_up_stops_there(thumbnails: Path, tmp_path: Path) ->
     assert "dashboard: " not in job.stderr()  # no cluster was started
     assert not (tmp_path / "s.zarr").exists()
     assert job.stderr().endswith("interrupted: complete images are kept; run again to finish")
+
+
+def test_a_stop_while_worker_processes_start_does_not_wait_for_them(
+    thumbnails: Path, tmp_path: Path
+) -> None:
+    # Worker processes start in the background while the job imports its libraries: a first
+    # signal then submits nothing, and the job leaves without waiting for them to be up; they
+    # end with it (their parent gone), none is left behind.
+    job = Job(str(thumbnails), "-o", "s.zarr", "--local-cluster", "processes", cwd=tmp_path)
+    job.wait_for(r"^cluster: local, \d+ worker processes")
+    job.signal(signal.SIGINT)
+    spawned: set[psutil.Process] = set()
+    while job.process.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            spawned.update(psutil.Process(job.process.pid).children(recursive=True))
+        time.sleep(0.05)
+    status, out = job.finish()
+    assert status == 130, job.stderr()
+    assert counts(out) == {"done": 0, "skipped": 0, "failed": 0, "left": THUMBNAILS}
+    _, alive = psutil.wait_procs(spawned, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
 
 
 def test_a_second_signal_stops_at_once_and_the_summary_agrees_with_the_store(
