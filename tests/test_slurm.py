@@ -114,12 +114,14 @@ def assert_whole(store: Path, names: list[str]) -> None:
     assert [f.problems for f in findings if not f.whole] == []
 
 
-def summary(text: str) -> tuple[int, int, int]:
-    """The pipeline's last "N done, M skipped, F failed, L left" line (L: 0)."""
-    found = re.findall(r"^(\d+) done, (\d+) skipped, (\d+) failed, 0 left$", text, re.MULTILINE)
+def summary(text: str) -> tuple[int, int, int, int]:
+    """The pipeline's last "N done, M skipped, F failed, L left" line, as numbers."""
+    found = re.findall(
+        r"^([\d,]+) done, ([\d,]+) skipped, ([\d,]+) failed, ([\d,]+) left$", text, re.MULTILINE
+    )
     assert found, text
-    done, skipped, failed = map(int, found[-1])
-    return done, skipped, failed
+    done, skipped, failed, left = (int(n.replace(",", "")) for n in found[-1])
+    return done, skipped, failed, left
 
 
 def markers(store: Path) -> int:
@@ -138,7 +140,7 @@ def test_sbatch_job_completes_with_exit_0_whole_store_and_no_traceback(
     job_id = submit(slurm, tmp_path, *sample_images(), "--out", str(store), *FAST)
     record, text = finished(slurm, tmp_path, job_id)
     assert_succeeded(record, text)
-    assert summary(text) == (2, 0, 0)
+    assert summary(text) == (2, 0, 0, 0)
     # the pipeline started once both workers had joined (problem 4)
     assert re.search(r"^scheduler: tcp://127\.0\.0\.1:\d+, 2 worker\(s\)", text, re.MULTILINE)
     assert complete_names(store) == ["china.jpg", "flower.jpg"]
@@ -168,7 +170,7 @@ def test_two_sbatch_jobs_run_at_once_on_one_node(slurm: SlurmCluster, tmp_path: 
     for name, job_id in jobs.items():
         record, text = finished(slurm, tmp_path / name, job_id)
         assert_succeeded(record, text)
-        assert summary(text) == (2, 0, 0)
+        assert summary(text) == (2, 0, 0, 0)
         ports.update(re.findall(r"^scheduler: tcp://127\.0\.0\.1:(\d+)", text, re.MULTILINE))
         assert_whole(tmp_path / name / "out.zarr", complete_names(tmp_path / name / "out.zarr"))
     assert len(ports) == 2
@@ -260,8 +262,7 @@ def test_stopped_job_keeps_complete_images_and_a_resubmission_finishes_the_rest(
         assert record["DerivedExitCode"] == "0:0", text  # the workers ended by themselves
         assert "USR1: asking the pipeline to stop" in text
         assert "Traceback" not in text, text
-        done, skipped, failed = summary(text)
-        assert (done, skipped, failed) == (len(kept), 0, 0), text
+        assert summary(text) == (len(kept), 0, 0, IMAGES - len(kept)), text
     else:
         assert record["JobState"] == "CANCELLED", text
     assert_whole(store, kept)
@@ -269,7 +270,7 @@ def test_stopped_job_keeps_complete_images_and_a_resubmission_finishes_the_rest(
     again = submit(slurm, tmp_path, *args)
     record, text = finished(slurm, tmp_path, again)
     assert_succeeded(record, text)
-    assert summary(text) == (IMAGES - len(kept), len(kept), 0)
+    assert summary(text) == (IMAGES - len(kept), len(kept), 0, 0)
     names = complete_names(store)
     assert len(names) == IMAGES
     assert_whole(store, names)
@@ -293,7 +294,7 @@ def test_launcher_runs_the_job_on_worker_jobs_and_cancels_them(
         env=slurm.env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert launched.returncode == 0, launched.stderr
-    assert summary(launched.stdout + launched.stderr) == (2, 0, 0)
+    assert summary(launched.stdout + launched.stderr) == (2, 0, 0, 0)
     (worker_output,) = logs.glob("pipeline-worker-*.out")
     worker_job = worker_output.stem.rsplit("-", 1)[1]
     assert slurm.wait_job(worker_job, timeout=60)["JobState"] == "CANCELLED"
