@@ -158,3 +158,19 @@ def test_settings_of_any_name_are_shown_generically():
     )
     assert "quality" not in settings_line({**settings, "quality": None})  # off by default
     assert settings_text([]) == ""
+
+
+def test_targets_are_shown_under_their_option_names_old_stores_included(tmp_path):
+    from pipeline.store.read import image_settings
+
+    iio.imwrite(tmp_path / "p.png", skimage.data.coffee()[:80, :120])
+    store = str(tmp_path / "q.zarr")
+    (result,) = compress([str(tmp_path / "p.png")], store, colors=64, quality="20-40")
+    assert result.status == "done", result
+    done = run("info", store, cwd=tmp_path)
+    assert "quality 20-40" in done.stdout
+    assert "pngquant_quality" not in done.stdout
+    # a store written before --psnr recorded a PSNR target as "quality"
+    old = image_settings({"fit_settings": {"quality": "30-40", "max_iter": 1}})
+    assert (old["psnr"], old["quality"]) == ("30-40", None)
+    assert "PSNR target dB 30-40" in settings_line(old)
