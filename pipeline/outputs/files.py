@@ -30,6 +30,7 @@ from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.job.graph import rebuild
 from pipeline.outputs.png import write_indexed_png
 from pipeline.paths import create_unique, is_url
+from pipeline.quantize.order import adjacent_pairs, cooccurrence_order, new_labels
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -231,8 +232,10 @@ def write_palette_image(
     entries) and one index per pixel, made from the labels; the order of the entries in the
     file puts the transparent colours first (a short PNG ``tRNS`` chunk; GIF's transparent
     index 0). PNG is written by :mod:`pipeline.outputs.png` (1, 2, 4 or 8 bits per pixel as k
-    allows, rows unfiltered, deflate level 9), ``rows`` rows of labels in memory at a time; GIF by
-    Pillow, from every index in memory (1 byte per pixel).
+    allows, a row filter, libdeflate level 12), with its entries in the modified-Zeng order
+    (:mod:`pipeline.quantize.order`: colours that touch side by side, so that the row filters
+    predict), from ``rows`` rows of labels at a time, read twice (counting, then writing); GIF
+    by Pillow, from every index in memory (1 byte per pixel).
     PNG of more colours is RGB (RGBA). WebP is lossless (libwebp indexes up to 256 colours on
     its own), keeping the colour of transparent pixels too.
 
@@ -293,7 +296,13 @@ def write_palette_image(
         if icc is not None:
             options["icc_profile"] = icc
     else:
-        order, index = _file_order(palette, alpha)
+        if extension == ".png":
+            # colours that touch side by side, so that the row filters predict indices well
+            bands = (labels[top : top + rows, :] for top in range(0, labels.shape[0], rows))
+            preferred = cooccurrence_order(adjacent_pairs(bands, len(palette)))
+        else:  # LZW does not predict: any order compresses the same
+            preferred = np.arange(len(palette))
+        order, index = _file_order(alpha, preferred)
         if extension == ".png":
             opaque_from = None if alpha is None else np.count_nonzero(alpha < 255)
             write_indexed_png(
@@ -326,20 +335,18 @@ def _lookup(table: NDArray[np.uint8], labels: Labels, rows: int) -> NDArray[np.u
 
 
 def _file_order(
-    palette: NDArray[np.uint8], alpha: NDArray[np.uint8] | None
+    alpha: NDArray[np.uint8] | None, preferred: NDArray[np.intp]
 ) -> tuple[NDArray[np.intp], NDArray[np.uint8]]:
     """The order of the palette in an indexed file, and the file index of each label.
 
     Transparent entries first (PNG's ``tRNS`` then covers only them; GIF's transparent
-    index is 0), then from dark to light (so that a PNG filter can predict indices from their
-    neighbours' in smooth areas, see :mod:`pipeline.outputs.png`).
+    index is 0), each group in the ``preferred`` order (a permutation of the labels).
     """
-    light = palette[:, :3].astype(np.int64) @ np.array([299, 587, 114])
-    opaque = np.ones(len(palette), dtype=bool) if alpha is None else alpha == 255
-    order = np.lexsort((light, opaque))
-    index = np.empty(len(palette), dtype=np.uint8)
-    index[order] = np.arange(len(palette))
-    return order, index
+    k = len(preferred)
+    opaque = np.ones(k, dtype=bool) if alpha is None else alpha == 255
+    rank = new_labels(preferred, np.intp)
+    order = np.lexsort((rank, opaque))
+    return order, new_labels(order, np.uint8)
 
 
 def _gif(

@@ -42,11 +42,18 @@ def adjacent_pairs(bands: Iterable[NDArray[np.integer]], k: int) -> NDArray[np.i
     ndarray of int64, shape (k, k)
         Symmetric; entry ``[a, b]`` counts the pixel pairs (left-right or above-below) whose
         labels are ``a`` and ``b``, ``a != b``; the diagonal is 0.
+
+    Raises
+    ------
+    IndexError
+        When a label is not below ``k``.
     """
     counts = np.zeros(k * k, dtype=np.int64)
     above: NDArray[np.intp] | None = None
     for band in bands:
         labels = np.asarray(band).astype(np.intp)
+        if labels.size and (labels.min() < 0 or labels.max() >= k):
+            raise IndexError(f"a label is outside 0 .. {k - 1}")
         stacked = labels if above is None else np.concatenate([above[None], labels])
         for first, second in ((labels[:, :-1], labels[:, 1:]), (stacked[:-1], stacked[1:])):
             differ = first != second

@@ -23,6 +23,7 @@ from PIL import Image
 from pipeline import compress, compress_array, write_images
 from pipeline.cli import build_parser, main
 from pipeline.outputs.files import format_problem, write_palette_image
+from pipeline.quantize.order import palette_order
 
 SMALL = {"sample": 500, "chunk": 32}  # 120 x 170 crops: 4 x 6 labels chunks
 
@@ -83,12 +84,10 @@ def written(palette, labels, extension):
     return file.getvalue()
 
 
-def in_lightness_order(found, palette):
-    """The PNG's PLTE: the stored palette's k entries, dark to light (so filters can predict)."""
+def in_cooccurrence_order(found, palette, labels):
+    """The PNG's PLTE: the stored palette's k entries, colours that touch side by side."""
     in_file = np.frombuffer(found[b"PLTE"], dtype=np.uint8).reshape(-1, 3)
-    assert sorted(map(tuple, in_file)) == sorted(map(tuple, palette[:, :3]))
-    light = in_file.astype(np.int64) @ [299, 587, 114]
-    assert np.all(np.diff(light) >= 0)
+    assert np.array_equal(in_file, palette[palette_order(labels, len(palette)), :3])
     return in_file
 
 
@@ -107,7 +106,7 @@ def test_png_is_indexed_from_the_stored_palette_and_exact(store, tmp_path, china
     data = (tmp_path / "out" / "china.png").read_bytes()
     found = chunks(data)
     assert found[b"IHDR"][:10] == struct.pack(">IIBB", 640, 427, 8, 3)  # 8-bit palette
-    in_file = in_lightness_order(found, palette)  # the stored palette, its k entries only
+    in_file = in_cooccurrence_order(found, palette, labels)  # its k entries only
     assert b"tRNS" not in found
     with Image.open(io.BytesIO(data)) as image:
         assert image.mode == "P"
@@ -129,7 +128,7 @@ def test_png_has_the_fewest_bits_per_pixel_the_palette_allows(
     data = (tmp_path / "out" / "p.png").read_bytes()
     found = chunks(data)
     assert found[b"IHDR"][8:10] == bytes([depth, 3])
-    in_lightness_order(found, palette)
+    in_cooccurrence_order(found, palette, labels)
     assert np.array_equal(decoded(data), palette[labels])
 
 
@@ -245,8 +244,12 @@ def test_png_of_an_rgba_palette_has_a_short_trns_chunk_and_exact_alpha(rgba):
     data = written(palette, labels, ".png")
     found = chunks(data)
     assert found[b"IHDR"][8:10] == bytes([4, 3])
-    assert found[b"PLTE"] == palette[[1, 3, 0, 2, 4], :3].tobytes()  # transparent ones first
-    assert found[b"tRNS"] == bytes([0, 128])  # the others are opaque
+    preferred = palette_order(labels, 5).tolist()
+    transparent_first = [i for i in preferred if i in (1, 3)] + [
+        i for i in preferred if i not in (1, 3)
+    ]
+    assert found[b"PLTE"] == palette[transparent_first, :3].tobytes()
+    assert found[b"tRNS"] == palette[transparent_first[:2], 3].tobytes()  # the others opaque
     assert np.array_equal(decoded(data, "RGBA"), palette[labels])  # colours under alpha 0 too
 
 
@@ -381,7 +384,7 @@ def test_indexed_files_hold_the_labels_in_memory_never_rgb(store, tmp_path, chin
 
 
 @pytest.mark.parametrize("colours", [2, 4, 16, 200])
-def test_png_rows_unfiltered_in_several_idat_chunks(monkeypatch, colours):
+def test_png_rows_in_several_idat_chunks(monkeypatch, colours):
     from pipeline.outputs import png
 
     monkeypatch.setattr(png, "IDAT_BYTES", 64)  # many chunks
@@ -409,5 +412,49 @@ def test_a_smooth_image_gets_paeth_filtered_rows_and_stays_exact():
     rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(512, 513)
     assert set(rows[:, 0]) == {png.PAETH}
     assert np.array_equal(decoded(data), palette[labels])
-    unfiltered = len(zlib.compress(png.pack_rows(labels, 8), 9))
+    unfiltered = len(png.deflate(png.scanlines(labels, png.NONE, labels[0])))
     assert len(idat) < 0.95 * unfiltered
+
+
+def unfiltered_oracle(rows, kind):
+    """PNG's reconstruction of one byte per pixel rows (filter types 0, 1, 4), byte by byte."""
+    out = [[0] * len(rows[0]) for _ in rows]
+    for y, row in enumerate(rows):
+        for x, value in enumerate(row):
+            left = out[y][x - 1] if x else 0
+            up = out[y - 1][x] if y else 0
+            corner = out[y - 1][x - 1] if x and y else 0
+            if kind == 0:
+                guess = 0
+            elif kind == 1:
+                guess = left
+            else:
+                p = left + up - corner
+                far = [abs(p - left), abs(p - up), abs(p - corner)]
+                guess = (left, up, corner)[far.index(min(far))]
+            out[y][x] = (int(value) + guess) % 256
+    return np.array(out, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", [0, 1, 4])
+def test_each_png_filter_is_undone_by_pngs_own_reconstruction(kind):
+    from pipeline.outputs import png
+
+    rng = np.random.default_rng(kind)
+    packed = rng.integers(0, 256, (9, 14), dtype=np.uint8)
+    rows = png.scanlines(packed, kind, np.zeros(14, dtype=np.uint8))
+    assert set(rows[:, 0]) == {kind}
+    assert np.array_equal(unfiltered_oracle(rows[:, 1:], kind), packed)
+
+
+@pytest.mark.parametrize("colours", [16, 128])
+def test_a_photos_png_is_smaller_than_pillows_optimized_one(store, tmp_path, china, colours):
+    compress_array(china, store, "china.jpg", colors=colours, chunk=200, sample=2000)
+    palette, labels = stored(store, "china.jpg")
+    data = written(palette, labels, ".png")
+    assert np.array_equal(decoded(data), palette[labels])
+    image = Image.fromarray(labels.astype(np.uint8), "P")
+    image.putpalette(palette[:, :3].tobytes())
+    pillows = io.BytesIO()
+    image.save(pillows, format="PNG", optimize=True)
+    assert len(data) < 0.97 * len(pillows.getvalue())

@@ -131,3 +131,8 @@ def test_reordering_keeps_every_pixel_and_the_label_type(dtype):
     assert labels_now.dtype == dtype
     assert np.array_equal(new_palette[labels_now], palette[labels])
     assert np.array_equal(new_labels(order)[order], np.arange(12))
+
+
+def test_a_label_beyond_the_palette_is_refused():
+    with pytest.raises(IndexError):
+        adjacent_pairs([np.array([[0, 1], [3, 1]], dtype=np.uint8)], 3)
