@@ -346,7 +346,9 @@ def _file_order(
     opaque = np.ones(k, dtype=bool) if alpha is None else alpha == 255
     rank = new_labels(preferred, np.intp)
     order = np.lexsort((rank, opaque))
-    return order, new_labels(order, np.uint8)
+    index = np.empty(k, dtype=np.uint8)
+    index[order] = np.arange(k)
+    return order, index
 
 
 def _gif(

@@ -100,11 +100,12 @@ def scanlines(packed: NDArray[np.uint8], kind: int, above: NDArray[np.uint8]) ->
     return rows
 
 
-def deflate(data: NDArray[np.uint8] | bytes) -> bytes:
+def deflate(data: NDArray[np.uint8]) -> bytes:
     """A zlib stream of ``data`` (what ``IDAT`` holds), by libdeflate at :data:`LEVEL`."""
     import imagecodecs
 
-    return bytes(imagecodecs.deflate_encode(data, level=LEVEL))
+    # any contiguous buffer, not a copy as bytes (the stubs say bytes)
+    return bytes(imagecodecs.deflate_encode(data, level=LEVEL))  # type: ignore[arg-type]
 
 
 def best_filter(packed: NDArray[np.uint8]) -> int:
