@@ -4,9 +4,9 @@ Each complete image of a store becomes a file (or a Zarr array) in an output fol
 under a hidden temporary name and renamed into place once complete. Existing outputs are kept
 unless ``overwrite``; an image whose output would land in its source's folder is left out unless
 ``into_sources``; an incomplete or damaged image is left out with its reason, and the others
-are still written. PNG, GIF and WebP files are made from the palette and labels themselves, and
-decode to exactly ``palette[labels]``: indexed files of the palette's colours where the format
-allows (PNG and GIF of at most 256 colours), lossless WebP.
+are still written. PNG, GIF, WebP and JPEG XL files are made from the palette and labels
+themselves, and decode to exactly ``palette[labels]``: indexed files of the palette's colours
+where the format allows (PNG and GIF of at most 256 colours), lossless WebP and JPEG XL.
 """
 
 from __future__ import annotations
@@ -147,7 +147,13 @@ def write_zarr(pixels: da.Array, target: str) -> None:
 
 
 #: Formats written from the palette and labels themselves, losslessly, and their names.
-PALETTE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WebP"}
+PALETTE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WebP", ".jxl": "JPEG XL"}
+
+#: Formats whose encoder takes an effort: lowest, highest, default. JPEG XL: libjxl's effort;
+#: WebP: libwebp's method. Measured on photo8 (benchmarks/formats.py): JPEG XL effort 9 makes
+#: files 3-7% smaller than effort 7 for 3 times the time; WebP method 6 saves 3% over method 4
+#: for 20 times the time (china: 0.09 s against 6.1 s) and twice the memory.
+EFFORTS = {".jxl": (1, 10, 9), ".webp": (0, 6, 4)}
 
 #: Most colours of an indexed (palette) PNG or GIF.
 INDEXED_COLOURS = 256
@@ -170,7 +176,10 @@ class Labels(Protocol):
 
 
 def format_problem(
-    palette: NDArray[np.uint8], shape: tuple[int, ...], extension: str
+    palette: NDArray[np.uint8],
+    shape: tuple[int, ...],
+    extension: str,
+    icc: bytes | None = None,
 ) -> str | None:
     """Why an image cannot be written as ``extension`` without losing pixels, if it cannot.
 
@@ -181,15 +190,22 @@ def format_problem(
     shape : tuple of int
         The image's (H, W).
     extension : str
-        ``.gif``, ``.webp``, ...: formats other than GIF and WebP have no limit checked here.
+        ``.gif``, ``.webp``, ``.jxl``, ...: other formats have no limit checked here.
+    icc : bytes, optional
+        The ICC profile the colours are in (None: sRGB).
 
     Returns
     -------
     str or None
         One line saying what the format cannot hold (more pixels across than GIF or WebP
         allow; for GIF, more than 256 colours, or transparency other than one fully transparent
-        colour); None when the image can be written.
+        colour; for JPEG XL, an ICC profile); None when the image can be written.
     """
+    if extension == ".jxl" and icc is not None:
+        return (
+            "its colours are in the ICC profile of its source, which JPEG XL is written here "
+            "without; --format png or webp keeps the profile"
+        )
     height, width = shape
     side = MAX_SIDE.get(extension)
     if side is not None and max(height, width) > side:
@@ -224,8 +240,9 @@ def write_palette_image(
     *,
     rows: int = 1024,
     icc: bytes | None = None,
+    effort: int | None = None,
 ) -> None:
-    """Write the image ``palette[labels]`` as a PNG, GIF or WebP file, losslessly.
+    """Write the image ``palette[labels]`` as a PNG, GIF, WebP or JPEG XL file, losslessly.
 
     Decoding the file (to RGB, or RGBA for an RGBA palette) gives exactly ``palette[labels]``.
     PNG and GIF of at most 256 colours are indexed: the file holds the palette (only its k
@@ -236,8 +253,9 @@ def write_palette_image(
     (:mod:`pipeline.quantize.order`: colours that touch side by side, so that the row filters
     predict), from ``rows`` rows of labels at a time, read twice (counting, then writing); GIF
     by Pillow, from every index in memory (1 byte per pixel).
-    PNG of more colours is RGB (RGBA). WebP is lossless (libwebp indexes up to 256 colours on
-    its own), keeping the colour of transparent pixels too.
+    PNG of more colours is RGB (RGBA). WebP and JPEG XL are lossless (libwebp and libjxl index
+    the colours on their own: the order of the palette does not reach them), keeping the colour
+    of transparent pixels too; both need the RGB (RGBA) image in memory.
 
     Parameters
     ----------
@@ -248,13 +266,15 @@ def write_palette_image(
     file : binary file
         Open for writing; written from its position, and left open.
     extension : str
-        ``.png``, ``.gif`` or ``.webp``.
+        ``.png``, ``.gif``, ``.webp`` or ``.jxl``.
     rows : int
         Rows of labels read at once (a multiple of a zarr array's chunk height reads each chunk
         once).
     icc : bytes, optional
         The ICC profile the palette's colours are in (a palette kept in its source's profile):
-        embedded in PNG and WebP files (GIF has no place for it).
+        embedded in PNG and WebP files (GIF has no place for it; JPEG XL is refused).
+    effort : int, optional
+        For JPEG XL and WebP, the encoder's effort (:data:`EFFORTS`: range and default).
 
     Raises
     ------
@@ -277,19 +297,24 @@ def write_palette_image(
         )
     if extension not in PALETTE_FORMATS:
         raise ValueError(f"{extension!r} is not one of {', '.join(PALETTE_FORMATS)}")
-    problem = format_problem(palette, labels.shape, extension)
+    problem = format_problem(palette, labels.shape, extension, icc)
     if problem is not None:
         raise ValueError(problem)
+    effort = check_effort(extension, effort)
     alpha = _alpha(palette)
+    colours = palette if alpha is not None else palette[:, :3]
     options: dict[str, Any]
+    if extension == ".jxl":
+        import imagecodecs
+
+        pixels = _lookup(colours, labels, rows)
+        file.write(imagecodecs.jpegxl_encode(pixels, lossless=True, effort=effort))
+        return
     if extension == ".webp" or len(palette) > INDEXED_COLOURS:
-        colours = palette if alpha is not None else palette[:, :3]
         image = Image.fromarray(_lookup(colours, labels, rows))  # RGBA shared, RGB copied
         # RGB PNG keeps Pillow's defaults, as before: level 9 takes 5 times as long for 1-2%.
-        # WebP method 4: method 6 saves 0-4% (8 photos at k = 128) for 15-70 times the time
-        # and twice the memory (china: 0.09 s against 6.1 s).
         options = (
-            {"lossless": True, "quality": 100, "method": 4, "exact": True}
+            {"lossless": True, "quality": 100, "method": effort, "exact": True}
             if extension == ".webp"
             else {}
         )
@@ -316,6 +341,29 @@ def write_palette_image(
             return
         image, options = _gif(palette[order], alpha, _lookup(index, labels, rows))
     image.save(file, format=PALETTE_FORMATS[extension].upper(), **options)
+
+
+def check_effort(extension: str, effort: int | None) -> int | None:
+    """The encoder effort to write ``extension`` with: ``effort``, or the format's default.
+
+    None for formats without one (:data:`EFFORTS`).
+
+    Raises
+    ------
+    UsageError
+        For an effort outside the format's range, or given for a format without one.
+    """
+    if extension not in EFFORTS:
+        if effort is not None:
+            known = " and ".join(f[1:] for f in EFFORTS)
+            raise UsageError(f"--effort {effort}: only {known} take an effort, not {extension[1:]}")
+        return None
+    low, high, default = EFFORTS[extension]
+    if effort is None:
+        return default
+    if not low <= effort <= high:
+        raise UsageError(f"--effort {effort}: {PALETTE_FORMATS[extension]} takes {low} to {high}")
+    return effort
 
 
 def _alpha(palette: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
@@ -429,7 +477,7 @@ def check_extension(extension: str) -> str:
     if not (
         suffix.isascii()
         and suffix.isalnum()
-        and (suffix == "zarr" or f".{suffix}" in known_extensions)
+        and (suffix == "zarr" or f".{suffix}" in (*known_extensions, *PALETTE_FORMATS))
     ):
         raise UsageError(f"{extension!r}: not an image format (png, tif, zarr, webp, jpg, ...)")
     return f".{suffix}"
@@ -443,6 +491,7 @@ def write_each(
     *,
     overwrite: bool = False,
     into_sources: bool = False,
+    effort: int | None = None,
 ) -> Iterator[Outcome]:
     """Write rebuilt images as :func:`write_images` does, yielding each image's outcome.
 
@@ -456,9 +505,11 @@ def write_each(
     half written. An existing file (or folder) of that name is kept unless ``overwrite``; with
     it, it is replaced once the new one is complete. An image whose recorded source
     (``source.path``, compared as real paths; sources behind URLs never match) lies in
-    ``out_dir`` is left out unless ``into_sources``.
+    ``out_dir`` is left out unless ``into_sources``. ``effort`` is the JPEG XL or WebP
+    encoder's (:func:`check_effort`).
     """
     extension = check_extension(extension)
+    effort = check_effort(extension, effort)
     chosen = None if not names else list(dict.fromkeys(check_name(n) for n in names))
     if is_url(out_dir):
         raise UsageError(f"{out_dir}: the output folder must be a local folder")
@@ -478,6 +529,7 @@ def write_each(
                 extension,
                 overwrite=overwrite,
                 into_sources=into_sources,
+                effort=effort,
             )
         except _Unwritable as exc:
             left = len(listed) - done
@@ -504,6 +556,7 @@ def _write_one(
     *,
     overwrite: bool,
     into_sources: bool,
+    effort: int | None,
 ) -> Outcome:
     """Write image ``name``, or say why not.
 
@@ -531,14 +584,16 @@ def _write_one(
             f"{source}; choose another --out, or give --allow-source-folder to write there",
             "kept",
         )
-    refused = format_problem(image.palette, image.labels.shape, extension)
+    refused = format_problem(
+        image.palette, image.labels.shape, extension, kept_profile(image.attrs)
+    )
     if refused:
         return Outcome(name, None, f"not written: {refused}", "failed")
     kept = kept_reason(target, extension == ".zarr", overwrite)
     if kept:
         return Outcome(name, None, f"not written: {kept}", "kept")
     try:
-        _write_atomically(image, target, extension, overwrite=overwrite)
+        _write_atomically(image, target, extension, overwrite=overwrite, effort=effort)
     except Damaged as exc:
         return Outcome(name, None, exc.problem, "damaged")
     except TargetExists:
@@ -619,20 +674,22 @@ def remove_output(path: str) -> None:
             os.unlink(path)
 
 
-def _write_atomically(image: StoredImage, target: str, extension: str, *, overwrite: bool) -> None:
+def _write_atomically(
+    image: StoredImage, target: str, extension: str, *, overwrite: bool, effort: int | None
+) -> None:
     """Write ``image`` rebuilt to a temporary beside ``target``, then rename it to ``target``."""
     folder = extension == ".zarr"
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     temp = temporary_beside(target, "tmp", make=True, folder=folder)
     try:
-        _write_pixels(image, temp, extension)
+        _write_pixels(image, temp, extension, effort)
         publish(temp, target, folder=folder, overwrite=overwrite)
     except BaseException:
         remove_output(temp)
         raise
 
 
-def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
+def _write_pixels(image: StoredImage, path: str, extension: str, effort: int | None) -> None:
     """Write ``image`` rebuilt to ``path`` (an existing empty file, or folder for ``.zarr``)."""
     pixels = rebuild(image)
     if extension == ".zarr":
@@ -653,6 +710,7 @@ def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
                 extension,
                 rows=image.labels.chunks[0],
                 icc=kept_profile(image.attrs),
+                effort=effort,
             )
         else:
             import imageio.v3 as iio

@@ -338,7 +338,7 @@ def test_the_writer_refuses_what_it_cannot_write_exactly(rgba):
         written(palette[:, :2], labels, ".png")
     with pytest.raises(ValueError, match=r"^a palette is"):
         written(palette.astype(np.uint16), labels, ".png")
-    with pytest.raises(ValueError, match=r"^'\.bmp' is not one of \.png, \.gif, \.webp$"):
+    with pytest.raises(ValueError, match=r"^'\.bmp' is not one of \.png, \.gif, \.webp, \.jxl$"):
         written(palette, labels, ".bmp")
 
 
@@ -347,7 +347,14 @@ def test_help_says_which_formats_are_indexed_and_exact():
     text = " ".join(
         parser._subparsers._group_actions[0].choices["reconstruct"].format_help().split()
     )
-    for words in ("indexed PNG and GIF", "above 256 colours", "lossless WebP", "GIF of over 256"):
+    for words in (
+        "indexed PNG and GIF",
+        "above 256 colours",
+        "lossless WebP",
+        "GIF of over 256",
+        "lossless JPEG XL",
+        "--effort N",
+    ):
         assert words in text
 
 
@@ -458,3 +465,76 @@ def test_a_photos_png_is_smaller_than_pillows_optimized_one(store, tmp_path, chi
     pillows = io.BytesIO()
     image.save(pillows, format="PNG", optimize=True)
     assert len(data) < 0.97 * len(pillows.getvalue())
+
+
+def jxl_decoded(data):
+    import imagecodecs
+
+    return np.asarray(imagecodecs.jpegxl_decode(data))
+
+
+def test_jxl_is_exact_and_smaller_than_the_png(store, tmp_path, capsys, china):
+    compress_array(china, store, "china.jpg", colors=64, chunk=200, sample=2000)
+    out_dir = tmp_path / "out"
+    for form in ("jxl", "png"):
+        code, _, err = cli(capsys, store, "--out", out_dir, "--format", form)
+        assert (code, err) == (0, [])
+    data = (out_dir / "china.jxl").read_bytes()
+    assert data[:2] == b"\xff\x0a"  # a bare JPEG XL codestream
+    assert np.array_equal(jxl_decoded(data), expected(store, "china.jpg"))
+    assert len(data) < (out_dir / "china.png").stat().st_size
+
+
+@pytest.mark.parametrize("effort", [1, 10])
+def test_jxl_of_an_rgba_palette_keeps_alpha_and_the_colours_under_it(rgba, effort):
+    palette, labels = rgba
+    file = io.BytesIO()
+    write_palette_image(palette, labels[:40, :50], file, ".jxl", effort=effort)
+    assert np.array_equal(jxl_decoded(file.getvalue()), palette[labels[:40, :50]])
+
+
+def test_jxl_of_a_store_with_a_kept_profile_is_one_line_and_png_embeds_it(tmp_path, small_photo):
+    from PIL import ImageCms
+
+    from tests.viewing import save
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = save(tmp_path / "photo.png", small_photo, icc=icc)
+    store = str(tmp_path / "s.zarr")
+    compress([path], store, color_profile="keep", colors=16, sample=500)
+    done = write_images(store, str(tmp_path / "out"), extension=".jxl")
+    assert list(done.left_out) == ["photo.png"]
+    assert "ICC profile" in done.left_out["photo.png"]
+    assert "--format png or webp" in done.left_out["photo.png"]
+    assert "\n" not in done.left_out["photo.png"]
+    assert not (tmp_path / "out" / "photo.jxl").exists()
+
+
+def test_webp_effort_is_passed_on_and_stays_exact(store, tmp_path, capsys, small_photo):
+    compress_array(small_photo, store, "p.png", colors=32, **SMALL)
+    for effort in ("0", "6"):
+        out_dir = tmp_path / effort
+        code, _, err = cli(capsys, store, "--out", out_dir, "--format", "webp", "--effort", effort)
+        assert (code, err) == (0, [])
+        assert np.array_equal(decoded((out_dir / "p.webp").read_bytes()), expected(store, "p.png"))
+
+
+@pytest.mark.parametrize(
+    ("form", "effort", "says"),
+    [
+        ("jxl", "11", "--effort 11: JPEG XL takes 1 to 10"),
+        ("webp", "7", "--effort 7: WebP takes 0 to 6"),
+        ("png", "3", "--effort 3: only jxl and webp take an effort, not png"),
+    ],
+)
+def test_an_effort_the_format_does_not_take_is_a_usage_error(
+    store, tmp_path, capsys, small_photo, form, effort, says
+):
+    compress_array(small_photo, store, "p.png", colors=8, **SMALL)
+    code, out, err = cli(
+        capsys, store, "--out", tmp_path / "out", "--format", form, "--effort", effort
+    )
+    assert (code, out) == (2, [])
+    assert len(err) == 1
+    assert says in err[0]
+    assert not (tmp_path / "out").exists()
