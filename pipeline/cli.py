@@ -462,8 +462,9 @@ unknown --format; an --effort the format does not take; an --out that is a file 
         default="png",
         help="file extension (default: png). png and gif: indexed PNG and GIF of the stored "
         "palette, exactly the stored pixels, holding the labels (and for png one filtered copy) "
-        "in memory, 1-2 bytes per pixel, never RGB; png puts colours that touch side by side in the palette, filters the rows and "
-        "deflates with libdeflate 12: smaller than oxipng -o 2 makes, 0.3 s per megapixel; above "
+        "in memory, 1-2 bytes per pixel, never RGB; png puts colours that touch side by side in "
+        "the palette, filters the rows and deflates with libdeflate 12: smaller than oxipng -o 2 "
+        "makes, 0.3 s per megapixel; above "
         "256 colours, png is RGB and gif is refused. jxl: lossless JPEG XL, exact, the smallest "
         "(0.57-0.73x pngquant's PNG at 16-256 colours, effort 9), 1.5 s per megapixel; "
         "not for a palette kept in its source's ICC profile. webp: lossless WebP, exact. "
