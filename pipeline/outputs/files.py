@@ -150,9 +150,10 @@ def write_zarr(pixels: da.Array, target: str) -> None:
 PALETTE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WebP", ".jxl": "JPEG XL"}
 
 #: Formats whose encoder takes an effort: lowest, highest, default. JPEG XL: libjxl's effort;
-#: WebP: libwebp's method. Measured on photo8 (benchmarks/formats.py): JPEG XL effort 9 makes
-#: files 3-7% smaller than effort 7 for 3 times the time; WebP method 6 saves 3% over method 4
-#: for 20 times the time (china: 0.09 s against 6.1 s) and twice the memory.
+#: WebP: libwebp's method. Measured on photo8 at k = 16-256 (benchmarks/formats.py): JPEG XL
+#: effort 9 makes files 4-8% smaller than effort 7 for 3 times the time, and 10 another 3-4%
+#: for 3 times again; WebP method 6 saves 3% over method 4 for 20 times the time and twice
+#: the memory.
 EFFORTS = {".jxl": (1, 10, 9), ".webp": (0, 6, 4)}
 
 #: Most colours of an indexed (palette) PNG or GIF.
@@ -283,6 +284,8 @@ def write_palette_image(
         format cannot hold (:func:`format_problem` says why).
     IndexError
         When a label is not below k.
+    UsageError
+        For an ``effort`` the format does not take (:func:`check_effort`).
     """
     from PIL import Image
 
