@@ -142,17 +142,19 @@ def test_uint16_labels_of_at_most_256_colours_are_indexed_too(store, tmp_path, s
     assert np.array_equal(decoded(data), palette[labels])
 
 
-def test_above_256_colours_png_is_rgb_as_before_and_webp_lossless(store, tmp_path, small_photo):
+def test_above_256_colours_png_is_rgb_as_before_webp_and_jxl_lossless(store, tmp_path, small_photo):
     compress_array(small_photo, store, "p.png", colors=400, **SMALL)
     palette, labels = stored(store, "p.png")
     assert len(palette) > 256
-    for extension in (".png", ".webp"):
+    for extension in (".png", ".webp", ".jxl"):
         write_images(store, str(tmp_path / "out"), extension=extension)
     png = (tmp_path / "out" / "p.png").read_bytes()
     assert chunks(png)[b"IHDR"][8:10] == bytes([8, 2])  # 8-bit RGB
     assert png == iio.imwrite("<bytes>", palette[labels], extension=".png")  # as before
     webp = (tmp_path / "out" / "p.webp").read_bytes()
     assert np.array_equal(decoded(webp), palette[labels])
+    jxl = (tmp_path / "out" / "p.jxl").read_bytes()
+    assert np.array_equal(jxl_decoded(jxl), palette[labels])
 
 
 def test_gif_and_webp_are_exact(store, tmp_path, small_photo):
