@@ -4,9 +4,9 @@ Each complete image of a store becomes a file (or a Zarr array) in an output fol
 under a hidden temporary name and renamed into place once complete. Existing outputs are kept
 unless ``overwrite``; an image whose output would land in its source's folder is left out unless
 ``into_sources``; an incomplete or damaged image is left out with its reason, and the others
-are still written. PNG, GIF and WebP files are made from the palette and labels themselves, and
-decode to exactly ``palette[labels]``: indexed files of the palette's colours where the format
-allows (PNG and GIF of at most 256 colours), lossless WebP.
+are still written. PNG, GIF, WebP and JPEG XL files are made from the palette and labels
+themselves, and decode to exactly ``palette[labels]``: indexed files of the palette's colours
+where the format allows (PNG and GIF of at most 256 colours), lossless WebP and JPEG XL.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pipeline.errors import PipelineError, UsageError, os_reason, unwritable
 from pipeline.job.graph import rebuild
 from pipeline.outputs.png import write_indexed_png
 from pipeline.paths import create_unique, is_url
+from pipeline.quantize.order import adjacent_pairs, cooccurrence_order, new_labels
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -146,7 +147,14 @@ def write_zarr(pixels: da.Array, target: str) -> None:
 
 
 #: Formats written from the palette and labels themselves, losslessly, and their names.
-PALETTE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WebP"}
+PALETTE_FORMATS = {".png": "PNG", ".gif": "GIF", ".webp": "WebP", ".jxl": "JPEG XL"}
+
+#: Formats whose encoder takes an effort: lowest, highest, default. JPEG XL: libjxl's effort;
+#: WebP: libwebp's method. Measured on photo8 at k = 16-256 (benchmarks/formats.py): JPEG XL
+#: effort 9 makes files 4-8% smaller than effort 7 for 3 times the time, and 10 another 3-4%
+#: for 3 times again; WebP method 6 saves 3% over method 4 for 20 times the time and twice
+#: the memory.
+EFFORTS = {".jxl": (1, 10, 9), ".webp": (0, 6, 4)}
 
 #: Most colours of an indexed (palette) PNG or GIF.
 INDEXED_COLOURS = 256
@@ -169,7 +177,10 @@ class Labels(Protocol):
 
 
 def format_problem(
-    palette: NDArray[np.uint8], shape: tuple[int, ...], extension: str
+    palette: NDArray[np.uint8],
+    shape: tuple[int, ...],
+    extension: str,
+    icc: bytes | None = None,
 ) -> str | None:
     """Why an image cannot be written as ``extension`` without losing pixels, if it cannot.
 
@@ -180,15 +191,22 @@ def format_problem(
     shape : tuple of int
         The image's (H, W).
     extension : str
-        ``.gif``, ``.webp``, ...: formats other than GIF and WebP have no limit checked here.
+        ``.gif``, ``.webp``, ``.jxl``, ...: other formats have no limit checked here.
+    icc : bytes, optional
+        The ICC profile the colours are in (None: sRGB).
 
     Returns
     -------
     str or None
         One line saying what the format cannot hold (more pixels across than GIF or WebP
         allow; for GIF, more than 256 colours, or transparency other than one fully transparent
-        colour); None when the image can be written.
+        colour; for JPEG XL, an ICC profile); None when the image can be written.
     """
+    if extension == ".jxl" and icc is not None:
+        return (
+            "its colours are in the ICC profile of its source, which JPEG XL is written here "
+            "without; --format png or webp keeps the profile"
+        )
     height, width = shape
     side = MAX_SIDE.get(extension)
     if side is not None and max(height, width) > side:
@@ -223,18 +241,22 @@ def write_palette_image(
     *,
     rows: int = 1024,
     icc: bytes | None = None,
+    effort: int | None = None,
 ) -> None:
-    """Write the image ``palette[labels]`` as a PNG, GIF or WebP file, losslessly.
+    """Write the image ``palette[labels]`` as a PNG, GIF, WebP or JPEG XL file, losslessly.
 
     Decoding the file (to RGB, or RGBA for an RGBA palette) gives exactly ``palette[labels]``.
     PNG and GIF of at most 256 colours are indexed: the file holds the palette (only its k
     entries) and one index per pixel, made from the labels; the order of the entries in the
     file puts the transparent colours first (a short PNG ``tRNS`` chunk; GIF's transparent
     index 0). PNG is written by :mod:`pipeline.outputs.png` (1, 2, 4 or 8 bits per pixel as k
-    allows, rows unfiltered, deflate level 9), ``rows`` rows of labels in memory at a time; GIF by
-    Pillow, from every index in memory (1 byte per pixel).
-    PNG of more colours is RGB (RGBA). WebP is lossless (libwebp indexes up to 256 colours on
-    its own), keeping the colour of transparent pixels too.
+    allows, a row filter, libdeflate level 12), with its entries in the modified-Zeng order
+    (:mod:`pipeline.quantize.order`: colours that touch side by side, so that the row filters
+    predict), from ``rows`` rows of labels at a time, read twice (counting, then writing); GIF
+    by Pillow, from every index in memory (1 byte per pixel).
+    PNG of more colours is RGB (RGBA). WebP and JPEG XL are lossless (libwebp and libjxl index
+    the colours on their own: the order of the palette does not reach them), keeping the colour
+    of transparent pixels too; both need the RGB (RGBA) image in memory.
 
     Parameters
     ----------
@@ -245,13 +267,15 @@ def write_palette_image(
     file : binary file
         Open for writing; written from its position, and left open.
     extension : str
-        ``.png``, ``.gif`` or ``.webp``.
+        ``.png``, ``.gif``, ``.webp`` or ``.jxl``.
     rows : int
         Rows of labels read at once (a multiple of a zarr array's chunk height reads each chunk
         once).
     icc : bytes, optional
         The ICC profile the palette's colours are in (a palette kept in its source's profile):
-        embedded in PNG and WebP files (GIF has no place for it).
+        embedded in PNG and WebP files (GIF has no place for it; JPEG XL is refused).
+    effort : int, optional
+        For JPEG XL and WebP, the encoder's effort (:data:`EFFORTS`: range and default).
 
     Raises
     ------
@@ -260,6 +284,8 @@ def write_palette_image(
         format cannot hold (:func:`format_problem` says why).
     IndexError
         When a label is not below k.
+    UsageError
+        For an ``effort`` the format does not take (:func:`check_effort`).
     """
     from PIL import Image
 
@@ -274,26 +300,37 @@ def write_palette_image(
         )
     if extension not in PALETTE_FORMATS:
         raise ValueError(f"{extension!r} is not one of {', '.join(PALETTE_FORMATS)}")
-    problem = format_problem(palette, labels.shape, extension)
+    problem = format_problem(palette, labels.shape, extension, icc)
     if problem is not None:
         raise ValueError(problem)
+    effort = check_effort(extension, effort)
     alpha = _alpha(palette)
+    colours = palette if alpha is not None else palette[:, :3]
     options: dict[str, Any]
+    if extension == ".jxl":
+        import imagecodecs
+
+        pixels = _lookup(colours, labels, rows)
+        file.write(imagecodecs.jpegxl_encode(pixels, lossless=True, effort=effort))
+        return
     if extension == ".webp" or len(palette) > INDEXED_COLOURS:
-        colours = palette if alpha is not None else palette[:, :3]
         image = Image.fromarray(_lookup(colours, labels, rows))  # RGBA shared, RGB copied
         # RGB PNG keeps Pillow's defaults, as before: level 9 takes 5 times as long for 1-2%.
-        # WebP method 4: method 6 saves 0-4% (8 photos at k = 128) for 15-70 times the time
-        # and twice the memory (china: 0.09 s against 6.1 s).
         options = (
-            {"lossless": True, "quality": 100, "method": 4, "exact": True}
+            {"lossless": True, "quality": 100, "method": effort, "exact": True}
             if extension == ".webp"
             else {}
         )
         if icc is not None:
             options["icc_profile"] = icc
     else:
-        order, index = _file_order(palette, alpha)
+        if extension == ".png":
+            # colours that touch side by side, so that the row filters predict indices well
+            bands = (labels[top : top + rows, :] for top in range(0, labels.shape[0], rows))
+            preferred = cooccurrence_order(adjacent_pairs(bands, len(palette)))
+        else:  # LZW does not predict: any order compresses the same
+            preferred = np.arange(len(palette))
+        order, index = _file_order(alpha, preferred)
         if extension == ".png":
             opaque_from = None if alpha is None else np.count_nonzero(alpha < 255)
             write_indexed_png(
@@ -307,6 +344,29 @@ def write_palette_image(
             return
         image, options = _gif(palette[order], alpha, _lookup(index, labels, rows))
     image.save(file, format=PALETTE_FORMATS[extension].upper(), **options)
+
+
+def check_effort(extension: str, effort: int | None) -> int | None:
+    """The encoder effort to write ``extension`` with: ``effort``, or the format's default.
+
+    None for formats without one (:data:`EFFORTS`).
+
+    Raises
+    ------
+    UsageError
+        For an effort outside the format's range, or given for a format without one.
+    """
+    if extension not in EFFORTS:
+        if effort is not None:
+            known = " and ".join(f[1:] for f in EFFORTS)
+            raise UsageError(f"--effort {effort}: only {known} take an effort, not {extension[1:]}")
+        return None
+    low, high, default = EFFORTS[extension]
+    if effort is None:
+        return default
+    if not low <= effort <= high:
+        raise UsageError(f"--effort {effort}: {PALETTE_FORMATS[extension]} takes {low} to {high}")
+    return effort
 
 
 def _alpha(palette: NDArray[np.uint8]) -> NDArray[np.uint8] | None:
@@ -326,19 +386,19 @@ def _lookup(table: NDArray[np.uint8], labels: Labels, rows: int) -> NDArray[np.u
 
 
 def _file_order(
-    palette: NDArray[np.uint8], alpha: NDArray[np.uint8] | None
+    alpha: NDArray[np.uint8] | None, preferred: NDArray[np.intp]
 ) -> tuple[NDArray[np.intp], NDArray[np.uint8]]:
     """The order of the palette in an indexed file, and the file index of each label.
 
     Transparent entries first (PNG's ``tRNS`` then covers only them; GIF's transparent
-    index is 0), then from dark to light (so that a PNG filter can predict indices from their
-    neighbours' in smooth areas, see :mod:`pipeline.outputs.png`).
+    index is 0), each group in the ``preferred`` order (a permutation of the labels).
     """
-    light = palette[:, :3].astype(np.int64) @ np.array([299, 587, 114])
-    opaque = np.ones(len(palette), dtype=bool) if alpha is None else alpha == 255
-    order = np.lexsort((light, opaque))
-    index = np.empty(len(palette), dtype=np.uint8)
-    index[order] = np.arange(len(palette))
+    k = len(preferred)
+    opaque = np.ones(k, dtype=bool) if alpha is None else alpha == 255
+    rank = new_labels(preferred, np.intp)
+    order = np.lexsort((rank, opaque))
+    index = np.empty(k, dtype=np.uint8)
+    index[order] = np.arange(k)
     return order, index
 
 
@@ -420,7 +480,7 @@ def check_extension(extension: str) -> str:
     if not (
         suffix.isascii()
         and suffix.isalnum()
-        and (suffix == "zarr" or f".{suffix}" in known_extensions)
+        and (suffix == "zarr" or f".{suffix}" in (*known_extensions, *PALETTE_FORMATS))
     ):
         raise UsageError(f"{extension!r}: not an image format (png, tif, zarr, webp, jpg, ...)")
     return f".{suffix}"
@@ -434,6 +494,7 @@ def write_each(
     *,
     overwrite: bool = False,
     into_sources: bool = False,
+    effort: int | None = None,
 ) -> Iterator[Outcome]:
     """Write rebuilt images as :func:`write_images` does, yielding each image's outcome.
 
@@ -447,9 +508,11 @@ def write_each(
     half written. An existing file (or folder) of that name is kept unless ``overwrite``; with
     it, it is replaced once the new one is complete. An image whose recorded source
     (``source.path``, compared as real paths; sources behind URLs never match) lies in
-    ``out_dir`` is left out unless ``into_sources``.
+    ``out_dir`` is left out unless ``into_sources``. ``effort`` is the JPEG XL or WebP
+    encoder's (:func:`check_effort`).
     """
     extension = check_extension(extension)
+    effort = check_effort(extension, effort)
     chosen = None if not names else list(dict.fromkeys(check_name(n) for n in names))
     if is_url(out_dir):
         raise UsageError(f"{out_dir}: the output folder must be a local folder")
@@ -469,6 +532,7 @@ def write_each(
                 extension,
                 overwrite=overwrite,
                 into_sources=into_sources,
+                effort=effort,
             )
         except _Unwritable as exc:
             left = len(listed) - done
@@ -495,6 +559,7 @@ def _write_one(
     *,
     overwrite: bool,
     into_sources: bool,
+    effort: int | None,
 ) -> Outcome:
     """Write image ``name``, or say why not.
 
@@ -522,14 +587,16 @@ def _write_one(
             f"{source}; choose another --out, or give --allow-source-folder to write there",
             "kept",
         )
-    refused = format_problem(image.palette, image.labels.shape, extension)
+    refused = format_problem(
+        image.palette, image.labels.shape, extension, kept_profile(image.attrs)
+    )
     if refused:
         return Outcome(name, None, f"not written: {refused}", "failed")
     kept = kept_reason(target, extension == ".zarr", overwrite)
     if kept:
         return Outcome(name, None, f"not written: {kept}", "kept")
     try:
-        _write_atomically(image, target, extension, overwrite=overwrite)
+        _write_atomically(image, target, extension, overwrite=overwrite, effort=effort)
     except Damaged as exc:
         return Outcome(name, None, exc.problem, "damaged")
     except TargetExists:
@@ -610,20 +677,22 @@ def remove_output(path: str) -> None:
             os.unlink(path)
 
 
-def _write_atomically(image: StoredImage, target: str, extension: str, *, overwrite: bool) -> None:
+def _write_atomically(
+    image: StoredImage, target: str, extension: str, *, overwrite: bool, effort: int | None
+) -> None:
     """Write ``image`` rebuilt to a temporary beside ``target``, then rename it to ``target``."""
     folder = extension == ".zarr"
     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     temp = temporary_beside(target, "tmp", make=True, folder=folder)
     try:
-        _write_pixels(image, temp, extension)
+        _write_pixels(image, temp, extension, effort)
         publish(temp, target, folder=folder, overwrite=overwrite)
     except BaseException:
         remove_output(temp)
         raise
 
 
-def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
+def _write_pixels(image: StoredImage, path: str, extension: str, effort: int | None) -> None:
     """Write ``image`` rebuilt to ``path`` (an existing empty file, or folder for ``.zarr``)."""
     pixels = rebuild(image)
     if extension == ".zarr":
@@ -644,6 +713,7 @@ def _write_pixels(image: StoredImage, path: str, extension: str) -> None:
                 extension,
                 rows=image.labels.chunks[0],
                 icc=kept_profile(image.attrs),
+                effort=effort,
             )
         else:
             import imageio.v3 as iio

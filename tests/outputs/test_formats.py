@@ -23,6 +23,7 @@ from PIL import Image
 from pipeline import compress, compress_array, write_images
 from pipeline.cli import build_parser, main
 from pipeline.outputs.files import format_problem, write_palette_image
+from pipeline.quantize.order import palette_order
 
 SMALL = {"sample": 500, "chunk": 32}  # 120 x 170 crops: 4 x 6 labels chunks
 
@@ -83,12 +84,10 @@ def written(palette, labels, extension):
     return file.getvalue()
 
 
-def in_lightness_order(found, palette):
-    """The PNG's PLTE: the stored palette's k entries, dark to light (so filters can predict)."""
+def in_cooccurrence_order(found, palette, labels):
+    """The PNG's PLTE: the stored palette's k entries, colours that touch side by side."""
     in_file = np.frombuffer(found[b"PLTE"], dtype=np.uint8).reshape(-1, 3)
-    assert sorted(map(tuple, in_file)) == sorted(map(tuple, palette[:, :3]))
-    light = in_file.astype(np.int64) @ [299, 587, 114]
-    assert np.all(np.diff(light) >= 0)
+    assert np.array_equal(in_file, palette[palette_order(labels, len(palette)), :3])
     return in_file
 
 
@@ -107,7 +106,7 @@ def test_png_is_indexed_from_the_stored_palette_and_exact(store, tmp_path, china
     data = (tmp_path / "out" / "china.png").read_bytes()
     found = chunks(data)
     assert found[b"IHDR"][:10] == struct.pack(">IIBB", 640, 427, 8, 3)  # 8-bit palette
-    in_file = in_lightness_order(found, palette)  # the stored palette, its k entries only
+    in_file = in_cooccurrence_order(found, palette, labels)  # its k entries only
     assert b"tRNS" not in found
     with Image.open(io.BytesIO(data)) as image:
         assert image.mode == "P"
@@ -129,7 +128,7 @@ def test_png_has_the_fewest_bits_per_pixel_the_palette_allows(
     data = (tmp_path / "out" / "p.png").read_bytes()
     found = chunks(data)
     assert found[b"IHDR"][8:10] == bytes([depth, 3])
-    in_lightness_order(found, palette)
+    in_cooccurrence_order(found, palette, labels)
     assert np.array_equal(decoded(data), palette[labels])
 
 
@@ -143,17 +142,19 @@ def test_uint16_labels_of_at_most_256_colours_are_indexed_too(store, tmp_path, s
     assert np.array_equal(decoded(data), palette[labels])
 
 
-def test_above_256_colours_png_is_rgb_as_before_and_webp_lossless(store, tmp_path, small_photo):
+def test_above_256_colours_png_is_rgb_as_before_webp_and_jxl_lossless(store, tmp_path, small_photo):
     compress_array(small_photo, store, "p.png", colors=400, **SMALL)
     palette, labels = stored(store, "p.png")
     assert len(palette) > 256
-    for extension in (".png", ".webp"):
+    for extension in (".png", ".webp", ".jxl"):
         write_images(store, str(tmp_path / "out"), extension=extension)
     png = (tmp_path / "out" / "p.png").read_bytes()
     assert chunks(png)[b"IHDR"][8:10] == bytes([8, 2])  # 8-bit RGB
     assert png == iio.imwrite("<bytes>", palette[labels], extension=".png")  # as before
     webp = (tmp_path / "out" / "p.webp").read_bytes()
     assert np.array_equal(decoded(webp), palette[labels])
+    jxl = (tmp_path / "out" / "p.jxl").read_bytes()
+    assert np.array_equal(jxl_decoded(jxl), palette[labels])
 
 
 def test_gif_and_webp_are_exact(store, tmp_path, small_photo):
@@ -245,8 +246,12 @@ def test_png_of_an_rgba_palette_has_a_short_trns_chunk_and_exact_alpha(rgba):
     data = written(palette, labels, ".png")
     found = chunks(data)
     assert found[b"IHDR"][8:10] == bytes([4, 3])
-    assert found[b"PLTE"] == palette[[1, 3, 0, 2, 4], :3].tobytes()  # transparent ones first
-    assert found[b"tRNS"] == bytes([0, 128])  # the others are opaque
+    preferred = palette_order(labels, 5).tolist()
+    transparent_first = [i for i in preferred if i in (1, 3)] + [
+        i for i in preferred if i not in (1, 3)
+    ]
+    assert found[b"PLTE"] == palette[transparent_first, :3].tobytes()
+    assert found[b"tRNS"] == palette[transparent_first[:2], 3].tobytes()  # the others opaque
     assert np.array_equal(decoded(data, "RGBA"), palette[labels])  # colours under alpha 0 too
 
 
@@ -335,7 +340,7 @@ def test_the_writer_refuses_what_it_cannot_write_exactly(rgba):
         written(palette[:, :2], labels, ".png")
     with pytest.raises(ValueError, match=r"^a palette is"):
         written(palette.astype(np.uint16), labels, ".png")
-    with pytest.raises(ValueError, match=r"^'\.bmp' is not one of \.png, \.gif, \.webp$"):
+    with pytest.raises(ValueError, match=r"^'\.bmp' is not one of \.png, \.gif, \.webp, \.jxl$"):
         written(palette, labels, ".bmp")
 
 
@@ -344,7 +349,14 @@ def test_help_says_which_formats_are_indexed_and_exact():
     text = " ".join(
         parser._subparsers._group_actions[0].choices["reconstruct"].format_help().split()
     )
-    for words in ("indexed PNG and GIF", "above 256 colours", "lossless WebP", "GIF of over 256"):
+    for words in (
+        "indexed PNG and GIF",
+        "above 256 colours",
+        "lossless WebP",
+        "GIF of over 256",
+        "lossless JPEG XL",
+        "--effort N",
+    ):
         assert words in text
 
 
@@ -381,7 +393,7 @@ def test_indexed_files_hold_the_labels_in_memory_never_rgb(store, tmp_path, chin
 
 
 @pytest.mark.parametrize("colours", [2, 4, 16, 200])
-def test_png_rows_unfiltered_in_several_idat_chunks(monkeypatch, colours):
+def test_png_rows_in_several_idat_chunks(monkeypatch, colours):
     from pipeline.outputs import png
 
     monkeypatch.setattr(png, "IDAT_BYTES", 64)  # many chunks
@@ -396,7 +408,7 @@ def test_png_rows_unfiltered_in_several_idat_chunks(monkeypatch, colours):
     assert np.array_equal(decoded(data, "RGB"), palette[labels])
 
 
-def test_a_smooth_image_gets_paeth_filtered_rows_and_stays_exact():
+def test_a_smooth_image_gets_filtered_rows_and_stays_exact():
     import skimage.data
 
     from pipeline.outputs import png
@@ -407,7 +419,129 @@ def test_a_smooth_image_gets_paeth_filtered_rows_and_stays_exact():
     data = written(palette, labels, ".png")
     idat = chunks(data)[b"IDAT"]
     rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(512, 513)
-    assert set(rows[:, 0]) == {png.PAETH}
+    (kind,) = set(rows[:, 0])  # one filter type for every row, and not none
+    assert kind != png.NONE
     assert np.array_equal(decoded(data), palette[labels])
-    unfiltered = len(zlib.compress(png.pack_rows(labels, 8), 9))
+    unfiltered = len(png.deflate(png.scanlines(labels, png.NONE)))
     assert len(idat) < 0.95 * unfiltered
+
+
+def unfiltered_oracle(rows, kind):
+    """PNG's reconstruction of rows of one byte per pixel, byte by byte (the spec's rules)."""
+    out = [[0] * len(rows[0]) for _ in rows]
+    for y, row in enumerate(rows):
+        for x, value in enumerate(row):
+            left = out[y][x - 1] if x else 0
+            up = out[y - 1][x] if y else 0
+            corner = out[y - 1][x - 1] if x and y else 0
+            if kind == 0:
+                guess = 0
+            elif kind == 1:
+                guess = left
+            elif kind == 2:
+                guess = up
+            elif kind == 3:
+                guess = (left + up) // 2
+            else:
+                p = left + up - corner
+                far = [abs(p - left), abs(p - up), abs(p - corner)]
+                guess = (left, up, corner)[far.index(min(far))]
+            out[y][x] = (int(value) + guess) % 256
+    return np.array(out, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2, 3, 4])
+def test_each_png_filter_is_undone_by_pngs_own_reconstruction(kind):
+    from pipeline.outputs import png
+
+    rng = np.random.default_rng(kind)
+    packed = rng.integers(0, 256, (9, 14), dtype=np.uint8)
+    rows = png.scanlines(packed, kind)
+    assert set(rows[:, 0]) == {kind}
+    assert np.array_equal(unfiltered_oracle(rows[:, 1:], kind), packed)
+
+
+@pytest.mark.parametrize("colours", [16, 128])
+def test_a_photos_png_is_smaller_than_pillows_optimized_one(store, tmp_path, china, colours):
+    compress_array(china, store, "china.jpg", colors=colours, chunk=200, sample=2000)
+    palette, labels = stored(store, "china.jpg")
+    data = written(palette, labels, ".png")
+    assert np.array_equal(decoded(data), palette[labels])
+    image = Image.fromarray(labels.astype(np.uint8), "P")
+    image.putpalette(palette[:, :3].tobytes())
+    pillows = io.BytesIO()
+    image.save(pillows, format="PNG", optimize=True)
+    assert len(data) < len(pillows.getvalue())
+
+
+def jxl_decoded(data):
+    import imagecodecs
+
+    return np.asarray(imagecodecs.jpegxl_decode(data))
+
+
+def test_jxl_is_exact_and_smaller_than_the_png(store, tmp_path, capsys, china):
+    compress_array(china, store, "china.jpg", colors=64, chunk=200, sample=2000)
+    out_dir = tmp_path / "out"
+    for form in ("jxl", "png"):
+        code, _, err = cli(capsys, store, "--out", out_dir, "--format", form)
+        assert (code, err) == (0, [])
+    data = (out_dir / "china.jxl").read_bytes()
+    assert data[:2] == b"\xff\x0a"  # a bare JPEG XL codestream
+    assert np.array_equal(jxl_decoded(data), expected(store, "china.jpg"))
+    assert len(data) < (out_dir / "china.png").stat().st_size
+
+
+@pytest.mark.parametrize("effort", [1, 10])
+def test_jxl_of_an_rgba_palette_keeps_alpha_and_the_colours_under_it(rgba, effort):
+    palette, labels = rgba
+    file = io.BytesIO()
+    write_palette_image(palette, labels[:40, :50], file, ".jxl", effort=effort)
+    assert np.array_equal(jxl_decoded(file.getvalue()), palette[labels[:40, :50]])
+
+
+def test_jxl_of_a_store_with_a_kept_profile_is_one_line_and_png_embeds_it(tmp_path, small_photo):
+    from PIL import ImageCms
+
+    from tests.viewing import save
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = save(tmp_path / "photo.png", small_photo, icc=icc)
+    store = str(tmp_path / "s.zarr")
+    compress([path], store, color_profile="keep", colors=16, sample=500)
+    done = write_images(store, str(tmp_path / "out"), extension=".jxl")
+    assert list(done.left_out) == ["photo.png"]
+    assert "ICC profile" in done.left_out["photo.png"]
+    assert "--format png or webp" in done.left_out["photo.png"]
+    assert "\n" not in done.left_out["photo.png"]
+    assert not (tmp_path / "out" / "photo.jxl").exists()
+
+
+def test_webp_effort_is_passed_on_and_stays_exact(store, tmp_path, capsys, small_photo):
+    compress_array(small_photo, store, "p.png", colors=32, **SMALL)
+    for effort in ("0", "6"):
+        out_dir = tmp_path / effort
+        code, _, err = cli(capsys, store, "--out", out_dir, "--format", "webp", "--effort", effort)
+        assert (code, err) == (0, [])
+        assert np.array_equal(decoded((out_dir / "p.webp").read_bytes()), expected(store, "p.png"))
+
+
+@pytest.mark.parametrize(
+    ("form", "effort", "says"),
+    [
+        ("jxl", "11", "--effort 11: JPEG XL takes 1 to 10"),
+        ("webp", "7", "--effort 7: WebP takes 0 to 6"),
+        ("png", "3", "--effort 3: only jxl and webp take an effort, not png"),
+    ],
+)
+def test_an_effort_the_format_does_not_take_is_a_usage_error(
+    store, tmp_path, capsys, small_photo, form, effort, says
+):
+    compress_array(small_photo, store, "p.png", colors=8, **SMALL)
+    code, out, err = cli(
+        capsys, store, "--out", tmp_path / "out", "--format", form, "--effort", effort
+    )
+    assert (code, out) == (2, [])
+    assert len(err) == 1
+    assert says in err[0]
+    assert not (tmp_path / "out").exists()
