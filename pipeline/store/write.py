@@ -467,9 +467,10 @@ def create_image(
     after all, zarr refuses and the image fails.
 
     Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
-    chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
-    when it is all zeros, so a chunk's presence means it was written. The levels of their
-    pyramid (:mod:`pipeline.store.ngff`) are made alike, empty, beside them.
+    chunks, so no two tasks write one chunk), cut to the image on a side it is smaller than a
+    chunk (:func:`stored_chunks`: no padding to compress), compressed, and every chunk is
+    written even when it is all zeros, so a chunk's presence means it was written. The levels of
+    their pyramid (:mod:`pipeline.store.ngff`) are made alike, empty, beside them.
 
     Returns
     -------
@@ -492,6 +493,7 @@ def create_image(
         group = make(overwrite=not fresh)
     except ContainsGroupError:  # made since the listing (by a job that lost the store)
         group = make(overwrite=True)
+    chunks = stored_chunks(shape, chunks)
     arrays = [
         group.create_array(
             ngff.level_path(level),
@@ -506,6 +508,16 @@ def create_image(
         for level in range(ngff.level_count(shape, chunks))
     ]
     return arrays[0]
+
+
+def stored_chunks(shape: tuple[int, int], chunks: tuple[int, int]) -> tuple[int, int]:
+    """The chunk shape of labels of ``shape`` worked on in ``chunks``: no side beyond the image.
+
+    An image smaller than a chunk on a side is one block on that side, so the work's blocks
+    still cover whole chunks, and its pyramid has the same levels
+    (:func:`pipeline.store.ngff.level_count`).
+    """
+    return min(chunks[0], shape[0]), min(chunks[1], shape[1])
 
 
 def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slice]]:
