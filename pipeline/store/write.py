@@ -34,9 +34,12 @@ from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
 
 #: Version of the store layout described in docs/store-format.md.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: First format version whose images have a labels pyramid and OME-NGFF metadata.
 PYRAMID_VERSION = 3
+#: First format version whose images no longer than :data:`pipeline.store.ngff.WHOLE_SIDE`
+#: have no pyramid.
+WHOLE_VERSION = 4
 #: Value of the ``format`` attribute of the root group and of each image group.
 FORMAT_NAME = "pipeline.palette-image"
 #: zstd level of labels and palette chunks.
