@@ -16,7 +16,10 @@ on PATH), the ratios store / PNG and store / pngquant, and the wall time of ``co
 one warm-up run on one photo).
 
 Usage: python benchmarks/store_bytes.py --work DIR [--k 16 64 128 256] [--set photo8 gray]
-    [--compression portable archival] [--chunk 1024]
+    [--compression portable archival] [--chunk 1024] [--zstd-levels 1 3 5 9 12 19]
+
+With ``--zstd-levels``, each store's labels are also encoded at those zstd levels alone (bytes
+against the PNGs, encode time in one thread): the measurements behind the default level.
 """
 
 from __future__ import annotations
@@ -82,6 +85,45 @@ def pngquant_bytes(pngquant: str, inputs: list[Path], k: int, folder: Path) -> i
     return total
 
 
+def zstd_levels(store: Path, levels: list[int], png: int, repeat: int = 3) -> None:
+    """Bytes and encode speed of the labels of ``store`` at each zstd level, against ``png``.
+
+    Each image's labels are cut into the chunks the store holds and encoded alone with
+    ``numcodecs.Zstd`` (what zarr's ``zstd`` codec runs), in this one thread; the time is the
+    median of ``repeat`` encodings of all of them.
+    """
+    import numcodecs
+    import numpy as np
+
+    import pipeline
+
+    chunks = []
+    for image in pipeline.open_store(str(store)).values():
+        labels, (rows, cols) = image.labels[...], image.labels.chunks
+        chunks += [
+            np.ascontiguousarray(labels[y : y + rows, x : x + cols])
+            for y in range(0, labels.shape[0], rows)
+            for x in range(0, labels.shape[1], cols)
+        ]
+    pixels = sum(c.size for c in chunks)
+    print(f"\nlabels of {store.name}: {pixels / 1e6:.2f} MP in {len(chunks)} chunks, one thread")
+    print("| zstd level | labels B | labels / PNG | encode ms | MP/s |")
+    print("|---|---|---|---|---|")
+    for level in levels:
+        codec = numcodecs.Zstd(level=level)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            size = sum(len(codec.encode(c)) for c in chunks)
+            times.append(time.perf_counter() - start)
+        seconds = sorted(times)[len(times) // 2]
+        print(
+            f"| {level} | {size:,} | {size / png:.3f} | {seconds * 1e3:.0f} "
+            f"| {pixels / 1e6 / seconds:.0f} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -89,6 +131,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", choices=list(SETS), default=list(SETS), dest="sets")
     parser.add_argument("--compression", nargs="+", default=[None])
     parser.add_argument("--chunk", type=int)
+    parser.add_argument(
+        "--zstd-levels", type=int, nargs="*", default=[], help="also encode each store's labels"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
@@ -141,6 +186,8 @@ def main() -> None:
                     + f" | {png:,} | {quant:,} | {total / png:.3f} | {vs_quant} | {seconds:.2f} |",
                     flush=True,
                 )
+                if args.zstd_levels:
+                    zstd_levels(store, args.zstd_levels, png)
 
 
 if __name__ == "__main__":
