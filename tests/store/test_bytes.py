@@ -4,8 +4,11 @@ Real jobs write real stores on disk from real photos; bytes are deterministic.
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import dask.config
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -13,8 +16,11 @@ import zarr
 
 from pipeline import compress, open_store
 from pipeline.cli import main
+from pipeline.errors import UsageError
+from pipeline.settings import Settings, read_job_file
 from pipeline.store.read import open_pyramid
 from tests.conftest import sklearn_photo
+from tests.test_cli import run
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +64,95 @@ def test_a_format_3_store_is_still_listed_verified_and_rebuilt(format3, tmp_path
     assert main(["reconstruct", str(format3), "--out", str(tmp_path / "out")]) == 0
     rebuilt = iio.imread(tmp_path / "out" / "strip.png")
     assert np.array_equal(rebuilt, image.palette[image.labels[...]])
+
+
+def store_bytes(store: Path) -> int:
+    """Bytes of every file of ``store``."""
+    return sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+
+
+@pytest.fixture(scope="module")
+def archival(tmp_path_factory):
+    """china.jpg and flower.jpg at 64 colours, written by the CLI with --compression archival."""
+    folder = tmp_path_factory.mktemp("archival")
+    files = [sklearn_photo("china.jpg"), sklearn_photo("flower.jpg")]
+    done = run(
+        "run", *files, "-o", "out.zarr", "--colors", "64", "--compression", "archival", cwd=folder
+    )
+    assert done.returncode == 0, done.stderr
+    return folder / "out.zarr"
+
+
+def test_an_archival_store_holds_the_same_image_in_fewer_bytes(photos, archival):
+    for name in ("china.jpg", "flower.jpg"):
+        portable = zarr.open_group(str(photos / name), mode="r")
+        smaller = zarr.open_group(str(archival / name), mode="r")
+        assert portable.attrs["compression"] == "portable"
+        assert smaller.attrs["compression"] == "archival"
+        assert [c.to_dict()["name"] for c in smaller["labels"].metadata.codecs] == [
+            "bytes",
+            "numcodecs.lzma",
+            "crc32c",
+        ]
+        assert np.array_equal(smaller["palette"][...], portable["palette"][...])
+        assert np.array_equal(smaller["labels"][...], portable["labels"][...])
+        assert smaller.attrs["digests"] == portable.attrs["digests"]
+    assert store_bytes(archival) < 0.92 * store_bytes(photos)
+
+
+def test_plain_zarr_python_rebuilds_an_archival_image(archival, tmp_path):
+    script = (
+        "import sys, zarr, numpy\n"
+        "image = zarr.open_group(sys.argv[1], mode='r')['china.jpg']\n"
+        "numpy.save(sys.argv[2], image['palette'][...][image['labels'][...]])\n"
+        "assert 'pipeline' not in sys.modules\n"
+    )
+    out = tmp_path / "pixels.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(archival), str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    image = open_store(str(archival))["china.jpg"]
+    assert np.array_equal(np.load(out), image.palette[image.labels[...]])
+
+
+def test_info_verify_reconstruct_and_report_read_an_archival_store(archival, tmp_path):
+    for args in (
+        ("info", str(archival)),
+        ("verify", str(archival)),
+        ("reconstruct", str(archival), "--out", str(tmp_path / "png")),
+        ("report", str(archival), "--out", str(tmp_path / "report.html")),
+    ):
+        done = run(*args, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert "Warning" not in done.stderr, done.stderr
+    image = open_store(str(archival))["china.jpg"]
+    assert np.array_equal(
+        iio.imread(tmp_path / "png" / "china.png"), image.palette[image.labels[...]]
+    )
+
+
+def test_a_rerun_with_another_compression_skips_the_images_it_finds_complete(photos, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(photos, copy)
+    markers = sorted(p.name for p in (copy / ".pipeline/complete").iterdir())
+    files = [sklearn_photo("china.jpg"), sklearn_photo("flower.jpg")]
+    results = compress(files, str(copy), colors=64, compression="archival")
+    assert {r.status for r in results} == {"skipped"}
+    assert sorted(p.name for p in (copy / ".pipeline/complete").iterdir()) == markers
+    assert zarr.open_group(str(copy / "china.jpg"), mode="r").attrs["compression"] == "portable"
+
+
+def test_compression_is_a_job_file_key_and_a_dask_setting(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text('compression = "archival"\n')
+    assert read_job_file(str(job))["compression"] == "archival"
+    job.write_text('compression = "smallest"\n')
+    with pytest.raises(UsageError, match="compression"):
+        read_job_file(str(job))
+    with dask.config.set({"pipeline.compression": "archival"}):
+        assert Settings.from_config().compression == "archival"
+    # never part of what decides reuse
+    assert Settings.from_config(compression="archival").fit_settings() == (
+        Settings.from_config().fit_settings()
+    )
