@@ -156,3 +156,23 @@ def test_compression_is_a_job_file_key_and_a_dask_setting(tmp_path):
     assert Settings.from_config(compression="archival").fit_settings() == (
         Settings.from_config().fit_settings()
     )
+
+
+def test_an_image_stored_larger_than_its_source_is_said_so(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "noise.jpg", noise, quality=5)  # 4.8 KB; its labels 45 KB
+    flat = np.full((256, 256, 3), 90, dtype=np.uint8)
+    iio.imwrite(tmp_path / "flat.png", flat, compress_level=0)  # 197 KB; stored in ~1 KB
+    done = run("run", "noise.jpg", "flat.png", "-o", "out.zarr", "--colors", "256", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = {
+        line.split(": ")[0].split("] ")[1]: line
+        for line in (done.stdout + done.stderr).splitlines()
+        if ": done" in line
+    }
+    assert "x source (stored larger than its source);" in lines["noise.jpg"]
+    assert "larger than its source" not in lines["flat.png"]
+    report = run("report", "out.zarr", "--out", "report.html", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('title="stored larger than its source">larger</span>') == 1
