@@ -363,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how labels and palette are stored: portable is zstd level 5 with CRC-32C "
         "checksums, read by every Zarr v3 reader (zarr-python, tensorstore, zarrs); archival is "
         "LZMA (numcodecs' lzma codec) with CRC-32C, about 12%% smaller on photos and 4x "
-        "slower to write, read by zarr-python only. The palette and labels are the same "
+        "slower to write, read by zarr-python only, without the colour table viewers use "
+        "(napari colours its labels its own way). The palette and labels are the same "
         "either way: an "
         "image stored with the other one is complete for a rerun "
         f"(default: {_default('compression')})",

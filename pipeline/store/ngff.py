@@ -87,7 +87,9 @@ def source_region(index: tuple[int, int], chunks: tuple[int, int]) -> tuple[slic
     return slice(2 * i * rows, 2 * (i + 1) * rows, 2), slice(2 * j * cols, 2 * (j + 1) * cols, 2)
 
 
-def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, Any]:
+def metadata(
+    name: str, palette: NDArray[np.uint8], levels: int, colours: bool = True
+) -> dict[str, Any]:
     """The ``ome`` attribute of an image group: a multiscale label image and its colours.
 
     Parameters
@@ -98,9 +100,14 @@ def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, An
         Its palette: the colour of label ``i`` is entry ``i``, opaque unless it has alpha.
     levels : int
         Levels of its pyramid (:func:`level_count`).
+    colours : bool
+        Whether to hold the colour table (``image-label.colors``, ~40 bytes per palette entry);
+        without it a viewer colours the labels its own way (the palette array still holds
+        the colours).
     """
     opaque = np.full((len(palette), 1), 255, dtype=np.uint8)
     rgba = palette if palette.shape[1] == 4 else np.hstack([palette, opaque])
+    table = [{"label-value": value, "rgba": colour} for value, colour in enumerate(rgba.tolist())]
     return {
         "version": NGFF_VERSION,
         "multiscales": [
@@ -119,9 +126,5 @@ def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, An
                 "type": "nearest",
             }
         ],
-        "image-label": {
-            "colors": [
-                {"label-value": value, "rgba": colour} for value, colour in enumerate(rgba.tolist())
-            ]
-        },
+        "image-label": {"colors": table} if colours else {},
     }

@@ -61,13 +61,10 @@ LZMA_FILTERS = (
 #: it is opened; archival stores use one on purpose (docs/store-format.md), so it is not shown.
 NUMCODECS_WARNING = "Numcodecs codecs are not in the Zarr version 3 specification"
 warnings.filterwarnings("ignore", message=NUMCODECS_WARNING)
-#: The ``compression`` setting's values, each with what it means in a user's words.
-COMPRESSIONS = {
-    "portable": f"zstd level {ZSTD_LEVEL} + crc32c: every Zarr v3 reader",
-    "archival": "LZMA + crc32c: smallest, zarr-python only",
-}
 #: The compression of images recorded before the ``compression`` attribute (all zstd).
 PORTABLE = "portable"
+#: The compression for the smallest store: LZMA, and no colour table in the OME-NGFF metadata.
+ARCHIVAL = "archival"
 #: Hash of the ``digests`` attribute (see :func:`chunk_digest`).
 DIGEST_ALGORITHM = "sha256"
 #: Settings that must match for an existing complete image to be reused rather than rewritten
@@ -88,8 +85,8 @@ META_NOTE = "job bookkeeping (completion markers); not an image"
 DIGEST_CHARS = 16
 #: Largest metadata document (a ``zarr.json``) readers parse; a larger one is damaged, and is
 #: refused without being read whole. The largest is an image group's with 65,536 colours, nearly
-#: all of it the OME-NGFF colour table (``ome``): 3.5 MB as :func:`finalize` writes it (compact,
-#: 54 bytes per palette entry), 11.1 MB indented as zarr writes attributes (170 bytes per entry);
+#: all of it the OME-NGFF colour table (``ome``): 3.1 MB as :func:`finalize` writes it (compact,
+#: 47 bytes per palette entry), 11.1 MB indented as zarr writes attributes (170 bytes per entry);
 #: array documents are under 1 KB.
 MAX_DOCUMENT_BYTES = 16 << 20
 #: What readers say of an image name where the store's root holds a file instead of a group.
@@ -111,6 +108,15 @@ def compressors(compression: str) -> tuple[Any, ...]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=NUMCODECS_WARNING)
         return (LZMA(format=lzma.FORMAT_RAW, filters=list(LZMA_FILTERS)), Crc32cCodec())
+
+
+def viewer_colours(attrs: dict[str, Any]) -> bool:
+    """Whether the ``ome`` metadata of an image with ``attrs`` holds its colour table.
+
+    Every image but an archival one (:data:`ARCHIVAL`: the smallest store; the table takes
+    ~40 bytes a colour, as much as its labels' chunks on a small image).
+    """
+    return attrs.get("compression", PORTABLE) != ARCHIVAL
 
 
 def _version() -> str:
@@ -486,7 +492,8 @@ def prepare(store: Location, listing: Listing) -> None:
 
 def _group_document(attributes: dict[str, Any]) -> bytes:
     """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
+    document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def create_image(
@@ -502,8 +509,8 @@ def create_image(
 ) -> zarr.Array:
     """(Re)create image group ``name`` with status ``"writing"`` and empty label arrays.
 
-    ``compression`` (:data:`COMPRESSIONS`) is recorded as the ``compression`` attribute; the
-    palette is written with it too (:func:`finalize`).
+    ``compression`` (:data:`PORTABLE` or :data:`ARCHIVAL`, :func:`compressors`) is recorded
+    as the ``compression`` attribute; the palette is written with it too (:func:`finalize`).
 
     ``fresh``: the store's listing had no such group, so there is nothing to delete first (on
     object storage deleting a prefix is a listing and a request per object); if one exists
@@ -756,7 +763,7 @@ def finalize(
         "image_shape": shape,
         "metrics": metrics,
         "digests": digests,
-        "ome": ngff.metadata(name, palette, levels),
+        "ome": ngff.metadata(name, palette, levels, viewer_colours(group.attrs.asdict())),
         "status": "complete",
     }
     _write_group(store, name, _group_document(complete))
