@@ -200,10 +200,10 @@ def tag_digest(tag: str) -> str:
 
 def write_marker(store: Location, name: str, tag: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    _write_group(store, marker(name, tag), EMPTY_GROUP)
+    write_group(store, marker(name, tag), EMPTY_GROUP)
 
 
-def _write_group(store: Location, node: str, document: bytes) -> None:
+def write_group(store: Location, node: str, document: bytes) -> None:
     """Write ``document`` whole as the ``zarr.json`` of group ``node`` (``""``: the root).
 
     An object store puts an object whole. Locally, a new group is made in a hidden folder
@@ -484,13 +484,13 @@ def prepare(store: Location, listing: Listing) -> None:
     if listing.root:
         open_root(store, mode="a")
         return
-    root = _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
-    _write_group(store, "", root)
-    _write_group(store, META, _group_document({"pipeline": META_NOTE}))
-    _write_group(store, COMPLETE, EMPTY_GROUP)
+    root = group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    write_group(store, "", root)
+    write_group(store, META, group_document({"pipeline": META_NOTE}))
+    write_group(store, COMPLETE, EMPTY_GROUP)
 
 
-def _group_document(attributes: dict[str, Any]) -> bytes:
+def group_document(attributes: dict[str, Any]) -> bytes:
     """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
     document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
     return json.dumps(document, separators=(",", ":")).encode()
@@ -686,6 +686,27 @@ def remove_image(store: Location, name: str) -> None:
         store.fs.rm(store.path(name), recursive=True)
 
 
+def sized_metrics(
+    metrics: dict[str, Any], palette: zarr.Array, levels: list[zarr.Array]
+) -> dict[str, Any]:
+    """``metrics`` with the stored sizes of an image's ``palette`` and labels ``levels``.
+
+    ``levels``: ``labels`` then its pyramid levels. Sets ``stored_bytes`` (palette + labels
+    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes`` and,
+    when ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``).
+    """
+    nbytes = int(palette.nbytes_stored() + levels[0].nbytes_stored())
+    sized = {
+        **metrics,
+        "stored_bytes": nbytes,
+        "ratio": metrics.get("raw_bytes", 0) / nbytes,
+        "pyramid_bytes": sum(int(level.nbytes_stored()) for level in levels[1:]),
+    }
+    if metrics.get("source_bytes"):
+        sized["ratio_source"] = metrics["source_bytes"] / nbytes
+    return sized
+
+
 def finalize(
     store: Location,
     name: str,
@@ -698,10 +719,8 @@ def finalize(
 
     Call only after every labels chunk and every chunk of their pyramid is written;
     ``chunk_digests`` are the labels chunks' (:func:`write_labels`) and ``level_digests`` the
-    pyramid's (:func:`write_level`), in any order. Adds ``stored_bytes`` (palette + labels
-    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes``
-    (the pyramid's chunks, compressed) and, when ``source_bytes`` is known, ``ratio_source``
-    (``source_bytes`` / ``stored_bytes``) to ``attrs["metrics"]``, the ``digests`` of the
+    pyramid's (:func:`write_level`), in any order. Adds the stored sizes to ``attrs["metrics"]``
+    (:func:`sized_metrics`), the ``digests`` of the
     arrays, ``image_shape`` with the palette's channels (4 for an image with transparency) and
     the OME-NGFF metadata (``ome``, :func:`pipeline.store.ngff.metadata`).
 
@@ -730,7 +749,7 @@ def finalize(
     for level, digest in level_digests:
         written[level].append(digest)
     hashes = []
-    pyramid_bytes = chunks = 0
+    arrays = []
     for level, digests_of_level in enumerate(written):
         array = level_array(labels, level)
         ordered = dict(sorted(digests_of_level))
@@ -739,16 +758,10 @@ def finalize(
                 f"{name}: {len(ordered)} {ngff.level_path(level)} chunks written of {array.nchunks}"
             )
         hashes.append(labels_digest(ordered.values()))
-        chunks += array.nchunks
-        pyramid_bytes += int(array.nbytes_stored()) if level else 0
-    nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
+        arrays.append(array)
+    chunks = sum(array.nchunks for array in arrays)
     shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
-    metrics = dict(attrs.get("metrics", {}))
-    metrics.update(
-        stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes, pyramid_bytes=pyramid_bytes
-    )
-    if metrics.get("source_bytes"):
-        metrics["ratio_source"] = metrics["source_bytes"] / nbytes
+    metrics = sized_metrics(attrs.get("metrics", {}), stored, arrays)
     digests = {
         "algorithm": DIGEST_ALGORITHM,
         "palette": palette_digest(palette),
@@ -766,7 +779,7 @@ def finalize(
         "ome": ngff.metadata(name, palette, levels, viewer_colours(group.attrs.asdict())),
         "status": "complete",
     }
-    _write_group(store, name, _group_document(complete))
+    write_group(store, name, group_document(complete))
     return complete, chunks
 
 
