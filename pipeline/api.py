@@ -332,6 +332,7 @@ def recompress(
                 sample=attrs["sample_size_requested"],
                 seed=attrs["seed"],
                 chunk=attrs["chunk"],
+                compression=attrs.get("compression"),
                 **recorded_settings(attrs["fit_settings"]),
             )
         except (UsageError, TypeError, KeyError) as exc:

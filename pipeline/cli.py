@@ -358,6 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {_default('frames')})",
     )
     run.add_argument(
+        "--compression",
+        choices=("portable", "archival"),
+        help="how labels and palette are stored: portable is zstd level 5 with CRC-32C "
+        "checksums, read by every Zarr v3 reader (zarr-python, tensorstore, zarrs); archival is "
+        "LZMA (numcodecs' lzma codec) with CRC-32C, about 12%% smaller on photos and 4x "
+        "slower to write, read by zarr-python only, without the colour table viewers use "
+        "(napari colours its labels its own way). The palette and labels are the same "
+        "either way: an "
+        "image stored with the other one is complete for a rerun "
+        f"(default: {_default('compression')})",
+    )
+    run.add_argument(
         "--max-pixels",
         type=_integer,
         metavar="N",
@@ -536,6 +548,25 @@ unknown --format; an --effort the format does not take; an --out that is a file 
     )
     check.add_argument(
         "--threads", type=_positive, help="threads reading chunks (default: one per core)"
+    )
+
+    redo = commands.add_parser(
+        "recompress",
+        help="move a store's images to another --compression, without refitting",
+        description="Rewrite every complete image of a local store with the codecs of "
+        "--compression: the same palette and labels, copied chunk by chunk, one image at a "
+        "time. Each image is copied with its new codecs inside the store's bookkeeping group, "
+        "then swapped into place by two renames; a run stopped at any point is finished by "
+        "running it again. Images already stored so are left; damaged or incomplete ones too "
+        "(verify --repair redoes them). Holds the store's lease, like a job.",
+    )
+    redo.add_argument("store", metavar="STORE")
+    redo.add_argument(
+        "--compression",
+        choices=("portable", "archival"),
+        required=True,
+        help="portable: zstd, read by every Zarr v3 reader; archival: LZMA, smallest, read by "
+        "zarr-python only (see run --help)",
     )
 
     page = commands.add_parser(
@@ -1005,13 +1036,35 @@ LIBRARY_LOGGERS = (
 #: A level above every record's: nothing is shown.
 SILENT = logging.CRITICAL + 10
 
+
 #: What a command stopped by a signal leaves, said in its last line.
+def _recompress(args: argparse.Namespace) -> int:
+    from pipeline.store.location import Location
+    from pipeline.store.recode import recode_store
+
+    moved = kept = 0
+    for image in recode_store(Location.at(args.store), args.compression):
+        if image.after is None:
+            kept += 1
+        else:
+            moved += 1
+            print(
+                f"{image.name}: {image.previous} -> {args.compression}, "
+                f"{image.before:,} -> {image.after:,} bytes",
+                flush=True,
+            )
+        _stop_point()
+    print(f"{args.store}: {moved} images recompressed, {kept} already {args.compression}")
+    return EXIT_OK
+
+
 INTERRUPTED = {
     "run": "complete images are kept; run again to finish",
     "reconstruct": "every file written is complete; nothing half-written is left",
     "info": "stopped",
     "verify": "stopped; images repaired so far are complete",
     "report": "stopped; no report written",
+    "recompress": "images recompressed so far are complete; run it again to finish",
 }
 
 
@@ -1037,6 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": _info,
         "verify": _verify,
         "report": _report,
+        "recompress": _recompress,
     }
     try:
         with stop_on_signals():

@@ -89,3 +89,13 @@ class ImageResult:
         words += brief(self.attrs or {})
         words.append(f"{self.seconds:.1f} s")
         return f"ImageResult({', '.join(words)})"
+
+
+#: What is said of an image stored in more bytes than its source file (progress, report).
+LARGER_THAN_SOURCE = "stored larger than its source"
+
+
+def larger_than_source(metrics: dict[str, Any]) -> bool:
+    """Whether an image's ``metrics`` say its stored bytes exceed its source file's."""
+    ratio = metrics.get("ratio_source")
+    return isinstance(ratio, int | float) and ratio < 1

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "psnr": None,
         "color-profile": "convert",
         "frames": "first",
+        "compression": "portable",
         "store": "compressed.zarr",
         # How a job runs (never what it stores: same bytes whatever these are).
         "batch-bytes": 4 << 20,
@@ -352,6 +353,11 @@ class Settings:
     frames : str
         ``"first"``: the first frame or page of an animated or multi-page file; ``"all"``:
         every frame or page as an image of its own (:mod:`pipeline.inputs.frames`).
+    compression : str
+        How labels and palette are compressed (:data:`pipeline.store.write.COMPRESSIONS`):
+        ``"portable"`` (zstd, read by every Zarr v3 reader) or ``"archival"`` (LZMA, smaller,
+        read by zarr-python only). Never changes the palette or labels, so it is no part of
+        what decides whether a stored image is reused.
     """
 
     colors: int
@@ -370,6 +376,7 @@ class Settings:
     psnr: str | None = None
     color_profile: str = "convert"
     frames: str = "first"
+    compression: str = "portable"
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -419,7 +426,7 @@ class Settings:
         names, but for :data:`RECORDED_AS` (read back with :func:`recorded_settings`).
         """
         recorded = asdict(self)
-        for key in ("colors", "sample", "seed", "chunk", "max_pixels", "frames"):
+        for key in ("colors", "sample", "seed", "chunk", "max_pixels", "frames", "compression"):
             recorded.pop(key)
         if self.dither == "none":
             recorded.pop("dither_strength")
@@ -435,6 +442,7 @@ CHOICES = {
     "dither": ("none", "ordered", "blue-noise"),
     "color_profile": ("convert", "keep"),
     "frames": ("first", "all"),
+    "compression": ("portable", "archival"),
 }
 #: Settings added after the first stores, with the value those stores were made with (stores
 #: made before colour profiles were converted are taken as made with ``convert``: an image

@@ -89,7 +89,7 @@ def test_stored_images_show_size_colours_and_labels(stored, tmp_path):
     shown = repr(open_store(str(tmp_path / "a.zarr")))
     assert shown == (
         "{'alpha.png': StoredImage(name='alpha.png', 30x20, RGBA, 3 colours, lossless, "
-        f"{result.metrics['ratio']:.1f}x, labels uint8 in 1024x1024 chunks)}}"
+        f"{result.metrics['ratio']:.1f}x, labels uint8 in 20x30 chunks)}}"
     )
     gray = compress_array(np.full((8, 8, 3), 7, np.uint8), str(tmp_path / "a.zarr"), "flat")
     assert "1 colour, lossless" in repr(gray)

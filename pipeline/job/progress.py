@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TextIO
 
-from pipeline.results import ImageResult
+from pipeline.results import LARGER_THAN_SOURCE, ImageResult, larger_than_source
 
 #: Seconds between redraws of the live line on a terminal.
 REDRAW_SECONDS = 0.5
@@ -103,6 +103,8 @@ class Progress:
             line += f", {metrics.get('ratio', 0):.1f}x raw"
             if "ratio_source" in metrics:
                 line += f", {metrics['ratio_source']:.2f}x source"
+                if larger_than_source(metrics):
+                    line += f" ({LARGER_THAN_SOURCE})"
             line += _frame_note(result)
         elif result.error:  # said once, without the name the line starts with
             line += f": {result.error.removeprefix(f'{result.name}: ')}"

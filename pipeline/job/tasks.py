@@ -341,7 +341,14 @@ def create(
     try:
         with _writing():
             return create_image(
-                job.store, spec.name, shape, chunks, job.settings.colors, attrs, fresh=spec.fresh
+                job.store,
+                spec.name,
+                shape,
+                chunks,
+                job.settings.colors,
+                attrs,
+                compression=job.settings.compression,
+                fresh=spec.fresh,
             )
     except StoreWriteError:
         _undo(remove_image, job.store, spec.name)

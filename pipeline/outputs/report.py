@@ -57,7 +57,7 @@ from pipeline.outputs.files import (
 from pipeline.paths import is_url
 from pipeline.quantize.colours import pack, unpack
 from pipeline.quantize.metrics import psnr
-from pipeline.results import is_number
+from pipeline.results import LARGER_THAN_SOURCE, is_number, larger_than_source
 from pipeline.store.location import Location
 from pipeline.store.read import (
     NO_SUCH_IMAGE,
@@ -492,6 +492,8 @@ def _summary_row(name: str, attrs: dict[str, Any], anchor: str) -> str:
     """The summary table's row of a shown image."""
     cells = [html.escape(cell) for cell in image_row(name, attrs["status"], attrs)]
     cells[0] = f'<a href="#{anchor}">{html.escape(name)}</a>' + _dither_mark(attrs)
+    if larger_than_source(attrs["metrics"]):
+        cells[0] += f' <span class="mark" title="{LARGER_THAN_SOURCE}">larger</span>'
     cells[HEADER.index("pixels")] = _size(attrs)
     return f"<tr>{_cells(cells)}</tr>"
 

@@ -4,7 +4,8 @@ Each image group is an OME-NGFF multiscale label image. Level 0 is the ``labels`
 itself; level ``n`` (array ``labels_<n>``) holds every ``2**n``-th pixel of it, in both
 directions, so that pixel ``(y, x)`` of level ``n`` is pixel ``(y * 2**n, x * 2**n)`` of
 ``labels``. Every level has the chunk shape of ``labels``, and levels are added until one
-chunk holds a whole level. A chunk ``(i, j)`` of level ``n`` is made from the chunks
+chunk holds a whole level, for images longer than :data:`WHOLE_SIDE` on a side only (a viewer
+shows a smaller one whole). A chunk ``(i, j)`` of level ``n`` is made from the chunks
 ``(2i .. 2i + 1, 2j .. 2j + 1)`` of level ``n - 1`` (:func:`source_region`), so the writer of
 a chunk depends on four chunks at most, whatever the image's size. The palette is the colour
 table of the label image (``image-label.colors``). Nothing here does any I/O.
@@ -21,6 +22,10 @@ from numpy.typing import NDArray
 NGFF_VERSION = "0.5"
 #: Name of level 0, the full-resolution labels.
 LABELS = "labels"
+#: Longest side of an image without a pyramid: a viewer shows it whole (it fits a 2K screen,
+#: and its labels are at most 4 MP, 4 MB as uint8). Images written before format version 4
+#: (``pipeline.store.write.WHOLE_VERSION``) have a pyramid whenever they exceed one chunk.
+WHOLE_SIDE = 2048
 
 
 def level_path(level: int) -> str:
@@ -41,12 +46,17 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def level_count(shape: tuple[int, int], chunks: tuple[int, int]) -> int:
+def level_count(
+    shape: tuple[int, int], chunks: tuple[int, int], whole_side: int = WHOLE_SIDE
+) -> int:
     """Levels of the pyramid of labels of ``shape`` in ``chunks``, level 0 included.
 
-    Levels are added until one chunk holds a whole level: an image of one chunk has level 0
-    only.
+    An image no longer than ``whole_side`` on either side has level 0 only (``0``: as images
+    written before format version 4 are). Levels are added until one chunk holds a whole
+    level: an image of one chunk has level 0 only.
     """
+    if max(shape) <= whole_side:
+        return 1
     levels = 1
     while any(_ceil_div(s, 2 ** (levels - 1)) > c for s, c in zip(shape, chunks, strict=True)):
         levels += 1
@@ -77,7 +87,9 @@ def source_region(index: tuple[int, int], chunks: tuple[int, int]) -> tuple[slic
     return slice(2 * i * rows, 2 * (i + 1) * rows, 2), slice(2 * j * cols, 2 * (j + 1) * cols, 2)
 
 
-def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, Any]:
+def metadata(
+    name: str, palette: NDArray[np.uint8], levels: int, colours: bool = True
+) -> dict[str, Any]:
     """The ``ome`` attribute of an image group: a multiscale label image and its colours.
 
     Parameters
@@ -88,9 +100,14 @@ def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, An
         Its palette: the colour of label ``i`` is entry ``i``, opaque unless it has alpha.
     levels : int
         Levels of its pyramid (:func:`level_count`).
+    colours : bool
+        Whether to hold the colour table (``image-label.colors``, ~40 bytes per palette entry);
+        without it a viewer colours the labels its own way (the palette array still holds
+        the colours).
     """
     opaque = np.full((len(palette), 1), 255, dtype=np.uint8)
     rgba = palette if palette.shape[1] == 4 else np.hstack([palette, opaque])
+    table = [{"label-value": value, "rgba": colour} for value, colour in enumerate(rgba.tolist())]
     return {
         "version": NGFF_VERSION,
         "multiscales": [
@@ -109,9 +126,5 @@ def metadata(name: str, palette: NDArray[np.uint8], levels: int) -> dict[str, An
                 "type": "nearest",
             }
         ],
-        "image-label": {
-            "colors": [
-                {"label-value": value, "rgba": colour} for value, colour in enumerate(rgba.tolist())
-            ]
-        },
+        "image-label": {"colors": table} if colours else {},
     }

@@ -35,6 +35,7 @@ from pipeline.store.write import (
     MAX_DOCUMENT_BYTES,
     PYRAMID_VERSION,
     REUSE_KEYS,
+    WHOLE_VERSION,
     Listing,
     StoredImage,
     label_grid,
@@ -387,7 +388,8 @@ def open_pyramid(image: StoredImage) -> list[zarr.Array]:
     """The arrays of the pyramid levels of complete ``image`` (level 0 aside), as it must have.
 
     Images written before pyramids (:func:`has_pyramid`) have none; images of one chunk
-    neither.
+    neither, nor, since format version 4, images a viewer shows whole
+    (:data:`pipeline.store.ngff.WHOLE_SIDE`).
 
     Raises
     ------
@@ -399,8 +401,9 @@ def open_pyramid(image: StoredImage) -> list[zarr.Array]:
         return []
     labels = image.labels
     shape, chunks = label_grid(labels)
+    whole_side = ngff.WHOLE_SIDE if image.attrs["format_version"] >= WHOLE_VERSION else 0
     arrays = []
-    for level in range(1, ngff.level_count(shape, chunks)):
+    for level in range(1, ngff.level_count(shape, chunks, whole_side)):
         path = ngff.level_path(level)
         try:
             array = level_array(labels, level, mode="r")

@@ -43,6 +43,7 @@ from pipeline.store.write import (
     labels_digest,
     open_root,
     palette_digest,
+    viewer_colours,
 )
 
 
@@ -218,7 +219,8 @@ def _verify_arrays(
             problems.append("the pyramid does not match its recorded digests")
         if palette_digest(image.palette) != digests["palette"]:
             problems.append("palette does not match its recorded digest")
-    if modern and attrs.get("ome") != ngff.metadata(image.name, image.palette, len(arrays)):
+    ome = ngff.metadata(image.name, image.palette, len(arrays), viewer_colours(attrs))
+    if modern and attrs.get("ome") != ome:
         problems.append("OME-NGFF metadata (ome) is not that of the palette and pyramid")
     read = sum(int(array.nbytes_stored()) for array in arrays)
     return Finding(image.name, problems, attrs, read, checked)

@@ -13,9 +13,11 @@ import contextlib
 import functools
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,16 +36,36 @@ from pipeline.store.fence import Interfered
 from pipeline.store.location import Location
 
 #: Version of the store layout described in docs/store-format.md.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: First format version whose images have a labels pyramid and OME-NGFF metadata.
 PYRAMID_VERSION = 3
+#: First format version whose images no longer than :data:`pipeline.store.ngff.WHOLE_SIDE`
+#: have no pyramid.
+WHOLE_VERSION = 4
 #: Value of the ``format`` attribute of the root group and of each image group.
 FORMAT_NAME = "pipeline.palette-image"
-#: zstd level of labels and palette chunks.
-ZSTD_LEVEL = 3
+#: zstd level of labels and palette chunks: on photo8's labels 3% smaller than level 3 for
+#: twice its encode time (127 against 253 MP/s in one thread; the 100-MP JPEG job ~5% slower);
+#: level 7 saves 5% for a job 30% slower (benchmarks/README.md, "store bytes").
+ZSTD_LEVEL = 5
 #: Codecs after the array-to-bytes step of both arrays: zstd, then a CRC-32C of the compressed
 #: chunk (Zarr v3's core ``crc32c`` codec), so that every reader notices a damaged chunk.
 COMPRESSORS = (ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec())
+#: LZMA2 of the ``archival`` compression, raw (no .xz container): the strongest preset, and
+#: for labels (one byte or two per pixel, no text) 4 literal context bits and no position
+#: bits; on photo8's labels 12% smaller than zstd level 5, 3% smaller than zstd 19
+#: (benchmarks/README.md, "store bytes").
+LZMA_FILTERS = (
+    {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 4, "lp": 0, "pb": 0},
+)
+#: What zarr-python says of every array with a numcodecs codec, when it is made and each time
+#: it is opened; archival stores use one on purpose (docs/store-format.md), so it is not shown.
+NUMCODECS_WARNING = "Numcodecs codecs are not in the Zarr version 3 specification"
+warnings.filterwarnings("ignore", message=NUMCODECS_WARNING)
+#: The compression of images recorded before the ``compression`` attribute (all zstd).
+PORTABLE = "portable"
+#: The compression for the smallest store: LZMA, and no colour table in the OME-NGFF metadata.
+ARCHIVAL = "archival"
 #: Hash of the ``digests`` attribute (see :func:`chunk_digest`).
 DIGEST_ALGORITHM = "sha256"
 #: Settings that must match for an existing complete image to be reused rather than rewritten
@@ -64,14 +86,38 @@ META_NOTE = "job bookkeeping (completion markers); not an image"
 DIGEST_CHARS = 16
 #: Largest metadata document (a ``zarr.json``) readers parse; a larger one is damaged, and is
 #: refused without being read whole. The largest is an image group's with 65,536 colours, nearly
-#: all of it the OME-NGFF colour table (``ome``): 3.5 MB as :func:`finalize` writes it (compact,
-#: 54 bytes per palette entry), 11.1 MB indented as zarr writes attributes (170 bytes per entry);
+#: all of it the OME-NGFF colour table (``ome``): 3.1 MB as :func:`finalize` writes it (compact,
+#: 47 bytes per palette entry), 11.1 MB indented as zarr writes attributes (170 bytes per entry);
 #: array documents are under 1 KB.
 MAX_DOCUMENT_BYTES = 16 << 20
 #: What readers say of an image name where the store's root holds a file instead of a group.
 STRAY_FILE = "a file where an image group should be; run the job again on its input to redo it"
 #: What readers say of an image whose completion marker remains without its group.
 GROUP_GONE = "image group missing (its completion marker remains); run the job again to redo it"
+
+
+def compressors(compression: str) -> tuple[Any, ...]:
+    """The codecs after the array-to-bytes step of the arrays of ``compression``.
+
+    ``"portable"``: :data:`COMPRESSORS`; ``"archival"``: LZMA (:data:`LZMA_FILTERS`, zarr's
+    ``numcodecs.lzma``), then the same CRC-32C.
+    """
+    if compression == PORTABLE:
+        return COMPRESSORS
+    from zarr.codecs.numcodecs import LZMA
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NUMCODECS_WARNING)
+        return (LZMA(format=lzma.FORMAT_RAW, filters=list(LZMA_FILTERS)), Crc32cCodec())
+
+
+def viewer_colours(attrs: dict[str, Any]) -> bool:
+    """Whether the ``ome`` metadata of an image with ``attrs`` holds its colour table.
+
+    Every image but an archival one (:data:`ARCHIVAL`: the smallest store; the table takes
+    ~40 bytes a colour, as much as its labels' chunks on a small image).
+    """
+    return attrs.get("compression", PORTABLE) != ARCHIVAL
 
 
 def _version() -> str:
@@ -155,10 +201,10 @@ def tag_digest(tag: str) -> str:
 
 def write_marker(store: Location, name: str, tag: str) -> None:
     """Record that image ``name`` is complete (after its status says so)."""
-    _write_group(store, marker(name, tag), EMPTY_GROUP)
+    write_group(store, marker(name, tag), EMPTY_GROUP)
 
 
-def _write_group(store: Location, node: str, document: bytes) -> None:
+def write_group(store: Location, node: str, document: bytes) -> None:
     """Write ``document`` whole as the ``zarr.json`` of group ``node`` (``""``: the root).
 
     An object store puts an object whole. Locally, a new group is made in a hidden folder
@@ -439,15 +485,16 @@ def prepare(store: Location, listing: Listing) -> None:
     if listing.root:
         open_root(store, mode="a")
         return
-    root = _group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
-    _write_group(store, "", root)
-    _write_group(store, META, _group_document({"pipeline": META_NOTE}))
-    _write_group(store, COMPLETE, EMPTY_GROUP)
+    root = group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
+    write_group(store, "", root)
+    write_group(store, META, group_document({"pipeline": META_NOTE}))
+    write_group(store, COMPLETE, EMPTY_GROUP)
 
 
-def _group_document(attributes: dict[str, Any]) -> bytes:
+def group_document(attributes: dict[str, Any]) -> bytes:
     """The ``zarr.json`` of a Zarr v3 group with ``attributes``."""
-    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}).encode()
+    document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def create_image(
@@ -458,18 +505,23 @@ def create_image(
     colors: int,
     attrs: dict[str, Any],
     *,
+    compression: str = PORTABLE,
     fresh: bool = False,
 ) -> zarr.Array:
     """(Re)create image group ``name`` with status ``"writing"`` and empty label arrays.
+
+    ``compression`` (:data:`PORTABLE` or :data:`ARCHIVAL`, :func:`compressors`) is recorded
+    as the ``compression`` attribute; the palette is written with it too (:func:`finalize`).
 
     ``fresh``: the store's listing had no such group, so there is nothing to delete first (on
     object storage deleting a prefix is a listing and a request per object); if one exists
     after all, zarr refuses and the image fails.
 
     Labels are chunked like the work (``chunks``: every dask block then covers whole Zarr
-    chunks, so no two tasks write one chunk), zstd-compressed, and every chunk is written even
-    when it is all zeros, so a chunk's presence means it was written. The levels of their
-    pyramid (:mod:`pipeline.store.ngff`) are made alike, empty, beside them.
+    chunks, so no two tasks write one chunk), cut to the image on a side it is smaller than a
+    chunk (:func:`stored_chunks`: no padding to compress), compressed, and every chunk is
+    written even when it is all zeros, so a chunk's presence means it was written. The levels of
+    their pyramid (:mod:`pipeline.store.ngff`) are made alike, empty, beside them.
 
     Returns
     -------
@@ -483,6 +535,7 @@ def create_image(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "package_version": _version(),
+        "compression": compression,
         "status": "writing",
     }
     make = functools.partial(
@@ -492,13 +545,14 @@ def create_image(
         group = make(overwrite=not fresh)
     except ContainsGroupError:  # made since the listing (by a job that lost the store)
         group = make(overwrite=True)
+    chunks = stored_chunks(shape, chunks)
     arrays = [
         group.create_array(
             ngff.level_path(level),
             shape=ngff.level_shape(shape, level),
             chunks=chunks,
             dtype=label_dtype(colors),
-            compressors=COMPRESSORS,
+            compressors=compressors(compression),
             fill_value=0,
             dimension_names=("y", "x"),
             config={"write_empty_chunks": True},
@@ -506,6 +560,16 @@ def create_image(
         for level in range(ngff.level_count(shape, chunks))
     ]
     return arrays[0]
+
+
+def stored_chunks(shape: tuple[int, int], chunks: tuple[int, int]) -> tuple[int, int]:
+    """The chunk shape of labels of ``shape`` worked on in ``chunks``: no side beyond the image.
+
+    An image smaller than a chunk on a side is one block on that side, so the work's blocks
+    still cover whole chunks, and its pyramid has the same levels
+    (:func:`pipeline.store.ngff.level_count`).
+    """
+    return min(chunks[0], shape[0]), min(chunks[1], shape[1])
 
 
 def block_regions(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[slice, slice]]:
@@ -623,6 +687,27 @@ def remove_image(store: Location, name: str) -> None:
         store.fs.rm(store.path(name), recursive=True)
 
 
+def sized_metrics(
+    metrics: dict[str, Any], palette: zarr.Array, levels: list[zarr.Array]
+) -> dict[str, Any]:
+    """``metrics`` with the stored sizes of an image's ``palette`` and labels ``levels``.
+
+    ``levels``: ``labels`` then its pyramid levels. Sets ``stored_bytes`` (palette + labels
+    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes`` and,
+    when ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``).
+    """
+    nbytes = int(palette.nbytes_stored() + levels[0].nbytes_stored())
+    sized = {
+        **metrics,
+        "stored_bytes": nbytes,
+        "ratio": metrics.get("raw_bytes", 0) / nbytes,
+        "pyramid_bytes": sum(int(level.nbytes_stored()) for level in levels[1:]),
+    }
+    if metrics.get("source_bytes"):
+        sized["ratio_source"] = metrics["source_bytes"] / nbytes
+    return sized
+
+
 def finalize(
     store: Location,
     name: str,
@@ -635,10 +720,8 @@ def finalize(
 
     Call only after every labels chunk and every chunk of their pyramid is written;
     ``chunk_digests`` are the labels chunks' (:func:`write_labels`) and ``level_digests`` the
-    pyramid's (:func:`write_level`), in any order. Adds ``stored_bytes`` (palette + labels
-    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes``
-    (the pyramid's chunks, compressed) and, when ``source_bytes`` is known, ``ratio_source``
-    (``source_bytes`` / ``stored_bytes``) to ``attrs["metrics"]``, the ``digests`` of the
+    pyramid's (:func:`write_level`), in any order. Adds the stored sizes to ``attrs["metrics"]``
+    (:func:`sized_metrics`), the ``digests`` of the
     arrays, ``image_shape`` with the palette's channels (4 for an image with transparency) and
     the OME-NGFF metadata (``ome``, :func:`pipeline.store.ngff.metadata`).
 
@@ -656,7 +739,7 @@ def finalize(
         "palette",
         data=palette,
         chunks=palette.shape,
-        compressors=COMPRESSORS,
+        compressors=compressors(str(group.attrs.get("compression", PORTABLE))),
         dimension_names=("color", "channel"),
         overwrite=True,
     )
@@ -667,7 +750,7 @@ def finalize(
     for level, digest in level_digests:
         written[level].append(digest)
     hashes = []
-    pyramid_bytes = chunks = 0
+    arrays = []
     for level, digests_of_level in enumerate(written):
         array = level_array(labels, level)
         ordered = dict(sorted(digests_of_level))
@@ -676,16 +759,10 @@ def finalize(
                 f"{name}: {len(ordered)} {ngff.level_path(level)} chunks written of {array.nchunks}"
             )
         hashes.append(labels_digest(ordered.values()))
-        chunks += array.nchunks
-        pyramid_bytes += int(array.nbytes_stored()) if level else 0
-    nbytes = int(stored.nbytes_stored() + labels.nbytes_stored())
+        arrays.append(array)
+    chunks = sum(array.nchunks for array in arrays)
     shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
-    metrics = dict(attrs.get("metrics", {}))
-    metrics.update(
-        stored_bytes=nbytes, ratio=metrics.get("raw_bytes", 0) / nbytes, pyramid_bytes=pyramid_bytes
-    )
-    if metrics.get("source_bytes"):
-        metrics["ratio_source"] = metrics["source_bytes"] / nbytes
+    metrics = sized_metrics(attrs.get("metrics", {}), stored, arrays)
     digests = {
         "algorithm": DIGEST_ALGORITHM,
         "palette": palette_digest(palette),
@@ -700,10 +777,10 @@ def finalize(
         "image_shape": shape,
         "metrics": metrics,
         "digests": digests,
-        "ome": ngff.metadata(name, palette, levels),
+        "ome": ngff.metadata(name, palette, levels, viewer_colours(group.attrs.asdict())),
         "status": "complete",
     }
-    _write_group(store, name, _group_document(complete))
+    write_group(store, name, group_document(complete))
     return complete, chunks
 
 

@@ -168,7 +168,7 @@ def test_report_exit_status_and_lines(made, reported):
     done, out = reported
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"error: {DAMAGED}: 1 of 17 labels chunks missing",
+        f"error: {DAMAGED}: 1 of 12 labels chunks missing",
         f"1 of 4 images left out; python -m pipeline verify {store} --repair redoes damaged ones",
     ]
     gone = str(made[2] / GONE)
@@ -212,7 +212,7 @@ def test_summary_table_has_a_row_per_image_and_totals(made, reported):
     assert [row[0] for row in rows] == sorted([WHOLE, GONE, DAMAGED, ARRAY])
     assert all(len(row) == len(header) for row in rows if row[0] != DAMAGED)
     by_name = {row[0]: row for row in rows}
-    assert by_name[DAMAGED] == [DAMAGED, "damaged", "1 of 17 labels chunks missing"]
+    assert by_name[DAMAGED] == [DAMAGED, "damaged", "1 of 12 labels chunks missing"]
     metrics = zarr.open_group(store, mode="r")[WHOLE].attrs["metrics"]
     assert by_name[WHOLE][:4] == [WHOLE, "complete", f"512{TIMES}300", "16"]
     assert f"{metrics['psnr_db']:.2f}" in by_name[WHOLE]

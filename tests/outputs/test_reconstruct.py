@@ -217,7 +217,7 @@ def test_bad_images_are_named_and_every_other_one_is_written(capsys, tmp_path, m
     assert lines == {
         "a.png": "error: a.png: incomplete (status 'writing'); run the job again",
         "b.png": "error: b.png: labels chunk unreadable (checksum mismatch)",
-        "c.png": "error: c.png: 1 of 33 labels chunks missing",
+        "c.png": "error: c.png: 1 of 24 labels chunks missing",
     }
     assert err[-1] == (
         f"4 of 5 images left out, 1 written; python -m pipeline verify {made} --repair redoes "
@@ -250,7 +250,7 @@ def test_write_images_reports_written_and_left_out(tmp_path, made):
     assert isinstance(done, Outputs)
     assert done.written == {"e.png": str(tmp_path / "out" / "e.bmp")}
     assert sorted(done.left_out) == ["a.png", "b.png", "c.png", "d.png"]
-    assert done.left_out["c.png"] == "1 of 33 labels chunks missing"
+    assert done.left_out["c.png"] == "1 of 24 labels chunks missing"
     again = write_images(made, str(tmp_path / "out"), ["e.png"], ".bmp")
     assert again.written == {}
     assert again.left_out == {"e.png": f"not written: {tmp_path / 'out' / 'e.bmp'} exists; "

@@ -18,7 +18,7 @@ from ome_zarr_models.v05.image_label import ImageLabel
 from ome_zarr_models.v05.labels import VALID_DTYPES
 from pydantic_zarr.v3 import ArraySpec, GroupSpec
 
-from pipeline import compress, verify_store
+from pipeline import FORMAT_VERSION, compress, verify_store
 from pipeline.cli import main
 from pipeline.inputs.sources import probe, read_whole
 from pipeline.job.tasks import (
@@ -81,7 +81,7 @@ def expected_colours(palette: np.ndarray) -> dict[int, list[float]]:
 
 
 @pytest.mark.parametrize(
-    ("name", "levels", "channels"), [("large.png", 4, 3), ("small.png", 1, 3), ("alpha.png", 2, 4)]
+    ("name", "levels", "channels"), [("large.png", 4, 3), ("small.png", 1, 3), ("alpha.png", 1, 4)]
 )
 def test_an_image_opens_as_a_label_image_coloured_by_its_palette(written, name, levels, channels):
     group = zarr.open_group(str(written / name), mode="r")
@@ -123,7 +123,7 @@ def test_the_metadata_validates_against_the_ome_ngff_0_5_models(written):
             assert np.dtype(array.data_type) in VALID_DTYPES
 
 
-def test_more_than_256_colours_give_uint16_levels_and_a_long_colour_table(tmp_path, small_photo):
+def test_more_than_256_colours_give_uint16_labels_and_a_long_colour_table(tmp_path, small_photo):
     path = tmp_path / "in" / "photo.png"
     path.parent.mkdir()
     iio.imwrite(path, small_photo)  # 120 x 170: 2 x 3 chunks of 64
@@ -133,9 +133,9 @@ def test_more_than_256_colours_give_uint16_levels_and_a_long_colour_table(tmp_pa
     palette, labels = group["palette"][...], group["labels"][...]
     assert len(palette) > 256
     node = read_node(store, "photo.png")
-    assert [d.dtype for d in node.data] == [np.uint16] * 3
+    assert [d.dtype for d in node.data] == [np.uint16]  # shown whole: no pyramid
     assert node.metadata["color"] == expected_colours(palette)
-    assert np.array_equal(node.data[2].compute(), labels[::4, ::4])
+    assert np.array_equal(node.data[0].compute(), labels)
 
 
 def test_the_colour_table_of_the_largest_palette_fits_a_readable_document():
@@ -146,8 +146,8 @@ def test_the_colour_table_of_the_largest_palette_fits_a_readable_document():
 
 
 def test_levels_are_added_until_one_chunk_holds_a_level():
-    assert ngff.level_count((512, 512), (512, 512)) == 1
-    assert ngff.level_count((513, 10), (512, 512)) == 2
+    assert ngff.level_count((512, 512), (512, 512), 0) == 1
+    assert ngff.level_count((513, 10), (512, 512), 0) == 2
     assert ngff.level_count((3000, 2000), (512, 512)) == 4  # 375 x 250 on top
     assert ngff.level_count((100, 4000), (256, 300)) == 5  # chunks need not be square
     assert ngff.level_shape((3000, 2001), 3) == (375, 251)
@@ -158,6 +158,12 @@ def test_levels_are_added_until_one_chunk_holds_a_level():
         None,
         None,
     ]
+
+
+def test_an_image_a_viewer_shows_whole_has_no_pyramid():
+    assert ngff.level_count((2048, 1500), (512, 512)) == 1
+    assert ngff.level_count((2049, 1500), (512, 512)) == 4  # 513 x 375, then 257 x 188
+    assert ngff.level_count((513, 10), (512, 512)) == 1
 
 
 def test_the_pyramid_does_not_depend_on_the_path_an_image_takes(tmp_path, inputs, written):
@@ -252,37 +258,38 @@ def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs)
     store = str(tmp_path / "s.zarr")
     prepare(Location.at(store), list_store(Location.at(store)))
     job = Job(Location.at(store), Settings.from_config(**SETTINGS), "run", 0)
-    path = str(inputs / "alpha.png")  # 600 x 400: 2 x 1 chunks, one level above them
-    spec = Spec("alpha.png", path, token="t", key="0" * 16, fresh=True)
+    path = str(inputs / "large.png")  # 3000 x 2000: 6 x 4 chunks, three levels above them
+    spec = Spec("large.png", path, token="t", key="0" * 16, fresh=True)
     found = probe(path)
     pixels = read_whole(found)
     fit = fit_block(pixels, job.settings)
     attrs = recorded(found.record(), found.shown, job.settings, job.run)
     with lease.hold(Location.at(store), run=job.run):
-        target = create_task(job, spec, attrs, (600, 400), (512, 512))
+        target = create_task(job, spec, attrs, (3000, 2000), (512, 512))
         whole = (slice(None), slice(None))
         labelled = [label_task(pixels, fit, target, whole, job.settings)]
-        shutil.rmtree(Path(store) / "alpha.png" / "labels_1")  # lost under the job's feet
+        shutil.rmtree(Path(store) / "large.png" / "labels_1")  # lost under the job's feet
         levels = [level_task(target, 1, (0, 0), labelled)]
         assert isinstance(levels[0], Failed)
-        outcome = finish_task(job, spec, fit, target, labelled, 600 * 400, levels)
+        outcome = finish_task(job, spec, fit, target, labelled, 3000 * 2000, levels)
     assert outcome == levels[0]
-    assert not (Path(store) / "alpha.png").exists()
+    assert not (Path(store) / "large.png").exists()
     assert list_store(Location.at(store)).complete == {}
 
 
 def test_an_image_of_one_colour_has_every_pyramid_chunk_written(tmp_path):
     path = tmp_path / "in" / "flat.png"
     path.parent.mkdir()
-    iio.imwrite(path, np.full((1100, 600, 3), 90, dtype=np.uint8))
+    iio.imwrite(path, np.full((2100, 600, 3), 90, dtype=np.uint8))
     store = tmp_path / "s.zarr"
     assert compress([str(path)], str(store), **SETTINGS)[0].status == "done"
     assert sorted(p.name for p in (store / "flat.png").glob("labels*")) == [
         "labels",
         "labels_1",
         "labels_2",
+        "labels_3",
     ]
-    assert len(list((store / "flat.png").glob("labels_*/c/*/*"))) == 2 + 1  # all-zero, written
+    assert len(list((store / "flat.png").glob("labels_*/c/*/*"))) == 3 + 2 + 1  # all-zero, written
     assert list_store(Location.at(str(store))).damaged == {}
     (finding,) = verify_store(str(store))
     assert finding.whole, finding.problems
@@ -316,8 +323,10 @@ def test_a_version_2_store_is_read_verified_and_rerun_as_it_is(capsys, copy, inp
     assert f"{copy}: 3 images, 3 whole, 0 damaged" in out
     results = {r.name: r.status for r in compress([str(inputs)], str(copy), **SETTINGS)}
     assert set(results.values()) == {"skipped"}
-    # writing into it made it version 3; its images are as they were, and still whole
-    assert json.loads((copy / "zarr.json").read_text())["attributes"]["format_version"] == 3
+    # writing into it made it the current version; its images are as they were, and still whole
+    assert json.loads((copy / "zarr.json").read_text())["attributes"]["format_version"] == (
+        FORMAT_VERSION
+    )
     assert not any(Path(copy).glob("*/labels_*"))
     assert cli(capsys, "verify", copy)[0] == 0
 
