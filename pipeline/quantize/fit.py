@@ -47,6 +47,7 @@ from pipeline.quantize.colours import (
 )
 from pipeline.quantize.kmeans import Clusters, neediest, per_cluster, plusplus, split_merge, update
 from pipeline.quantize.levels import best_levels, is_gray
+from pipeline.quantize.order import CHAIN_MOST, colour_chain
 
 
 @dataclass(frozen=True)
@@ -441,6 +442,9 @@ def fit_palette(
                 polish_iter=polished,
             )
         palette, labels = _drop_unused(palette, labels)
+        if len(palette) <= CHAIN_MOST:  # stored in an order LZMA and PNG filters gain from,
+            palette = palette[colour_chain(palette)]  # labels exact in it (ties: lowest)
+            palette, labels = _drop_unused(palette, nearest(colours, palette, space=space))
         err = ((colours.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
     info["mse"] = float((err * counts).sum() / (3 * counts.sum()))
     return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info, space=space)

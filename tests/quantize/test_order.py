@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.quantize.order import (
     adjacent_pairs,
+    colour_chain,
     cooccurrence_order,
     new_labels,
     palette_order,
@@ -136,3 +137,52 @@ def test_reordering_keeps_every_pixel_and_the_label_type(dtype):
 def test_a_label_beyond_the_palette_is_refused():
     with pytest.raises(IndexError):
         adjacent_pairs([np.array([[0, 1], [3, 1]], dtype=np.uint8)], 3)
+
+
+def chain_oracle(palette):
+    """colour_chain written plainly: darkest first, then the nearest not visited, ties lowest."""
+    colours = [tuple(int(v) for v in entry[:3]) for entry in palette]
+    current = min(range(len(colours)), key=lambda i: (sum(colours[i]), i))
+    order, left = [current], set(range(len(colours))) - {current}
+    while left:
+        here = colours[current]
+        current = min(
+            left,
+            key=lambda i: (sum((a - b) ** 2 for a, b in zip(colours[i], here, strict=True)), i),
+        )
+        order.append(current)
+        left.remove(current)
+    return order
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64, 256])
+def test_the_colour_chain_is_the_plain_one(k):
+    rng = np.random.default_rng(k)
+    palette = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+    if k > 2:
+        palette[1] = palette[2]  # equal entries and equal distances: ties go to the lowest
+    assert colour_chain(palette).tolist() == chain_oracle(palette)
+
+
+def test_a_gray_ramp_chains_from_dark_to_light():
+    levels = np.array([200, 10, 90, 255, 0, 30], dtype=np.uint8)
+    palette = np.repeat(levels[:, None], 3, axis=1)
+    assert palette[colour_chain(palette), 0].tolist() == sorted(levels.tolist())
+
+
+def test_stored_palettes_are_in_chain_order_with_exact_labels(tmp_path):
+    import imageio.v3 as iio
+    import skimage.data
+
+    from pipeline import compress, open_store
+    from pipeline.quantize.colours import nearest
+
+    photo = skimage.data.astronaut()[:128, :160]
+    iio.imwrite(tmp_path / "a.png", photo)
+    (result,) = compress([str(tmp_path / "a.png")], str(tmp_path / "s.zarr"), colors=32)
+    assert result.status == "done", result
+    image = open_store(str(tmp_path / "s.zarr"))["a.png"]
+    assert colour_chain(image.palette).tolist() == list(range(len(image.palette)))
+    labels = np.asarray(image.labels[...])
+    exact = nearest(photo.reshape(-1, 3), image.palette, space="rgb").reshape(labels.shape)
+    assert np.array_equal(labels, exact)
