@@ -97,6 +97,7 @@ SETTING_LABELS = {
     "max_iter": "KMeans iterations",
     "tol": "tolerance",
     "count_pixels": "pixels counted",
+    "compression": "compression",
 }
 #: Settings a settings line always shows; the others only when not at the package's default.
 MAIN_SETTINGS = ("colors", "sample", "seed", "effort", "space", "dither", "dither_strength")

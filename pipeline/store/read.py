@@ -485,8 +485,9 @@ def image_settings(attrs: dict[str, Any]) -> dict[str, Any]:
     ``seed``, ``chunk``, then every key of ``fit_settings`` (named as settings:
     :func:`pipeline.settings.recorded_settings`), whatever it is, with the settings left out
     because they were at their original value (:data:`pipeline.settings.ORIGINAL`) filled in;
-    and ``frame`` (from 0), for an image that is one of a file's frames or pages. Values of a
-    wrong type are left out, as are attributes that are missing (images written before them).
+    ``compression``, once recorded; and ``frame`` (from 0), for an image that is one of a
+    file's frames or pages. Values of a wrong type are left out, as are attributes that are
+    missing (images written before them).
     """
     settings = {
         name: attrs[key]
@@ -496,6 +497,8 @@ def image_settings(attrs: dict[str, Any]) -> dict[str, Any]:
     fit = attrs.get("fit_settings")
     if isinstance(fit, dict):
         settings.update({**ORIGINAL, **recorded_settings(fit)})
+    if isinstance(attrs.get("compression"), str):
+        settings["compression"] = attrs["compression"]
     source = attrs.get("source")
     if isinstance(source, dict):
         frames, frame = source.get("frames"), source.get("frame")

@@ -174,3 +174,13 @@ def test_targets_are_shown_under_their_option_names_old_stores_included(tmp_path
     old = image_settings({"fit_settings": {"quality": "30-40", "max_iter": 1}})
     assert (old["psnr"], old["quality"]) == ("30-40", None)
     assert "PSNR target dB 30-40" in settings_line(old)
+
+
+def test_an_archival_images_settings_say_its_compression(tmp_path):
+    iio.imwrite(tmp_path / "p.png", skimage.data.coffee()[:80, :120])
+    store = str(tmp_path / "a.zarr")
+    (result,) = compress([str(tmp_path / "p.png")], store, colors=16, compression="archival")
+    assert result.status == "done", result
+    done = run("info", store, "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["images"]["p.png"]["settings"]["compression"] == "archival"
+    assert "compression archival" in run("info", store, cwd=tmp_path).stdout
