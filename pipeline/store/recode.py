@@ -28,6 +28,7 @@ from pipeline.store.write import (
     PORTABLE,
     compressors,
     group_document,
+    open_root,
     sized_metrics,
     viewer_colours,
     write_group,
@@ -83,9 +84,12 @@ def recode_store(store: Location, compression: str) -> Iterator[Recoded]:
     ------
     UsageError
         For a store that is not local.
+    PipelineError
+        For no such store, or not a Zarr v3 store.
     """
     if not store.local:
         raise UsageError(f"{store}: recompress works on local stores only")
+    open_root(store)
     with lease.hold(store) as held:
         yield from _recode(store.fenced(held.fence()), compression)
 

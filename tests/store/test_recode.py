@@ -88,3 +88,10 @@ def test_recompress_refuses_an_unknown_compression(copy, tmp_path):
     done = run("recompress", str(copy), "--compression", "smallest", cwd=tmp_path)
     assert done.returncode == 2
     assert "--compression" in done.stderr
+
+
+def test_recompress_of_no_store_is_one_error_and_makes_nothing(tmp_path):
+    done = run("recompress", "gone.zarr", "--compression", "archival", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: gone.zarr: no such store"
+    assert list(tmp_path.iterdir()) == []
