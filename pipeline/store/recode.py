@@ -26,7 +26,8 @@ from pipeline.store.read import open_image, open_pyramid, scan
 from pipeline.store.write import (
     META,
     PORTABLE,
-    compressors,
+    create_level,
+    create_palette,
     group_document,
     open_root,
     sized_metrics,
@@ -114,29 +115,13 @@ def _stage(store: Location, name: str, attrs: dict[str, Any], compression: str) 
     image = open_image(store, name, attrs)
     staged = f"{STAGING}/{name}"
     group = zarr.create_group(store.zarr, path=staged, zarr_format=3, overwrite=True)
-    codecs = compressors(compression)
     levels = []
     for level, old in enumerate([image.labels, *open_pyramid(image)]):
-        new = group.create_array(
-            ngff.level_path(level),
-            shape=old.shape,
-            chunks=old.chunks,
-            dtype=old.dtype,
-            compressors=codecs,
-            fill_value=0,
-            dimension_names=("y", "x"),
-            config={"write_empty_chunks": True},
-        )
+        new = create_level(group, level, old.shape, old.chunks, old.dtype, compression)
         for region in _chunk_regions(old):
             new[region] = old[region]
         levels.append(new)
-    palette = group.create_array(
-        "palette",
-        data=image.palette,
-        chunks=image.palette.shape,
-        compressors=codecs,
-        dimension_names=("color", "channel"),
-    )
+    palette = create_palette(group, image.palette, compression)
     recoded = {**attrs, "compression": compression}
     recoded["metrics"] = sized_metrics(attrs["metrics"], palette, levels)
     if "ome" in attrs:

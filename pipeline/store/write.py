@@ -547,19 +547,49 @@ def create_image(
         group = make(overwrite=True)
     chunks = stored_chunks(shape, chunks)
     arrays = [
-        group.create_array(
-            ngff.level_path(level),
-            shape=ngff.level_shape(shape, level),
-            chunks=chunks,
-            dtype=label_dtype(colors),
-            compressors=compressors(compression),
-            fill_value=0,
-            dimension_names=("y", "x"),
-            config={"write_empty_chunks": True},
+        create_level(
+            group, level, ngff.level_shape(shape, level), chunks, label_dtype(colors), compression
         )
         for level in range(ngff.level_count(shape, chunks))
     ]
     return arrays[0]
+
+
+def create_level(
+    group: zarr.Group,
+    level: int,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: Any,
+    compression: str,
+) -> zarr.Array:
+    """The empty labels array of pyramid ``level`` (0: the labels) in image ``group``.
+
+    Every chunk is written, even all zeros (``write_empty_chunks``), so that a chunk's
+    presence says it was written.
+    """
+    return group.create_array(
+        ngff.level_path(level),
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=compressors(compression),
+        fill_value=0,
+        dimension_names=("y", "x"),
+        config={"write_empty_chunks": True},
+    )
+
+
+def create_palette(group: zarr.Group, palette: NDArray[np.uint8], compression: str) -> zarr.Array:
+    """The palette array of image ``group``, one chunk (replacing any there)."""
+    return group.create_array(
+        "palette",
+        data=palette,
+        chunks=palette.shape,
+        compressors=compressors(compression),
+        dimension_names=("color", "channel"),
+        overwrite=True,
+    )
 
 
 def stored_chunks(shape: tuple[int, int], chunks: tuple[int, int]) -> tuple[int, int]:
@@ -735,14 +765,7 @@ def finalize(
     group = zarr.open_group(store.zarr, mode="r+", zarr_format=3, path=name)
     if store.fence is not None and group.attrs.get("run") != store.fence.run:
         raise Interfered(f"{name}: rewritten by another job meanwhile; not marked complete")
-    stored = group.create_array(
-        "palette",
-        data=palette,
-        chunks=palette.shape,
-        compressors=compressors(str(group.attrs.get("compression", PORTABLE))),
-        dimension_names=("color", "channel"),
-        overwrite=True,
-    )
+    stored = create_palette(group, palette, str(group.attrs.get("compression", PORTABLE)))
     labels = group["labels"]
     assert isinstance(labels, zarr.Array)
     levels = ngff.level_count(*label_grid(labels))
