@@ -16,6 +16,7 @@ import json
 import lzma
 import os
 import shutil
+import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
@@ -568,28 +569,47 @@ def create_level(
     Every chunk is written, even all zeros (``write_empty_chunks``), so that a chunk's
     presence says it was written.
     """
-    return group.create_array(
-        ngff.level_path(level),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        compressors=compressors(compression),
-        fill_value=0,
-        dimension_names=("y", "x"),
-        config={"write_empty_chunks": True},
-    )
+    with compact_documents():
+        return group.create_array(
+            ngff.level_path(level),
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            compressors=compressors(compression),
+            fill_value=0,
+            dimension_names=("y", "x"),
+            config={"write_empty_chunks": True},
+        )
 
 
 def create_palette(group: zarr.Group, palette: NDArray[np.uint8], compression: str) -> zarr.Array:
     """The palette array of image ``group``, one chunk (replacing any there)."""
-    return group.create_array(
-        "palette",
-        data=palette,
-        chunks=palette.shape,
-        compressors=compressors(compression),
-        dimension_names=("color", "channel"),
-        overwrite=True,
-    )
+    with compact_documents():
+        array = group.create_array(
+            "palette",
+            shape=palette.shape,
+            dtype=palette.dtype,
+            chunks=palette.shape,
+            compressors=compressors(compression),
+            dimension_names=("color", "channel"),
+            overwrite=True,
+        )
+    array[...] = palette
+    return array
+
+
+_COMPACT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def compact_documents() -> Iterator[None]:
+    """zarr writes the documents of the arrays made meanwhile unindented (about 35% smaller).
+
+    zarr's ``json_indent`` setting is the process's; the lock keeps every thread of this
+    module from restoring it while another is still making an array.
+    """
+    with _COMPACT_LOCK, zarr.config.set({"json_indent": None}):
+        yield
 
 
 def stored_chunks(shape: tuple[int, int], chunks: tuple[int, int]) -> tuple[int, int]:
