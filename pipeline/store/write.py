@@ -603,7 +603,7 @@ _COMPACT_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def compact_documents() -> Iterator[None]:
-    """zarr writes the documents of the arrays made meanwhile unindented (about 35% smaller).
+    """Within it, zarr writes the documents of the arrays it makes unindented (35% smaller).
 
     zarr's ``json_indent`` setting is the process's; the lock keeps every thread of this
     module from restoring it while another is still making an array.

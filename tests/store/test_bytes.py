@@ -18,6 +18,7 @@ from pipeline import compress, open_store
 from pipeline.cli import main
 from pipeline.errors import UsageError
 from pipeline.settings import Settings, read_job_file
+from pipeline.store import ngff
 from pipeline.store.read import open_pyramid
 from tests.conftest import sklearn_photo
 from tests.test_cli import run
@@ -191,3 +192,41 @@ def test_an_archival_store_takes_at_most_nine_tenths_of_a_portable_one(tmp_path,
         assert {r.status for r in results} == {"done"}
         sizes[compression] = store_bytes(store)
     assert sizes["archival"] <= 0.9 * sizes["portable"], sizes
+
+
+def test_tensorstore_reads_a_portable_store_and_checks_its_checksums(tmp_path):
+    """Another Zarr v3 implementation (tensorstore, C++) rebuilds a default store's image and its
+    pyramid, and refuses a chunk whose bytes changed (CRC-32C); an archival store's LZMA it does
+    not read, as docs/store-format.md says."""
+    ts = pytest.importorskip("tensorstore")
+    wide = tmp_path / "wide.png"  # wider than a viewer shows whole: it has a pyramid
+    iio.imwrite(wide, np.tile(iio.imread(sklearn_photo("china.jpg")), (1, 4, 1)))
+    store = tmp_path / "out.zarr"
+    compress([str(wide)], str(store), colors=32, chunk=512)
+    (image,) = open_store(str(store)).values()
+    levels = open_pyramid(image)
+    assert levels
+
+    def read(array: str) -> np.ndarray:
+        path = store / "wide.png" / array
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+        return ts.open(spec, open=True, read=True).result().read().result()
+
+    assert np.array_equal(read("palette"), image.palette)
+    assert np.array_equal(read("labels"), image.labels[...])
+    for level, array in enumerate(levels, start=1):
+        assert np.array_equal(read(ngff.level_path(level)), array[...])
+
+    chunk = store / "wide.png" / "labels" / "c" / "0" / "1"
+    damaged = bytearray(chunk.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="Digest mismatch"):
+        read("labels")
+
+    archival = tmp_path / "archival.zarr"
+    compress([sklearn_photo("flower.jpg")], str(archival), colors=32, compression="archival")
+    path = archival / "flower.jpg" / "labels"
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
+    with pytest.raises(ValueError, match=r"numcodecs\.lzma"):
+        ts.open(spec, open=True, read=True).result()
