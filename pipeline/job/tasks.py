@@ -49,6 +49,8 @@ from pipeline.store.write import (
     marker_tag,
     remove_image,
     remove_marker,
+    stored_chunks,
+    write_image,
     write_labels,
     write_level,
     write_marker,
@@ -390,17 +392,29 @@ def label_region(
     Blocks with transparency are not dithered.
     """
     origin = (region[0].start or 0, region[1].start or 0)
-    dtype = np.dtype(target.dtype)
-    if block.shape[2] == 4:
-        labels, error = rgba.label_rgba(block, fit.palette, dtype)
-    else:
-        how = (settings.dither, settings.dither_strength, origin)
-        labels, error = label_block(block, fit, dtype, *how)
+    labels, error = labelled_block(block, fit, np.dtype(target.dtype), origin, settings)
     with _writing():
         digests = write_labels(target, region, labels)
     height, width = target.shape
     total, measured = colour_error(block, labels, fit.palette, origin, (height, width))
     return Labelled(error, total, measured, digests)
+
+
+def labelled_block(
+    block: NDArray[np.uint8],
+    fit: Fit,
+    dtype: np.dtype[Any],
+    origin: tuple[int, int],
+    settings: Settings,
+) -> tuple[NDArray[np.integer], int]:
+    """The labels of ``block`` (at ``origin`` in its image) and their summed squared error.
+
+    Blocks with transparency are not dithered.
+    """
+    if block.shape[2] == 4:
+        return rgba.label_rgba(block, fit.palette, dtype)
+    how = (settings.dither, settings.dither_strength, origin)
+    return label_block(block, fit, dtype, *how)
 
 
 def finish(
@@ -417,6 +431,19 @@ def finish(
     every pixel with the labels the store holds), and its chunks' digests; ``levels`` the
     digests of the chunks of the labels' pyramid (none for an image of one chunk).
     """
+    attrs = final_attributes(spec, fit, labelled, n_pixels)
+    with _writing():
+        digests = [digest for part in labelled for digest in part.digests]
+        pyramid = [digest for part in levels for digest in part]
+        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests, pyramid)
+    mark_complete(job, spec, chunks)
+    return stored
+
+
+def final_attributes(
+    spec: Spec, fit: Fit, labelled: Sequence[Labelled], n_pixels: int
+) -> dict[str, Any]:
+    """The attributes an image gets when it is finished: colours, fit, metrics, time."""
     channels = fit.palette.shape[1]
     # RGBA errors are of the composites over black and white, 6 values (pipeline.quantize.rgba)
     scale, values = (rgba.FULL, 6) if channels == 4 else (1, 3)
@@ -431,16 +458,16 @@ def finish(
     }
     if spec.size:
         metrics["source_bytes"] = spec.size
-    attrs: dict[str, Any] = {
+    return {
         "colors": len(fit.palette),
         "fit": fit.info,
         "metrics": metrics,
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    with _writing():
-        digests = [digest for part in labelled for digest in part.digests]
-        pyramid = [digest for part in levels for digest in part]
-        stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests, pyramid)
+
+
+def mark_complete(job: Job, spec: Spec, chunks: int) -> None:
+    """Write the completion marker of an image finished with ``chunks`` label chunks."""
     tag = marker_tag(spec.key, chunks)
     try:
         with _writing():
@@ -450,15 +477,21 @@ def finish(
         # skip the image, whose group the caller removes
         _undo(remove_marker, job.store, spec.name, tag)
         raise
-    return stored
 
 
 def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]) -> dict[str, Any]:
-    """Fit, label, store and finish one image held in memory; its labels chunked like the work."""
+    """Fit, label, store and finish one image held in memory; its labels chunked like the work.
+
+    An image of one chunk (no pyramid) is labelled first, then written in one go
+    (:func:`pipeline.store.write.write_image`).
+    """
     fit = fit_block(pixels, job.settings)
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     attrs = recorded(found.record(), shape, job.settings, job.run)
-    target = create(job, spec, attrs, shape, work_chunks(found, job.settings.chunk))
+    chunks = work_chunks(found, job.settings.chunk)
+    if stored_chunks(shape, chunks) == shape:
+        return _compress_one_chunk(job, spec, fit, attrs, pixels)
+    target = create(job, spec, attrs, shape, chunks)
     try:
         whole = (slice(0, shape[0]), slice(0, shape[1]))
         labelled = label_region(pixels, fit, target, whole, job.settings)
@@ -470,6 +503,45 @@ def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]
     except BaseException:
         _undo(remove_image, job.store, spec.name)
         raise
+
+
+def _compress_one_chunk(
+    job: Job, spec: Spec, fit: Fit, attrs: dict[str, Any], pixels: NDArray[np.uint8]
+) -> dict[str, Any]:
+    """Label, store and finish an image whose labels are one chunk, in one go.
+
+    The store's files are written once each, the same bytes as :func:`create`,
+    :func:`label_region` and :func:`finish` make.
+    """
+    from pipeline.quantize.assign import label_dtype
+
+    shape = pixels.shape[:2]
+    dtype = label_dtype(job.settings.colors)
+    labels, error = labelled_block(pixels, fit, dtype, (0, 0), job.settings)
+    total, measured = colour_error(pixels, labels, fit.palette, (0, 0), shape)
+    final = final_attributes(spec, fit, [Labelled(error, total, measured, [])], labels.size)
+    if spec.stale is not None:
+        with _writing():
+            remove_marker(job.store, spec.name, spec.stale)
+    try:
+        with _writing():
+            stored = write_image(
+                job.store,
+                spec.name,
+                attrs,
+                fit.palette,
+                labels,
+                final,
+                compression=job.settings.compression,
+                fresh=spec.fresh,
+            )
+        mark_complete(job, spec, 1)
+    except Fenced:
+        raise  # the group may be the other job's now
+    except BaseException:
+        _undo(remove_image, job.store, spec.name)
+        raise
+    return stored
 
 
 def compress_batch(

@@ -531,14 +531,7 @@ def create_image(
     """
     from pipeline.quantize.assign import label_dtype
 
-    attributes = {  # one metadata write (attrs.update writes it once per key)
-        **attrs,
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "package_version": _version(),
-        "compression": compression,
-        "status": "writing",
-    }
+    attributes = created_attributes(attrs, compression)  # one write (not one per key)
     make = functools.partial(
         zarr.create_group, store.zarr, path=name, zarr_format=3, attributes=attributes
     )
@@ -554,6 +547,18 @@ def create_image(
         for level in range(ngff.level_count(shape, chunks))
     ]
     return arrays[0]
+
+
+def created_attributes(attrs: dict[str, Any], compression: str) -> dict[str, Any]:
+    """The attributes of an image group as it is created (status ``"writing"``)."""
+    return {
+        **attrs,
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "package_version": _version(),
+        "compression": compression,
+        "status": "writing",
+    }
 
 
 def create_level(
@@ -742,16 +747,23 @@ def sized_metrics(
 ) -> dict[str, Any]:
     """``metrics`` with the stored sizes of an image's ``palette`` and labels ``levels``.
 
-    ``levels``: ``labels`` then its pyramid levels. Sets ``stored_bytes`` (palette + labels
-    chunks, compressed), ``ratio`` (``raw_bytes`` / ``stored_bytes``), ``pyramid_bytes`` and,
-    when ``source_bytes`` is known, ``ratio_source`` (``source_bytes`` / ``stored_bytes``).
+    ``levels``: ``labels`` then its pyramid levels. Sets ``stored_bytes`` (palette + labels:
+    their files, compressed chunks and documents), ``ratio`` (``raw_bytes`` /
+    ``stored_bytes``), ``pyramid_bytes`` and, when ``source_bytes`` is known, ``ratio_source``
+    (``source_bytes`` / ``stored_bytes``).
     """
     nbytes = int(palette.nbytes_stored() + levels[0].nbytes_stored())
+    pyramid = sum(int(level.nbytes_stored()) for level in levels[1:])
+    return with_sizes(metrics, nbytes, pyramid)
+
+
+def with_sizes(metrics: dict[str, Any], nbytes: int, pyramid: int = 0) -> dict[str, Any]:
+    """``metrics`` with ``stored_bytes`` and ``pyramid_bytes`` set (see :func:`sized_metrics`)."""
     sized = {
         **metrics,
         "stored_bytes": nbytes,
         "ratio": metrics.get("raw_bytes", 0) / nbytes,
-        "pyramid_bytes": sum(int(level.nbytes_stored()) for level in levels[1:]),
+        "pyramid_bytes": pyramid,
     }
     if metrics.get("source_bytes"):
         sized["ratio_source"] = metrics["source_bytes"] / nbytes
@@ -783,8 +795,7 @@ def finalize(
         The number of chunks of the labels and their pyramid (for the completion marker).
     """
     group = zarr.open_group(store.zarr, mode="r+", zarr_format=3, path=name)
-    if store.fence is not None and group.attrs.get("run") != store.fence.run:
-        raise Interfered(f"{name}: rewritten by another job meanwhile; not marked complete")
+    check_ours(store, name, group.attrs.get("run"))
     stored = create_palette(group, palette, str(group.attrs.get("compression", PORTABLE)))
     labels = group["labels"]
     assert isinstance(labels, zarr.Array)
@@ -804,27 +815,166 @@ def finalize(
         hashes.append(labels_digest(ordered.values()))
         arrays.append(array)
     chunks = sum(array.nchunks for array in arrays)
-    shape = [*labels.shape, palette.shape[1]]  # 4 channels for an RGBA palette
     metrics = sized_metrics(attrs.get("metrics", {}), stored, arrays)
+    complete = complete_attributes(
+        name, group.attrs.asdict(), {**attrs, "metrics": metrics}, palette, labels.shape, hashes
+    )
+    write_group(store, name, group_document(complete))
+    return complete, chunks
+
+
+def write_image(
+    store: Location,
+    name: str,
+    attrs: dict[str, Any],
+    palette: NDArray[np.uint8],
+    labels: NDArray[np.integer],
+    final: dict[str, Any],
+    *,
+    compression: str = PORTABLE,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """Write image ``name`` whose ``labels`` are one chunk and have no pyramid, and finish it.
+
+    The same files, bytes and order as :func:`create_image` (``attrs``), :func:`write_labels`
+    and :func:`finalize` (``final``) make for such an image, each written once and directly:
+    the group (status ``"writing"``), the documents and chunks of ``labels`` and ``palette``
+    (encoded here as zarr encodes them: :func:`encode_chunk`; one request for the four on object
+    storage), then the complete group. ``fresh`` as :func:`create_image` takes it.
+
+    Returns
+    -------
+    dict
+        All attributes of the image group, as stored.
+    """
+    created = created_attributes(attrs, compression)
+    if not fresh or (store.local and os.path.lexists(store.path(name))):
+        remove_image(store, name)
+    write_group(store, name, group_document(created))
+    files = {
+        "labels/zarr.json": array_document("labels", labels.shape, labels.dtype, compression),
+        "labels/c/0/0": encode_chunk(labels, compression),
+        "palette/zarr.json": array_document("palette", palette.shape, palette.dtype, compression),
+        "palette/c/0/0": encode_chunk(palette, compression),
+    }
+    write_files(store, name, files)
+    written = json.loads(store.read(name, "zarr.json"))
+    check_ours(store, name, written["attributes"].get("run"))
+    metrics = with_sizes(final.get("metrics", {}), sum(map(len, files.values())))
+    hashes = [labels_digest([chunk_digest(labels)])]
+    complete = complete_attributes(
+        name, created, {**final, "metrics": metrics}, palette, labels.shape, hashes
+    )
+    write_group(store, name, group_document(complete))
+    return complete
+
+
+@functools.cache
+def _array_template(array: str, dtype: str, compression: str) -> dict[str, Any]:
+    """The document zarr writes for an array made by :func:`create_level` or :func:`create_palette`.
+
+    ``array`` is ``"labels"`` (any level) or ``"palette"``; its shape and chunks are one's.
+    """
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+    if array == "palette":
+        made = create_palette(group, np.zeros((1, 3), dtype=dtype), compression)
+    else:
+        made = create_level(group, 0, (1, 1), (1, 1), dtype, compression)
+    return made.metadata.to_dict()
+
+
+def array_document(
+    array: str, shape: tuple[int, ...], dtype: np.dtype[Any], compression: str
+) -> bytes:
+    """The ``zarr.json`` of ``array`` (``"labels"`` or ``"palette"``) of ``shape``, in one chunk.
+
+    Byte for byte as zarr writes it under :func:`compact_documents`.
+    """
+    document = dict(_array_template(array, np.dtype(dtype).str, compression))
+    document["shape"] = list(shape)
+    document["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": list(shape)}}
+    return json.dumps(document, allow_nan=True).encode()
+
+
+def encode_chunk(values: NDArray[Any], compression: str) -> bytes:
+    """The bytes of one chunk of ``values`` as an array of :func:`compressors` stores it.
+
+    C order, little-endian, compressed (zstd or LZMA), then its CRC-32C, little-endian.
+    """
+    import google_crc32c
+    import numcodecs
+
+    data = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+    if compression == PORTABLE:
+        packed = bytes(numcodecs.Zstd(level=ZSTD_LEVEL).encode(data))
+    else:
+        archival = numcodecs.LZMA(format=lzma.FORMAT_RAW, filters=list(LZMA_FILTERS))
+        packed = bytes(archival.encode(data))
+    return packed + np.array([google_crc32c.value(packed)], dtype="<u4").tobytes()
+
+
+def write_files(store: Location, name: str, files: dict[str, bytes]) -> None:
+    """Write ``files`` (path inside image group ``name`` -> bytes), each whole.
+
+    Locally each is written beside its place and renamed into it (as zarr writes a file); on
+    object storage all of them in one call (fsspec puts them concurrently). The fence is
+    checked right before.
+    """
+    if not store.local:
+        store.guard()
+        store.fs.pipe({store.path(name, *path.split("/")): data for path, data in files.items()})
+        return
+    for path, data in files.items():
+        target = store.path(name, *path.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        staged = f"{target}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(staged, "wb") as file:
+                file.write(data)
+            store.guard()
+            os.replace(staged, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(staged)
+            raise
+
+
+def check_ours(store: Location, name: str, run: object) -> None:
+    """Raise :class:`Interfered` when image ``name``'s group, of ``run``, is not this job's."""
+    if store.fence is not None and run != store.fence.run:
+        raise Interfered(f"{name}: rewritten by another job meanwhile; not marked complete")
+
+
+def complete_attributes(
+    name: str,
+    created: dict[str, Any],
+    attrs: dict[str, Any],
+    palette: NDArray[np.uint8],
+    shape: tuple[int, ...],
+    hashes: list[str],
+) -> dict[str, Any]:
+    """The attributes of complete image ``name``, written once after every chunk and the palette.
+
+    ``created``'s (as :func:`create_image` made them), then ``attrs`` (``metrics`` sized),
+    ``image_shape`` with the palette's channels (4 for an image with transparency), the
+    ``digests`` (``hashes``: of ``labels`` then of each pyramid level) and the OME-NGFF
+    metadata. Written as compact JSON (the colour table alone is ~50 bytes per colour, three
+    times that indented).
+    """
     digests = {
         "algorithm": DIGEST_ALGORITHM,
         "palette": palette_digest(palette),
         "labels": hashes[0],
         "levels": hashes[1:],
     }
-    # one write of the group's metadata, whole, after every chunk and the palette; compact
-    # JSON (the colour table alone is ~50 bytes per colour, three times that indented)
-    complete = {
-        **group.attrs,
+    return {
+        **created,
         **attrs,
-        "image_shape": shape,
-        "metrics": metrics,
+        "image_shape": [*shape, palette.shape[1]],
         "digests": digests,
-        "ome": ngff.metadata(name, palette, levels, viewer_colours(group.attrs.asdict())),
+        "ome": ngff.metadata(name, palette, len(hashes), viewer_colours(created)),
         "status": "complete",
     }
-    write_group(store, name, group_document(complete))
-    return complete, chunks
 
 
 @dataclass(frozen=True, repr=False)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zarr
 
 from pipeline import compress
+from pipeline.cli import main
 from pipeline.job.graph import label_block_shape
 from tests.conftest import store_files
 
@@ -51,3 +53,35 @@ def test_two_workers_sharing_an_image_store_the_same_bytes(tmp_path, write_image
     result = compress([path], shared, client=client, running=LARGE, **settings)[0]
     assert result.status == "done"
     assert labels_and_palette(alone, "china.png") == labels_and_palette(shared, "china.png")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {},
+        {"compression": "archival"},
+        {"colors": 300},  # uint16 labels
+        {"alpha": True},  # an RGBA palette
+    ],
+    ids=["portable", "archival", "uint16", "rgba"],
+)
+def test_an_image_of_one_chunk_written_in_one_go_holds_what_the_chunked_path_writes(
+    tmp_path, write_image, small_photo, case
+):
+    """A small image of a batch is written file by file without zarr (write.write_image); the
+    large path writes the same image through zarr arrays: every file the same, byte for byte
+    (the group's document but for the job's id and end time)."""
+    settings = {"colors": 32, "sample": 2000, **case}
+    pixels = small_photo
+    if settings.pop("alpha", False):
+        alpha = np.where(np.arange(pixels.shape[1]) % 3 == 0, 0, 255).astype(np.uint8)
+        pixels = np.dstack([pixels, np.broadcast_to(alpha, pixels.shape[:2])])
+    path = write_image("photo.png", pixels)
+    batch, large = tmp_path / "batch.zarr", tmp_path / "large.zarr"
+    assert compress([path], str(batch), **settings)[0].status == "done"
+    assert compress([path], str(large), running=LARGE, **settings)[0].status == "done"
+    assert store_files(batch, metadata=True) == store_files(large, metadata=True)
+    for array in ("labels", "palette"):
+        document = Path("photo.png", array, "zarr.json")
+        assert (batch / document).read_bytes() == (large / document).read_bytes()
+    assert main(["verify", str(batch)]) == 0
