@@ -598,6 +598,7 @@ def create_palette(group: zarr.Group, palette: NDArray[np.uint8], compression: s
             compressors=compressors(compression),
             dimension_names=("color", "channel"),
             overwrite=True,
+            config={"write_empty_chunks": True},  # a black image's palette is all zeros
         )
     array[...] = palette
     return array

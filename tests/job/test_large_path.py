@@ -62,8 +62,9 @@ def test_two_workers_sharing_an_image_store_the_same_bytes(tmp_path, write_image
         {"compression": "archival"},
         {"colors": 300},  # uint16 labels
         {"alpha": True},  # an RGBA palette
+        {"black": True},  # a palette of zeros, which zarr would not write by default
     ],
-    ids=["portable", "archival", "uint16", "rgba"],
+    ids=["portable", "archival", "uint16", "rgba", "black"],
 )
 def test_an_image_of_one_chunk_written_in_one_go_holds_what_the_chunked_path_writes(
     tmp_path, write_image, small_photo, case
@@ -72,7 +73,7 @@ def test_an_image_of_one_chunk_written_in_one_go_holds_what_the_chunked_path_wri
     large path writes the same image through zarr arrays: every file the same, byte for byte
     (the group's document but for the job's id and end time)."""
     settings = {"colors": 32, "sample": 2000, **case}
-    pixels = small_photo
+    pixels = np.zeros_like(small_photo) if settings.pop("black", False) else small_photo
     if settings.pop("alpha", False):
         alpha = np.where(np.arange(pixels.shape[1]) % 3 == 0, 0, 255).astype(np.uint8)
         pixels = np.dstack([pixels, np.broadcast_to(alpha, pixels.shape[:2])])
