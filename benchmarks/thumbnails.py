@@ -82,6 +82,7 @@ def ours(folder: Path, store: Path, cwd: Path) -> tuple[float, float, float]:
     """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder``."""
     import pipeline
 
+    shutil.rmtree(store, ignore_errors=True)  # its images alone: none of an earlier run's
     command = [sys.executable, "-m", "pipeline", "run", str(folder), "-o", str(store)]
     wall, cpu = timed([*command, "--colors", str(COLORS), "--overwrite"], cwd)
     images = pipeline.open_store(str(store))
@@ -93,7 +94,7 @@ def pngquant(folder: Path, cwd: Path) -> tuple[float, float, float]:
     """Wall s, CPU s and mean PSNR of pngquant on every file of ``folder``, 2 processes."""
     import imageio.v3 as iio
 
-    inputs = sorted(str(path) for path in folder.glob("t*.png"))
+    inputs = sorted(str(path) for path in folder.glob("t??????.png"))
     listing = cwd / "inputs.txt"
     listing.write_text("\n".join(inputs) + "\n")
     script = (
@@ -103,7 +104,9 @@ def pngquant(folder: Path, cwd: Path) -> tuple[float, float, float]:
     errors = []
     for path in inputs:
         source = iio.imread(path).astype(np.float64)
-        quantized = iio.imread(path[: -len(".png")] + "-pq.png", mode="RGB").astype(np.float64)
+        output = Path(path[: -len(".png")] + "-pq.png")
+        quantized = iio.imread(output, mode="RGB").astype(np.float64)
+        output.unlink()  # the next round's inputs are the thumbnails alone
         errors.append(float(((source - quantized) ** 2).mean()))
     return wall, cpu, psnr(statistics.fmean(errors))
 
