@@ -120,7 +120,7 @@ def _iteration(starts: Sequence[Start], random_state: int) -> list[NDArray[np.fl
         random_state=random_state,
     )
     with dask.config.set(scheduler="synchronous"), thread_limit():
-        model.fit(da.from_array(points, chunks=len(points)))
+        model.fit(da.from_array(points, chunks=(len(points), -1)))
     moved = np.asarray(model.cluster_centers_, dtype=np.float32)[:, :-1]
     ends = np.cumsum([len(c) for _, c in starts])
     return np.split(moved, ends[:-1])
