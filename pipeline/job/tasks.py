@@ -34,7 +34,8 @@ from pipeline.job.news import announce
 from pipeline.quantize import rgba
 from pipeline.quantize.assign import label_block
 from pipeline.quantize.count import grid_histogram, grid_stride
-from pipeline.quantize.fit import Fit, fit_palette
+from pipeline.quantize.fit import Fit, fit_palette, fits_sample, sample_points, seed
+from pipeline.quantize.lloyd import MOST_POINTS, Start, full, lloyd_samples
 from pipeline.quantize.metrics import DE_UNIT, colour_error, psnr
 from pipeline.quantize.quality import Target, search_colours
 from pipeline.quantize.sample import sample_positions
@@ -267,15 +268,17 @@ def fit_sampled(
     sample: NDArray[np.uint8],
     counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
     settings: Settings,
+    fitted: tuple[NDArray[np.float32], int] | None = None,
 ) -> Fit:
     """The palette of an image from its pixel sample and colour counts.
 
     An RGBA sample (an image with transparency) gets an RGBA palette
-    (:mod:`pipeline.quantize.rgba`).
+    (:mod:`pipeline.quantize.rgba`). ``fitted``: the dask-ml fit of the sample, when done
+    already with other images' (:func:`shares_fit`, :func:`pipeline.quantize.lloyd.lloyd_samples`).
     """
     keys, freq = counts
 
-    def fit_with(colors: int) -> Fit:
+    def fit_with(colors: int, fitted: tuple[NDArray[np.float32], int] | None = None) -> Fit:
         if sample.shape[1] == 4:
             palette, labels, info = rgba.fit_rgba(
                 sample, keys, freq, colors, random_state=settings.seed, effort=settings.effort
@@ -291,23 +294,56 @@ def fit_sampled(
             tol=settings.tol,
             effort=settings.effort,
             space=settings.space,
+            fitted=fitted,
         )
 
     target = settings.target()
     if target is None:
-        return fit_with(settings.colors)
+        return fit_with(settings.colors, fitted)
     return search_colours(fit_with, settings.colors, Target(*target), freq)
 
 
-def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
-    """The palette of an image held as one array: the same sample and counts as chunk by chunk."""
+def shares_fit(
+    sample: NDArray[np.uint8],
+    counts: tuple[NDArray[np.uint32], NDArray[np.int64]],
+    settings: Settings,
+) -> Start | None:
+    """Where the dask-ml fit of an image's sample starts, if it can share one with other images.
+
+    It can when :func:`fit_sampled` makes exactly one dask-ml fit of it, for ``settings.colors``
+    (no quality target, RGB, not gray, more colours than that: see
+    :func:`pipeline.quantize.fit.fits_sample`) of a sample small enough
+    (:data:`pipeline.quantize.lloyd.MOST_POINTS`). Returns the sample's points and their
+    k-means++ seeds, as :func:`~pipeline.quantize.fit.fit_palette` would start from, or None.
+    """
+    colors = settings.colors
+    if (
+        settings.target() is not None
+        or sample.shape[1] != 3
+        or len(sample) > MOST_POINTS
+        or not fits_sample(counts[0], colors)
+    ):
+        return None
+    points = sample_points(sample, settings.space)
+    return points, seed(points, colors, settings.seed)
+
+
+def sample_block(
+    block: NDArray[np.uint8], settings: Settings
+) -> tuple[NDArray[np.uint8], tuple[NDArray[np.uint32], NDArray[np.int64]]]:
+    """The pixel sample and colour counts of an image held as one array, as chunk by chunk."""
     rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
     stride = grid_stride(block.shape[:2], settings.count_pixels)
     if block.shape[2] == 4:
         counts = rgba.histogram(block[::stride, ::stride])
     else:
         counts = grid_histogram(block, 0, 0, stride)
-    return fit_sampled(block[rows, cols], counts, settings)
+    return block[rows, cols], counts
+
+
+def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:
+    """The palette of an image held as one array: the same sample and counts as chunk by chunk."""
+    return fit_sampled(*sample_block(block, settings), settings)
 
 
 def recorded(
@@ -479,13 +515,17 @@ def mark_complete(job: Job, spec: Spec, chunks: int) -> None:
         raise
 
 
-def compress_whole(job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8]) -> dict[str, Any]:
+def compress_whole(
+    job: Job, spec: Spec, found: Probe, pixels: NDArray[np.uint8], fit: Fit | None = None
+) -> dict[str, Any]:
     """Fit, label, store and finish one image held in memory; its labels chunked like the work.
 
-    An image of one chunk (no pyramid) is labelled first, then written in one go
+    ``fit``: its palette, when fitted already (else :func:`fit_block` fits it). An image of one
+    chunk (no pyramid) is labelled first, then written in one go
     (:func:`pipeline.store.write.write_image`).
     """
-    fit = fit_block(pixels, job.settings)
+    if fit is None:
+        fit = fit_block(pixels, job.settings)
     shape = (int(pixels.shape[0]), int(pixels.shape[1]))
     attrs = recorded(found.record(), shape, job.settings, job.run)
     chunks = work_chunks(found, job.settings.chunk)
@@ -544,39 +584,140 @@ def _compress_one_chunk(
     return stored
 
 
+@dataclass(frozen=True)
+class Held:
+    """An image of a batch read and sampled, waiting for its group's shared dask-ml fit.
+
+    Attributes
+    ----------
+    spec : Spec
+    found : Probe
+    pixels : ndarray of uint8, shape (height, width, channels)
+    sample, counts : ndarray, tuple
+        Its pixel sample and colour counts (:func:`sample_block`).
+    start : tuple or None
+        Where its dask-ml fit starts, when it shares one (:func:`shares_fit`).
+    seconds : float
+        Its own time so far.
+    """
+
+    spec: Spec
+    found: Probe
+    pixels: NDArray[np.uint8]
+    sample: NDArray[np.uint8]
+    counts: tuple[NDArray[np.uint32], NDArray[np.int64]]
+    start: Start | None
+    seconds: float
+
+
+def hold(spec: Spec, job: Job) -> Held | Deferred:
+    """Open, read and sample one image of a batch; :class:`Deferred` if too large for one."""
+    started = time.perf_counter()
+    found = probe_spec(spec, job.settings, listed=True)  # batches: listed files only
+    if found.pixels > job.batch_pixels:
+        return Deferred(spec, found)
+    pixels = read_whole(found)
+    sample, counts = sample_block(pixels, job.settings)
+    start = shares_fit(sample, counts, job.settings)
+    return Held(spec, found, pixels, sample, counts, start, time.perf_counter() - started)
+
+
+def shared_fits(
+    group: Sequence[Held | Failed | Deferred], settings: Settings
+) -> tuple[list[tuple[NDArray[np.float32], int] | None], float]:
+    """The dask-ml fits of ``group``'s images that share one, in one call; None for the others.
+
+    Also returns each sharing image's part of the call's seconds. Should the shared fit fail
+    (a bug), every image makes its own, so that a bad image fails alone.
+    """
+    starts = {
+        i: held.start
+        for i, held in enumerate(group)
+        if isinstance(held, Held) and held.start is not None
+    }
+    fitted: list[tuple[NDArray[np.float32], int] | None] = [None] * len(group)
+    if not starts:
+        return fitted, 0.0
+    started = time.perf_counter()
+    with contextlib.suppress(Exception):  # then each image fits alone, and fails alone
+        fits = lloyd_samples(
+            list(starts.values()),
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            random_state=settings.seed,
+        )
+        for i, fit in zip(starts, fits, strict=True):
+            fitted[i] = fit
+    return fitted, (time.perf_counter() - started) / len(starts)
+
+
+def compress_held(
+    job: Job, held: Held, fitted: tuple[NDArray[np.float32], int] | None, share: float = 0.0
+) -> Done | Failed:
+    """Fit (with its shared dask-ml fit ``fitted``, if any), label, store and finish ``held``.
+
+    ``share``: its part of the shared fit's seconds, counted in its own time.
+    """
+    started = time.perf_counter()
+    try:
+        fit = fit_sampled(held.sample, held.counts, job.settings, fitted)
+        try:
+            attrs = compress_whole(job, held.spec, held.found, held.pixels, fit)
+        except Interfered:  # a stray write of a job that lost the store: write it again
+            attrs = compress_whole(job, held.spec, held.found, held.pixels, fit)
+    except Exception as exc:
+        return failure(exc)
+    own = held.seconds + share + time.perf_counter() - started
+    return Done.of(held.spec.name, attrs, own)
+
+
+def group_full(group: Sequence[Held | Failed | Deferred], job: Job) -> bool:
+    """Whether ``group`` should get its shared fit now, before more images are read.
+
+    When the shared fit should take no more images (:func:`pipeline.quantize.lloyd.full`), or
+    they hold ``job.batch_pixels`` pixels (so a batch holds at most about twice that in memory).
+    """
+    held = [image for image in group if isinstance(image, Held)]
+    pixels = sum(image.pixels.shape[0] * image.pixels.shape[1] for image in held)
+    return pixels >= job.batch_pixels or full([i.start for i in held if i.start is not None])
+
+
 def compress_batch(
     specs: Sequence[Spec], job: Job, batch: str = ""
 ) -> list[Done | Failed | Deferred]:
-    """Compress small images one after another in one task; one outcome each, in order.
+    """Compress small images in one task; one outcome each, in order.
 
-    An image found to have more than ``job.batch_pixels`` pixels (a small file can hold a large
-    image) is returned as :class:`Deferred`, untouched, for a graph of its own. The outcomes end
-    early, at a failure that leaves the store unwritable: the images after it are not attempted.
-    Each image done or failed is announced to the job's client as it finishes
-    (:func:`pipeline.job.news.announce`, as batch ``batch``).
+    Images are read a group at a time (:func:`group_full`), then their dask-ml fits on their samples
+    are made in one call (:func:`shared_fits`), then each is fitted over its pixels, labelled,
+    stored and finished alone. An image found to have more than ``job.batch_pixels`` pixels (a
+    small file can hold a large image) is returned as :class:`Deferred`, untouched, for a graph
+    of its own. The outcomes end early, at a failure that leaves the store unwritable: the
+    images after it are not attempted. Each image done or failed is announced to the job's
+    client as it finishes (:func:`pipeline.job.news.announce`, as batch ``batch``).
     """
     outcomes: list[Done | Failed | Deferred] = []
+    group: list[Held | Failed | Deferred] = []
     for index, spec in enumerate(specs):
-        started = time.perf_counter()
         try:
-            found = probe_spec(spec, job.settings, listed=True)  # batches: listed files only
-            if found.pixels > job.batch_pixels:
-                outcomes.append(Deferred(spec, found))
-                continue
-            pixels = read_whole(found)
-            try:
-                attrs = compress_whole(job, spec, found, pixels)
-            except Interfered:  # a stray write of a job that lost the store: write it again
-                attrs = compress_whole(job, spec, found, pixels)
+            group.append(hold(spec, job))
         except Exception as exc:
-            outcomes.append(failure(exc))
-        else:
-            outcomes.append(Done.of(spec.name, attrs, time.perf_counter() - started))
-        outcome = outcomes[-1]
-        assert not isinstance(outcome, Deferred)
-        announce(job.run, batch, index, message_of(outcome))
-        if isinstance(outcome, Failed) and outcome.unwritable is not None:
-            break  # the rest would meet the same error, and the job stops
+            group.append(failure(exc))
+        if index + 1 < len(specs) and not group_full(group, job):
+            continue
+        fitted, share = shared_fits(group, job.settings)
+        for held, fit in zip(group, fitted, strict=True):
+            outcome = (
+                compress_held(job, held, fit, share if fit is not None else 0.0)
+                if isinstance(held, Held)
+                else held
+            )
+            outcomes.append(outcome)
+            if isinstance(outcome, Deferred):
+                continue
+            announce(job.run, batch, len(outcomes) - 1, message_of(outcome))
+            if isinstance(outcome, Failed) and outcome.unwritable is not None:
+                return outcomes  # the rest would meet the same error, and the job stops
+        group = []
     return outcomes
 
 

@@ -5,8 +5,10 @@ The fit runs in three stages, each a plain function:
 1. :func:`seed` - k-means++ starting centres on the sample (scikit-learn's greedy variant,
    compiled; dask-ml's own ``k-means++`` is broken against current scikit-learn and its
    ``k-means||`` under-seeds).
-2. :func:`lloyd_sample` - ``dask_ml.cluster.KMeans`` Lloyd iterations on the sample, as float32
-   in [0, 1], with empty clusters re-seeded instead of collapsing to black.
+2. :func:`~pipeline.quantize.lloyd.lloyd_sample` - ``dask_ml.cluster.KMeans`` Lloyd iterations
+   on the sample, as float32 in [0, 1], with empty clusters re-seeded instead of collapsing to
+   black; several images' samples can share one dask-ml call
+   (:func:`~pipeline.quantize.lloyd.lloyd_samples`), each image's centres the same as alone.
 3. :func:`refine` - weighted k-means over every pixel of the image, using its distinct colours
    and their counts (exact, since k-means only needs each colour once with its weight): Lloyd
    iterations and split-merge moves on coarse colour cells, then Lloyd iterations on the exact
@@ -25,15 +27,11 @@ the labels are exact in the fit's space.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import dask
-import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
-from threadpoolctl import ThreadpoolController
 
 from pipeline.quantize.colours import (
     SPACES,
@@ -47,6 +45,7 @@ from pipeline.quantize.colours import (
 )
 from pipeline.quantize.kmeans import Clusters, neediest, per_cluster, plusplus, split_merge, update
 from pipeline.quantize.levels import best_levels, is_gray
+from pipeline.quantize.lloyd import lloyd_sample, thread_limit
 from pipeline.quantize.order import CHAIN_MOST, colour_chain
 
 
@@ -125,15 +124,6 @@ class Fit:
     space: str = "rgb"
 
 
-@functools.cache
-def _thread_pools() -> ThreadpoolController:
-    # Finding the loaded BLAS/OpenMP libraries costs ~5 ms: once per process, after dask-ml
-    # (and with it scikit-learn's OpenMP runtime) is loaded.
-    import dask_ml.cluster  # noqa: F401
-
-    return ThreadpoolController()
-
-
 def seed(sample: NDArray[np.float32], k: int, random_state: int) -> NDArray[np.float32]:
     """k-means++ starting centres for ``k`` clusters of ``sample`` (n, d) float32.
 
@@ -142,45 +132,20 @@ def seed(sample: NDArray[np.float32], k: int, random_state: int) -> NDArray[np.f
     return sample[plusplus(sample, k, random_state)]
 
 
-def lloyd_sample(
-    sample: NDArray[np.float32],
-    init: NDArray[np.float32],
-    *,
-    max_iter: int,
-    tol: float,
-    random_state: int,
-) -> tuple[NDArray[np.float32], int]:
-    """Lloyd iterations of ``dask_ml.cluster.KMeans`` on ``sample``, starting from ``init``.
+def sample_points(sample: NDArray[np.uint8], space: str) -> NDArray[np.float32]:
+    """The sample's coordinates as the dask-ml fit takes them: float32, divided by the space's unit.
 
-    Runs on dask's synchronous scheduler: the sample is small, and the fit itself is one task of
-    the job's graph. Centres of clusters that end up empty (dask-ml sets them to zero, i.e. black)
-    are moved to the sample points farthest from their centres.
-
-    Returns
-    -------
-    centres : ndarray of float32, shape (k, d)
-    n_iter : int
+    See :data:`pipeline.quantize.colours.SPACES`.
     """
-    from dask_ml.cluster import KMeans
+    return (coordinates(sample, space) / SPACES[space]).astype(np.float32)
 
-    model = KMeans(
-        n_clusters=len(init),
-        init=init,
-        n_init=1,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-    )
-    with dask.config.set(scheduler="synchronous"):
-        model.fit(da.from_array(sample, chunks=len(sample)))
-        assigned = np.asarray(model.labels_)
-    centres = np.asarray(model.cluster_centers_, dtype=np.float32)
-    counts = np.bincount(assigned, minlength=len(centres))
-    empty = np.flatnonzero(counts == 0)
-    if len(empty):
-        dist = ((sample - centres[assigned]) ** 2).sum(axis=1)
-        centres[empty] = sample[np.argsort(dist, kind="stable")[::-1][: len(empty)]]
-    return centres, int(model.n_iter_)
+
+def fits_sample(keys: NDArray[np.uint32], k: int) -> bool:
+    """Whether :func:`fit_palette` fits the image's sample with dask-ml.
+
+    It does unless the image has at most ``k`` distinct colours (its ``keys``) or is gray.
+    """
+    return len(keys) > k and not is_gray(unpack(keys))
 
 
 def polish(
@@ -349,6 +314,7 @@ def fit_palette(
     tol: float = 1e-4,
     effort: int = 1,
     space: str = "rgb",
+    fitted: tuple[NDArray[np.float32], int] | None = None,
 ) -> Fit:
     """Fit a palette of at most ``k`` colours.
 
@@ -376,6 +342,12 @@ def fit_palette(
         ``info["mse"]`` is the RGB error. A gray image keeps its exact RGB optimum (on the camera
         photo it also has a lower CIEDE2000 error than the optimum of OKLab lightness), labelled in
         ``space``.
+    fitted : tuple, optional
+        The dask-ml fit of the sample, when done already: centres (in :func:`sample_points`'s
+        coordinates, empty clusters re-seeded) and Lloyd iterations, from the seeds
+        ``seed(sample_points(sample, space), k, random_state)``, as :func:`lloyd_sample` gives
+        them (or :func:`pipeline.quantize.lloyd.lloyd_samples`, fitting several images' samples
+        in one dask-ml call: the same centres). Used only when :func:`fits_sample`.
 
     Returns
     -------
@@ -388,7 +360,7 @@ def fit_palette(
         "counted_pixels": int(counts.sum()),
         "sample_size": len(sample),
     }
-    with _thread_pools().limit(limits=1):  # the fit is one task among many
+    with thread_limit():
         if len(keys) <= k:
             palette = colours
             labels = np.arange(len(keys), dtype=np.intp)
@@ -400,10 +372,16 @@ def fit_palette(
             info.update(method="exact optimum of a gray image (dynamic programming over levels)")
         else:
             unit = SPACES[space]
-            x = (coordinates(sample, space) / unit).astype(np.float32)
-            centres, n_iter = lloyd_sample(
-                x, seed(x, k, random_state), max_iter=max_iter, tol=tol, random_state=random_state
-            )
+            if fitted is None:
+                x = sample_points(sample, space)
+                fitted = lloyd_sample(
+                    x,
+                    seed(x, k, random_state),
+                    max_iter=max_iter,
+                    tol=tol,
+                    random_state=random_state,
+                )
+            centres, n_iter = fitted
             stages, polish_iter = EFFORT[effort]
             stages = tuple(
                 replace(stage, bits=max(stage.bits, FEWEST_BITS[space])) for stage in stages
