@@ -33,7 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.paths import create_unique
 from pipeline.results import brief
 from pipeline.store import ngff
-from pipeline.store.fence import Interfered
+from pipeline.store.fence import Interfered, create_file, create_objects
 from pipeline.store.location import Location
 
 #: Version of the store layout described in docs/store-format.md.
@@ -915,29 +915,20 @@ def encode_chunk(values: NDArray[Any], compression: str) -> bytes:
 
 
 def write_files(store: Location, name: str, files: dict[str, bytes]) -> None:
-    """Write ``files`` (path inside image group ``name`` -> bytes), each whole.
+    """Write the new files ``files`` (path inside image group ``name`` -> bytes), each whole.
 
-    Locally each is written beside its place and renamed into it (as zarr writes a file); on
-    object storage all of them in one call (fsspec puts them concurrently). The fence is
-    checked right before.
+    Each only where none exists, as fenced chunks are (:mod:`pipeline.store.fence`): locally
+    written beside its place and linked into it, on S3 all at once with ``If-None-Match: *``;
+    one found there must hold the same bytes (a task run again), else :class:`Interfered`. The
+    fence is checked right before.
     """
+    paths = {store.path(name, *path.split("/")): data for path, data in files.items()}
     if not store.local:
         store.guard()
-        store.fs.pipe({store.path(name, *path.split("/")): data for path, data in files.items()})
+        create_objects(store.fs, paths)
         return
-    for path, data in files.items():
-        target = store.path(name, *path.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        staged = f"{target}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(staged, "wb") as file:
-                file.write(data)
-            store.guard()
-            os.replace(staged, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(staged)
-            raise
+    for path, data in paths.items():
+        create_file(path, data, store.fence)
 
 
 def check_ours(store: Location, name: str, run: object) -> None:

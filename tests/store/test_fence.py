@@ -13,6 +13,7 @@ import zarr
 from pipeline.store.fence import Fenced, FencedStore, Interfered
 from pipeline.store.lease import LEASE_SUFFIX, RECHECK_SECONDS, Fence, hold, holder
 from pipeline.store.location import Location
+from pipeline.store.write import PORTABLE, remove_image, write_image
 
 
 def rewrite_lease(store: str, **fields: object) -> None:
@@ -77,3 +78,57 @@ def test_a_fenced_location_travels_with_its_fence(held):
     assert again.fence == fenced.fence
     assert isinstance(again.zarr, FencedStore)
     assert Location.at(store).fence is None
+
+
+class Planting:
+    """A fence that, at its ``at``-th check, lets another job's chunk appear (then checks)."""
+
+    def __init__(self, fence: Fence, at: int, plant) -> None:
+        self.fence, self.at, self.plant, self.calls = fence, at, plant, 0
+        self.run = fence.run
+
+    def check(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.plant()
+        self.fence.check()
+
+
+def one_chunk_image(store: Location, run: str) -> None:
+    """An image of one chunk written in one go (what small images of a batch take)."""
+    labels = np.arange(12, dtype=np.uint8).reshape(3, 4) % 3
+    palette = np.array([[0, 0, 0], [128, 128, 128], [255, 255, 255]], dtype=np.uint8)
+    write_image(store, "a.png", {"run": run}, palette, labels, {}, compression=PORTABLE, fresh=True)
+
+
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.slow)])
+def test_an_image_written_in_one_go_never_replaces_another_jobs_chunk(where, tmp_path, request):
+    if where == "s3":
+        request.getfixturevalue("s3")
+        import s3fs
+
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir("fenced")
+        store = "s3://fenced/out.zarr"
+    else:
+        store = str(tmp_path / "out.zarr")
+    foreign = b"another job's chunk"
+    with hold(Location.at(store), ttl=30) as lease:
+        plain = Location.at(store)
+        chunk = plain.path("a.png", "labels", "c", "0", "0")
+
+        def plant() -> None:
+            if plain.local:
+                Path(chunk).parent.mkdir(parents=True, exist_ok=True)
+                Path(chunk).write_bytes(foreign)
+            else:
+                plain.fs.pipe_file(chunk, foreign)
+
+        # check 1: the group's document; check 2: right before the arrays' files
+        fenced = plain.fenced(Planting(lease.fence(), 2, plant))  # type: ignore[arg-type]
+        with pytest.raises(Interfered, match=r"chunk .*a.png/labels/c/0/0 was written by another"):
+            one_chunk_image(fenced, lease.run)
+        assert plain.read("a.png", "labels", "c", "0", "0") == foreign
+        fenced = plain.fenced(lease.fence())
+        remove_image(fenced, "a.png")  # then written again, as the job does (compress_whole)
+        one_chunk_image(fenced, lease.run)
+        assert plain.read("a.png", "labels", "c", "0", "0") != foreign
