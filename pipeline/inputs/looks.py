@@ -168,8 +168,20 @@ def _png(file: IO[bytes], channels: int | None) -> Looks:
         ignored=ignored,
         bits=16 if bits == 16 else 0,
         shape=shape,
-        dtype="uint16" if bits == 16 and not keyed else None,
+        dtype=_png_dtype(bits, keyed, frames),
     )
+
+
+def _png_dtype(bits: int, keyed: bool, frames: int) -> str | None:
+    """What the decoder gives for a PNG's pixels, where its header says so (else None).
+
+    8 bits (a palette's entries included) or 16 per sample, without a transparent colour
+    (``tRNS``, which can add an alpha channel), in a still image: 1-, 2- and 4-bit gray decode
+    to other types.
+    """
+    if keyed or frames > 1 or bits not in (8, 16):
+        return None
+    return f"uint{bits}"
 
 
 def _exif_orientation(exif: bytes | None) -> int:

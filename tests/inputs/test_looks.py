@@ -55,7 +55,7 @@ def test_png_exif_is_found_before_and_after_the_pixels(tmp_path, place):
     assert looks.orientation == 6
     assert looks.profile is not None
     assert looks.profile.icc == ADOBE
-    assert (looks.shape, looks.dtype, looks.bits) == ((24, 40, 3), None, 0)
+    assert (looks.shape, looks.dtype, looks.bits) == ((24, 40, 3), "uint8", 0)
 
 
 def test_png_gamma_chunks(tmp_path):

@@ -2,6 +2,7 @@ import io
 import os
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
@@ -204,6 +205,43 @@ def test_probe_reads_only_the_header_and_says_how_to_read(write_image, small_pho
     tifffile.imwrite(tiled, small_photo, tile=(64, 64), photometric="rgb")
     found = probe(str(tiled))
     assert (found.kind, found.tile) == ("tiff", (64, 64))
+
+
+def png_kinds(pixels):
+    """PNGs of every colour type and depth Pillow writes (RGB, gray, gray+alpha, RGBA, 1-bit,
+    2-bit and 4-bit palettes, a palette with a transparent index, 16-bit gray), as bytes."""
+    image = Image.fromarray(pixels)
+    kinds = {
+        "rgb": image,
+        "gray": image.convert("L"),
+        "gray+alpha": image.convert("LA"),
+        "rgba": image.convert("RGBA"),
+        "bilevel": image.convert("1"),
+        "palette": image.quantize(16),
+        "palette-2bit": image.quantize(4),
+        "palette-keyed": image.quantize(16),
+        "gray16": Image.fromarray(pixels[..., 0].astype(np.uint16) * 257),
+    }
+    kinds["palette-keyed"].info["transparency"] = 0
+    found = {}
+    for kind, made in kinds.items():
+        buffer = io.BytesIO()
+        made.save(buffer, "PNG", **({"bits": 2} if kind == "palette-2bit" else {}))
+        found[kind] = buffer.getvalue()
+    return found
+
+
+def test_a_png_header_says_what_the_decoder_gives(tmp_path, small_photo):
+    # probed from the PNG's own chunks (or imageio's header reading where they do not say)
+    for kind, data in png_kinds(small_photo).items():
+        path = tmp_path / f"{kind}.png"
+        path.write_bytes(data)
+        found = probe(str(path), convert=False)
+        props = iio.improps(path)
+        alpha = found.shape[2:] == (4,) and props.shape[2:] == (3,)  # a transparent index kept
+        assert alpha == (kind == "palette-keyed"), kind
+        expected = (*props.shape[:2], 4) if alpha else props.shape
+        assert (found.shape, found.dtype) == (expected, str(props.dtype)), kind
 
 
 def test_from_array_normalises_like_files(small_photo):
