@@ -1,0 +1,179 @@
+"""Batches of small images (issue 26): thumbnails and photos, whole processes, against pngquant.
+
+Two kinds of input, made once per count into ``WORK/KIND-N`` from the bundled photos and
+scikit-image's (nothing is downloaded):
+
+* ``thumbs``: N crops of 32 x 32 pixels, at ``--colors 16``, against pngquant ``16``;
+* ``photos``: N crops of 0.15 to 0.27 megapixels (random sizes and places; scikit-image's cat,
+  0.135 megapixels, whole), at the defaults (128 colours), against pngquant ``128``.
+
+Each round runs, one after the other:
+
+* ``python -m pipeline run WORK/KIND-N -o STORE --colors K --overwrite``: the command a user
+  types, its default local cluster, from a folder without the package's sources;
+* pngquant ``K --nofs --speed 4`` over the same files in 2 processes (``xargs -P 2 -n 100``),
+  each writing beside its input (``--ext``, ``--force``); the outputs are removed after.
+
+Reported per kind, count and command: wall seconds, CPU seconds of the whole process tree (its
+children's resource usage, as ``/usr/bin/time`` counts it), images per second and CPU
+milliseconds per image, the PSNR of the images' mean squared error (ours from the store's
+metrics, pngquant's from its files against the inputs), and our rate against pngquant's in the
+same round. With ``--repeat R`` the rounds alternate and the table shows medians.
+
+Usage: python benchmarks/batches.py --work DIR [--thumbs 1000 10000] [--photos 240] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: Colours asked for, per kind of input.
+COLORS = {"thumbs": 16, "photos": 128}
+
+#: Smallest and largest megapixels of a photo crop.
+PHOTO_MP = (0.15, 0.27)
+
+
+def photos() -> list[np.ndarray]:
+    """The bundled sample photos and three of scikit-image's, RGB."""
+    import skimage.data
+
+    from pipeline.inputs.discover import sample_images
+    from pipeline.inputs.sources import read_file
+
+    found = [read_file(path) for path in sample_images()]
+    found += [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    return [np.ascontiguousarray(image[..., :3]) for image in found]
+
+
+def crop_shape(kind: str, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """Height and width of a crop of ``image`` for ``kind``: 32 x 32, or a photo's share."""
+    if kind == "thumbs":
+        return 32, 32
+    height, width = image.shape[:2]
+    pixels = min(rng.uniform(*PHOTO_MP) * 1e6, height * width)
+    aspect = rng.uniform(0.6, 1.6)
+    h = int(min(height, max(64, np.sqrt(pixels / aspect))))
+    return h, int(min(width, pixels // h))
+
+
+def make_inputs(work: Path, kind: str, count: int) -> Path:
+    """``count`` PNG crops for ``kind`` at random places of the photos (seeded), made once."""
+    import imageio.v3 as iio
+
+    folder = work / f"{kind}-{count}"
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    images = photos()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = images[i % len(images)]
+        h, w = crop_shape(kind, image, rng)
+        y = int(rng.integers(0, max(image.shape[0] - h, 1)))
+        x = int(rng.integers(0, max(image.shape[1] - w, 1)))
+        iio.imwrite(folder / f"t{i:06d}.png", image[y : y + h, x : x + w])
+    return folder
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system of every process it waited for) of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def ours(folder: Path, colors: int, store: Path, cwd: Path) -> tuple[float, float, float]:
+    """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder``."""
+    import pipeline
+
+    shutil.rmtree(store, ignore_errors=True)  # its images alone: none of an earlier run's
+    command = [sys.executable, "-m", "pipeline", "run", str(folder), "-o", str(store)]
+    wall, cpu = timed([*command, "--colors", str(colors), "--overwrite"], cwd)
+    images = pipeline.open_store(str(store))
+    mse = statistics.fmean(image.attrs["metrics"]["mse"] for image in images.values())
+    return wall, cpu, psnr(mse)
+
+
+def pngquant(folder: Path, colors: int, cwd: Path) -> tuple[float, float, float]:
+    """Wall s, CPU s and mean PSNR of pngquant on every file of ``folder``, 2 processes."""
+    import imageio.v3 as iio
+
+    inputs = sorted(str(path) for path in folder.glob("t??????.png"))
+    listing = cwd / "inputs.txt"
+    listing.write_text("\n".join(inputs) + "\n")
+    script = (
+        f"xargs -P 2 -n 100 pngquant {colors} --nofs --speed 4 --force --ext -pq.png < {listing}"
+    )
+    wall, cpu = timed(["sh", "-c", script], cwd)
+    errors = []
+    for path in inputs:
+        source = iio.imread(path).astype(np.float64)
+        output = Path(path[: -len(".png")] + "-pq.png")
+        quantized = iio.imread(output, mode="RGB").astype(np.float64)
+        output.unlink()  # the next round's inputs are the crops alone
+        errors.append(float(((source - quantized) ** 2).mean()))
+    return wall, cpu, psnr(statistics.fmean(errors))
+
+
+def psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of uint8 values."""
+    return float(10 * np.log10(255**2 / max(mse, 1e-10)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for inputs and stores")
+    parser.add_argument("--thumbs", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--photos", type=int, nargs="*", default=[240])
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("pngquant") is None:
+        sys.exit("pngquant is not installed (apt-get install pngquant)")
+    import pipeline
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    cwd = args.work / "cwd"  # no package sources here: the installed package runs
+    cwd.mkdir(exist_ok=True)
+    print(f"pipeline {pipeline.__version__}; {os.cpu_count()} CPUs\n")
+    sets = [("thumbs", n) for n in args.thumbs] + [("photos", n) for n in args.photos]
+    folders = {(kind, n): make_inputs(args.work, kind, n) for kind, n in sets}
+    rows: dict[tuple[str, int, str], list[tuple[float, float, float]]] = {}
+    for _ in range(args.repeat):
+        for (kind, n), folder in folders.items():
+            colors = COLORS[kind]
+            store = args.work / "out.zarr"
+            rows.setdefault((kind, n, "pipeline"), []).append(ours(folder, colors, store, cwd))
+            rows.setdefault((kind, n, "pngquant"), []).append(pngquant(folder, colors, cwd))
+    print("| images | k | command | wall s | CPU s | img/s | CPU ms/img | PSNR dB | x pngquant |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for kind, n in sets:
+        medians = {
+            name: [statistics.median(run[i] for run in rows[kind, n, name]) for i in range(3)]
+            for name in ("pipeline", "pngquant")
+        }
+        for name, (wall, cpu, db) in medians.items():
+            ratio = medians["pngquant"][0] / wall if name == "pipeline" else ""
+            print(
+                f"| {n:,} {kind} | {COLORS[kind]} | {name} | {wall:.2f} | {cpu:.2f} | "
+                f"{n / wall:.1f} | {1000 * cpu / n:.2f} | {db:.2f} | {ratio and f'{ratio:.3f}'} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
