@@ -250,6 +250,30 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen, axes):  
     return labels, dist
 
 
+@numba.njit(nogil=True, cache=True)
+def nearest_search(points, centres, guess, axes):  # type: ignore[no-untyped-def]
+    """Compiled kernels' :func:`nearest_centre`: float64 ``centres``, a ``guess`` per point.
+
+    ``guess`` is an intp array, negative where the previous point's answer is the guess;
+    ``axes`` is :func:`axes_of` the points. The guided search's tables (each centre's neighbours
+    by distance, in stable order, and those distances) are built here.
+    """
+    k = centres.shape[0]
+    if k <= FEW_CENTRES or points.shape[0] < GUIDED_FROM * k:
+        return _nearest_all(points, centres, axes)
+    gaps = np.empty((k, k))
+    for a in range(k):
+        for b in range(k):
+            gaps[a, b] = np.sqrt(squared_distance(centres, a, centres, b, axes))
+    neighbours = np.empty((k, k), dtype=np.intp)
+    spacing = np.empty((k, k))
+    for a in range(k):
+        order = np.argsort(gaps[a], kind="mergesort")
+        neighbours[a] = order
+        spacing[a] = gaps[a][order]
+    return _nearest_guided(points, centres, neighbours, spacing, guess, 1.0 + WIDEN, axes)
+
+
 def nearest_centre(
     points: NDArray[np.number],
     centres: NDArray[np.number],
@@ -269,17 +293,10 @@ def nearest_centre(
     """
     points = np.ascontiguousarray(points)
     centres64 = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, points.shape[1])
-    if len(centres64) <= FEW_CENTRES or len(points) < GUIDED_FROM * len(centres64):
-        return _nearest_all(points, centres64, axes_of(points))
-    gaps = np.sqrt(((centres64[:, None, :] - centres64[None, :, :]) ** 2).sum(axis=2))
-    neighbours = np.argsort(gaps, axis=1, kind="stable")
-    spacing = np.take_along_axis(gaps, neighbours, axis=1)
     if guess is None:
         guess = np.full(len(points), -1, dtype=np.intp)
     guess = np.asarray(guess, dtype=np.intp)
-    return _nearest_guided(
-        points, centres64, neighbours, spacing, guess, 1.0 + WIDEN, axes_of(points)
-    )
+    return nearest_search(points, centres64, guess, axes_of(points))  # type: ignore[no-any-return]
 
 
 def nearest(
