@@ -196,21 +196,35 @@ def squared_distance(points, i, centres, j, axes):  # type: ignore[no-untyped-de
     return total
 
 
+@numba.njit(inline="always", cache=True)
+def guided(n, k):  # type: ignore[no-untyped-def]
+    """Whether :func:`nearest_search` takes the guided search for ``n`` points and ``k`` centres."""
+    return k > FEW_CENTRES and n >= GUIDED_FROM * k
+
+
+@numba.njit(inline="always", cache=True)
+def nearest_of(points, i, centres, axes):  # type: ignore[no-untyped-def]
+    """Compiled kernels' nearest of all ``centres`` to ``points[i]`` and its squared distance.
+
+    The first of equal distances wins.
+    """
+    best = np.inf
+    label = 0
+    for j in range(centres.shape[0]):
+        d = squared_distance(points, i, centres, j, axes)
+        if d < best:
+            best, label = d, j
+    return label, best
+
+
 @numba.njit(nogil=True, cache=True)
 def _nearest_all(points, centres, axes):  # type: ignore[no-untyped-def]
     # Every point against every centre; the first of equal distances wins.
-    n, k = points.shape[0], centres.shape[0]
+    n = points.shape[0]
     labels = np.empty(n, dtype=np.intp)
     dist = np.empty(n, dtype=np.float64)
     for i in range(n):
-        best = np.inf
-        label = 0
-        for j in range(k):
-            d = squared_distance(points, i, centres, j, axes)
-            if d < best:
-                best, label = d, j
-        labels[i] = label
-        dist[i] = best
+        labels[i], dist[i] = nearest_of(points, i, centres, axes)
     return labels, dist
 
 
@@ -259,7 +273,7 @@ def nearest_search(points, centres, guess, axes):  # type: ignore[no-untyped-def
     by distance, in stable order, and those distances) are built here.
     """
     k = centres.shape[0]
-    if k <= FEW_CENTRES or points.shape[0] < GUIDED_FROM * k:
+    if not guided(points.shape[0], k):
         return _nearest_all(points, centres, axes)
     gaps = np.empty((k, k))
     for a in range(k):

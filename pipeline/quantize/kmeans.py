@@ -19,7 +19,14 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.quantize.colours import axes_of, nearest_centre, nearest_search, squared_distance
+from pipeline.quantize.colours import (
+    axes_of,
+    guided,
+    nearest_centre,
+    nearest_of,
+    nearest_search,
+    squared_distance,
+)
 
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
@@ -106,25 +113,37 @@ def cluster_errors(mass, sums, squares):  # type: ignore[no-untyped-def]
 
 @numba.njit(nogil=True, cache=True)
 def _candidates(points, labels, dist, centres, moved, axes):  # type: ignore[no-untyped-def]
-    # Clusters.candidates: the moved centres (ascending) against every point, taken where
-    # strictly nearer; then the points of moved centres against every centre. Each search is
-    # nearest_centre's own, on the same points in the same order, so the labels are its.
-    n, k = points.shape[0], centres.shape[0]
+    # Clusters.candidates: the moved centres (ascending) against every point, the nearest
+    # (first of equals) taken where strictly nearer; then the points of moved centres against
+    # every centre, from their labels so far. Each search is nearest_centre's, on the same points
+    # in the same order, so the labels are its; where it compares every centre, the points of
+    # moved centres are left out of the first search, whose answer for them the second replaces.
+    n, k, m = points.shape[0], centres.shape[0], moved.shape[0]
     new_labels = labels.copy()
     new_dist = dist.copy()
-    if moved.shape[0] < k:
+    flag = np.zeros(k, dtype=np.bool_)
+    flag[moved] = True
+    if m < k and guided(n, m):
         nearest, d = nearest_search(points, centres[moved], np.full(n, -1, dtype=np.intp), axes)
         for i in range(n):
             if d[i] < new_dist[i]:
                 new_labels[i] = moved[nearest[i]]
                 new_dist[i] = d[i]
-    flag = np.zeros(k, dtype=np.bool_)
-    flag[moved] = True
+    elif m < k:
+        for i in range(n):
+            if not flag[labels[i]]:
+                for j in moved:
+                    d_j = squared_distance(points, i, centres, j, axes)
+                    if d_j < new_dist[i]:
+                        new_labels[i], new_dist[i] = j, d_j
     mine = np.flatnonzero(flag[labels])
-    if mine.shape[0]:
+    if guided(mine.shape[0], k):
         nearest, d = nearest_search(points[mine], centres, new_labels[mine], axes)
         new_labels[mine] = nearest
         new_dist[mine] = d
+    else:
+        for i in mine:
+            new_labels[i], new_dist[i] = nearest_of(points, i, centres, axes)
     return new_labels, new_dist
 
 
@@ -264,9 +283,9 @@ class Clusters:
         """Nearest centres if the centres became ``centres``, of which only ``moved`` changed.
 
         A point whose centre did not move can only switch to a moved centre, so it is compared
-        with those alone; points of moved centres are compared with every centre.
-        ``moved`` is in ascending order; ties go to the lowest index, except that a point keeps
-        its centre when a moved one is only as near.
+        with those alone; points of moved centres are compared with every centre. ``moved`` is
+        in ascending order; ties go to the lowest index, except that a point keeps its centre when
+        a moved one is only as near.
         """
         return _candidates(  # type: ignore[no-any-return]
             self.points, self.labels, self.dist, centres, moved, axes_of(self.points)
