@@ -176,26 +176,50 @@ def _sums_after(labels, new, weights, wp, wpp, mass, sums, squares):  # type: ig
 
 
 @numba.njit(nogil=True, cache=True)
-def _recentre_full(centres, mass, sums, touched):  # type: ignore[no-untyped-def]
-    # Moves each touched cluster with points to its mean, in place; returns those whose centre
-    # changed and the touched clusters left empty (both ascending, as ``touched``).
-    moved = np.empty(touched.shape[0], dtype=np.intp)
+def _recentre(points, weights, dist, centres, mass, sums, touched):  # type: ignore[no-untyped-def]
+    # Moves each touched cluster (ascending) with points to its mean, in place; the centres of
+    # empty ones jump to the points adding most error (the last of a stable ascending sort
+    # first), as many as there are points. Returns the clusters whose centre changed, ascending.
+    k = centres.shape[0]
+    moved = np.zeros(k, dtype=np.bool_)
     empty = np.empty(touched.shape[0], dtype=np.intp)
-    n_moved = n_empty = 0
+    n_empty = 0
     for t in touched:
         if mass[t] > 0:
-            changed = False
             for c in range(centres.shape[1]):
                 mean = sums[t, c] / mass[t]
-                changed |= mean != centres[t, c]
+                moved[t] |= mean != centres[t, c]
                 centres[t, c] = mean
-            if changed:
-                moved[n_moved] = t
-                n_moved += 1
         else:
             empty[n_empty] = t
             n_empty += 1
-    return moved[:n_moved], empty[:n_empty]
+    if n_empty:
+        worst = np.argsort(weights * dist, kind="mergesort")[::-1][:n_empty]
+        for e in range(worst.shape[0]):
+            centres[empty[e]] = points[worst[e]]
+            moved[empty[e]] = True
+    return np.flatnonzero(moved)
+
+
+@numba.njit(nogil=True, cache=True)
+def _lloyd(  # type: ignore[no-untyped-def]
+    points, weights, wp, wpp, centres, labels, dist, mass, sums, squares, touched, max_iter, axes
+):
+    # Clusters.lloyd on the state's arrays: centres in place, the rest returned after the
+    # iteration count.
+    for it in range(1, max_iter + 1):
+        moved = _recentre(points, weights, dist, centres, mass, sums, touched)
+        if not moved.shape[0]:
+            return it, labels, dist, mass, sums, squares
+        new_labels, dist = _candidates(points, labels, dist, centres, moved, axes)
+        touched, mass, sums, squares = _sums_after(
+            labels, new_labels, weights, wp, wpp, mass, sums, squares
+        )
+        labels = new_labels
+        if not touched.shape[0]:
+            return it, labels, dist, mass, sums, squares
+    _recentre(points, weights, dist, centres, mass, sums, touched)
+    return max_iter, labels, dist, mass, sums, squares
 
 
 @numba.njit(nogil=True, cache=True)
@@ -314,35 +338,32 @@ class Clusters:
         self.labels, self.dist = labels, dist
         return touched
 
-    def _recentre(self, touched: Index) -> Index:
-        """Move the ``touched`` centres to their clusters' means; returns those that moved.
-
-        An empty cluster's centre jumps to the point adding most error instead.
-        """
-        moved, empty = _recentre_full(self.centres, self.mass, self.sums, touched)
-        if len(empty):
-            worst = np.argsort(self.weights * self.dist, kind="stable")[::-1][: len(empty)]
-            self.centres[empty[: len(worst)]] = self.points[worst]
-            moved = np.union1d(moved, empty[: len(worst)])
-        return moved  # type: ignore[no-any-return]
-
     def lloyd(self, max_iter: int, touched: Index | None = None) -> int:
         """Lloyd iterations until no point changes cluster, at most ``max_iter``; returns how many.
 
         ``touched``: clusters whose membership changed since their centres were last set
-        (default: all).
+        (default: all). Each iteration moves the touched centres to their clusters' means (an
+        empty cluster's centre jumps to the point adding most error instead), then takes the
+        :meth:`candidates` labels; all in one compiled call.
         """
         if touched is None:
             touched = np.arange(self.k)
-        for it in range(1, max_iter + 1):
-            moved = self._recentre(touched)
-            if not len(moved):
-                return it
-            touched = self._adopt(*self.candidates(self.centres, moved))
-            if not len(touched):
-                return it
-        self._recentre(touched)
-        return max_iter
+        n_iter, self.labels, self.dist, self.mass, self.sums, self.squares = _lloyd(
+            self.points,
+            self.weights,
+            self.wp,
+            self.wpp,
+            self.centres,
+            self.labels,
+            self.dist,
+            self.mass,
+            self.sums,
+            self.squares,
+            touched,
+            max_iter,
+            axes_of(self.points),
+        )
+        return n_iter  # type: ignore[no-any-return]
 
     def try_centres(self, centres: Float, moved: Index, max_iter: int) -> bool:
         """Adopt ``centres`` (differing in ``moved``) and iterate, if that lowers the inertia."""
