@@ -196,21 +196,35 @@ def squared_distance(points, i, centres, j, axes):  # type: ignore[no-untyped-de
     return total
 
 
+@numba.njit(inline="always", cache=True)
+def guided(n, k):  # type: ignore[no-untyped-def]
+    """Whether :func:`nearest_search` takes the guided search for ``n`` points and ``k`` centres."""
+    return k > FEW_CENTRES and n >= GUIDED_FROM * k
+
+
+@numba.njit(inline="always", cache=True)
+def nearest_of(points, i, centres, axes):  # type: ignore[no-untyped-def]
+    """Compiled kernels' nearest of all ``centres`` to ``points[i]`` and its squared distance.
+
+    The first of equal distances wins.
+    """
+    best = np.inf
+    label = 0
+    for j in range(centres.shape[0]):
+        d = squared_distance(points, i, centres, j, axes)
+        if d < best:
+            best, label = d, j
+    return label, best
+
+
 @numba.njit(nogil=True, cache=True)
 def _nearest_all(points, centres, axes):  # type: ignore[no-untyped-def]
     # Every point against every centre; the first of equal distances wins.
-    n, k = points.shape[0], centres.shape[0]
+    n = points.shape[0]
     labels = np.empty(n, dtype=np.intp)
     dist = np.empty(n, dtype=np.float64)
     for i in range(n):
-        best = np.inf
-        label = 0
-        for j in range(k):
-            d = squared_distance(points, i, centres, j, axes)
-            if d < best:
-                best, label = d, j
-        labels[i] = label
-        dist[i] = best
+        labels[i], dist[i] = nearest_of(points, i, centres, axes)
     return labels, dist
 
 
@@ -250,6 +264,30 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen, axes):  
     return labels, dist
 
 
+@numba.njit(nogil=True, cache=True)
+def nearest_search(points, centres, guess, axes):  # type: ignore[no-untyped-def]
+    """Compiled kernels' :func:`nearest_centre`: float64 ``centres``, a ``guess`` per point.
+
+    ``guess`` is an intp array, negative where the previous point's answer is the guess;
+    ``axes`` is :func:`axes_of` the points. The guided search's tables (each centre's neighbours
+    by distance, in stable order, and those distances) are built here.
+    """
+    k = centres.shape[0]
+    if not guided(points.shape[0], k):
+        return _nearest_all(points, centres, axes)
+    gaps = np.empty((k, k))
+    for a in range(k):
+        for b in range(k):
+            gaps[a, b] = np.sqrt(squared_distance(centres, a, centres, b, axes))
+    neighbours = np.empty((k, k), dtype=np.intp)
+    spacing = np.empty((k, k))
+    for a in range(k):
+        order = np.argsort(gaps[a], kind="mergesort")
+        neighbours[a] = order
+        spacing[a] = gaps[a][order]
+    return _nearest_guided(points, centres, neighbours, spacing, guess, 1.0 + WIDEN, axes)
+
+
 def nearest_centre(
     points: NDArray[np.number],
     centres: NDArray[np.number],
@@ -269,17 +307,10 @@ def nearest_centre(
     """
     points = np.ascontiguousarray(points)
     centres64 = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, points.shape[1])
-    if len(centres64) <= FEW_CENTRES or len(points) < GUIDED_FROM * len(centres64):
-        return _nearest_all(points, centres64, axes_of(points))
-    gaps = np.sqrt(((centres64[:, None, :] - centres64[None, :, :]) ** 2).sum(axis=2))
-    neighbours = np.argsort(gaps, axis=1, kind="stable")
-    spacing = np.take_along_axis(gaps, neighbours, axis=1)
     if guess is None:
         guess = np.full(len(points), -1, dtype=np.intp)
     guess = np.asarray(guess, dtype=np.intp)
-    return _nearest_guided(
-        points, centres64, neighbours, spacing, guess, 1.0 + WIDEN, axes_of(points)
-    )
+    return nearest_search(points, centres64, guess, axes_of(points))  # type: ignore[no-any-return]
 
 
 def nearest(

@@ -6,6 +6,12 @@ colour), so k-means over every pixel of an image costs one row per distinct colo
 are kept up to date incrementally, and after the first pass only what moved centres can change is
 looked at again, so iterations get cheap as a fit settles. Distances here only steer the fit; stored
 labels are computed exactly elsewhere (:mod:`pipeline.quantize.colours`).
+
+Lloyd iterations run in one compiled call and a split-merge try in a few (its split's mean,
+covariance and eigenvectors stay NumPy and LAPACK), so a small image (a thumbnail: a thousand
+colours, 16 clusters) costs about a hundred calls where it took thousands of NumPy calls. The
+kernels add in the order NumPy does (``np.bincount``'s: point by point; a row's few coordinates
+left to right), so their results are NumPy's to the last bit.
 """
 
 from __future__ import annotations
@@ -14,7 +20,14 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.quantize.colours import axes_of, nearest_centre, squared_distance
+from pipeline.quantize.colours import (
+    axes_of,
+    guided,
+    nearest_centre,
+    nearest_of,
+    nearest_search,
+    squared_distance,
+)
 
 Float = NDArray[np.float64]
 Index = NDArray[np.intp]
@@ -63,22 +76,178 @@ def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
     return _greedy_plusplus(points64, first, uniforms, axes_of(points64))
 
 
-def per_cluster(labels: Index, values: Float, k: int) -> Float:
-    """Sum of ``values`` (shape (n,) or (n, c)) over each of ``k`` clusters."""
-    if values.ndim == 1:
-        return np.bincount(labels, weights=values, minlength=k).astype(np.float64, copy=False)
-    return np.stack(
-        [np.bincount(labels, weights=values[:, c], minlength=k) for c in range(values.shape[1])],
-        axis=1,
+@numba.njit(nogil=True, cache=True)
+def _per_cluster(labels, values, k):  # type: ignore[no-untyped-def]
+    # Sums of the rows of ``values`` (n, c) per label, added point by point (np.bincount's order).
+    sums = np.zeros((k, values.shape[1]))
+    for i in range(labels.shape[0]):
+        for c in range(values.shape[1]):
+            sums[labels[i], c] += values[i, c]
+    return sums
+
+
+def per_cluster(labels: Index, values: NDArray[np.number], k: int) -> Float:
+    """Sum of ``values`` (shape (n,) or (n, c)) over each of ``k`` clusters, in float64.
+
+    Added point by point in index order, like ``np.bincount(labels, weights=...)``: the same
+    sums to the last bit.
+    """
+    sums: Float = _per_cluster(labels, values.reshape(len(values), -1), k)
+    return sums.reshape(k) if values.ndim == 1 else sums
+
+
+@numba.njit(nogil=True, cache=True)
+def cluster_errors(mass, sums, squares):  # type: ignore[no-untyped-def]
+    """Weighted squared error of each cluster about its mean, from its sums (0 when empty).
+
+    ``squares - (sums ** 2).sum(axis=1) / mass`` per cluster, in NumPy's order of operations.
+    """
+    errors = np.zeros_like(mass)
+    for c in range(mass.shape[0]):
+        if mass[c] > 0:
+            total = 0.0
+            for j in range(sums.shape[1]):
+                total += sums[c, j] * sums[c, j]
+            errors[c] = squares[c] - total / mass[c]
+    return errors
+
+
+@numba.njit(nogil=True, cache=True)
+def _candidates(points, labels, dist, centres, moved, axes):  # type: ignore[no-untyped-def]
+    # Clusters.candidates: the moved centres (ascending) against every point, the nearest
+    # (first of equals) taken where strictly nearer; then the points of moved centres against
+    # every centre, from their labels so far. Each search is nearest_centre's, on the same points
+    # in the same order, so the labels are its; where it compares every centre, the points of
+    # moved centres are left out of the first search, whose answer for them the second replaces.
+    n, k, m = points.shape[0], centres.shape[0], moved.shape[0]
+    new_labels = labels.copy()
+    new_dist = dist.copy()
+    flag = np.zeros(k, dtype=np.bool_)
+    flag[moved] = True
+    if m < k and guided(n, m):
+        nearest, d = nearest_search(points, centres[moved], np.full(n, -1, dtype=np.intp), axes)
+        for i in range(n):
+            if d[i] < new_dist[i]:
+                new_labels[i] = moved[nearest[i]]
+                new_dist[i] = d[i]
+    elif m < k:
+        for i in range(n):
+            if not flag[labels[i]]:
+                for j in moved:
+                    d_j = squared_distance(points, i, centres, j, axes)
+                    if d_j < new_dist[i]:
+                        new_labels[i], new_dist[i] = j, d_j
+    mine = np.flatnonzero(flag[labels])
+    if guided(mine.shape[0], k):
+        nearest, d = nearest_search(points[mine], centres, new_labels[mine], axes)
+        new_labels[mine] = nearest
+        new_dist[mine] = d
+    else:
+        for i in mine:
+            new_labels[i], new_dist[i] = nearest_of(points, i, centres, axes)
+    return new_labels, new_dist
+
+
+@numba.njit(nogil=True, cache=True)
+def _sums_after(labels, new, weights, wp, wpp, mass, sums, squares):  # type: ignore[no-untyped-def]
+    # Clusters whose membership ``new`` labels change (ascending), and the per-cluster sums after:
+    # each ``total + gained - lost``, gained and lost added point by point from 0.
+    k, d = sums.shape
+    touched = np.zeros(k, dtype=np.bool_)
+    gained_mass, lost_mass = np.zeros(k), np.zeros(k)
+    gained_sums, lost_sums = np.zeros((k, d)), np.zeros((k, d))
+    gained_squares, lost_squares = np.zeros(k), np.zeros(k)
+    for i in range(labels.shape[0]):
+        was, now = labels[i], new[i]
+        if was != now:
+            touched[was] = touched[now] = True
+            gained_mass[now] += weights[i]
+            lost_mass[was] += weights[i]
+            for c in range(d):
+                gained_sums[now, c] += wp[i, c]
+                lost_sums[was, c] += wp[i, c]
+            gained_squares[now] += wpp[i]
+            lost_squares[was] += wpp[i]
+    return (
+        np.flatnonzero(touched),
+        mass + gained_mass - lost_mass,
+        sums + gained_sums - lost_sums,
+        squares + gained_squares - lost_squares,
     )
 
 
-def cluster_errors(mass: Float, sums: Float, squares: Float) -> Float:
-    """Weighted squared error of each cluster about its mean, from its sums (0 when empty)."""
-    full = mass > 0
-    errors = np.zeros_like(mass)
-    errors[full] = squares[full] - (sums[full] ** 2).sum(axis=1) / mass[full]
-    return errors
+@numba.njit(nogil=True, cache=True)
+def _recentre(points, weights, dist, centres, mass, sums, touched):  # type: ignore[no-untyped-def]
+    # Moves each touched cluster (ascending) with points to its mean, in place; the centres of
+    # empty ones jump to the points adding most error (the last of a stable ascending sort
+    # first), as many as there are points. Returns the clusters whose centre changed, ascending.
+    k = centres.shape[0]
+    moved = np.zeros(k, dtype=np.bool_)
+    empty = np.empty(touched.shape[0], dtype=np.intp)
+    n_empty = 0
+    for t in touched:
+        if mass[t] > 0:
+            for c in range(centres.shape[1]):
+                mean = sums[t, c] / mass[t]
+                moved[t] |= mean != centres[t, c]
+                centres[t, c] = mean
+        else:
+            empty[n_empty] = t
+            n_empty += 1
+    if n_empty:
+        worst = np.argsort(weights * dist, kind="mergesort")[::-1][:n_empty]
+        for e in range(worst.shape[0]):
+            centres[empty[e]] = points[worst[e]]
+            moved[empty[e]] = True
+    return np.flatnonzero(moved)
+
+
+@numba.njit(nogil=True, cache=True)
+def _lloyd(  # type: ignore[no-untyped-def]
+    points, weights, wp, wpp, centres, labels, dist, mass, sums, squares, touched, max_iter, axes
+):
+    # Clusters.lloyd on the state's arrays: centres in place, the rest returned after the
+    # iteration count.
+    for it in range(1, max_iter + 1):
+        moved = _recentre(points, weights, dist, centres, mass, sums, touched)
+        if not moved.shape[0]:
+            return it, labels, dist, mass, sums, squares
+        new_labels, dist = _candidates(points, labels, dist, centres, moved, axes)
+        touched, mass, sums, squares = _sums_after(
+            labels, new_labels, weights, wp, wpp, mass, sums, squares
+        )
+        labels = new_labels
+        if not touched.shape[0]:
+            return it, labels, dist, mass, sums, squares
+    _recentre(points, weights, dist, centres, mass, sums, touched)
+    return max_iter, labels, dist, mass, sums, squares
+
+
+@numba.njit(nogil=True, cache=True)
+def _ranked_moves(mass, sums, squares, centres, axes):  # type: ignore[no-untyped-def]
+    # split_merge's choices: each cluster's error and nearest other centre (first of equals),
+    # the clusters by Ward's cost of merging them with it (ascending, stable) and by error
+    # (descending, stable).
+    k = mass.shape[0]
+    error = cluster_errors(mass, sums, squares)
+    partner = np.empty(k, dtype=np.intp)
+    merge_cost = np.empty(k)
+    for a in range(k):
+        gap, nearest = np.inf, 0
+        for b in range(k):
+            if b != a:
+                d = squared_distance(centres, a, centres, b, axes)
+                if d < gap:
+                    gap, nearest = d, b
+        partner[a] = nearest
+        together = mass[a] + mass[nearest]
+        merge_cost[a] = mass[a] * mass[nearest] / max(together, 1e-12) * gap
+    return (
+        error,
+        partner,
+        np.argsort(merge_cost, kind="mergesort"),
+        np.argsort(-error, kind="mergesort"),
+    )
 
 
 def neediest(error: NDArray[np.number], most: int) -> Index:
@@ -139,36 +308,25 @@ class Clusters:
         """Nearest centres if the centres became ``centres``, of which only ``moved`` changed.
 
         A point whose centre did not move can only switch to a moved centre, so it is compared
-        with those alone; points of moved centres are compared with every centre.
+        with those alone; points of moved centres are compared with every centre. ``moved`` is
+        in ascending order; ties go to the lowest index, except that a point keeps its centre when
+        a moved one is only as near.
         """
-        labels = self.labels.copy()
-        dist = self.dist.copy()
-        if len(moved) < len(centres):
-            j, d = nearest_centre(self.points, centres[moved])
-            better = d < dist
-            labels[better] = moved[j[better]]
-            dist[better] = d[better]
-        flag = np.zeros(len(centres), dtype=bool)
-        flag[moved] = True
-        mine = np.flatnonzero(flag[self.labels])
-        if len(mine):
-            labels[mine], dist[mine] = nearest_centre(self.points[mine], centres, labels[mine])
-        return labels, dist
+        return _candidates(  # type: ignore[no-any-return]
+            self.points, self.labels, self.dist, centres, moved, axes_of(self.points)
+        )
 
     def _sums_after(self, labels: Index) -> tuple[Index, Float, Float, Float]:
-        """Points that change cluster under ``labels``, and the per-cluster sums after."""
-        changed = np.flatnonzero(labels != self.labels)
-        old, new = self.labels[changed], labels[changed]
-
-        def moved(total: Float, values: Float) -> Float:
-            values = values[changed]
-            return total + per_cluster(new, values, self.k) - per_cluster(old, values, self.k)
-
-        return (
-            changed,
-            moved(self.mass, self.weights),
-            moved(self.sums, self.wp),
-            moved(self.squares, self.wpp),
+        """Clusters whose membership changes under ``labels``, and the per-cluster sums after."""
+        return _sums_after(  # type: ignore[no-any-return]
+            self.labels,
+            labels,
+            self.weights,
+            self.wp,
+            self.wpp,
+            self.mass,
+            self.sums,
+            self.squares,
         )
 
     def trial_inertia(self, labels: Index) -> float:
@@ -177,45 +335,36 @@ class Clusters:
 
     def _adopt(self, labels: Index, dist: Float) -> Index:
         """Take new labels; returns the clusters whose membership changed."""
-        changed, self.mass, self.sums, self.squares = self._sums_after(labels)
-        touched = np.union1d(self.labels[changed], labels[changed])
+        touched, self.mass, self.sums, self.squares = self._sums_after(labels)
         self.labels, self.dist = labels, dist
         return touched
-
-    def _recentre(self, touched: Index) -> Index:
-        """Move the ``touched`` centres to their clusters' means; returns those that moved.
-
-        An empty cluster's centre jumps to the point adding most error instead.
-        """
-        full = self.mass[touched] > 0
-        idx = touched[full]
-        means = self.sums[idx] / self.mass[idx, None]
-        moved = idx[np.any(means != self.centres[idx], axis=1)]
-        self.centres[idx] = means
-        empty = touched[~full]
-        if len(empty):
-            worst = np.argsort(self.weights * self.dist, kind="stable")[::-1][: len(empty)]
-            self.centres[empty[: len(worst)]] = self.points[worst]
-            moved = np.union1d(moved, empty[: len(worst)])
-        return moved
 
     def lloyd(self, max_iter: int, touched: Index | None = None) -> int:
         """Lloyd iterations until no point changes cluster, at most ``max_iter``; returns how many.
 
         ``touched``: clusters whose membership changed since their centres were last set
-        (default: all).
+        (default: all). Each iteration moves the touched centres to their clusters' means (an
+        empty cluster's centre jumps to the point adding most error instead), then takes the
+        :meth:`candidates` labels; all in one compiled call.
         """
         if touched is None:
             touched = np.arange(self.k)
-        for it in range(1, max_iter + 1):
-            moved = self._recentre(touched)
-            if not len(moved):
-                return it
-            touched = self._adopt(*self.candidates(self.centres, moved))
-            if not len(touched):
-                return it
-        self._recentre(touched)
-        return max_iter
+        n_iter, self.labels, self.dist, self.mass, self.sums, self.squares = _lloyd(
+            self.points,
+            self.weights,
+            self.wp,
+            self.wpp,
+            self.centres,
+            self.labels,
+            self.dist,
+            self.mass,
+            self.sums,
+            self.squares,
+            touched,
+            max_iter,
+            axes_of(self.points),
+        )
+        return n_iter  # type: ignore[no-any-return]
 
     def try_centres(self, centres: Float, moved: Index, max_iter: int) -> bool:
         """Adopt ``centres`` (differing in ``moved``) and iterate, if that lowers the inertia."""
@@ -258,19 +407,16 @@ def split_merge(state: Clusters, *, tries: int, max_iter: int = 100) -> int:
     kept = 0
     for _ in range(tries):
         mass, sums, centres = state.mass, state.sums, state.centres
-        error = cluster_errors(mass, sums, state.squares)
-        gap = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-        np.fill_diagonal(gap, np.inf)
-        partner = gap.argmin(axis=1)
-        pm = mass[partner]
-        merge_cost = mass * pm / np.maximum(mass + pm, 1e-12) * gap[np.arange(k), partner]
+        error, partner, merges, splits = _ranked_moves(
+            mass, sums, state.squares, centres, axes_of(centres)
+        )
         move = next(
             (
-                (int(i), int(j))
-                for j in np.argsort(merge_cost, kind="stable")[:4]
-                for i in np.argsort(-error, kind="stable")[:4]
+                (i, j)
+                for j in merges[:4].tolist()
+                for i in splits[:4].tolist()
                 # a cluster without error (empty, or one colour) has nothing to split
-                if error[i] > 0 and i not in (j, partner[j]) and (int(i), int(j)) not in rejected
+                if error[i] > 0 and i not in (j, partner[j]) and (i, j) not in rejected
             ),
             None,
         )

@@ -217,8 +217,8 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
     def compiled():
         from pipeline.quantize import assign, colours, kmeans
 
-        kernels = (colours._count, colours._nearest_all, colours._nearest_guided)
-        kernels += (kmeans._greedy_plusplus, assign._lookup, assign._lookup_at)
+        kernels = (colours._count, colours.nearest_search, kmeans._greedy_plusplus)
+        kernels += (kmeans._candidates, kmeans._sums_after, assign._lookup, assign._lookup_at)
         return all(kernel.signatures for kernel in kernels)
 
     with connect(None, workers=1, dashboard_address="127.0.0.1:0") as fresh:  # no task run yet
