@@ -18,9 +18,12 @@ Reported per kind, count and command: wall seconds, CPU seconds of the whole pro
 children's resource usage, as ``/usr/bin/time`` counts it), images per second and CPU
 milliseconds per image, the PSNR of the images' mean squared error (ours from the store's
 metrics, pngquant's from its files against the inputs), and our rate against pngquant's in the
-same round. With ``--repeat R`` the rounds alternate and the table shows medians.
+same round. With ``--repeat R`` the rounds alternate and the table shows medians. With
+``--baseline SRC`` (a checkout of another version, such as a ``git worktree``), each round also
+runs that version's job (``PYTHONPATH=SRC``), shown as ``baseline``.
 
 Usage: python benchmarks/batches.py --work DIR [--thumbs 1000 10000] [--photos 240] [--repeat 1]
+       [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -87,12 +90,16 @@ def make_inputs(work: Path, kind: str, count: int) -> Path:
     return folder
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system of every process it waited for) of ``command``."""
+def timed(command: list[str], cwd: Path, source: Path | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system of every process it waited for) of ``command``.
+
+    ``source``: a checkout whose package runs instead of the installed one.
+    """
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
-        command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -100,13 +107,15 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float]:
     return wall, cpu
 
 
-def ours(folder: Path, colors: int, store: Path, cwd: Path) -> tuple[float, float, float]:
-    """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder``."""
+def ours(
+    folder: Path, colors: int, store: Path, cwd: Path, source: Path | None = None
+) -> tuple[float, float, float]:
+    """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder`` (``source``'s, if given)."""
     import pipeline
 
     shutil.rmtree(store, ignore_errors=True)  # its images alone: none of an earlier run's
     command = [sys.executable, "-m", "pipeline", "run", str(folder), "-o", str(store)]
-    wall, cpu = timed([*command, "--colors", str(colors), "--overwrite"], cwd)
+    wall, cpu = timed([*command, "--colors", str(colors), "--overwrite"], cwd, source)
     images = pipeline.open_store(str(store))
     mse = statistics.fmean(image.attrs["metrics"]["mse"] for image in images.values())
     return wall, cpu, psnr(mse)
@@ -144,6 +153,7 @@ def main() -> None:
     parser.add_argument("--thumbs", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--photos", type=int, nargs="*", default=[240])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="a checkout of the version to compare with")
     args = parser.parse_args()
     if shutil.which("pngquant") is None:
         sys.exit("pngquant is not installed (apt-get install pngquant)")
@@ -161,16 +171,20 @@ def main() -> None:
             colors = COLORS[kind]
             store = args.work / "out.zarr"
             rows.setdefault((kind, n, "pipeline"), []).append(ours(folder, colors, store, cwd))
+            if args.baseline:
+                run = ours(folder, colors, store, cwd, args.baseline.resolve())
+                rows.setdefault((kind, n, "baseline"), []).append(run)
             rows.setdefault((kind, n, "pngquant"), []).append(pngquant(folder, colors, cwd))
     print("| images | k | command | wall s | CPU s | img/s | CPU ms/img | PSNR dB | x pngquant |")
     print("|---|---|---|---|---|---|---|---|---|")
+    names = ("pipeline", "baseline", "pngquant") if args.baseline else ("pipeline", "pngquant")
     for kind, n in sets:
         medians = {
             name: [statistics.median(run[i] for run in rows[kind, n, name]) for i in range(3)]
-            for name in ("pipeline", "pngquant")
+            for name in names
         }
         for name, (wall, cpu, db) in medians.items():
-            ratio = medians["pngquant"][0] / wall if name == "pipeline" else ""
+            ratio = medians["pngquant"][0] / wall if name != "pngquant" else ""
             print(
                 f"| {n:,} {kind} | {COLORS[kind]} | {name} | {wall:.2f} | {cpu:.2f} | "
                 f"{n / wall:.1f} | {1000 * cpu / n:.2f} | {db:.2f} | {ratio and f'{ratio:.3f}'} |"
