@@ -150,9 +150,9 @@ GRAPH_MAKERS = {
     "coarsen",
     "da.block",
 }
-#: The one other place: quantize/fit.py hands its in-memory sample to dask-ml's KMeans as the
+#: The one other place: quantize/lloyd.py hands in-memory samples to dask-ml's KMeans as the
 #: one-chunk dask array that KMeans takes (run synchronously inside the fit's own task).
-DASK_ML_INPUT = ("pipeline.quantize.fit", "from_array")
+DASK_ML_INPUT = ("pipeline.quantize.lloyd", "from_array")
 
 
 def test_job_graph_is_the_only_module_that_makes_dask_graphs():
