@@ -138,3 +138,73 @@ def test_truncated_tile_fails_one_image_and_leaves_nothing(
     assert "\n" not in failed.error
     assert list(open_store(store)) == ["good.png"]
     assert "cut.tif" not in zarr.open_group(store, mode="r")
+
+
+def tiff_kinds(folder: Path, image: np.ndarray) -> dict[str, Path]:
+    """Tiled TIFFs of ``image`` (RGB uint8, not a whole number of tiles) in several layouts."""
+    gray16 = image[..., 0].astype(np.uint16) * 257
+    kinds = {
+        "rgb zlib predictor": (image, {"compression": "zlib", "predictor": True}),
+        "rgb jpeg": (image, {"compression": "jpeg"}),
+        "rgb lzw": (image, {"compression": "lzw"}),
+        "gray 16-bit": (gray16, {"compression": "zstd"}),
+        "rgba": (np.dstack([image, image[..., :1]]), {"extrasamples": "unassalpha"}),
+        "rgb planar": (image, {"planarconfig": "separate"}),
+    }
+    paths = {}
+    for kind, (pixels, options) in kinds.items():
+        path = folder / (kind.replace(" ", "_") + ".tif")
+        photometric = "minisblack" if pixels.ndim == 2 else "rgb"
+        tifffile.imwrite(path, pixels, tile=(64, 96), photometric=photometric, **options)
+        paths[kind] = path
+    return paths
+
+
+def test_tiles_read_straight_from_the_file_are_what_tifffiles_zarr_gives(tmp_path, china):
+    from pipeline.inputs.tiled import TiffTiles, read_tiles
+
+    image = china[:300, :350]
+    regions = [
+        (slice(0, 300), slice(0, 350)),
+        (slice(64, 192), slice(96, 288)),  # whole tiles
+        (slice(10, 75), slice(300, 350)),  # parts of tiles, at the right edge
+        (slice(299, 300), slice(0, 1)),
+        (slice(5, 5), slice(0, 10)),  # empty
+    ]
+    straight = 0
+    for kind, path in tiff_kinds(tmp_path, image).items():
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tiles = TiffTiles(str(path), page.shape, page.dtype)
+            for rows, cols in regions:
+                region = (rows, cols, *(slice(None),) * (len(page.shape) - 2))
+                with tifffile.imread(path, aszarr=True) as store:
+                    expected = np.asarray(zarr.open_array(store, mode="r")[region])
+                found = read_tiles(tif, page, region)
+                assert (found is None) == (kind == "rgb planar"), kind
+                straight += found is not None
+                if found is not None:
+                    assert found.dtype == expected.dtype, kind
+                    assert np.array_equal(found, expected), kind
+                assert np.array_equal(tiles[region], expected), kind
+    assert straight == 5 * len(regions)
+
+
+def test_a_tile_missing_from_the_file_reads_as_zeros(tmp_path, china):
+    from pipeline.inputs.tiled import read_tiles
+
+    path = tmp_path / "sparse.tif"
+    image = china[:128, :128]
+    tifffile.imwrite(path, image, tile=(64, 64), photometric="rgb")
+    with tifffile.TiffFile(path, mode="r+") as tif:  # the second tile's byte count set to 0
+        page = tif.pages[0]
+        counts = page.tags["TileByteCounts"]
+        values = list(counts.value)
+        values[1] = 0
+        counts.overwrite(values)
+    with tifffile.TiffFile(path) as tif:
+        found = read_tiles(tif, tif.pages[0], (slice(0, 128), slice(0, 128), slice(None)))
+    assert found is not None
+    assert not found[:64, 64:].any()
+    assert np.array_equal(found[64:], image[64:])
+    assert np.array_equal(found[:64, :64], image[:64, :64])
