@@ -111,9 +111,10 @@ def read_tiles(tif: Any, page: Any, region: Any) -> NDArray[Any] | None:
     Each tile under the region is read and decoded on its own (tifffile's decoder of the page:
     its compression, predictor and JPEG tables), then copied into place: the same pixels as
     tifffile's Zarr interface gives, in about 70% of its time on a zlib TIFF of 512-pixel
-    tiles (whose chunks pass through zarr's codec pipeline). A tile not written in the file is zeros, as
-    there. ``region`` is a tuple of slices of step 1, rows and columns first. None when the page
-    is not plainly tiled (tiles in depth, samples stored in planes) or the region is not such.
+    tiles (whose chunks pass through zarr's codec pipeline). A tile not written in the file is
+    zeros, as there. ``region`` is a tuple of slices of step 1, rows and columns first. None
+    when the page is not plainly tiled (tiles in depth, samples stored in planes) or the region
+    is not such.
     """
     if not page.is_tiled or page.tiledepth != 1 or page.planarconfig != 1:
         return None
