@@ -1,13 +1,14 @@
 """dask-ml Lloyd iterations on pixel samples: several images' in one call, clusters never mixed.
 
-``dask_ml.cluster.KMeans.fit`` costs 10-25 ms per call whatever the data size (a NaN/inf pass,
-graph building, tokenizing, a compute per iteration): for a 32 x 32 thumbnail that is more than
-the rest of its fit. :func:`lloyd_samples` pays it once for several images: their samples,
-stacked, are one dask-ml fit of all their clusters at once, each image's points and centres in a
-slab of their own, along one extra coordinate, so far from the other images' that no point is
-ever nearer to another image's centre than to one of its own. An image's fit is the same, to the
-bit, whatever images share its call (or none: :func:`lloyd_sample`), so a job's stores do not
-depend on how its images were batched.
+A dask-ml k-means call costs 10-25 ms whatever the data size (graph building, tokenizing, a
+compute per iteration; ``KMeans.fit`` adds a NaN/inf pass and the inertia, which
+:func:`_iteration` leaves out): for a 32 x 32 thumbnail that is more than the rest of its fit.
+:func:`lloyd_samples` pays it once for several images: their samples, stacked, are one dask-ml
+fit of all their clusters at once, each image's points and centres in a slab of their own,
+along one extra coordinate, so far from the other images' that no point is ever nearer to
+another image's centre than to one of its own. An image's fit is the same, to the bit, whatever
+images share its call (or none: :func:`lloyd_sample`), so a job's stores do not depend on how
+its images were batched.
 
 Why clusters never mix. Coordinates are :func:`pipeline.quantize.fit.sample_points`, in a box
 whose squared diagonal is at most :data:`REACH` (3 for RGB in [0, 1]; 1.48 for ``"oklab"``).
