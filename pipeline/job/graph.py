@@ -55,6 +55,7 @@ from pipeline.inputs.sources import (
 from pipeline.job.tasks import (
     Job,
     Spec,
+    Specs,
     compress_batch,
     create_task,
     cut_task,
@@ -119,7 +120,7 @@ def batch_graph(specs: Sequence[Spec], job: Job) -> Delayed:
     The task's key is also the batch's id in its news (:mod:`pipeline.job.news`).
     """
     key = f"{BATCH_TASK}-" + tokenize([s.token for s in specs], job.run)
-    return delayed(compress_batch)(list(specs), job, key, dask_key_name=key)
+    return delayed(compress_batch)(Specs(specs), job, key, dask_key_name=key)
 
 
 def probe_graph(spec: Spec, job: Job) -> Delayed:

@@ -891,17 +891,21 @@ def _place_group(store: Location, name: str, files: dict[str, bytes]) -> None:
     """
     group = store.path(name)
     parent, base = os.path.split(group)
-    os.makedirs(parent, exist_ok=True)
-    folder = create_unique(parent, f".{base}.", folder=True)
     try:
-        made = {folder}
+        folder = create_unique(parent, f".{base}.", folder=True)
+    except FileNotFoundError:  # the store's folder itself is gone or not made yet
+        os.makedirs(parent, exist_ok=True)
+        folder = create_unique(parent, f".{base}.", folder=True)
+    try:
+        made = {""}
         for path, data in files.items():
-            target = os.path.join(folder, *path.split("/"))
-            here = os.path.dirname(target)
-            if here not in made:
-                os.makedirs(here, exist_ok=True)
-                made.add(here)
-            with open(target, "xb") as file:
+            parts = path.split("/")
+            for depth in range(1, len(parts)):  # each folder made once, parents first
+                here = "/".join(parts[:depth])
+                if here not in made:
+                    os.mkdir(os.path.join(folder, here))
+                    made.add(here)
+            with open(os.path.join(folder, *parts), "xb") as file:
                 file.write(data)
         store.guard()
         try:
