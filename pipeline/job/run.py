@@ -356,11 +356,13 @@ class Runner:
         """Images of batches in flight that their tasks announced finished since last time."""
         for news in self.news.take():
             flight = self.batches.get(news["batch"])
-            index = int(news["index"])
-            if flight is None or index in flight.reported or index >= len(flight.specs):
-                continue  # its batch returned already, or the image was reported
-            flight.reported.add(index)
-            yield self._outcome(flight.specs[index], outcome_of(news["outcome"]))
+            if flight is None:
+                continue  # its batch returned already
+            for index, outcome in news["images"]:
+                if index in flight.reported or not 0 <= index < len(flight.specs):
+                    continue  # the image was reported already
+                flight.reported.add(index)
+                yield self._outcome(flight.specs[index], outcome_of(outcome))
 
     def _start(self, item: Item) -> Iterator[ImageResult]:
         if isinstance(item, Skip):

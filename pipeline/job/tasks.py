@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from pipeline.errors import ImageProblem, PipelineError, os_reason, unwritable
 from pipeline.inputs.sources import Probe, decode, probe, read_whole, work_chunks
-from pipeline.job.news import announce
+from pipeline.job.news import NEWS_SECONDS, announce
 from pipeline.quantize import rgba
 from pipeline.quantize.assign import label_block
 from pipeline.quantize.count import grid_histogram, grid_stride
@@ -703,10 +703,13 @@ def compress_batch(
     small file can hold a large image) is returned as :class:`Deferred`, untouched, for a graph
     of its own. The outcomes end early, at a failure that leaves the store unwritable: the
     images after it are not attempted. Each image done or failed is announced to the job's
-    client as it finishes (:func:`pipeline.job.news.announce`, as batch ``batch``).
+    client as it finishes (:func:`pipeline.job.news.announce`, as batch ``batch``; those finished
+    within :data:`~pipeline.job.news.NEWS_SECONDS` of the last message together).
     """
     outcomes: list[Done | Failed | Deferred] = []
     group: list[Held | Failed | Deferred] = []
+    news: list[tuple[int, dict[str, Any]]] = []
+    told = time.monotonic()
     for index, spec in enumerate(specs):
         try:
             group.append(hold(spec, job))
@@ -724,10 +727,16 @@ def compress_batch(
             outcomes.append(outcome)
             if isinstance(outcome, Deferred):
                 continue
-            announce(job.run, batch, len(outcomes) - 1, message_of(outcome))
+            news.append((len(outcomes) - 1, message_of(outcome)))
             if isinstance(outcome, Failed) and outcome.unwritable is not None:
+                announce(job.run, batch, news)
                 return outcomes  # the rest would meet the same error, and the job stops
+            if time.monotonic() - told >= NEWS_SECONDS:
+                announce(job.run, batch, news)
+                news, told = [], time.monotonic()
         group = []
+    if news:
+        announce(job.run, batch, news)
     return outcomes
 
 
