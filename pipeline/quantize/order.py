@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -136,17 +137,34 @@ def colour_chain(palette: NDArray[np.uint8]) -> NDArray[np.intp]:
     ndarray of intp
         A permutation: ``order[i]`` is the index in ``palette`` of entry ``i``.
     """
-    colours = palette[:, :3].astype(np.int64)
-    k = len(colours)
-    visited = np.zeros(k, dtype=bool)
+    return _chain(np.ascontiguousarray(palette[:, :3], dtype=np.int64))  # type: ignore[no-any-return]
+
+
+@numba.njit(nogil=True, cache=True)
+def _chain(colours: NDArray[np.int64]) -> NDArray[np.intp]:
+    """:func:`colour_chain` of ``colours`` (k, 3), compiled: exact integers, ties to the lowest."""
+    k = colours.shape[0]
+    visited = np.zeros(k, dtype=np.bool_)
     order = np.empty(k, dtype=np.intp)
-    current = int(np.argmin(colours.sum(axis=1)))
+    current, least = 0, -1
+    for i in range(k):
+        total = colours[i, 0] + colours[i, 1] + colours[i, 2]
+        if least < 0 or total < least:
+            current, least = i, total
     for step in range(k):
         order[step] = current
         visited[current] = True
-        distance = ((colours - colours[current]) ** 2).sum(axis=1)
-        distance[visited] = np.iinfo(np.int64).max
-        current = int(np.argmin(distance))
+        best, nearest = -1, current
+        for i in range(k):
+            if visited[i]:
+                continue
+            d0 = colours[i, 0] - colours[current, 0]
+            d1 = colours[i, 1] - colours[current, 1]
+            d2 = colours[i, 2] - colours[current, 2]
+            distance = d0 * d0 + d1 * d1 + d2 * d2
+            if best < 0 or distance < best:
+                best, nearest = distance, i
+        current = nearest
     return order
 
 
