@@ -20,7 +20,7 @@ import functools
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -184,14 +184,21 @@ class Done:
 
 
 def message_of(outcome: Done | Failed) -> dict[str, Any]:
-    """``outcome`` as a msgpack-able dict, as news of it travels (:func:`outcome_of`)."""
-    return {"kind": type(outcome).__name__, **asdict(outcome)}
+    """``outcome`` as a msgpack-able dict, as news of it travels (:func:`outcome_of`).
+
+    Its fields as they are, not copied (``asdict`` would copy the attributes, 0.2 ms a
+    thumbnail): outcomes are never changed once made.
+    """
+    return {
+        "kind": type(outcome).__name__,
+        **{f.name: getattr(outcome, f.name) for f in fields(outcome)},
+    }
 
 
 def outcome_of(message: dict[str, Any]) -> Done | Failed:
     """The outcome :func:`message_of` made ``message`` from."""
-    fields = {k: v for k, v in message.items() if k != "kind"}
-    return Done(**fields) if message["kind"] == "Done" else Failed(**fields)
+    values = {k: v for k, v in message.items() if k != "kind"}
+    return Done(**values) if message["kind"] == "Done" else Failed(**values)
 
 
 @dataclass(frozen=True)
