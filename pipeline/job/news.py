@@ -20,10 +20,10 @@ dropped) only delays that image's line to the batch's end.
 
 Messages are plain dicts (msgpack, as Dask events must be): ``run``, ``batch`` (the batch's
 id) and ``images``, a list of ``[index, outcome]`` pairs: the image's place in the batch and its
-outcome (:func:`pipeline.job.tasks.message_of`). A batch sends the images finished since its
-last message at most every :data:`NEWS_SECONDS` (and its last ones as it ends): an event costs
-its worker and the scheduler the same for one image as for ten, and a worker finishes up to a
-hundred thumbnails a second.
+outcome (:func:`pipeline.job.tasks.message_of`). A batch sends its first image at once, then
+the images finished since its last message at most every :data:`NEWS_SECONDS` (and its last
+ones as it ends): an event costs its worker and the scheduler the same for one image as for
+ten, and a worker finishes up to a hundred thumbnails a second.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 TOPIC = "pipeline-image"
 
 #: Least time between two messages of one batch (its images finished meanwhile wait).
-NEWS_SECONDS = 0.1
+NEWS_SECONDS = 0.05
 
 #: Listeners of the runs of this process, by run id (see :class:`Listener`).
 _local: dict[str, Callable[[dict[str, Any]], None]] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -710,13 +711,14 @@ def compress_batch(
     small file can hold a large image) is returned as :class:`Deferred`, untouched, for a graph
     of its own. The outcomes end early, at a failure that leaves the store unwritable: the
     images after it are not attempted. Each image done or failed is announced to the job's
-    client as it finishes (:func:`pipeline.job.news.announce`, as batch ``batch``; those finished
-    within :data:`~pipeline.job.news.NEWS_SECONDS` of the last message together).
+    client as it finishes (:func:`pipeline.job.news.announce`, as batch ``batch``; after the
+    first, those finished within :data:`~pipeline.job.news.NEWS_SECONDS` of the last message
+    together).
     """
     outcomes: list[Done | Failed | Deferred] = []
     group: list[Held | Failed | Deferred] = []
     news: list[tuple[int, dict[str, Any]]] = []
-    told = time.monotonic()
+    told = -math.inf  # the first image at once: the batch's first news waits for its group
     for index, spec in enumerate(specs):
         try:
             group.append(hold(spec, job))
