@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -219,8 +220,6 @@ def write_group(store: Location, node: str, document: bytes) -> None:
         store.guard()
         store.fs.pipe_file(f"{group}/zarr.json", document)
         return
-    parent, name = os.path.split(group)
-    os.makedirs(parent, exist_ok=True)
     if os.path.isdir(group):
         staged = os.path.join(group, f".zarr.json.{uuid.uuid4().hex}")
         try:
@@ -233,12 +232,41 @@ def write_group(store: Location, node: str, document: bytes) -> None:
                 os.remove(staged)
             raise
         return
-    folder = create_unique(parent, f".{name}.", folder=True)
+    _new_folder(store, group, {"zarr.json": document})
+
+
+def _new_folder(store: Location, path: str, files: dict[str, bytes]) -> None:
+    """Make local folder ``path`` whole, holding ``files`` (path inside it -> bytes), at once.
+
+    Written into a new hidden folder beside ``path`` (which listings skip), then, the fence
+    checked, renamed into place: a rename that fails where a folder holding files exists
+    already (:class:`FileExistsError`), so it never replaces one. The parent is made if need
+    be. Nothing is left behind when it fails.
+    """
+    parent, base = os.path.split(path)
     try:
-        with open(os.path.join(folder, "zarr.json"), "wb") as file:
-            file.write(document)
+        folder = create_unique(parent, f".{base}.", folder=True)
+    except FileNotFoundError:  # the store's folder itself is gone or not made yet
+        os.makedirs(parent, exist_ok=True)
+        folder = create_unique(parent, f".{base}.", folder=True)
+    try:
+        made = {""}
+        for inner, data in files.items():
+            parts = inner.split("/")
+            for depth in range(1, len(parts)):  # each folder made once, parents first
+                here = "/".join(parts[:depth])
+                if here not in made:
+                    os.mkdir(os.path.join(folder, here))
+                    made.add(here)
+            with open(os.path.join(folder, *parts), "xb") as file:
+                file.write(data)
         store.guard()
-        os.rename(folder, group)
+        try:
+            os.rename(folder, path)
+        except OSError as exc:
+            if not os.path.isdir(path):
+                raise
+            raise FileExistsError(errno.EEXIST, "made meanwhile", path) from exc
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -842,7 +870,7 @@ def write_image(
     chunks of ``labels`` and ``palette`` (encoded here as zarr encodes them:
     :func:`encode_chunk`) and the complete group. Locally they are written into a hidden folder
     beside the group's place, which is renamed into it only where no group exists
-    (:func:`_place_group`): the image appears whole or not at all, in a fifth of the system
+    (:func:`_new_folder`): the image appears whole or not at all, in a fifth of the system
     calls of writing it file by file. On object storage the group is written with status
     ``"writing"``, then the four array files in one request, then the complete group.
     ``fresh`` as :func:`create_image` takes it.
@@ -872,7 +900,10 @@ def write_image(
         name, created, {**final, "metrics": metrics}, palette, labels.shape, hashes
     )
     if store.local:
-        _place_group(store, name, {"zarr.json": group_document(complete), **files})
+        try:
+            _new_folder(store, store.path(name), {"zarr.json": group_document(complete), **files})
+        except FileExistsError as exc:
+            raise Interfered(f"{name}: its group was written by another job meanwhile") from exc
         return complete
     write_group(store, name, group_document(created))
     write_files(store, name, files)
@@ -880,43 +911,6 @@ def write_image(
     check_ours(store, name, written["attributes"].get("run"))
     write_group(store, name, group_document(complete))
     return complete
-
-
-def _place_group(store: Location, name: str, files: dict[str, bytes]) -> None:
-    """Write local image group ``name`` whole: ``files`` (path inside it -> bytes) at once.
-
-    Written into a new hidden folder beside the group's place (which listings skip), then,
-    the fence checked, renamed into place: a rename that fails where a group exists already
-    (another job's, written meanwhile: :class:`Interfered`), so it never replaces one.
-    """
-    group = store.path(name)
-    parent, base = os.path.split(group)
-    try:
-        folder = create_unique(parent, f".{base}.", folder=True)
-    except FileNotFoundError:  # the store's folder itself is gone or not made yet
-        os.makedirs(parent, exist_ok=True)
-        folder = create_unique(parent, f".{base}.", folder=True)
-    try:
-        made = {""}
-        for path, data in files.items():
-            parts = path.split("/")
-            for depth in range(1, len(parts)):  # each folder made once, parents first
-                here = "/".join(parts[:depth])
-                if here not in made:
-                    os.mkdir(os.path.join(folder, here))
-                    made.add(here)
-            with open(os.path.join(folder, *parts), "xb") as file:
-                file.write(data)
-        store.guard()
-        try:
-            os.rename(folder, group)
-        except OSError as exc:
-            if not os.path.isdir(group):
-                raise
-            raise Interfered(f"{name}: its group was written by another job meanwhile") from exc
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
 
 
 @functools.cache
