@@ -16,6 +16,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -324,6 +325,10 @@ class Listing:
         Entries of the root that are symbolic links: never read as images.
     strays : set of str
         Files of the root where image groups would be (names not starting with ``.``).
+    staged : set of str
+        What a process stopped while writing left staged, hidden (:func:`is_staged`): paths of
+        the root and of the completion markers' folder, relative to the root; removed by the
+        next job (:func:`prepare`).
     """
 
     groups: frozenset[str]
@@ -332,6 +337,7 @@ class Listing:
     damaged: dict[str, str] = field(default_factory=dict)
     links: frozenset[str] = frozenset()
     strays: frozenset[str] = frozenset()
+    staged: frozenset[str] = frozenset()
 
     @property
     def names(self) -> frozenset[str]:
@@ -367,6 +373,12 @@ def list_store(store: Location) -> Listing:
     for base, kind in marks:
         if kind == "directory" and (parsed := _parse_marker(base)) is not None:
             complete[parsed[1]] = parsed[0]
+    staged = (
+        frozenset(n for n in top if is_staged(n))
+        | frozenset(f"{COMPLETE}/{n}" for n, _ in marks if is_staged(n))
+        if local  # object stores stage nothing
+        else frozenset()
+    )
     expected = {
         name: int(tag[DIGEST_CHARS + 1 :])
         for name, tag in complete.items()
@@ -380,7 +392,22 @@ def list_store(store: Location) -> Listing:
             problem = _lacking(found, expected[name])
             if problem:
                 damaged[name] = problem
-    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links, strays)
+    return Listing(groups, complete, top.get("zarr.json") == "file", damaged, links, strays, staged)
+
+
+#: Names of what is staged in a local store's folder: a new group's hidden folder
+#: (:func:`_new_folder`: ``.NAME.`` and 8 hex digits) or a group document replacing another
+#: (:func:`write_group`: ``.zarr.json.`` and 32).
+_STAGED = re.compile(r"\.(?:.+\.[0-9a-f]{8}|zarr\.json\.[0-9a-f]{32})")
+
+
+def is_staged(name: str) -> bool:
+    """Whether ``name``, an entry of a local store's folder, is something a job staged there.
+
+    Listings skip such hidden entries; one is left behind only by a process stopped between
+    staging and renaming it into place.
+    """
+    return _STAGED.fullmatch(name) is not None
 
 
 def _entries(fs: Any, path: str, local: bool) -> Iterator[tuple[str, str]]:
@@ -533,10 +560,19 @@ def prepare(store: Location, listing: Listing) -> None:
 
     A store its ``listing`` shows without a root gets its root and bookkeeping groups as three
     metadata documents (three requests on object storage, where zarr's group creation looks
-    for each node and its parents first); an existing one is opened as by :func:`open_root`.
+    for each node and its parents first); an existing one is opened as by :func:`open_root`,
+    and what a stopped job left staged in it (:attr:`Listing.staged`) is removed: the caller
+    holds the store's lease, so no job that could still rename it into place is writing.
     """
     if listing.root:
         open_root(store, mode="a")
+        for path in listing.staged:  # a stopped job's: no live job writes them any more
+            target = store.path(path)
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                else:
+                    os.remove(target)
         return
     root = group_document({"format": FORMAT_NAME, "format_version": FORMAT_VERSION})
     write_group(store, "", root)

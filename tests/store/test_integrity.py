@@ -205,6 +205,33 @@ def test_a_rerun_redoes_an_image_whose_chunks_are_missing(copy, reference, photo
     assert chunks(copy) == chunks(reference)
 
 
+def test_a_rerun_removes_what_a_stopped_job_left_staged_and_nothing_else(copy, reference, photos):
+    """Hidden folders and documents staged by a process killed before renaming them."""
+    left = [
+        copy / ".p4.png.0badf00d",  # a one-chunk image's group, half written
+        copy / COMPLETE / ".0123456789abcdef.1-p4.png.deadbeef",  # a marker's
+    ]
+    for folder in left:
+        (folder / "labels").mkdir(parents=True)
+        (folder / "labels" / "zarr.json").write_text("{")
+    document = copy / f".zarr.json.{'ab' * 16}"  # the root's document, being replaced
+    document.write_text("{")
+    kept = [copy / ".keep", copy / ".notes.txt", copy / ".p4.png.0badf00"]  # not ours
+    for path in kept:
+        path.write_text("x")
+    assert list_store(Location.at(str(copy))).staged == {
+        ".p4.png.0badf00d",
+        f"{COMPLETE}/.0123456789abcdef.1-p4.png.deadbeef",
+        document.name,
+    }
+    results = {r.status for r in compress([str(photos)], str(copy), **FAST)}
+    assert results == {"skipped"}
+    assert not any(path.exists() for path in [*left, document])
+    assert all(path.exists() for path in kept)
+    assert chunks(copy) == chunks(reference)
+    assert not list_store(Location.at(str(copy))).staged
+
+
 def _edit_document(path: Path, **changes) -> None:
     document = json.loads(path.read_text())
     document.update(changes)
