@@ -119,7 +119,7 @@ def ours(
     command = [sys.executable, "-m", "pipeline", "run", str(folder), "-o", str(store)]
     wall, cpu = timed([*command, "--colors", str(colors), "--overwrite"], cwd, source)
     # each image's group document alone (opening 100,000 images with zarr takes minutes)
-    documents = (p / "zarr.json" for p in store.iterdir() if not p.name.startswith("."))
+    documents = (p / "zarr.json" for p in store.iterdir() if p.is_dir() and p.name[0] != ".")
     mse = statistics.fmean(
         json.loads(d.read_bytes())["attributes"]["metrics"]["mse"] for d in documents
     )
