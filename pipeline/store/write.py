@@ -407,7 +407,8 @@ def is_staged(name: str) -> bool:
     Listings skip such hidden entries; one is left behind only by a process stopped between
     staging and renaming it into place.
     """
-    return _STAGED.fullmatch(name) is not None
+    # the first character alone rules out a store's images (a million names: 0.38 -> 0.21 s)
+    return name[:1] == "." and _STAGED.fullmatch(name) is not None
 
 
 def _entries(fs: Any, path: str, local: bool) -> Iterator[tuple[str, str]]:
