@@ -39,11 +39,18 @@ from pipeline.quantize.colours import (
     coordinates,
     nearest,
     nearest_centre,
-    pack,
     to_uint8,
     unpack,
 )
-from pipeline.quantize.kmeans import Clusters, neediest, per_cluster, plusplus, split_merge, update
+from pipeline.quantize.kmeans import (
+    Clusters,
+    cell_index,
+    neediest,
+    per_cluster,
+    plusplus,
+    split_merge,
+    update,
+)
 from pipeline.quantize.levels import best_levels, is_gray
 from pipeline.quantize.lloyd import lloyd_sample, thread_limit
 from pipeline.quantize.order import CHAIN_MOST, colour_chain
@@ -264,9 +271,7 @@ def cells(
     weights = counts.astype(np.float64)
     if bits >= 8 or len(colours) <= EXACT_COLOURS:
         return points, weights
-    coarse = (colours >> (8 - bits)).astype(np.uint8)
-    _, inverse = np.unique(pack(coarse), return_inverse=True)
-    n = int(inverse.max()) + 1
+    inverse, n = cell_index(colours, bits)
     mass = per_cluster(inverse, weights, n)
     return per_cluster(inverse, weights[:, None] * points, n) / mass[:, None], mass
 
@@ -421,8 +426,12 @@ def fit_palette(
             )
         palette, labels = _drop_unused(palette, labels)
         if len(palette) <= CHAIN_MOST:  # stored in an order LZMA and PNG filters gain from,
-            palette = palette[colour_chain(palette)]  # labels exact in it (ties: lowest)
-            palette, labels = _drop_unused(palette, nearest(colours, palette, space=space))
+            order = colour_chain(palette)  # labels exact in it (ties: lowest), each searched
+            place = np.empty_like(order)  # from its entry's new place
+            place[order] = np.arange(len(order))
+            palette = palette[order]
+            guess = place[labels]
+            palette, labels = _drop_unused(palette, nearest(colours, palette, guess, space))
         err = ((colours.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
     info["mse"] = float((err * counts).sum() / (3 * counts.sum()))
     return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info, space=space)

