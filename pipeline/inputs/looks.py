@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -233,11 +236,45 @@ def _tiff(file: IO[bytes], frame: int, channels: int | None) -> Looks:
     )
 
 
+class _PillowLimit:
+    """Pillow's decompression-bomb limit (one global), lifted while any thread needs it lifted."""
+
+    lock = threading.Lock()
+    holders = 0
+    saved: int | None = None
+
+
+@contextmanager
+def no_pillow_limit() -> Iterator[None]:
+    """Lift Pillow's decompression-bomb limit inside: the job applies ``max_pixels`` itself.
+
+    Without it Pillow warns about an image over 89 million pixels (the warning reached the
+    job's output) and refuses one over 179 million, whatever ``--max-pixels`` says. The limit
+    is a global of Pillow's: the first of the threads inside lifts it and the last one out
+    puts back what was there, so one thread's leaving never restores it under another.
+    """
+    from PIL import Image
+
+    with _PillowLimit.lock:
+        if _PillowLimit.holders == 0:
+            _PillowLimit.saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _PillowLimit.holders += 1
+    try:
+        yield
+    finally:
+        with _PillowLimit.lock:
+            _PillowLimit.holders -= 1
+            if _PillowLimit.holders == 0:
+                Image.MAX_IMAGE_PIXELS = _PillowLimit.saved
+
+
 def _pillow(file: IO[bytes], channels: int | None) -> Looks:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        opened = Image.open(file)
+        with no_pillow_limit():
+            opened = Image.open(file)
     except UnidentifiedImageError:  # a format only another imageio plugin reads: says nothing
         return Looks()
     with opened as image:

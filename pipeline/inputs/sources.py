@@ -35,9 +35,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +49,7 @@ from pipeline.inputs.looks import (
     TIFF_SEPARATED,
     TIFF_SIGNATURES,
     Looks,
+    no_pillow_limit,
     read_looks,
     tiff_pages,
 )
@@ -186,21 +184,6 @@ def shown_colours(
     return to_rgb8(pixels, keep_alpha)
 
 
-@contextmanager
-def _no_pillow_limit() -> Iterator[None]:
-    """Lift Pillow's decompression-bomb limit: :func:`open_file` applies ``max_pixels`` itself."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
-
-
 def read_file(
     path: str,
     data: bytes | None = None,
@@ -288,7 +271,7 @@ def _decode(path: str, resource: str | bytes, frame: int) -> tuple[NDArray[Any],
             return raw, cmyk
     hint = Path(path).suffix.lower() or None
     keyed = {"mode": "RGBA"} if _keyed_alpha(resource) else {}
-    with _no_pillow_limit():
+    with no_pillow_limit():
         raw = iio.imread(resource, index=frame, extension=hint, **keyed)  # type: ignore[arg-type]
     return raw, _is_cmyk(resource, raw.shape)
 
@@ -661,7 +644,7 @@ def _header(path: str, frame: int) -> tuple[str | bytes, Looks, Any]:
             looks = read_looks(resource, frame)
             if looks.shape is not None and looks.dtype is not None:
                 return resource, looks, None
-            with _no_pillow_limit():
+            with no_pillow_limit():
                 props = iio.improps(resource, index=frame, extension=hint)  # type: ignore[arg-type]
             return resource, looks, props
         except (ProfileError, IndexError):

@@ -1,5 +1,6 @@
 """``read_looks``: orientation, profile and frames from real files' headers (Pillow's oracle)."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,28 @@ def test_pillow_written_files_say_their_orientation_and_profile(tmp_path, suffix
     assert looks.profile.origin == "ICC"
     assert looks.frames == 1
     assert read_looks(Path(path).read_bytes()) == looks  # the bytes say the same as the path
+
+
+def test_an_image_over_pillows_limit_keeps_its_looks_and_warns_nothing(tmp_path, monkeypatch):
+    # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: a 100-megapixel phone
+    # photo printed Pillow's warning into the job's output, and one over 179 megapixels (with
+    # --max-pixels raised) lost its orientation and profile. 24 x 40 is 960 pixels.
+    path = save(tmp_path / "o.jpg", PIXELS, 6, P3)
+    says = {
+        600: pytest.warns(Image.DecompressionBombWarning),
+        400: pytest.raises(Image.DecompressionBombError),
+    }
+    for limit, pillow in says.items():
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        with pillow, Image.open(path):
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            looks = read_looks(path)
+        assert looks.orientation == 6
+        assert looks.profile is not None
+        assert looks.profile.icc == P3
+        assert limit == Image.MAX_IMAGE_PIXELS  # put back
 
 
 @pytest.mark.parametrize("place", ["before", "after"])
