@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dask
 import dask.array as da
@@ -76,18 +78,36 @@ MOST_PAIRS = 1 << 22
 Start = tuple[NDArray[np.float32], NDArray[np.float32]]
 
 
+#: Held while a thread of this process imports dask-ml (and scikit-learn with it). A worker of
+#: several threads that did not preload them (:mod:`pipeline.job.preload`) starts several
+#: tasks at once, and two threads importing a package's modules in different orders can
+#: deadlock: one importing ``dask_ml.cluster`` while another imported
+#: ``dask_ml.cluster.k_means`` raised ``_DeadlockError`` in the first. The first thread that
+#: needs them imports them whole; the others wait.
+_IMPORTING = threading.Lock()
+
+
 @functools.cache
-def _thread_pools() -> ThreadpoolController:
+def _import() -> tuple[Callable[..., Any], ThreadpoolController]:
+    from dask_ml.cluster.k_means import k_means
+
     # Finding the loaded BLAS/OpenMP libraries costs ~5 ms: once per process, after dask-ml
     # (and with it scikit-learn's OpenMP runtime) is loaded.
-    import dask_ml.cluster  # noqa: F401
+    return k_means, ThreadpoolController()
 
-    return ThreadpoolController()
+
+def dask_ml_k_means() -> tuple[Callable[..., Any], ThreadpoolController]:
+    """dask-ml's ``k_means`` and this process's thread pools, imported once, by one thread.
+
+    Importing dask-ml imports scikit-learn too: call this before importing it elsewhere.
+    """
+    with _IMPORTING:
+        return _import()
 
 
 def thread_limit() -> contextlib.AbstractContextManager[object]:
     """A context in which BLAS and OpenMP use one thread: a fit is one task among many."""
-    return _thread_pools().limit(limits=1)
+    return dask_ml_k_means()[1].limit(limits=1)
 
 
 def full(starts: Sequence[Start]) -> bool:
@@ -114,8 +134,7 @@ def _iteration(starts: Sequence[Start], random_state: int) -> list[NDArray[np.fl
 
     Returns each image's new centres, float32; an empty cluster's are zeros (dask-ml's).
     """
-    from dask_ml.cluster.k_means import k_means
-
+    k_means = dask_ml_k_means()[0]
     points = np.concatenate([_in_slab(p, i) for i, (p, _) in enumerate(starts)])
     centres = np.concatenate([_in_slab(c, i) for i, (_, c) in enumerate(starts)])
     with dask.config.set(scheduler="synchronous"), thread_limit():

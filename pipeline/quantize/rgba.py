@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from pipeline.quantize.colours import nearest_centre
 from pipeline.quantize.kmeans import neediest, update
+from pipeline.quantize.lloyd import dask_ml_k_means
 
 #: Scale of the composites (255 * 255); squared distances are FULL times the squared errors
 #: of the 8-bit composites over black and over white, summed.
@@ -203,6 +204,7 @@ def fit_rgba(
         Exact nearest entry of each of ``keys``.
     info : dict
     """
+    dask_ml_k_means()  # scikit-learn is imported with it, by one thread
     from sklearn.cluster import kmeans_plusplus
 
     colours = unpack(keys)
