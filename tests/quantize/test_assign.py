@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.job.graph import assign
-from pipeline.quantize.assign import assign_block, label_block, label_dtype
-from pipeline.quantize.colours import histogram, nearest, unpack
+from pipeline.quantize.assign import assign_block, distinct_keys, label_block, label_dtype
+from pipeline.quantize.colours import histogram, nearest, pack, unpack
 from pipeline.quantize.fit import Fit, fit_palette
 from pipeline.quantize.sample import sample_positions
 from tests.oracles import brute_force, oklab_brute_force
@@ -114,3 +114,19 @@ def test_oklab_assign_is_exact_for_any_palette_image_and_chunking(case):
         assert_eq(assign(da.from_array(image, chunks=chunks), fit, 20), expected.astype(np.uint8))
     _, error = label_block(image, fit, np.dtype(np.uint8))
     assert error == ((image.astype(np.int64) - palette[expected]) ** 2).sum()
+
+
+@given(st.integers(0, 2**32 - 1), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_distinct_keys_equal_numpy_unique(seed, view):
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(1, 60, 2))
+    # few colours repeated, or colours all over the cube (keys near 0 and 2**24 - 1 included)
+    high = int(rng.choice([3, 256]))
+    block = rng.integers(0, high, (height, 2 * width if view else width, 3)).astype(np.uint8)
+    if view:
+        block = block[:, ::2]  # a strided view, as a decoded image's chunks can be
+    dtype = rng.choice([np.uint32, np.intp])
+    positions = np.flatnonzero(rng.random(height * width) < rng.random()).astype(dtype)
+    expected = np.unique(pack(block.reshape(-1, 3)[positions]))
+    assert np.array_equal(distinct_keys(block, positions), expected)
