@@ -200,6 +200,7 @@ RUNNING = (
     "batch_seconds",
     "batch_pixels",
     "in_flight",
+    "hold_bytes",
     "lease_seconds",
     "threads_max_images",
     "threads_max_bytes",

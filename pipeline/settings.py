@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "batch-seconds": 1.0,
         "batch-pixels": 4_194_304,
         "in-flight": 2,
+        "hold-bytes": 512 << 20,
         "stop-grace": 20,
         "lease-seconds": 60,
         # Which local cluster a job without a scheduler starts (pipeline.job.cluster.local_kind).
@@ -105,6 +106,8 @@ MAX_BATCH_BYTES = 1 << 30
 MAX_BATCH_IMAGES = 10_000
 #: Most tasks in flight per thread of the cluster.
 MAX_IN_FLIGHT = 64
+#: Most bytes of an image's decoded chunks held between its fit and its labelling: 1 TiB.
+MAX_HOLD_BYTES = 1 << 40
 #: Longest stop grace and lease: one day (a lease of less than a second cannot be renewed in
 #: time, every third of it).
 MIN_LEASE_SECONDS, MAX_SECONDS = 1.0, 86_400.0
@@ -154,6 +157,7 @@ BOUNDS: dict[str, Bound] = {
     "batch_seconds": Bound(0, MAX_SECONDS, real=True),
     "batch_pixels": Bound(0, MAX_IMAGE_PIXELS),
     "in_flight": Bound(1, MAX_IN_FLIGHT),
+    "hold_bytes": Bound(0, MAX_HOLD_BYTES),
     "stop_grace": Bound(0, MAX_SECONDS, real=True),
     "lease_seconds": Bound(MIN_LEASE_SECONDS, MAX_SECONDS, real=True),
     "threads_max_images": Bound(0, MAX_THREADS_IMAGES),
@@ -280,6 +284,10 @@ class Running:
     in_flight : int
         Work submitted at once, in tasks per thread of the cluster: new work is submitted as
         work completes.
+    hold_bytes : int
+        An image read chunk by chunk (tiled TIFF, Zarr, a dask array) is read once to fit its
+        palette and once more to label it, except for as many chunks as these bytes of decoded
+        pixels: the cluster holds those from the first read until they are labelled.
     stop_grace : float
         Seconds that images in flight get to finish after a first SIGINT/SIGTERM (Kubernetes
         waits 30 s before it kills a pod; give Slurm ``--signal=...@N`` with N above this).
@@ -293,6 +301,7 @@ class Running:
     batch_seconds: float
     batch_pixels: int
     in_flight: int
+    hold_bytes: int
     stop_grace: float
     lease_seconds: float
 

@@ -6,7 +6,9 @@
   label-and-write task, then a finish task (:func:`whole_graph`), with :class:`Placement`
   keeping the decoded image where it was decoded;
 * an image read chunk by chunk (tiled TIFF, Zarr, a dask or numpy array): its fit
-  (:func:`fit_graph`), then its labelling with that fit (:func:`write_graph`).
+  (:func:`fit_graph`), then its labelling with that fit (:func:`write_graph`), in one graph
+  where the chunks the fit read are held for the labelling up to a bound, the others read
+  again.
 
 In both, one task per chunk of each level of the labels' pyramid writes that chunk once the
 tasks writing its source are done (:func:`pyramid_graph`), and the finish task waits for all.
@@ -33,6 +35,7 @@ from dask import delayed
 from dask.array.core import normalize_chunks
 from dask.base import tokenize
 from dask.delayed import Delayed
+from dask.graph_manipulation import bind
 from numpy.typing import NDArray
 
 from pipeline.errors import InputError
@@ -62,6 +65,7 @@ from pipeline.job.tasks import (
     finish_task,
     fit_sampled_task,
     fit_task,
+    gather_task,
     label_task,
     level_task,
     probe_task,
@@ -98,6 +102,10 @@ LABEL_TASK = "label-block"
 LEVEL_TASK = "pyramid-level"
 #: An image's palette and metrics written and the image marked complete.
 FINISH_TASK = "finish-image"
+#: The results of an image's label or pyramid tasks put in one list for its finish task
+#: (Delayed objects passed in a list cost an optimization of their whole graph per call:
+#: 7 s of building a 250-megapixel TIFF's graph, whose label tasks held the fit's graph).
+GATHER_TASK = "gather-results"
 #: Pixels labelled by one task of an image decoded whole, at most (in whole chunks). Between
 #: two tasks a worker's thread waits for the worker's event loop, which in a cluster of threads
 #: also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s in tasks
@@ -189,13 +197,25 @@ def fit_graph(source: Source, settings: Settings) -> Delayed:
     )
 
 
-def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Delayed, int]:
+def write_graph(
+    source: Source, spec: Spec, job: Job, fit: object, held: int | None = None
+) -> tuple[Delayed, int]:
     """The labelling of an image read chunk by chunk with ``fit`` (a Fit, a Delayed or a future).
+
+    ``held``: with ``fit`` the Delayed of :func:`fit_graph`, in the same graph, the first
+    ``held`` chunks (row-major) are labelled from the reads the fit made, which the cluster holds
+    meanwhile, and the others are read again once the fit is done (a copy of the image's
+    reading, bound to the fit: ``dask.graph_manipulation.bind``), so that at most ``held``
+    chunks wait in memory for the fit. Default: every chunk as the graph reads it.
 
     Returns the graph, ending in the image's finish task, and its number of chunks.
     """
     token = _token(spec, job)
     image = source.image
+    blocks = list(image.to_delayed(optimize_graph=False).ravel())
+    if held is not None and held < len(blocks):
+        again = bind(image, fit).to_delayed(optimize_graph=False).ravel()
+        blocks[held:] = again[held:]
     shape = (int(image.shape[0]), int(image.shape[1]))
     rows, cols = image.chunks[:2]
     attrs = recorded(source.record, shape, job.settings, job.run)
@@ -203,7 +223,6 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
     target = delayed(create_task)(
         job, spec, attrs, shape, chunks, dask_key_name=f"{CREATE_TASK}-{token}"
     )
-    blocks = image.to_delayed(optimize_graph=False).ravel()
     regions = block_regions(image.chunks)
     errors = [
         delayed(label_task)(
@@ -212,6 +231,16 @@ def write_graph(source: Source, spec: Spec, job: Job, fit: object) -> tuple[Dela
         for i, (block, region) in enumerate(zip(blocks, regions, strict=True))
     ]
     return _finish(job, spec, fit, target, errors, regions, shape, chunks), len(errors)
+
+
+def held_chunks(image: da.Array, hold_bytes: int) -> int:
+    """How many chunks of ``image`` (read chunk by chunk) ``hold_bytes`` of memory holds.
+
+    Between the fit's read and the labelling (see :func:`pipeline.job.graph.write_graph`); a
+    chunk is counted at its full size.
+    """
+    chunk = math.prod(image.chunksize) * image.dtype.itemsize
+    return min(image.npartitions, hold_bytes // max(chunk, 1))
 
 
 def _finish(
@@ -232,9 +261,9 @@ def _finish(
         spec,
         fit,
         target,
-        labelled,
+        delayed(gather_task)(*labelled, dask_key_name=f"{GATHER_TASK}-{token}-labels"),
         shape[0] * shape[1],
-        levels,
+        delayed(gather_task)(*levels, dask_key_name=f"{GATHER_TASK}-{token}-levels"),
         dask_key_name=f"{FINISH_TASK}-{token}",
     )
 
@@ -269,7 +298,7 @@ def pyramid_graph(
                 target,
                 level,
                 (i, j),
-                list(after.values()),
+                *after.values(),
                 dask_key_name=f"{LEVEL_TASK}-{token}-{level}-{i}-{j}",
             )
         tasks.extend(writers.values())

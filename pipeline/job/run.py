@@ -36,6 +36,7 @@ from pipeline.job.graph import (
     Placement,
     batch_graph,
     fit_graph,
+    held_chunks,
     probe_graph,
     source_from_probe,
     whole_graph,
@@ -415,11 +416,13 @@ class Runner:
             if isinstance(opened, Source)
             else source_from_probe(opened, spec.name, settings.chunk, spec.token)
         )
-        if source.streamed:  # read twice rather than held: fit first, then label
+        held = held_chunks(source.image, self.running.hold_bytes) if source.streamed else None
+        if held == 0:  # read twice rather than held: fit first, then label
             flight = Flight("fit", self._share(source.image.npartitions), (spec,), source=source)
             self._launch(fit_graph(source, settings), flight)
         else:
-            graph, chunks = write_graph(source, spec, self.job, fit_graph(source, settings))
+            fit = fit_graph(source, settings)
+            graph, chunks = write_graph(source, spec, self.job, fit, held)
             self._launch(graph, Flight("image", self._share(chunks), (spec,)))
 
     def _finished(self, future: Any, flight: Flight) -> Iterator[ImageResult]:

@@ -776,14 +776,19 @@ label_task = guarded(label_region)
 
 @guarded
 def level_task(
-    target: zarr.Array, level: int, index: tuple[int, int], after: list[object]
+    target: zarr.Array, level: int, index: tuple[int, int], *after: object
 ) -> list[LevelDigest]:
     """Write one pyramid level's chunk (:func:`~pipeline.store.write.write_level`) as a step.
 
-    It runs after the steps ``after``, which wrote its source level.
+    It runs after the steps ``after`` (their results), which wrote its source level.
     """
     with _writing():
         return write_level(target, level, index)
+
+
+def gather_task(*results: object) -> list[object]:
+    """The results of several steps, as one list (for a step that takes them as one argument)."""
+    return list(results)
 
 
 def finish_task(

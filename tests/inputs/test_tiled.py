@@ -1,19 +1,24 @@
 """Inputs read chunk by chunk: tiled TIFF and Zarr arrays, on real files and stores."""
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
+from dask.utils import key_split
 
 from pipeline import compress, open_store
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
-from pipeline.job.graph import open_file
+from pipeline.job.graph import fit_graph, held_chunks, open_file, write_graph
+from pipeline.job.tasks import Job, Spec
+from pipeline.settings import Settings
 from pipeline.store.location import Location
+from tests.conftest import store_files
 
 FAST = {"colors": 32, "sample": 2000}
 
@@ -74,15 +79,51 @@ def test_streamed_inputs_store_the_same_bytes_as_a_png(
     assert chunks == ((256, 256) if kind == "tiff" else (300, 160))  # whole tiles
 
 
+#: Bytes of one decoded chunk of ``tiled_tiff`` at ``chunk=300`` (its tiles' 256 x 256 RGB).
+CHUNK_BYTES = 256 * 256 * 3
+
+
+def test_chunks_held_for_the_labelling_are_read_once_and_the_others_twice(tiled_tiff):
+    source = open_file(tiled_tiff, "t", chunk=300)
+    settings = Settings.from_config(**FAST, chunk=300)
+    job = Job(Location.at("unused.zarr"), settings, "run", 0)
+    spec = Spec("t", tiled_tiff, token="t", key="0" * 16, fresh=True)
+    chunks = source.image.npartitions  # 2 x 3
+    assert held_chunks(source.image, 2 * CHUNK_BYTES + 1) == 2
+    assert held_chunks(source.image, 100 * CHUNK_BYTES) == chunks
+    assert held_chunks(source.image, CHUNK_BYTES - 1) == 0
+    for held in (0, 2, chunks):
+        graph, _ = write_graph(source, spec, job, fit_graph(source, settings), held)
+        needed = graph.__dask_graph__().cull({graph.key})  # what computing it runs
+        tasks = Counter(key_split(key) for key in needed)
+        assert tasks["tiff"] == chunks + (chunks - held)  # the tiles read: once, or twice
+        assert tasks["label-block"] == chunks
+
+
+@pytest.mark.parametrize("hold", [0, 2 * CHUNK_BYTES, 100 * CHUNK_BYTES])
+def test_a_streamed_image_stores_the_same_bytes_however_many_chunks_are_held(
+    tmp_path, tiled_tiff, hold
+):
+    reference = compress([tiled_tiff], str(tmp_path / "a.zarr"), chunk=300, **FAST)[0]
+    store = str(tmp_path / "b.zarr")
+    result = compress([tiled_tiff], store, chunk=300, running={"hold_bytes": hold}, **FAST)[0]
+    assert result.status == "done", result.error
+    assert store_files(Path(store)) == store_files(tmp_path / "a.zarr")
+    assert result.attrs["metrics"] == reference.attrs["metrics"]
+
+
 @pytest.mark.slow
-def test_streamed_input_on_a_cluster_runs_in_two_passes(tmp_path, tiled_tiff, china, client):
-    local = compress([tiled_tiff], str(tmp_path / "a.zarr"), **FAST)[0]
-    remote = compress([tiled_tiff], str(tmp_path / "b.zarr"), client=client, **FAST)[0]
+@pytest.mark.parametrize("hold", [0, 2 * CHUNK_BYTES])
+def test_a_streamed_input_on_a_cluster_stores_what_it_stores_alone(
+    tmp_path, tiled_tiff, client, hold
+):
+    alone = compress([tiled_tiff], str(tmp_path / "a.zarr"), chunk=300, **FAST)[0]
+    running = {"hold_bytes": hold}  # fit first, then label (two graphs); or two chunks held
+    store = str(tmp_path / "b.zarr")
+    remote = compress([tiled_tiff], store, chunk=300, client=client, running=running, **FAST)[0]
     assert remote.status == "done", remote.error
-    a = stored(str(tmp_path / "a.zarr"), local.name)
-    b = stored(str(tmp_path / "b.zarr"), remote.name)
-    assert np.array_equal(a[0], b[0])
-    assert np.array_equal(a[1], b[1])
+    assert store_files(Path(store)) == store_files(tmp_path / "a.zarr")
+    assert remote.attrs["metrics"] == alone.attrs["metrics"]
 
 
 def test_zarr_arrays_in_a_folder_are_inputs(tmp_path, zarr_image):

@@ -269,7 +269,7 @@ def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs)
         whole = (slice(None), slice(None))
         labelled = [label_task(pixels, fit, target, whole, job.settings)]
         shutil.rmtree(Path(store) / "large.png" / "labels_1")  # lost under the job's feet
-        levels = [level_task(target, 1, (0, 0), labelled)]
+        levels = [level_task(target, 1, (0, 0), *labelled)]
         assert isinstance(levels[0], Failed)
         outcome = finish_task(job, spec, fit, target, labelled, 3000 * 2000, levels)
     assert outcome == levels[0]
