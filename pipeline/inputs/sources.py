@@ -88,7 +88,8 @@ class Source:
         What the store records of the source (:meth:`Probe.record`); empty for an array.
     streamed : bool
         Whether chunks can be read again cheaply, one by one (tiled TIFF, Zarr, dask arrays):
-        the job then reads them once to fit and again to label, instead of holding the image.
+        the job then holds only some of them between its fit and its labelling (up to
+        ``pipeline.hold-bytes``) and reads the others again, instead of holding the image.
     whole : dask.array.Array or None
         For a file decoded whole, the decoded image as one chunk, before it is split into
         ``image``'s chunks: the sample and the colour counts read it directly (one task each,

@@ -417,7 +417,7 @@ class Runner:
             else source_from_probe(opened, spec.name, settings.chunk, spec.token)
         )
         held = held_chunks(source.image, self.running.hold_bytes) if source.streamed else None
-        if held == 0:  # read twice rather than held: fit first, then label
+        if held == 0:  # no chunk held: fit first, then label (two graphs, read twice)
             flight = Flight("fit", self._share(source.image.npartitions), (spec,), source=source)
             self._launch(fit_graph(source, settings), flight)
         else:
