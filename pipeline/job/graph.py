@@ -104,7 +104,7 @@ LEVEL_TASK = "pyramid-level"
 FINISH_TASK = "finish-image"
 #: The results of an image's label or pyramid tasks put in one list for its finish task
 #: (Delayed objects passed in a list cost an optimization of their whole graph per call:
-#: 7 s of building a 250-megapixel TIFF's graph, whose label tasks held the fit's graph).
+#: 4-5 s of building a 250-megapixel TIFF's graph, whose label tasks held the fit's graph).
 GATHER_TASK = "gather-results"
 #: Pixels labelled by one task of an image decoded whole, at most (in whole chunks). Between
 #: two tasks a worker's thread waits for the worker's event loop, which in a cluster of threads
