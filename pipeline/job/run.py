@@ -311,8 +311,9 @@ class Runner:
             if deadline is None and stopping.requested():
                 deadline = time.monotonic() + self.running.stop_grace
                 flying = len(self.pending)
+                these = f"{flying:,} tasks in flight get" if flying > 1 else "1 task in flight gets"
                 self.notify(
-                    f"stopping: submitting nothing more; {flying:,} tasks in flight get "
+                    f"stopping: submitting nothing more; {these} "
                     f"{self.running.stop_grace:g} s to finish (a second signal stops at once)"
                     if flying
                     else "stopping: submitting nothing more, nothing was in flight"
