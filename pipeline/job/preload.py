@@ -2,10 +2,10 @@
 
 A worker that preloads it gets, once when it starts, the fixed costs of the job's first task.
 
-Importing scikit-learn and dask-ml takes 2-3 s (imageio another 0.1 s), and numba compiles
-dask-ml's k-means kernels and the pipeline's own kernels on their first call (about 1.5 s more
-once the pipeline's are in numba's on-disk cache, 4 s before); without this, the first image
-each worker reads, fits and labels pays for all of it. Local
+Importing scikit-learn and dask-ml takes 2-3 s (imageio another 0.1 s), and numba loads
+dask-ml's k-means kernel and the pipeline's own kernels on their first call (0.7-0.9 s more
+once they are in numba's on-disk cache, about 4 s the first time); without this, the first
+image each worker reads, fits and labels pays for all of it. Local
 clusters started by :func:`pipeline.job.cluster.connect` preload this module; start workers of
 other clusters with ``dask worker --preload pipeline.job.preload`` (or the
 ``distributed.worker.preload`` setting) to the same effect.

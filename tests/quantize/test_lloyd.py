@@ -1,5 +1,8 @@
 """dask-ml Lloyd iterations shared by several images' samples (pipeline.quantize.lloyd)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -92,3 +95,21 @@ def test_calls_are_bounded():
     spread = np.array([[0, 0, 0], [2, 2, 2]], np.float32)  # not sample_points' coordinates
     with pytest.raises(ValueError, match="box"):
         lloyd_samples([(spread, spread)], max_iter=1, tol=0.0, random_state=0)
+
+
+def test_dask_ml_kernel_is_loaded_from_numba_cache_by_a_new_process():
+    """dask-ml's numba kernel is compiled once, then loaded from disk by every later process."""
+    fit = (
+        "import numpy as np\n"
+        "from dask_ml.cluster import k_means\n"
+        "from pipeline.quantize.lloyd import lloyd_sample\n"
+        "points = np.linspace(0, 1, 96, dtype=np.float32).reshape(32, 3)\n"
+        "lloyd_sample(points, points[:4].copy(), max_iter=1, tol=0.0, random_state=0)\n"
+        "stats = k_means._centers_dense.stats\n"
+        "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", fit], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert runs[1].stdout.split() == ["1", "0"], [run.stdout for run in runs]
