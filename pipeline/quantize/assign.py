@@ -79,12 +79,7 @@ def _distinct_keys(block, positions, width):  # type: ignore[no-untyped-def]
     for position in positions:
         key = pixel_key(block, position // width, position % width)
         seen[key >> 6] |= np.uint64(1) << np.uint64(key & 63)
-    found = 0
-    for word in seen:
-        while word:
-            word &= word - np.uint64(1)
-            found += 1
-    keys = np.empty(found, dtype=np.uint32)
+    keys = np.empty(len(positions), dtype=np.uint32)  # at most one key per pixel
     found = 0
     for index in range(seen.shape[0]):
         word = seen[index]
@@ -95,7 +90,7 @@ def _distinct_keys(block, positions, width):  # type: ignore[no-untyped-def]
                 found += 1
             word >>= np.uint64(1)
             bit += 1
-    return keys
+    return keys[:found]
 
 
 def distinct_keys(block: NDArray[np.uint8], positions: NDArray[np.integer]) -> NDArray[np.uint32]:
