@@ -230,3 +230,42 @@ def test_tensorstore_reads_a_portable_store_and_checks_its_checksums(tmp_path):
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
     with pytest.raises(ValueError, match=r"numcodecs\.lzma"):
         ts.open(spec, open=True, read=True).result()
+
+
+@pytest.mark.parametrize("compression", ["portable", "archival"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_labels_written_chunk_by_chunk_are_the_bytes_zarr_writes(tmp_path, compression, dtype):
+    # write_labels encodes and writes its chunks itself (the labelling of large images): every
+    # file, edge chunks padded as zarr pads them, is the one zarr writes from the same values,
+    # on a fenced store and on a plain one
+    from pipeline.store.fence import FencedStore
+    from pipeline.store.write import create_level, write_labels
+
+    class Open:
+        def check(self) -> None:
+            return None
+
+    values = np.random.default_rng(0).integers(0, 300 if dtype == "uint16" else 256, (300, 200))
+    values = values.astype(dtype)
+    stores = {
+        "zarr": zarr.storage.LocalStore(tmp_path / "zarr"),
+        "fenced": FencedStore(zarr.storage.LocalStore(tmp_path / "fenced"), Open()),
+        "plain": zarr.storage.LocalStore(tmp_path / "plain"),
+    }
+    for kind, store in stores.items():
+        group = zarr.open_group(store, mode="w", zarr_format=3)
+        array = create_level(group, 0, values.shape, (128, 128), dtype, compression)
+        if kind == "zarr":
+            array[...] = values
+        else:  # in blocks of whole chunks, the last ones cut by the array's edges
+            for region in [(slice(0, 256), slice(0, 128)), (slice(0, 256), slice(128, 200)),
+                           (slice(256, 300), slice(0, 200))]:  # fmt: skip
+                write_labels(array, region, values[region])
+    files = sorted(p.relative_to(tmp_path / "zarr") for p in (tmp_path / "zarr").rglob("c/*/*"))
+    assert len(files) == 6
+    for kind in ("fenced", "plain"):
+        found = sorted(p.relative_to(tmp_path / kind) for p in (tmp_path / kind).rglob("c/*/*"))
+        assert found == files
+        for path in files:
+            assert (tmp_path / kind / path).read_bytes() == (tmp_path / "zarr" / path).read_bytes()
+        assert np.array_equal(zarr.open_array(tmp_path / kind / "labels")[...], values)
