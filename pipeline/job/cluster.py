@@ -177,11 +177,18 @@ def connect(
         return
     cluster = _local_cluster(kind, local_size(workers), dashboard_address)
     with cluster, Client(cluster) as client:
-        if kind == "threads":  # what worker processes preload, else the first image pays it
-            from pipeline.job.preload import warm_up
+        if kind != "threads":
+            yield client
+            return
+        # what worker processes preload, else the first image pays it; meanwhile the first
+        # tasks run
+        from pipeline.job.preload import warm_up_meanwhile
 
-            warm_up()
-        yield client
+        warming = warm_up_meanwhile()
+        try:
+            yield client
+        finally:
+            warming.join()
 
 
 def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:

@@ -22,9 +22,11 @@ metrics and the dashboard's ``/pipeline`` page from the start, before any job re
 does.
 """
 
+import contextlib
 import gc
 import os
 import signal
+import threading
 from collections.abc import Awaitable
 
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
@@ -33,11 +35,27 @@ if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
 
 def warm_up() -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
+    import_libraries()
+    load_kernels()
+
+
+def import_libraries() -> None:
+    """Import the decoders and the package's task modules (with zarr and dask)."""
     import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
     import imageio.v3  # noqa: F401  (decodes the other formats)
-    import numpy as np
 
     import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+
+
+def load_kernels() -> None:
+    """Fit and label a tiny synthetic image: imports dask-ml, loads the numba kernels.
+
+    Safe beside tasks that need the same: dask-ml is imported by one thread at a time
+    (:func:`pipeline.quantize.lloyd.dask_ml_k_means`), and numba compiles or loads a kernel
+    under its own lock, once.
+    """
+    import numpy as np
+
     from pipeline.quantize.assign import label_block, label_dtype
     from pipeline.quantize.colours import histogram
     from pipeline.quantize.fit import fit_palette
@@ -52,6 +70,25 @@ def warm_up() -> None:
     for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))
     label_block(image, fit, label_dtype(16), "blue-noise")  # the mask and the dither kernels
+
+
+def warm_up_meanwhile() -> threading.Thread:
+    """Import the libraries now, and load the kernels in a thread of their own, started here.
+
+    The first tasks (decoding a large image takes a second or more, in compiled code that
+    lets other threads run) start while dask-ml is imported and the kernels are loaded, 1.5-2 s
+    of a job's start-up; a task that needs them first waits for them. Join the thread before
+    the process ends. An error there is left to the task that meets it again, naming its image.
+    """
+    import_libraries()
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            load_kernels()
+
+    thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def dask_setup(server: object) -> Awaitable[None] | None:

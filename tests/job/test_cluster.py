@@ -292,6 +292,25 @@ def test_a_small_job_gets_threads_and_a_large_one_worker_processes():
         local_kind(1, 1, choice="fibers")
 
 
+def test_a_threaded_cluster_runs_its_first_tasks_while_it_warms_up():
+    # A fresh process: the cluster of threads is handed out at once, its warm-up (dask-ml's
+    # import, the kernels) runs beside the first task, and is over when the block ends.
+    script = textwrap.dedent("""
+        import sys, threading
+        from pipeline.job.cluster import connect
+
+        def warming():
+            return any(t.name == "pipeline-warm-up" and t.is_alive() for t in threading.enumerate())
+
+        with connect(kind="threads", workers=2, dashboard_address=":0") as client:
+            during = client.submit(warming, pure=False).result()
+        print(during, warming(), "dask_ml" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "True"]
+
+
 def test_local_cluster_from_the_environment_and_its_line(tmp_path, small_photo):
     iio.imwrite(tmp_path / "a.png", small_photo)
     forced = {"DASK_PIPELINE__LOCAL_CLUSTER": "threads", "DASK_PIPELINE__THREADS_MAX_IMAGES": "0"}
