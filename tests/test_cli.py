@@ -48,6 +48,9 @@ def test_default_run_compresses_the_sample_photos(tmp_path):
 
     with contextlib.ExitStack() as held:
         dashboard = held.enter_context(socket.socket())
+        # as distributed binds: connections of an earlier dashboard waiting out TIME_WAIT on
+        # the port do not keep this one from taking it
+        dashboard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         with contextlib.suppress(OSError):  # taken already: the same case
             dashboard.bind(("127.0.0.1", 8787))
             dashboard.listen()
