@@ -185,10 +185,10 @@ def connect(
         from pipeline.job.preload import warm_up_meanwhile
 
         warming = warm_up_meanwhile()
-        try:
-            yield client
-        finally:
-            warming.join()
+        yield client
+        # on a stop or an error the warm-up (a daemon thread; a first run compiles the kernels
+        # for tens of seconds) is left to end with the process
+        warming.join()
 
 
 def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:

@@ -77,8 +77,9 @@ def warm_up_meanwhile() -> threading.Thread:
 
     The first tasks (decoding a large image takes a second or more, in compiled code that
     lets other threads run) start while dask-ml is imported and the kernels are loaded, 1.5-2 s
-    of a job's start-up; a task that needs them first waits for them. Join the thread before
-    the process ends. An error there is left to the task that meets it again, naming its image.
+    of a job's start-up; a task that needs them first waits for them. Join the thread once the
+    work is done (a daemon thread: a process stopping early need not wait for it). An error
+    there is left to the task that meets it again, naming its image.
     """
     import_libraries()
 

@@ -293,20 +293,27 @@ def test_a_small_job_gets_threads_and_a_large_one_worker_processes():
 
 
 def test_a_threaded_cluster_runs_its_first_tasks_while_it_warms_up():
-    # A fresh process: the cluster of threads is handed out at once, its warm-up (dask-ml's
-    # import, the kernels) runs beside the first task, and is over when the block ends.
+    # A fresh process: the cluster of threads is handed out and runs a task while its warm-up
+    # (dask-ml's import, the kernels) is still held up (here by the lock dask-ml is imported
+    # under), and the warm-up is over, dask-ml imported, when the block ends.
     script = textwrap.dedent("""
         import sys, threading
         from pipeline.job.cluster import connect
+        from pipeline.quantize.lloyd import _IMPORTING
 
         def warming():
             return any(t.name == "pipeline-warm-up" and t.is_alive() for t in threading.enumerate())
 
+        _IMPORTING.acquire()
         with connect(kind="threads", workers=2, dashboard_address=":0") as client:
             during = client.submit(warming, pure=False).result()
+            _IMPORTING.release()
         print(during, warming(), "dask_ml" in sys.modules)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # a warm-up before the cluster is handed out would wait for the lock for ever
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False", "True"]
 
