@@ -83,14 +83,28 @@ class FencedStore(WrapperStore[Store]):
         """The size of everything under ``prefix``, as the wrapped store tells it."""
         return await self._store.getsize_prefix(prefix)
 
+    @property
+    def local(self) -> bool:
+        """Whether the wrapped store is a local folder (chunks: :meth:`create_chunk`)."""
+        return isinstance(self._store, LocalStore)
+
+    def create_chunk(self, key: str, data: Any) -> None:
+        """Write chunk ``key`` of a local store here, in the calling thread, as :meth:`set` does.
+
+        The fence is checked first and again right before the chunk appears
+        (:func:`create_file`).
+        """
+        assert isinstance(self._store, LocalStore)
+        self.fence.check()
+        create_file(os.path.join(self._store.root, key), data, self.fence)
+
     async def set(self, key: str, value: Buffer) -> None:
         """Write ``value`` at ``key`` if the fence allows it; a chunk only where none exists."""
         self.fence.check()
         if not is_chunk(key):
             await self._store.set(key, value)
-        elif isinstance(self._store, LocalStore):
-            path = os.path.join(self._store.root, key)
-            await asyncio.to_thread(create_file, path, value.as_buffer_like(), self.fence)
+        elif self.local:
+            await asyncio.to_thread(self.create_chunk, key, value.as_buffer_like())
         elif isinstance(self._store, FsspecStore) and "s3" in protocols(self._store.fs):
             await _create_object(self._store, key, value.to_bytes())
         else:

@@ -771,9 +771,9 @@ def write_chunks(
     :func:`encode_chunk` (an edge chunk padded with the fill value first): the bytes zarr's
     codec pipeline makes of it, without zarr's round trips through its event loop and thread
     pool, which took two thirds of a 250-megapixel TIFF's labelling time. On a fenced local
-    store each chunk is written as :class:`~pipeline.store.fence.FencedStore` writes it
-    (:func:`~pipeline.store.fence.create_file`, the fence checked before it appears); on other
-    stores all are set at once (on S3, concurrent requests).
+    store each chunk is written by :meth:`~pipeline.store.fence.FencedStore.create_chunk`, as
+    the store's own writes are (the fence checked before it appears); on other stores all are
+    set at once (on S3, concurrent requests).
     """
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
@@ -788,11 +788,9 @@ def write_chunks(
         key = f"{target.path}/{target.metadata.encode_chunk_key(index)}"
         files[key] = encode_chunk(values, compression)
     store = target.store
-    inner = getattr(store, "_store", None)
-    if isinstance(store, FencedStore) and isinstance(inner, zarr.storage.LocalStore):
+    if isinstance(store, FencedStore) and store.local:
         for key, data in files.items():
-            store.fence.check()
-            create_file(os.path.join(inner.root, key), data, store.fence)
+            store.create_chunk(key, data)
         return
     buffer = default_buffer_prototype().buffer
 

@@ -27,8 +27,9 @@ from tests.conftest import sklearn_photo
 
 #: Thumbnails in the job of many small images.
 THUMBNAILS = 240
-#: Crops in the job whose batches last about a second each.
+#: Crops in the job whose batches last about a second each, and the crops of a batch.
 CROPS = 64
+CROP_BATCH = 8
 #: Lines of a job's log that are the job's own: its cluster, its dashboard, progress, stopping.
 OWN_LINE = re.compile(r"^(cluster: |dashboard: |\[\d+/\d+\] |stopping: |interrupted: |error: )")
 CHROMIUM = "/usr/bin/chromium"
@@ -140,7 +141,7 @@ def test_images_of_batches_are_reported_as_they_finish(tmp_path: Path) -> None:
     for i in range(CROPS):
         row, col = rng.integers(0, photo.shape[0] - 200), rng.integers(0, photo.shape[1] - 200)
         iio.imwrite(crops / f"c{i:03d}.png", photo[row : row + 200, col : col + 200])
-    batch = {"DASK_PIPELINE__BATCH_IMAGES": "8", "DASK_PIPELINE__BATCH_SECONDS": "1000"}
+    batch = {"DASK_PIPELINE__BATCH_IMAGES": str(CROP_BATCH), "DASK_PIPELINE__BATCH_SECONDS": "1000"}
     job = Job(str(crops), "-o", "s.zarr", "--local-cluster", "processes", cwd=tmp_path, env=batch)
     status, out = job.finish()
     assert status == 0, job.stderr()
@@ -148,8 +149,8 @@ def test_images_of_batches_are_reported_as_they_finish(tmp_path: Path) -> None:
     printed: dict[int, list[float]] = {}
     for when, line in job.lines:
         if found := re.match(r"\[\d+/\d+\] c(\d+)\.png: done", line):
-            printed.setdefault(int(found[1]) // 8, []).append(when)
-    assert sorted(printed) == list(range(CROPS // 8)), job.stderr()
+            printed.setdefault(int(found[1]) // CROP_BATCH, []).append(when)
+    assert sorted(printed) == list(range(CROPS // CROP_BATCH)), job.stderr()
     for times in printed.values():
         moments = 1 + sum(b - a > 0.02 for a, b in itertools.pairwise(sorted(times)))
         assert moments >= 3, (times, job.stderr())
