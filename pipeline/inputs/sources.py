@@ -77,7 +77,9 @@ class Source:
     path : str
         Where it was read from (a file path, or ``"<array>"``).
     image : dask.array.Array
-        (H, W, 3) uint8, chunked ``(chunk, chunk, 3)``.
+        (H, W, 3) uint8, in blocks of whole ``chunks`` (each block one task's work).
+    chunks : tuple of int
+        Rows and columns of the chunks its labels are stored in.
     shape : tuple of int
         Shape of the image as stored in the file.
     dtype : str
@@ -99,6 +101,7 @@ class Source:
     name: str
     path: str
     image: da.Array
+    chunks: tuple[int, int]
     shape: tuple[int, ...]
     dtype: str
     conversion: str

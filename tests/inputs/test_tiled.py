@@ -79,6 +79,39 @@ def test_streamed_inputs_store_the_same_bytes_as_a_png(
     assert chunks == ((256, 256) if kind == "tiff" else (300, 160))  # whole tiles
 
 
+def chunk_files(store: Path, name: str) -> dict[str, object]:
+    """The chunk files of image ``name``, by their path in its group."""
+    return {
+        path.split("/", 1)[1]: data
+        for path, data in store_files(store).items()
+        if path.startswith(f"{name}/")
+    }
+
+
+@pytest.mark.parametrize("kind", ["tiff", "zarr"])
+def test_a_streamed_image_worked_in_blocks_of_chunks_stores_the_files_of_a_png(
+    tmp_path, write_image, china, kind
+):
+    wide = np.concatenate([china, china[:, ::-1]] * 2, axis=1)  # 427 x 2560: it has a pyramid
+    if kind == "tiff":
+        source = str(tmp_path / "wide.tif")
+        tifffile.imwrite(source, wide, tile=(128, 128), photometric="rgb")
+    else:
+        source = str(tmp_path / "wide.zarr")
+        array = zarr.create_array(source, shape=wide.shape, chunks=(128, 128, 3), dtype="uint8")
+        array[...] = wide
+    opened = open_file(source, "s", chunk=128)
+    assert opened.chunks == (128, 128)
+    assert opened.image.chunks[1] == (512,) * 5  # blocks of 4 x 4 chunks (at least 4 blocks)
+    result = compress([source], str(tmp_path / "s.zarr"), chunk=128, **FAST)[0]
+    assert result.status == "done", result.error
+    compress([write_image("wide.png", wide)], str(tmp_path / "png.zarr"), chunk=128, **FAST)
+    files = chunk_files(tmp_path / "s.zarr", result.name)
+    assert len([f for f in files if f.startswith("labels_1/")]) == 2 * 10
+    assert len([f for f in files if f.startswith("labels_5/")]) == 1
+    assert files == chunk_files(tmp_path / "png.zarr", "wide.png")  # labels, pyramid, palette
+
+
 #: Bytes of one decoded chunk of ``tiled_tiff`` at ``chunk=300`` (its tiles' 256 x 256 RGB).
 CHUNK_BYTES = 256 * 256 * 3
 
