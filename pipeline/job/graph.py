@@ -180,13 +180,14 @@ def label_block_shape(
 ) -> tuple[int, int]:
     """Rows and columns of the blocks of whole ``chunks`` an image of ``shape`` is labelled in.
 
-    As many chunks across as down: as many as ``pixels`` allows (:data:`LABEL_PIXELS` for an
-    image decoded whole, :data:`STREAM_PIXELS` for one read chunk by chunk), and few enough
-    for :data:`LABEL_BLOCKS` blocks (at least one chunk).
+    As many chunks across as down, a power of two (so that a block makes the pyramid chunks
+    under it alone: :func:`pipeline.store.ngff.covered_levels`): as many as ``pixels`` allows
+    (:data:`LABEL_PIXELS` for an image decoded whole, :data:`STREAM_PIXELS` for one read
+    chunk by chunk), and few enough for :data:`LABEL_BLOCKS` blocks (at least one chunk).
     """
     chunk = chunks[0] * chunks[1]
     most = min(pixels // chunk, shape[0] * shape[1] // (LABEL_BLOCKS * chunk))
-    across = max(1, math.isqrt(most))
+    across = 1 << (max(1, math.isqrt(most)).bit_length() - 1)
     return chunks[0] * across, chunks[1] * across
 
 
@@ -287,19 +288,28 @@ def pyramid_graph(
     """One task per chunk of each pyramid level of an image's labels (:mod:`pipeline.store.ngff`).
 
     The labels' blocks at ``regions`` (whole chunks of ``chunks``) are written by the tasks
-    ``labelled``; a level's chunk is written after the tasks that wrote the (at most four)
-    chunks of the level below it is made from, so each chunk has exactly one writer.
+    ``labelled``, with the pyramid chunks each makes alone
+    (:func:`pipeline.store.ngff.covered_levels`); every other level's chunk is written by a
+    task of its own, after the tasks that wrote the (at most four) chunks of the level below
+    it is made from, so each chunk has exactly one writer.
     """
     rows, cols = chunks
-    writers: dict[tuple[int, int], Delayed] = {}
+    levels = ngff.level_count(shape, chunks)
+    made: list[dict[tuple[int, int], Delayed]] = [{} for _ in range(levels)]
     for task, (down, across) in zip(labelled, regions, strict=True):
-        for i in range(down.start // rows, -(-down.stop // rows)):
-            for j in range(across.start // cols, -(-across.stop // cols)):
-                writers[i, j] = task
+        for level in range(ngff.covered_levels((down, across), shape, chunks) + 1):
+            span = 2**level
+            for i in range(down.start // (rows * span), -(-down.stop // (rows * span))):
+                for j in range(across.start // (cols * span), -(-across.stop // (cols * span))):
+                    made[level][i, j] = task
     tasks: list[Delayed] = []
-    for level in range(1, ngff.level_count(shape, chunks)):
+    writers = made[0]
+    for level in range(1, levels):
         below, writers = writers, {}
         for i, j in ngff.level_grid(shape, chunks, level):
+            if (i, j) in made[level]:
+                writers[i, j] = made[level][i, j]
+                continue
             sources = [(2 * i + y, 2 * j + x) for y in (0, 1) for x in (0, 1)]
             after = {below[s].key: below[s] for s in sources if s in below}
             writers[i, j] = delayed(level_task)(
@@ -309,7 +319,7 @@ def pyramid_graph(
                 *after.values(),
                 dask_key_name=f"{LEVEL_TASK}-{token}-{level}-{i}-{j}",
             )
-        tasks.extend(writers.values())
+            tasks.append(writers[i, j])
     return tasks
 
 

@@ -21,7 +21,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from pipeline.store.write import (
     remove_image,
     remove_marker,
     stored_chunks,
+    write_block_levels,
     write_image,
     write_labels,
     write_level,
@@ -426,12 +427,16 @@ class Labelled:
         How many measured pixels the block holds.
     digests : list
         Digests of the labels chunks written (:func:`pipeline.store.write.write_labels`).
+    levels : list
+        Digests of the pyramid chunks the block made alone, with their levels
+        (:func:`pipeline.store.write.write_block_levels`).
     """
 
     error: int
     colour_error: int
     measured: int
     digests: list[ChunkDigest]
+    levels: list[LevelDigest] = field(default_factory=list)
 
 
 def label_region(
@@ -443,15 +448,17 @@ def label_region(
 ) -> Labelled:
     """Label the block of the image at ``region``, write its labels and measure its error.
 
-    Blocks with transparency are not dithered.
+    Also writes the chunks of the labels' pyramid that the block makes alone. Blocks with
+    transparency are not dithered.
     """
     origin = (region[0].start or 0, region[1].start or 0)
     labels, error = labelled_block(block, fit, np.dtype(target.dtype), origin, settings)
     with _writing():
         digests = write_labels(target, region, labels)
+        levels = write_block_levels(target, region, labels)
     height, width = target.shape
     total, measured = colour_error(block, labels, fit.palette, origin, (height, width))
-    return Labelled(error, total, measured, digests)
+    return Labelled(error, total, measured, digests, levels)
 
 
 def labelled_block(
@@ -482,13 +489,14 @@ def finish(
     """Write the palette and metrics and mark the image complete, if the run still holds the store.
 
     ``labelled`` holds each block's error figures, computed while labelling (the error of
-    every pixel with the labels the store holds), and its chunks' digests; ``levels`` the
-    digests of the chunks of the labels' pyramid (none for an image of one chunk).
+    every pixel with the labels the store holds), its chunks' digests and those of the
+    pyramid chunks it made alone; ``levels`` the digests of the other chunks of the labels'
+    pyramid (none for an image of one chunk).
     """
     attrs = final_attributes(spec, fit, labelled, n_pixels)
     with _writing():
         digests = [digest for part in labelled for digest in part.digests]
-        pyramid = [digest for part in levels for digest in part]
+        pyramid = [digest for part in (*levels, *(p.levels for p in labelled)) for digest in part]
         stored, chunks = finalize(job.store, spec.name, fit.palette, attrs, digests, pyramid)
     mark_complete(job, spec, chunks)
     return stored

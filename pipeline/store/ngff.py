@@ -87,6 +87,29 @@ def source_region(index: tuple[int, int], chunks: tuple[int, int]) -> tuple[slic
     return slice(2 * i * rows, 2 * (i + 1) * rows, 2), slice(2 * j * cols, 2 * (j + 1) * cols, 2)
 
 
+def covered_levels(
+    region: tuple[slice, slice], shape: tuple[int, int], chunks: tuple[int, int]
+) -> int:
+    """The highest pyramid level whose chunks under ``region`` are made from it alone.
+
+    ``region`` is a block of whole chunks of level 0 (of labels of ``shape`` in ``chunks``);
+    the writer of that block also writes the chunks of levels 1 to the one returned that lie
+    under it (0: none), from its own labels, as every ``2**n``-th pixel. A level's chunk is
+    covered when the block holds every level-0 chunk it is made from: the block starts on a
+    multiple of that many chunks and spans a multiple of them, or reaches the image's edge.
+    """
+    level = 0
+    while level + 1 < level_count(shape, chunks):
+        step = 2 ** (level + 1)
+        for side, span, cut in zip(shape, chunks, region, strict=True):
+            start, stop = cut.start or 0, min(cut.stop, side)
+            whole = span * step
+            if start % whole or ((stop - start) % whole and stop != side):
+                return level
+        level += 1
+    return level
+
+
 def metadata(
     name: str, palette: NDArray[np.uint8], levels: int, colours: bool = True
 ) -> dict[str, Any]:

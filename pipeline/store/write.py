@@ -840,6 +840,35 @@ def write_level(labels: zarr.Array, level: int, index: tuple[int, int]) -> list[
     return [(level, digest) for digest in write_labels(target, region, values)]
 
 
+def write_block_levels(
+    labels: zarr.Array, region: tuple[slice, slice], values: NDArray[Any]
+) -> list[LevelDigest]:
+    """Write the pyramid chunks under a block of ``labels`` that it makes alone, from ``values``.
+
+    ``values`` are the labels just written at ``region`` (whole chunks); the chunks of levels
+    1 to :func:`pipeline.store.ngff.covered_levels` under it are cut from them, every
+    ``2**n``-th pixel, as :func:`write_level` makes them from the level below.
+
+    Returns
+    -------
+    list
+        Each chunk's digest (:func:`write_labels`), with its level.
+    """
+    shape, chunks = label_grid(labels)
+    top, left = region[0].start or 0, region[1].start or 0
+    written: list[LevelDigest] = []
+    for level in range(1, ngff.covered_levels(region, shape, chunks) + 1):
+        step = 2**level
+        cut = values[::step, ::step]
+        at = (
+            slice(top // step, top // step + cut.shape[0]),
+            slice(left // step, left // step + cut.shape[1]),
+        )
+        digests = write_labels(level_array(labels, level), at, cut)
+        written.extend((level, digest) for digest in digests)
+    return written
+
+
 def write_pyramid(labels: zarr.Array) -> list[LevelDigest]:
     """Write every chunk of every pyramid level of ``labels`` (all written), level by level."""
     shape, chunks = label_grid(labels)

@@ -14,7 +14,7 @@ from pipeline import compress, open_store
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
-from pipeline.job.graph import fit_graph, held_chunks, open_file, write_graph
+from pipeline.job.graph import LEVEL_TASK, fit_graph, held_chunks, open_file, write_graph
 from pipeline.job.tasks import Job, Spec
 from pipeline.settings import Settings
 from pipeline.store.location import Location
@@ -103,6 +103,15 @@ def test_a_streamed_image_worked_in_blocks_of_chunks_stores_the_files_of_a_png(
     opened = open_file(source, "s", chunk=128)
     assert opened.chunks == (128, 128)
     assert opened.image.chunks[1] == (512,) * 5  # blocks of 4 x 4 chunks (at least 4 blocks)
+    settings = Settings.from_config(**FAST, chunk=128)
+    job = Job(Location.at("unused.zarr"), settings, "run", 0)
+    spec = Spec("s", source, token="t", key="0" * 16, fresh=True)
+    graph, blocks = write_graph(opened, spec, job, fit_graph(opened, settings))
+    assert blocks == 5
+    steps = [k for k in graph.__dask_graph__() if str(k).startswith(LEVEL_TASK)]
+    # levels 1 and 2 (2 x 10 and 1 x 5 chunks) are made by the blocks, and the last block
+    # (at the edge, 2048 pixels in) makes the last chunk of levels 3 and 4 too
+    assert Counter(int(k.split("-")[-3]) for k in steps) == {3: 3 - 1, 4: 2 - 1, 5: 1}
     result = compress([source], str(tmp_path / "s.zarr"), chunk=128, **FAST)[0]
     assert result.status == "done", result.error
     compress([write_image("wide.png", wide)], str(tmp_path / "png.zarr"), chunk=128, **FAST)

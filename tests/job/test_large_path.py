@@ -13,7 +13,7 @@ import zarr
 
 from pipeline import compress
 from pipeline.cli import main
-from pipeline.job.graph import label_block_shape
+from pipeline.job.graph import STREAM_PIXELS, label_block_shape
 from tests.conftest import store_files
 
 #: Every input a large image of its own (a graph decoding it whole), not part of a batch.
@@ -24,7 +24,10 @@ def test_blocks_hold_whole_chunks_and_leave_work_to_share():
     assert label_block_shape((1024, 1024), (10_000, 10_000)) == (4096, 4096)  # 9 blocks
     assert label_block_shape((1024, 1024), (4472, 4472)) == (2048, 2048)  # not 1: 9 blocks
     assert label_block_shape((1024, 1024), (2000, 2000)) == (1024, 1024)  # 4 chunks: 4 blocks
-    assert label_block_shape((1024, 512), (10_000, 10_000)) == (5120, 2560)  # chunks, not pixels
+    assert label_block_shape((1024, 512), (10_000, 10_000)) == (4096, 2048)  # chunks, not pixels
+    # a power of two chunks across: a block makes the pyramid chunks above it (3 would not)
+    assert label_block_shape((1024, 1024), (7000, 7000)) == (2048, 2048)
+    assert label_block_shape((1024, 1024), (20_000, 20_000), STREAM_PIXELS) == (2048, 2048)
 
 
 def labels_and_palette(store: str, name: str) -> tuple[bytes, bytes, dict[str, object]]:

@@ -166,6 +166,26 @@ def test_an_image_a_viewer_shows_whole_has_no_pyramid():
     assert ngff.level_count((513, 10), (512, 512)) == 1
 
 
+def test_a_block_of_labels_makes_the_pyramid_chunks_it_holds_every_source_of():
+    shape, chunks = (5000, 3000), (512, 512)  # 10 x 6 chunks; levels 1 to 4 above them
+    assert ngff.level_count(shape, chunks) == 5
+
+    def block(row, col, rows, cols):  # in chunks
+        return slice(row * 512, (row + rows) * 512), slice(col * 512, (col + cols) * 512)
+
+    assert ngff.covered_levels(block(0, 0, 1, 1), shape, chunks) == 0
+    assert ngff.covered_levels(block(0, 0, 2, 2), shape, chunks) == 1
+    assert ngff.covered_levels(block(4, 2, 2, 2), shape, chunks) == 1
+    assert ngff.covered_levels(block(2, 1, 2, 2), shape, chunks) == 0  # not on a level-1 chunk
+    assert ngff.covered_levels(block(0, 0, 4, 4), shape, chunks) == 2
+    assert ngff.covered_levels(block(4, 0, 4, 2), shape, chunks) == 1  # 2 wide: level 1
+    assert ngff.covered_levels(block(8, 4, 4, 4), shape, chunks) == 2  # cut by the edge: whole
+    assert ngff.covered_levels(block(8, 0, 4, 4), shape, chunks) == 2  # 2 rows, at the bottom
+    assert ngff.covered_levels(block(0, 0, 16, 16), shape, chunks) == 4  # the image: every level
+    assert ngff.covered_levels(block(0, 0, 2, 3), shape, chunks) == 0  # half a level-1 chunk
+    assert ngff.covered_levels(block(0, 0, 4, 4), (2000, 2000), chunks) == 0  # no pyramid
+
+
 def test_the_pyramid_does_not_depend_on_the_path_an_image_takes(tmp_path, inputs, written):
     # in the job above the large image had a graph of its own (label blocks, then one task per
     # level chunk); here one task of a batch writes it whole, then its pyramid level by level
