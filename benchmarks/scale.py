@@ -7,8 +7,9 @@ work folder. Every comparison is made in the same run:
   (local cluster, 2 workers, started and preloaded before timing; best of 2) vs the original
   recipe (decode, scikit-learn KMeans on 1000 pixels, n_init=10, then ``predict`` of every
   pixel; once), on the same file, read once beforehand so that it is in the page cache.
-* tiff: ``python -m pipeline run`` on tiled TIFFs of the given sizes; wall time and peak resident
-  memory summed over the job's processes (psutil, sampled every 0.1 s).
+* tiff: ``python -m pipeline run`` on tiled TIFFs of the given sizes, on the cluster ``auto``
+  picks and on 2 worker processes; wall time, megapixels per second (of the file's own
+  pixels) and peak resident memory summed over the job's processes (psutil, every 0.1 s).
 * batch: N small photos (the bundled ones under different names): images/s of the job, at the
   default effort and at ``--effort 0``, vs the recipe reading the same files one after another,
   with mean PSNR.
@@ -29,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from photo8 import PHOTOS, load, psnr, recipe
@@ -145,24 +147,20 @@ def bench_jpeg(folder: Path, megapixels: float, client) -> None:
 
 
 def bench_tiff(folder: Path, sizes: list[float]) -> None:
-    print("\n## tiled TIFF, k = 128, python -m pipeline run --workers 2")
-    print("| gigapixels | seconds | peak RSS, all processes (GiB) |\n|---|---|---|")
+    print("\n## tiled TIFF, k = 128, python -m pipeline run: auto cluster, and --workers 2")
+    print("| gigapixels | cluster | seconds | MP/s | peak RSS, all processes (GiB) |")
+    print("|---|---|---|---|---|")
     for size in sizes:
         path = make_tiff(folder, size)
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "run",
-            str(path),
-            "--workers",
-            "2",
-            "-o",
-            str(folder / f"tiff{size:g}.zarr"),
-            "--overwrite",
-        ]
-        seconds, peak, rc = peak_memory(command)
-        print(f"| {size:g} | {seconds:.1f} | {peak:.2f} |" + ("" if rc == 0 else f" (exit {rc})"))
+        with tifffile.TiffFile(path) as tif:
+            height, width = tif.pages[0].shape[:2]
+        for cluster, options in (("auto", []), ("--workers 2", ["--workers", "2"])):
+            command = [sys.executable, "-m", "pipeline", "run", str(path), *options]
+            command += ["-o", str(folder / f"tiff{size:g}.zarr"), "--overwrite"]
+            seconds, peak, rc = peak_memory(command)
+            rate = height * width / 1e6 / seconds
+            row = f"| {size:g} | {cluster} | {seconds:.1f} | {rate:.1f} | {peak:.2f} |"
+            print(row + ("" if rc == 0 else f" (exit {rc})"))
 
 
 def bench_batch(folder: Path, count: int, client) -> None:

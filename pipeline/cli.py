@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="without a scheduler: threads in this process (starts at once) or worker "
         "processes (start in 3-4 s, then run more images per second); auto: threads for "
         f"up to {_default('threads-max-images')} inputs adding up to at most "
-        f"{_default('threads-max-bytes') / 2**20:g} MiB, else processes; the stored bytes are the "
+        f"{_default('threads-max-bytes') / 2**30:g} GiB, else processes; the stored bytes are the "
         f"same (default: {_default('local-cluster')})",
     )
     run.add_argument(

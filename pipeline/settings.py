@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
         # Which local cluster a job without a scheduler starts (pipeline.job.cluster.local_kind).
         "local-cluster": "auto",
         "threads-max-images": 24,
-        "threads-max-bytes": 64 << 20,
+        "threads-max-bytes": 4 << 30,
     }
 }
 dask.config.update_defaults(DEFAULTS)

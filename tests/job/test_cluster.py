@@ -278,9 +278,10 @@ def test_a_small_job_gets_threads_and_a_large_one_worker_processes():
     from pipeline.job.cluster import local_kind
 
     assert local_kind(2, 300_000) == "threads"
-    assert local_kind(24, 64 << 20) == "threads"
+    assert local_kind(24, 4 << 30) == "threads"
+    assert local_kind(1, 1_731_811_062) == "threads"  # a gigapixel TIFF: threads run it faster
     assert local_kind(25, 1_000) == "processes"  # many images: processes run them faster
-    assert local_kind(1, (64 << 20) + 1) == "processes"
+    assert local_kind(1, (4 << 30) + 1) == "processes"
     assert local_kind(2, 300_000, workers=2) == "processes"  # worker processes asked for
     assert local_kind(500, 1 << 30, choice="threads") == "threads"
     assert local_kind(1, 1, choice="processes") == "processes"
