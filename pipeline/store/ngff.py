@@ -102,7 +102,7 @@ def covered_levels(
     while level + 1 < level_count(shape, chunks):
         step = 2 ** (level + 1)
         for side, span, cut in zip(shape, chunks, region, strict=True):
-            start, stop = cut.start or 0, min(cut.stop, side)
+            start, stop = cut.start or 0, side if cut.stop is None else min(cut.stop, side)
             whole = span * step
             if start % whole or ((stop - start) % whole and stop != side):
                 return level

@@ -182,6 +182,7 @@ def test_a_block_of_labels_makes_the_pyramid_chunks_it_holds_every_source_of():
     assert ngff.covered_levels(block(8, 4, 4, 4), shape, chunks) == 2  # cut by the edge: whole
     assert ngff.covered_levels(block(8, 0, 4, 4), shape, chunks) == 2  # 2 rows, at the bottom
     assert ngff.covered_levels(block(0, 0, 16, 16), shape, chunks) == 4  # the image: every level
+    assert ngff.covered_levels((slice(None), slice(None)), shape, chunks) == 4
     assert ngff.covered_levels(block(0, 0, 2, 3), shape, chunks) == 0  # half a level-1 chunk
     assert ngff.covered_levels(block(0, 0, 4, 4), (2000, 2000), chunks) == 0  # no pyramid
 
@@ -288,6 +289,7 @@ def test_a_failed_pyramid_step_leaves_no_image_marked_complete(tmp_path, inputs)
         target = create_task(job, spec, attrs, (3000, 2000), (512, 512))
         whole = (slice(None), slice(None))
         labelled = [label_task(pixels, fit, target, whole, job.settings)]
+        assert not isinstance(labelled[0], Failed)  # it wrote the labels and their pyramid
         shutil.rmtree(Path(store) / "large.png" / "labels_1")  # lost under the job's feet
         levels = [level_task(target, 1, (0, 0), *labelled)]
         assert isinstance(levels[0], Failed)
