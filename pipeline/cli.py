@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk",
         type=_integer,
         metavar="PX",
-        help=f"chunk side in pixels, {_bounds('chunk')}: a chunk is one task's work, held whole "
+        help=f"chunk side in pixels of the stored labels, {_bounds('chunk')}: a task works on "
+        "whole chunks, held whole (a large image's task on blocks of several, up to 4-16 MP) "
         f"(default: {_default('chunk')})",
     )
     run.add_argument(

@@ -84,9 +84,11 @@ MAX_COLORS = 65_536
 MAX_SAMPLE = 100_000_000
 #: Largest seed: scikit-learn's and numpy's legacy random states take 32-bit seeds.
 MAX_SEED = 2**32 - 1
-#: Smallest and largest chunk side. A chunk is one task's work, held whole: its RGB pixels and
-#: labels (768 and 512 MiB at 16384, uint16 labels), even in an image smaller than one chunk,
-#: whose partial chunk Zarr fills to the whole chunk's size before writing it.
+#: Smallest and largest chunk side. A task works on whole chunks, held whole: their RGB pixels
+#: and labels (768 and 512 MiB for one chunk at 16384, uint16 labels), even in an image smaller
+#: than one chunk, whose partial chunk Zarr fills to the whole chunk's size before writing it.
+#: (A large image's tasks take blocks of several chunks, up to ``pipeline.job.graph``'s
+#: ``STREAM_PIXELS`` and ``LABEL_PIXELS``; a block is at least one chunk.)
 MIN_CHUNK, MAX_CHUNK = 16, 16_384
 #: Most Lloyd iterations on the sample (it converges within tens; more only costs time).
 MAX_ITER = 1_000

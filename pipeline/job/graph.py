@@ -212,13 +212,16 @@ def write_graph(
 ) -> tuple[Delayed, int]:
     """The labelling of an image read chunk by chunk with ``fit`` (a Fit, a Delayed or a future).
 
-    ``held``: with ``fit`` the Delayed of :func:`fit_graph`, in the same graph, the first
-    ``held`` chunks (row-major) are labelled from the reads the fit made, which the cluster holds
-    meanwhile, and the others are read again once the fit is done (a copy of the image's
-    reading, bound to the fit: ``dask.graph_manipulation.bind``), so that at most ``held``
-    chunks wait in memory for the fit. Default: every chunk as the graph reads it.
+    The image is read and labelled in its blocks of whole chunks (``source.image``'s chunks);
+    the labels are stored in ``source.chunks``. ``held``: with ``fit`` the Delayed of
+    :func:`fit_graph`, in the same graph, the first ``held`` blocks (row-major) are labelled
+    from the reads the fit made, which the cluster holds meanwhile, and the others are read
+    again once the fit is done (a copy of the image's reading, bound to the fit:
+    ``dask.graph_manipulation.bind``), so that at most ``held`` blocks wait in memory for the
+    fit. Default: every block as the graph reads it.
 
-    Returns the graph, ending in the image's finish task, and its number of chunks.
+    Returns the graph, ending in the image's finish task, and its number of blocks (tasks
+    labelling them).
     """
     token = _token(spec, job)
     image = source.image
@@ -243,10 +246,10 @@ def write_graph(
 
 
 def held_chunks(image: da.Array, hold_bytes: int) -> int:
-    """How many chunks of ``image`` (read chunk by chunk) ``hold_bytes`` of memory holds.
+    """How many blocks of ``image`` (read chunk by chunk) ``hold_bytes`` of memory holds.
 
     Between the fit's read and the labelling (see :func:`pipeline.job.graph.write_graph`); a
-    chunk is counted at its full size.
+    block (a chunk of the dask array: :data:`STREAM_PIXELS`) is counted at its full size.
     """
     chunk = math.prod(image.chunksize) * image.dtype.itemsize
     return min(image.npartitions, hold_bytes // max(chunk, 1))
