@@ -57,7 +57,6 @@ from pipeline.store.write import (
     write_labels,
     write_level,
     write_marker,
-    write_pyramid,
 )
 
 
@@ -560,10 +559,8 @@ def compress_whole(
     target = create(job, spec, attrs, shape, chunks)
     try:
         whole = (slice(0, shape[0]), slice(0, shape[1]))
-        labelled = label_region(pixels, fit, target, whole, job.settings)
-        with _writing():
-            levels = write_pyramid(target)
-        return finish(job, spec, fit, [labelled], shape[0] * shape[1], [levels])
+        labelled = label_region(pixels, fit, target, whole, job.settings)  # and its pyramid
+        return finish(job, spec, fit, [labelled], shape[0] * shape[1])
     except Fenced:
         raise  # the group may be the other job's now
     except BaseException:

@@ -869,17 +869,6 @@ def write_block_levels(
     return written
 
 
-def write_pyramid(labels: zarr.Array) -> list[LevelDigest]:
-    """Write every chunk of every pyramid level of ``labels`` (all written), level by level."""
-    shape, chunks = label_grid(labels)
-    return [
-        digest
-        for level in range(1, ngff.level_count(shape, chunks))
-        for index in ngff.level_grid(shape, chunks, level)
-        for digest in write_level(labels, level, index)
-    ]
-
-
 def label_grid(labels: zarr.Array) -> tuple[tuple[int, int], tuple[int, int]]:
     """Shape and chunk shape of a 2-D label array (``labels`` or a pyramid level)."""
     (height, width), (rows, cols) = labels.shape, labels.chunks

@@ -189,7 +189,7 @@ def test_a_block_of_labels_makes_the_pyramid_chunks_it_holds_every_source_of():
 
 def test_the_pyramid_does_not_depend_on_the_path_an_image_takes(tmp_path, inputs, written):
     # in the job above the large image had a graph of its own (label blocks, then one task per
-    # level chunk); here one task of a batch writes it whole, then its pyramid level by level
+    # level chunk); here one task of a batch labels it whole, which writes its pyramid too
     store = tmp_path / "batch.zarr"
     running = {"batch_bytes": 1 << 30, "batch_pixels": 1 << 30}
     path = str(inputs / "large.png")
