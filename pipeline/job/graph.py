@@ -245,7 +245,7 @@ def write_graph(
     return _finish(job, spec, fit, target, errors, regions, shape, chunks), len(errors)
 
 
-def held_chunks(image: da.Array, hold_bytes: int) -> int:
+def held_blocks(image: da.Array, hold_bytes: int) -> int:
     """How many blocks of ``image`` (read chunk by chunk) ``hold_bytes`` of memory holds.
 
     Between the fit's read and the labelling (see :func:`pipeline.job.graph.write_graph`); a

@@ -36,7 +36,7 @@ from pipeline.job.graph import (
     Placement,
     batch_graph,
     fit_graph,
-    held_chunks,
+    held_blocks,
     probe_graph,
     source_from_probe,
     whole_graph,
@@ -417,7 +417,7 @@ class Runner:
             if isinstance(opened, Source)
             else source_from_probe(opened, spec.name, settings.chunk, spec.token)
         )
-        held = held_chunks(source.image, self.running.hold_bytes) if source.streamed else None
+        held = held_blocks(source.image, self.running.hold_bytes) if source.streamed else None
         if held == 0:  # no chunk held: fit first, then label (two graphs, read twice)
             flight = Flight("fit", self._share(source.image.npartitions), (spec,), source=source)
             self._launch(fit_graph(source, settings), flight)

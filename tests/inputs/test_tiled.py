@@ -14,7 +14,7 @@ from pipeline import compress, open_store
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
-from pipeline.job.graph import LEVEL_TASK, fit_graph, held_chunks, open_file, write_graph
+from pipeline.job.graph import LEVEL_TASK, fit_graph, held_blocks, open_file, write_graph
 from pipeline.job.tasks import Job, Spec
 from pipeline.settings import Settings
 from pipeline.store.location import Location
@@ -131,9 +131,9 @@ def test_chunks_held_for_the_labelling_are_read_once_and_the_others_twice(tiled_
     job = Job(Location.at("unused.zarr"), settings, "run", 0)
     spec = Spec("t", tiled_tiff, token="t", key="0" * 16, fresh=True)
     chunks = source.image.npartitions  # 2 x 3
-    assert held_chunks(source.image, 2 * CHUNK_BYTES + 1) == 2
-    assert held_chunks(source.image, 100 * CHUNK_BYTES) == chunks
-    assert held_chunks(source.image, CHUNK_BYTES - 1) == 0
+    assert held_blocks(source.image, 2 * CHUNK_BYTES + 1) == 2
+    assert held_blocks(source.image, 100 * CHUNK_BYTES) == chunks
+    assert held_blocks(source.image, CHUNK_BYTES - 1) == 0
     for held in (0, 2, chunks):
         graph, _ = write_graph(source, spec, job, fit_graph(source, settings), held)
         needed = graph.__dask_graph__().cull({graph.key})  # what computing it runs
