@@ -33,14 +33,24 @@ Float = NDArray[np.float64]
 Index = NDArray[np.intp]
 
 
+#: Partial sums a seeding candidate's potential is added in (see :func:`_greedy_plusplus`).
+POTENTIAL_LANES = 4
+
+
 @numba.njit(nogil=True, cache=True)
-def _greedy_plusplus(points, first, uniforms, axes):  # type: ignore[no-untyped-def]
-    # scikit-learn's greedy k-means++ (see plusplus), one compiled pass per candidate.
-    n = points.shape[0]
+def _greedy_plusplus(columns, first, uniforms, axes):  # type: ignore[no-untyped-def]
+    # scikit-learn's greedy k-means++ (see plusplus) on the points' coordinates as rows of
+    # ``columns`` (d, n): each candidate's squared distances to every point, then their sum, in
+    # passes the compiler vectorizes. Each distance is squared_distance's, to the bit; the sum
+    # is taken in POTENTIAL_LANES interleaved partial sums (point i in sum i % lanes), added
+    # in order at the end: a single running sum made the pass wait on each addition (128
+    # seeds of a 5,000-pixel sample: 3.6 ms against 4.7-5.1).
+    n = columns.shape[1]
     k, trials = uniforms.shape[0] + 1, uniforms.shape[1]
     chosen = np.empty(k, dtype=np.intp)
     chosen[0] = first
-    closest = ((points - points[first]) ** 2).sum(axis=1)
+    closest = np.empty(n)
+    _distances_to(columns, first, np.full(n, np.inf), closest, axes)
     potential = closest.sum()
     trial = np.empty(n)
     best = np.empty(n)
@@ -49,16 +59,36 @@ def _greedy_plusplus(points, first, uniforms, axes):  # type: ignore[no-untyped-
         best_potential = np.inf
         for t in range(trials):
             candidate = min(np.searchsorted(cumulative, uniforms[c - 1, t] * potential), n - 1)
-            total = 0.0
-            for i in range(n):
-                trial[i] = min(closest[i], squared_distance(points, i, points, candidate, axes))
-                total += trial[i]
+            total = _distances_to(columns, candidate, closest, trial, axes)
             if total < best_potential:
                 best_potential, chosen[c] = total, candidate
                 best, trial = trial, best
         closest, best = best, closest
         potential = best_potential
     return chosen
+
+
+@numba.njit(nogil=True, cache=True)
+def _distances_to(columns, j, closest, out, axes):  # type: ignore[no-untyped-def]
+    # out[i]: the smaller of closest[i] and point i's squared distance to point j (added over
+    # the coordinates in their order); returns the sum of ``out`` in POTENTIAL_LANES lanes.
+    n = columns.shape[1]
+    centre = columns[:, j].copy()
+    for i in range(n):
+        total = 0.0
+        for c in range(len(axes)):
+            diff = columns[c, i] - centre[c]
+            total += diff * diff
+        nearest = closest[i]
+        out[i] = total if total < nearest else nearest
+    lanes = np.zeros(POTENTIAL_LANES)
+    whole = n - n % POTENTIAL_LANES
+    for i in range(0, whole, POTENTIAL_LANES):
+        for lane in range(POTENTIAL_LANES):
+            lanes[lane] += out[i + lane]
+    for i in range(whole, n):
+        lanes[i - whole] += out[i]
+    return lanes.sum()
 
 
 def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
@@ -72,8 +102,8 @@ def plusplus(points: NDArray[np.floating], k: int, random_state: int) -> Index:
     rng = np.random.default_rng(random_state)
     first = int(rng.integers(len(points)))
     uniforms = rng.random((k - 1, 2 + int(np.log(k))))
-    points64 = np.asarray(points, dtype=np.float64)
-    return _greedy_plusplus(points64, first, uniforms, axes_of(points64))
+    columns = np.ascontiguousarray(np.asarray(points, dtype=np.float64).T)
+    return _greedy_plusplus(columns, first, uniforms, axes_of(points))
 
 
 @numba.njit(nogil=True, cache=True)

@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
-from pipeline.quantize.colours import nearest_centre
+from pipeline.quantize.colours import nearest_centre_scattered
 
 #: Extra coordinate of the first image's slab, and the spacing of the next ones (see the
 #: module's text): the squares of 182 to 244 all lie in [2**15, 2**16).
@@ -226,7 +226,7 @@ def lloyd_samples(
         if not moving:
             break
     return [
-        (reseed_empty(points, c, nearest_centre(points.astype(np.float64), c)[0]), n)
+        (reseed_empty(points, c, nearest_centre_scattered(points.astype(np.float64), c)[0]), n)
         for (points, _), c, n in zip(starts, centres, n_iter, strict=True)
     ]
 

@@ -217,7 +217,12 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
     def compiled():
         from pipeline.quantize import assign, colours, kmeans
 
-        kernels = (colours._count, colours.nearest_search, kmeans._greedy_plusplus)
+        kernels = (
+            colours._count,
+            colours.nearest_search,
+            kmeans._greedy_plusplus,
+            kmeans._distances_to,
+        )
         kernels += (kmeans._candidates, kmeans._sums_after, assign._lookup, assign._lookup_at)
         return all(kernel.signatures for kernel in kernels)
 

@@ -11,6 +11,7 @@ from pipeline.quantize.colours import (
     merge_histograms,
     nearest,
     nearest_centre,
+    nearest_centre_scattered,
     pack,
     unpack,
 )
@@ -93,3 +94,27 @@ def test_nearest_centre_in_any_dimension_equals_brute_force(dims, k):
     d = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
     assert np.array_equal(labels, d.argmin(axis=1))
     assert np.array_equal(dist, d.min(axis=1))
+
+
+@pytest.mark.parametrize("dims", [1, 3, 6])
+@pytest.mark.parametrize("k", [FEW_CENTRES, 40, 128])
+def test_nearest_centre_of_scattered_points_equals_brute_force(dims, k):
+    """Points in random order, ties included: the labels and distances of comparing every centre."""
+    rng = np.random.default_rng(dims * 1000 + k)
+    centres = rng.integers(0, 6, (k, dims)).astype(np.float64)
+    points = rng.permutation(rng.integers(0, 6, (GUIDED_FROM * k + 7, dims)).astype(np.float64))
+    labels, dist = nearest_centre_scattered(points, centres)
+    d = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    assert np.array_equal(labels, d.argmin(axis=1))
+    assert np.array_equal(dist, d.min(axis=1))
+    assert all(len(a) == 0 for a in nearest_centre_scattered(points[:0], centres))
+
+
+def test_nearest_centre_of_a_photo_sample_is_that_of_nearest_centre(china):
+    """A random sample of a photo, as dask-ml's fit takes it: the same answer, not in order."""
+    rng = np.random.default_rng(0)
+    sample = china.reshape(-1, 3)[rng.choice(china.shape[0] * china.shape[1], 5000)] / 255
+    centres = sample[rng.choice(len(sample), 128, replace=False)] + 0.01
+    found = nearest_centre_scattered(sample, centres)
+    expected = nearest_centre(sample, centres)
+    assert all(np.array_equal(a, b) for a, b in zip(found, expected, strict=True))

@@ -81,3 +81,30 @@ def test_plusplus_takes_distinct_points_far_apart(dims):
     points = np.concatenate([g + rng.random((50, dims)) for g in groups])
     chosen = plusplus(points, len(groups), random_state=0)
     assert sorted(set(chosen // 50)) == list(range(len(groups)))
+
+
+def greedy_plusplus(points, k, random_state):
+    """scikit-learn's greedy k-means++ in NumPy, with plusplus's draws: the oracle of its kernel."""
+    rng = np.random.default_rng(random_state)
+    first = int(rng.integers(len(points)))
+    uniforms = rng.random((k - 1, 2 + int(np.log(k))))
+    chosen = [first]
+    closest = ((points - points[first]) ** 2).sum(axis=1)
+    for draws in uniforms:
+        candidates = np.minimum(
+            np.searchsorted(np.cumsum(closest), draws * closest.sum()), len(points) - 1
+        )
+        trials = [np.minimum(closest, ((points - points[c]) ** 2).sum(axis=1)) for c in candidates]
+        best = int(np.argmin([t.sum() for t in trials]))
+        chosen.append(int(candidates[best]))
+        closest = trials[best]
+    return np.array(chosen)
+
+
+@pytest.mark.parametrize("dims", [1, 3, 6])
+@pytest.mark.parametrize(("n", "k"), [(5000, 128), (1023, 16), (37, 5)])
+def test_plusplus_is_greedy_kmeans_plusplus(dims, n, k):
+    """Random points (no exact ties between candidates): the oracle's seeds, in its order."""
+    points = np.random.default_rng(dims * n + k).random((n, dims)).astype(np.float32)
+    expected = greedy_plusplus(points.astype(np.float64), k, random_state=3)
+    assert np.array_equal(plusplus(points, k, random_state=3), expected)
