@@ -718,7 +718,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cluster: {address or _local_line(kind, workers)}", file=sys.stderr)
         stop_point()  # before a cluster starts
         with (
-            OnDemand(address, workers=workers, kind=kind, started=started) as cluster,
+            OnDemand(
+                address, workers=workers, kind=kind, started=started, settings=settings
+            ) as cluster,
             _performance_report(report, cluster),
             Progress() as progress,
         ):

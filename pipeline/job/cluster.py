@@ -22,6 +22,8 @@ from pipeline.settings import LOCAL_KINDS
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
 
+    from pipeline.settings import Settings
+
 #: Environment variable the Dask Kubernetes operator sets in a DaskJob's pod.
 ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"
 
@@ -136,6 +138,7 @@ def connect(
     timeout: float | str | None = None,
     dashboard_address: str = "127.0.0.1:8787",
     kind: str = "processes",
+    settings: Settings | None = None,
 ) -> Iterator[Client]:
     """Connect to a Dask cluster, or start a local one for the duration of the block.
 
@@ -155,6 +158,9 @@ def connect(
         Where a local cluster serves its dashboard (port 0: any free port).
     kind : str
         ``"processes"`` or ``"threads"``: the local cluster to start (see :func:`local_kind`).
+    settings : Settings, optional
+        The job's: the threads of a local cluster load only the kernels it uses
+        (:func:`pipeline.job.preload.load_kernels`); worker processes load every one.
 
     Raises
     ------
@@ -184,7 +190,7 @@ def connect(
         # tasks run
         from pipeline.job.preload import warm_up_meanwhile
 
-        warming = warm_up_meanwhile()
+        warming = warm_up_meanwhile(settings)
         yield client
         # on a stop or an error the warm-up (a daemon thread; a first run compiles the kernels
         # for tens of seconds) is left to end with the process
@@ -249,7 +255,7 @@ class OnDemand:
 
     Parameters
     ----------
-    address, workers, kind, dashboard_address
+    address, workers, kind, dashboard_address, settings
         As for :func:`connect`.
     started : callable, optional
         Called with the client once the cluster is up (e.g. to print its dashboard address).
@@ -263,9 +269,14 @@ class OnDemand:
         kind: str = "processes",
         dashboard_address: str = "127.0.0.1:8787",
         started: Callable[[Client], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self._connect = lambda: connect(
-            address, workers=workers, kind=kind, dashboard_address=dashboard_address
+            address,
+            workers=workers,
+            kind=kind,
+            dashboard_address=dashboard_address,
+            settings=settings,
         )
         self._started = started or (lambda client: None)
         self._remote = scheduler_address(address) is not None

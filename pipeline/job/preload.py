@@ -22,12 +22,18 @@ metrics and the dashboard's ``/pipeline`` page from the start, before any job re
 does.
 """
 
+from __future__ import annotations
+
 import contextlib
 import gc
 import os
 import signal
 import threading
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,8 +53,12 @@ def import_libraries() -> None:
     import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
 
 
-def load_kernels() -> None:
+def load_kernels(settings: Settings | None = None) -> None:
     """Fit and label a tiny synthetic image: imports dask-ml, loads the numba kernels.
+
+    Those a job of ``settings`` uses (its colour space, its dithering), else those of every
+    job, as a worker that serves any job needs: the other colour space and the dithering add
+    0.1 s, which a job's own process need not pay while its first tasks run.
 
     Safe beside tasks that need the same: dask-ml is imported by one thread at a time
     (:func:`pipeline.quantize.lloyd.dask_ml_k_means`), and numba compiles or loads a kernel
@@ -60,32 +70,40 @@ def load_kernels() -> None:
     from pipeline.quantize.colours import histogram
     from pipeline.quantize.fit import fit_palette
 
+    spaces: tuple[str, ...] = ("rgb", "oklab")  # every kernel (oklab's are 6-D)
+    dither = "blue-noise"
+    if settings is not None:
+        spaces, dither = (settings.space,), settings.dither
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
     keys, counts = histogram(image)
-    fit = fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0)
-    fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space="oklab")  # 6-D
+    fit, *_ = (
+        fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space=space)
+        for space in spaces
+    )
     # contiguous chunks and views of a decoded image; colours the fit has not seen
     for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))
-    label_block(image, fit, label_dtype(16), "blue-noise")  # the mask and the dither kernels
+    if dither != "none":
+        label_block(image, fit, label_dtype(16), dither)  # the mask and the dither kernels
 
 
-def warm_up_meanwhile() -> threading.Thread:
+def warm_up_meanwhile(settings: Settings | None = None) -> threading.Thread:
     """Import the libraries now, and load the kernels in a thread of their own, started here.
 
     The first tasks (decoding a large image takes a second or more, in compiled code that
     lets other threads run) start while dask-ml is imported and the kernels are loaded, 1.5-2 s
     of a job's start-up; a task that needs them first waits for them. Join the thread once the
     work is done (a daemon thread: a process stopping early need not wait for it). An error
-    there is left to the task that meets it again, naming its image.
+    there is left to the task that meets it again, naming its image. ``settings``: the job's,
+    whose kernels are loaded (see :func:`load_kernels`).
     """
     import_libraries()
 
     def load() -> None:
         with contextlib.suppress(Exception):
-            load_kernels()
+            load_kernels(settings)
 
     thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)
     thread.start()

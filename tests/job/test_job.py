@@ -230,6 +230,29 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
         assert list(fresh.run(compiled).values()) == [True]
 
 
+@pytest.mark.parametrize(
+    ("settings", "loaded"),
+    [
+        ("", (False, False)),
+        ("space='oklab', dither='ordered'", (True, False)),
+        ("dither='blue-noise'", (False, True)),
+    ],
+)
+def test_a_job_warms_up_the_kernels_of_its_settings_only(settings, loaded):
+    """By default neither the 6-D (OKLab) kernels nor the blue-noise mask's; in a fresh process."""
+    check = (
+        "from pipeline.job.preload import load_kernels\n"
+        "from pipeline.settings import Settings\n"
+        "from pipeline.quantize import colours, dither\n"
+        f"load_kernels(Settings.from_config({settings}))\n"
+        "six = any(s[3].count == 6 for s in colours.nearest_search.signatures)\n"
+        "mask = bool(dither._void_and_cluster.signatures)\n"
+        f"assert (six, mask) == {loaded}, (six, mask)\n"
+        "assert colours.nearest_search.signatures\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
 def test_the_package_imports_its_public_names_on_first_use():
     check = (
         "import sys, pipeline\n"
