@@ -220,6 +220,7 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
         kernels = (
             colours._count,
             colours.nearest_search,
+            colours._squared_errors,
             kmeans._greedy_plusplus,
             kmeans._distances_to,
         )
