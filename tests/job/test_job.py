@@ -222,7 +222,6 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
             colours.nearest_search,
             colours._squared_errors,
             kmeans._greedy_plusplus,
-            kmeans._distances_to,
         )
         kernels += (kmeans._candidates, kmeans._sums_after, assign._lookup, assign._lookup_at)
         return all(kernel.signatures for kernel in kernels)
