@@ -7,6 +7,7 @@ from hypothesis.extra import numpy as hnp
 from pipeline.quantize.colours import (
     FEW_CENTRES,
     GUIDED_FROM,
+    NEIGHBOURS_KEPT,
     histogram,
     merge_histograms,
     nearest,
@@ -133,3 +134,28 @@ def test_squared_errors_are_those_of_the_unpacked_colours(seed, k):
     assert np.array_equal(
         squared_errors(keys, labels.astype(np.intp), palette), (diff * diff).sum(axis=1)
     )
+
+
+def test_nearest_centre_far_from_every_centre_compares_them_all():
+    """Points whose scan would pass a centre's kept neighbours: the brute force's answer."""
+    rng = np.random.default_rng(5)
+    k = 4 * NEIGHBOURS_KEPT
+    centres = rng.random((k, 3)) * 10  # packed together, far from the points
+    points = 200 + rng.random((GUIDED_FROM * k, 3)) * 50
+    labels, dist = nearest_centre(points, centres, guess=np.zeros(len(points), dtype=np.intp))
+    d = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    assert np.array_equal(labels, d.argmin(axis=1))
+    assert np.array_equal(dist, d.min(axis=1))
+
+
+def test_nearest_centre_takes_the_first_of_equal_centres_whatever_the_guess():
+    """A palette holding one colour twice: its pixels go to the first, even guessed the second."""
+    rng = np.random.default_rng(6)
+    centres = rng.integers(0, 256, (40, 3)).astype(np.float64)
+    centres[30] = centres[7]
+    points = np.repeat(centres[7:8], GUIDED_FROM * 40, axis=0) + rng.integers(-2, 3, (640, 3))
+    labels, _ = nearest_centre(points, centres, guess=np.full(len(points), 30, dtype=np.intp))
+    d = ((points[:, None, :] - centres[None]) ** 2).sum(axis=2)
+    assert np.array_equal(labels, d.argmin(axis=1))
+    assert 7 in labels
+    assert 30 not in labels
