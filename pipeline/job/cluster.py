@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import dask.config
 
 from pipeline.errors import UsageError
+from pipeline.job.preload import JOB_KERNELS
 from pipeline.settings import LOCAL_KINDS
 
 if TYPE_CHECKING:
@@ -159,8 +160,10 @@ def connect(
     kind : str
         ``"processes"`` or ``"threads"``: the local cluster to start (see :func:`local_kind`).
     settings : Settings, optional
-        The job's: the threads of a local cluster load only the kernels it uses
-        (:func:`pipeline.job.preload.load_kernels`); worker processes load every one.
+        The job's: a local cluster's threads or worker processes, which serve this job only,
+        load only the kernels it uses (:func:`pipeline.job.preload.load_kernels`, through
+        :data:`~pipeline.job.preload.JOB_KERNELS` in the workers' environment); without it,
+        every kernel.
 
     Raises
     ------
@@ -181,7 +184,7 @@ def connect(
             check_workers(client)
             yield client
         return
-    cluster = _local_cluster(kind, local_size(workers), dashboard_address)
+    cluster = _local_cluster(kind, local_size(workers), dashboard_address, settings)
     with cluster, Client(cluster) as client:
         if kind != "threads":
             yield client
@@ -190,14 +193,21 @@ def connect(
         # tasks run
         from pipeline.job.preload import warm_up_meanwhile
 
-        warming = warm_up_meanwhile(settings)
+        warming = warm_up_meanwhile(*_job_kernels(settings))
         yield client
         # on a stop or an error the warm-up (a daemon thread; a first run compiles the kernels
         # for tens of seconds) is left to end with the process
         warming.join()
 
 
-def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:
+def _job_kernels(settings: Settings | None) -> tuple[str, str] | tuple[None, None]:
+    """The colour space and dithering a job of ``settings`` warms up (None, None: any job's)."""
+    return (None, None) if settings is None else (settings.space, settings.dither)
+
+
+def _local_cluster(
+    kind: str, n: int, dashboard_address: str, settings: Settings | None = None
+) -> LocalCluster:
     from distributed import LocalCluster
 
     if kind == "threads":  # the job's own process has imported the package: nothing to check
@@ -214,6 +224,8 @@ def _local_cluster(kind: str, n: int, dashboard_address: str) -> LocalCluster:
         **WORKER_MALLOC,
         **WORKER_SIGINT,
     }
+    if settings is not None:  # its workers serve this job only
+        environ[JOB_KERNELS] = f"{settings.space} {settings.dither}"
     # distributed sets its log levels as it is imported, before the nanny hands a worker the
     # job's configuration: pass the job's levels on (the command line keeps workers quiet)
     levels = dask.config.get("logging", None)

@@ -22,27 +22,30 @@ metrics and the dashboard's ``/pipeline`` page from the start, before any job re
 does.
 """
 
-from __future__ import annotations
-
 import contextlib
 import gc
 import os
 import signal
 import threading
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
 
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def warm_up() -> None:
-    """Fit and label a tiny synthetic image: imports every library and compiles the kernels."""
+#: Environment variable of a worker process that serves one job: that job's colour space and
+#: dithering (``"rgb none"``), whose kernels alone its warm-up loads (see :func:`load_kernels`).
+#: Local clusters set it (:func:`pipeline.job.cluster.connect`).
+JOB_KERNELS = "PIPELINE_JOB_KERNELS"
+
+
+def warm_up(space: str | None = None, dither: str | None = None) -> None:
+    """Fit and label a tiny synthetic image: imports every library and compiles the kernels.
+
+    ``space`` and ``dither``: see :func:`load_kernels`.
+    """
     import_libraries()
-    load_kernels()
+    load_kernels(space, dither)
 
 
 def import_libraries() -> None:
@@ -53,12 +56,13 @@ def import_libraries() -> None:
     import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
 
 
-def load_kernels(settings: Settings | None = None) -> None:
+def load_kernels(space: str | None = None, dither: str | None = None) -> None:
     """Fit and label a tiny synthetic image: imports dask-ml, loads the numba kernels.
 
-    Those a job of ``settings`` uses (its colour space, its dithering), else those of every
-    job, as a worker that serves any job needs: the other colour space and the dithering add
-    0.1 s, which a job's own process need not pay while its first tasks run.
+    Those a job fitting in colour ``space`` and labelling with ``dither`` uses, else (None)
+    those of every space and dithering, as a worker that may serve any job needs: the other
+    colour space and the dithering add 0.1 s of loading compiled code, which holds the
+    interpreter lock, to every process's start.
 
     Safe beside tasks that need the same: dask-ml is imported by one thread at a time
     (:func:`pipeline.quantize.lloyd.dask_ml_k_means`), and numba compiles or loads a kernel
@@ -70,10 +74,8 @@ def load_kernels(settings: Settings | None = None) -> None:
     from pipeline.quantize.colours import histogram
     from pipeline.quantize.fit import fit_palette
 
-    spaces: tuple[str, ...] = ("rgb", "oklab")  # every kernel (oklab's are 6-D)
-    dither = "blue-noise"
-    if settings is not None:
-        spaces, dither = (settings.space,), settings.dither
+    spaces = ("rgb", "oklab") if space is None else (space,)  # oklab's kernels are 6-D
+    dither = "blue-noise" if dither is None else dither
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
@@ -89,21 +91,21 @@ def load_kernels(settings: Settings | None = None) -> None:
         label_block(image, fit, label_dtype(16), dither)  # the mask and the dither kernels
 
 
-def warm_up_meanwhile(settings: Settings | None = None) -> threading.Thread:
+def warm_up_meanwhile(space: str | None = None, dither: str | None = None) -> threading.Thread:
     """Import the libraries now, and load the kernels in a thread of their own, started here.
 
     The first tasks (decoding a large image takes a second or more, in compiled code that
     lets other threads run) start while dask-ml is imported and the kernels are loaded, 1.5-2 s
     of a job's start-up; a task that needs them first waits for them. Join the thread once the
     work is done (a daemon thread: a process stopping early need not wait for it). An error
-    there is left to the task that meets it again, naming its image. ``settings``: the job's,
-    whose kernels are loaded (see :func:`load_kernels`).
+    there is left to the task that meets it again, naming its image. ``space`` and ``dither``:
+    the job's, whose kernels are loaded (see :func:`load_kernels`).
     """
     import_libraries()
 
     def load() -> None:
         with contextlib.suppress(Exception):
-            load_kernels(settings)
+            load_kernels(space, dither)
 
     thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)
     thread.start()
@@ -125,7 +127,7 @@ def dask_setup(server: object) -> Awaitable[None] | None:
         from pipeline.job.metrics_plugin import JobMetrics
 
         return server.register_scheduler_plugin(JobMetrics(), idempotent=True)
-    warm_up()
+    warm_up(*os.environ.get(JOB_KERNELS, "").split() or (None, None))
     return None
 
 

@@ -1,6 +1,7 @@
 """Whole jobs: real Zarr stores on disk, real image files, and a real distributed cluster."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import zarr
 
 from pipeline import compress, compress_array, open_store, reconstruct
 from pipeline.errors import InputError, PipelineError
+from pipeline.job.preload import JOB_KERNELS
 from pipeline.store.location import Location
 from pipeline.store.write import open_root
 from tests.oracles import brute_force, photo_psnr
@@ -231,26 +233,42 @@ def test_local_cluster_workers_are_warmed_up_by_the_preload():
 
 
 @pytest.mark.parametrize(
-    ("settings", "loaded"),
+    ("kernels", "loaded"),
     [
-        ("", (False, False)),
-        ("space='oklab', dither='ordered'", (True, False)),
-        ("dither='blue-noise'", (False, True)),
+        ("rgb none", (False, False)),
+        ("oklab ordered", (True, False)),
+        ("rgb blue-noise", (False, True)),
+        (None, (True, True)),
     ],
 )
-def test_a_job_warms_up_the_kernels_of_its_settings_only(settings, loaded):
-    """By default neither the 6-D (OKLab) kernels nor the blue-noise mask's; in a fresh process."""
+def test_a_worker_of_one_job_warms_up_the_kernels_of_its_settings_only(kernels, loaded):
+    """The default job: neither the 6-D (OKLab) kernels nor the blue-noise mask's.
+
+    A fresh process, warmed up as a preloading worker is, with the environment a local
+    cluster gives its workers; without it (a worker that may serve any job), every kernel.
+    """
     check = (
-        "from pipeline.job.preload import load_kernels\n"
-        "from pipeline.settings import Settings\n"
+        "from distributed import Worker\n"
+        "from pipeline.job import preload\n"
         "from pipeline.quantize import colours, dither\n"
-        f"load_kernels(Settings.from_config({settings}))\n"
+        "preload.dask_setup(object.__new__(Worker))\n"
         "six = any(s[3].count == 6 for s in colours.nearest_search.signatures)\n"
         "mask = bool(dither._void_and_cluster.signatures)\n"
         f"assert (six, mask) == {loaded}, (six, mask)\n"
         "assert colours.nearest_search.signatures\n"
     )
-    subprocess.run([sys.executable, "-c", check], check=True)
+    environ = {k: v for k, v in os.environ.items() if k != JOB_KERNELS}
+    environ.update({JOB_KERNELS: kernels} if kernels else {})
+    subprocess.run([sys.executable, "-c", check], check=True, env=environ)
+
+
+def test_a_local_cluster_tells_its_workers_the_kernels_of_its_job():
+    from pipeline.job.cluster import connect
+    from pipeline.settings import Settings
+
+    settings = Settings.from_config(space="oklab", dither="ordered")
+    with connect(None, workers=1, dashboard_address="127.0.0.1:0", settings=settings) as client:
+        assert list(client.run(os.environ.get, JOB_KERNELS).values()) == ["oklab ordered"]
 
 
 def test_the_package_imports_its_public_names_on_first_use():
