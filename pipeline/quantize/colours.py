@@ -266,7 +266,7 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen, axes):  
     # 1) multiplies that bound to cover rounding: every computed distance and square root is
     # within a few units in the last place, i.e. a relative 1e-15, of the exact one whatever the
     # scale of the coordinates, so every centre whose computed distance ties with or beats the
-    # best is examined. ``neighbours`` holds g's nearest others only (:func:`_neighbour_table`):
+    # best is examined. ``neighbours`` holds g's nearest others only (:func:`neighbour_table`):
     # a point whose scan would go past them is compared with every centre instead.
     n = points.shape[0]
     kept = neighbours.shape[1]
@@ -300,9 +300,12 @@ def _nearest_guided(points, centres, neighbours, spacing, guess, widen, axes):  
 
 
 @numba.njit(nogil=True, cache=True)
-def _neighbour_table(centres, kept, axes):  # type: ignore[no-untyped-def]
-    # Each centre's ``kept`` nearest other centres, nearest first (equal distances: lower index
-    # first), and their distances: the order a full stable sort of each row would give, cut.
+def neighbour_table(centres, kept, axes):  # type: ignore[no-untyped-def]
+    """Each centre's ``kept`` nearest other centres, nearest first, and their distances.
+
+    Two (k, kept) arrays, as the guided searches take them: the order a stable sort of each
+    centre's distances to the others would give (equal distances: lower index first), cut.
+    """
     k = centres.shape[0]
     neighbours = np.empty((k, kept), dtype=np.intp)
     spacing = np.empty((k, kept))
@@ -338,7 +341,7 @@ def nearest_search(points, centres, guess, axes):  # type: ignore[no-untyped-def
     k = centres.shape[0]
     if not guided(points.shape[0], k):
         return _nearest_all(points, centres, axes)
-    neighbours, spacing = _neighbour_table(centres, min(NEIGHBOURS_KEPT, k - 1), axes)
+    neighbours, spacing = neighbour_table(centres, min(NEIGHBOURS_KEPT, k - 1), axes)
     return _nearest_guided(points, centres, neighbours, spacing, guess, 1.0 + WIDEN, axes)
 
 

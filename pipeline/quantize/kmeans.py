@@ -21,11 +21,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.quantize.colours import (
+    NEIGHBOURS_KEPT,
+    WIDEN,
     axes_of,
     guided,
     nearest_centre,
     nearest_of,
     nearest_search,
+    neighbour_table,
     squared_distance,
 )
 
@@ -178,23 +181,61 @@ def cluster_errors(mass, sums, squares):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
+def _nearer_moved(points, labels, dist, flag, centres, moved, axes):  # type: ignore[no-untyped-def]
+    # _candidates' first search, guided: each point of a centre that did not move (not
+    # ``flag``ged) takes its nearest moved centre (first of equals) where that is strictly
+    # nearer than ``dist``, in place. As nearest_search's scan from the previous point's answer
+    # g, but only for centres that could beat the point's distance so far: such a centre j is
+    # within |p - g| + |p - j| < |p - g| + sqrt(min(dist, best)) of g, so the scan stops there
+    # (widened as nearest_search's bound), where nearest_search's goes on to 2 |p - g|.
+    sub = centres[moved]
+    m = moved.shape[0]
+    kept = min(NEIGHBOURS_KEPT, m - 1)
+    neighbours, spacing = neighbour_table(sub, kept, axes)
+    widen = 1.0 + WIDEN
+    previous = 0
+    for i in range(points.shape[0]):
+        if flag[labels[i]]:
+            continue
+        bound = dist[i]
+        g = previous
+        best = squared_distance(points, i, sub, g, axes)
+        label = g
+        radius = np.sqrt(best)
+        reach = (radius + np.sqrt(min(bound, best))) * widen
+        within = False
+        for t in range(kept):
+            if spacing[g, t] > reach:
+                within = True
+                break
+            j = neighbours[g, t]
+            d = squared_distance(points, i, sub, j, axes)
+            if d < best:
+                best, label = d, j
+                reach = (radius + np.sqrt(min(bound, d))) * widen
+            elif d == best and j < label:
+                label = j
+        if not within and kept < m - 1:
+            label, best = nearest_of(points, i, sub, axes)
+        previous = label
+        if best < bound:
+            labels[i] = moved[label]
+            dist[i] = best
+
+
+@numba.njit(nogil=True, cache=True)
 def _candidates(points, labels, dist, centres, moved, axes):  # type: ignore[no-untyped-def]
-    # Clusters.candidates: the moved centres (ascending) against every point, the nearest
-    # (first of equals) taken where strictly nearer; then the points of moved centres against
-    # every centre, from their labels so far. Each search is nearest_centre's, on the same points
-    # in the same order, so the labels are its; where it compares every centre, the points of
-    # moved centres are left out of the first search, whose answer for them the second replaces.
+    # Clusters.candidates: the moved centres (ascending) against every point of the others, the
+    # nearest (first of equals) taken where strictly nearer (_nearer_moved, or comparing every
+    # moved centre); then the points of moved centres against every centre, from their labels
+    # so far, with nearest_centre's search, so their labels are its.
     n, k, m = points.shape[0], centres.shape[0], moved.shape[0]
     new_labels = labels.copy()
     new_dist = dist.copy()
     flag = np.zeros(k, dtype=np.bool_)
     flag[moved] = True
     if m < k and guided(n, m):
-        nearest, d = nearest_search(points, centres[moved], np.full(n, -1, dtype=np.intp), axes)
-        for i in range(n):
-            if d[i] < new_dist[i]:
-                new_labels[i] = moved[nearest[i]]
-                new_dist[i] = d[i]
+        _nearer_moved(points, new_labels, new_dist, flag, centres, moved, axes)
     elif m < k:
         for i in range(n):
             if not flag[labels[i]]:
