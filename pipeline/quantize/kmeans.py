@@ -187,7 +187,9 @@ def _nearer_moved(points, labels, dist, flag, centres, moved, axes):  # type: ig
     # nearer than ``dist``, in place. As nearest_search's scan from the previous point's answer
     # g, but only for centres that could beat the point's distance so far: such a centre j is
     # within |p - g| + |p - j| < |p - g| + sqrt(min(dist, best)) of g, so the scan stops there
-    # (widened as nearest_search's bound), where nearest_search's goes on to 2 |p - g|.
+    # (widened as nearest_search's bound), where nearest_search's goes on to 2 |p - g|. The scan
+    # mirrors colours._nearest_guided's with that bound; one compiled scan shared by both, called
+    # per point, made a photo's fit 30% slower (77 against 58 ms), so each keeps its own loop.
     sub = centres[moved]
     m = moved.shape[0]
     kept = min(NEIGHBOURS_KEPT, m - 1)
