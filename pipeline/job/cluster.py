@@ -224,8 +224,11 @@ def _local_cluster(
         **WORKER_MALLOC,
         **WORKER_SIGINT,
     }
-    if settings is not None:  # its workers serve this job only
-        environ[JOB_KERNELS] = f"{settings.space} {settings.dither}"
+    # its workers serve this job only. distributed's nanny leaves its workers' environment in
+    # this process, and takes a variable set here over its configuration: a previous
+    # cluster's would win
+    environ[JOB_KERNELS] = "" if settings is None else f"{settings.space} {settings.dither}"
+    os.environ.pop(JOB_KERNELS, None)
     # distributed sets its log levels as it is imported, before the nanny hands a worker the
     # job's configuration: pass the job's levels on (the command line keeps workers quiet)
     levels = dask.config.get("logging", None)

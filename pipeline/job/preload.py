@@ -14,7 +14,10 @@ Worker processes of a local cluster (``PIPELINE_IGNORE_SIGINT=1`` in their envir
 :data:`pipeline.job.cluster.WORKER_SIGINT`) ignore SIGINT
 from the moment this module is imported: Ctrl-C in a terminal reaches every process of the
 job's process group, and the job's own process decides how to stop (finishing the images in
-flight); the worker processes end when their cluster closes.
+flight); the worker processes end when their cluster closes. Only processes started by
+``multiprocessing`` (as a nanny starts its worker) do: distributed's nanny also leaves that
+environment in the process that started the cluster, and the job's own process, or any
+process it starts, must keep its Ctrl-C.
 
 A scheduler that preloads it (``dask scheduler --preload pipeline.job.preload``) serves the jobs'
 metrics and the dashboard's ``/pipeline`` page from the start, before any job registers
@@ -24,18 +27,19 @@ does.
 
 import contextlib
 import gc
+import multiprocessing
 import os
 import signal
 import threading
 from collections.abc import Awaitable
 
-if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1":
+if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1" and multiprocessing.parent_process():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 #: Environment variable of a worker process that serves one job: that job's colour space and
-#: dithering (``"rgb none"``), whose kernels alone its warm-up loads (see :func:`load_kernels`).
-#: Local clusters set it (:func:`pipeline.job.cluster.connect`).
+#: dithering (``"rgb none"``), whose kernels alone its warm-up loads (see :func:`load_kernels`);
+#: empty or unset, every kernel. Local clusters set it (:func:`pipeline.job.cluster.connect`).
 JOB_KERNELS = "PIPELINE_JOB_KERNELS"
 
 

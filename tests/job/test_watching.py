@@ -171,6 +171,26 @@ def test_a_stop_during_start_up_stops_there(thumbnails: Path, tmp_path: Path) ->
     assert status == 130, job.stderr()
     assert counts(out) == {"done": 0, "skipped": 0, "failed": 0, "left": 8}
     assert "dashboard: " not in job.stderr()  # no cluster was started
+
+
+def test_a_job_keeps_its_ctrl_c_in_the_environment_a_local_cluster_leaves(
+    thumbnails: Path, tmp_path: Path
+) -> None:
+    # distributed's nanny leaves its workers' pre-spawn environment in the process that started
+    # the cluster (a notebook, this suite), and processes started from it inherit it: a job
+    # started there still stops on SIGINT; only the cluster's worker processes ignore it.
+    from pipeline.job.cluster import WORKER_SIGINT
+
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(thumbnails.iterdir())[:8]:
+        shutil.copy(path, few)
+    job = Job(str(few), "-o", "s.zarr", cwd=tmp_path, env=WORKER_SIGINT)
+    job.wait_for("^cluster: local, .* threads")
+    job.signal(signal.SIGINT)
+    status, out = job.finish()
+    assert status == 130, job.stderr()
+    assert counts(out)["done"] == 0
     assert not (tmp_path / "s.zarr").exists()
     assert job.stderr().endswith("interrupted: complete images are kept; run again to finish")
 
