@@ -193,16 +193,16 @@ def connect(
         # tasks run
         from pipeline.job.preload import warm_up_meanwhile
 
-        warming = warm_up_meanwhile(*_job_kernels(settings))
+        warming = warm_up_meanwhile(*_job_kernels(settings).split())
         yield client
         # on a stop or an error the warm-up (a daemon thread; a first run compiles the kernels
         # for tens of seconds) is left to end with the process
         warming.join()
 
 
-def _job_kernels(settings: Settings | None) -> tuple[str, str] | tuple[None, None]:
-    """The colour space and dithering a job of ``settings`` warms up (None, None: any job's)."""
-    return (None, None) if settings is None else (settings.space, settings.dither)
+def _job_kernels(settings: Settings | None) -> str:
+    """:data:`~pipeline.job.preload.JOB_KERNELS` of a job of ``settings`` ("": any job's)."""
+    return "" if settings is None else f"{settings.space} {settings.dither}"
 
 
 def _local_cluster(
@@ -227,7 +227,7 @@ def _local_cluster(
     # its workers serve this job only. distributed's nanny leaves its workers' environment in
     # this process, and takes a variable set here over its configuration: a previous
     # cluster's would win
-    environ[JOB_KERNELS] = "" if settings is None else f"{settings.space} {settings.dither}"
+    environ[JOB_KERNELS] = _job_kernels(settings)
     os.environ.pop(JOB_KERNELS, None)
     # distributed sets its log levels as it is imported, before the nanny hands a worker the
     # job's configuration: pass the job's levels on (the command line keeps workers quiet)

@@ -84,10 +84,11 @@ def load_kernels(space: str | None = None, dither: str | None = None) -> None:
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
     keys, counts = histogram(image)
-    fit, *_ = (
+    fits = [
         fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space=space)
         for space in spaces
-    )
+    ]
+    fit = fits[0]
     # contiguous chunks and views of a decoded image; colours the fit has not seen
     for block in (image, image[:, ::2], 255 - image, (128 - image)[:, ::2], 100 - image[:2, :2]):
         label_block(block, fit, label_dtype(16))
@@ -131,7 +132,7 @@ def dask_setup(server: object) -> Awaitable[None] | None:
         from pipeline.job.metrics_plugin import JobMetrics
 
         return server.register_scheduler_plugin(JobMetrics(), idempotent=True)
-    warm_up(*os.environ.get(JOB_KERNELS, "").split() or (None, None))
+    warm_up(*os.environ.get(JOB_KERNELS, "").split())
     return None
 
 
