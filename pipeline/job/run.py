@@ -85,6 +85,10 @@ class LocalExecutor:
         )
         return done
 
+    def outcome(self, future: Any) -> Any:
+        """A finished future's value, or the :class:`Failed` of the exception its work raised."""
+        return _outcome(future)
+
     def chain(self, future: Any) -> Any:
         """What a later graph uses of a finished future: its value."""
         return future.result()
@@ -172,6 +176,25 @@ class ClusterExecutor:
             raise
         return set(done)
 
+    def outcome(self, future: Any) -> Any:
+        """A finished future's value, or the :class:`Failed` of the exception its work raised.
+
+        Raises
+        ------
+        SchedulerLost
+            If the scheduler went away before the value came back (the value comes through it).
+        """
+        from distributed.client import FutureCancelledError
+
+        try:
+            return _outcome(future)
+        except OSError:  # distributed's CommClosedError: the work's own errors come as values
+            raise SchedulerLost() from None
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost":
+                raise SchedulerLost() from None
+            raise
+
     def chain(self, future: Any) -> Any:
         """What a later graph uses of a finished future: the future (its data stays put)."""
         return future
@@ -190,6 +213,12 @@ class ClusterExecutor:
 
 
 Executor = LocalExecutor | ClusterExecutor
+
+
+def _outcome(future: Any) -> Any:
+    """A finished future's value, or the :class:`Failed` of the exception its work raised."""
+    error = future.exception()
+    return failure(error) if error is not None else future.result()
 
 
 @dataclass
@@ -339,15 +368,15 @@ class Runner:
                 if exhausted and not self.ready:
                     return
                 continue
-            try:
+            try:  # the scheduler may go away while waiting or while fetching a result
                 finished = self.executor.wait(self.pending, POLL_SECONDS)
+                yield from self._news()
+                for future in finished:
+                    yield from self._finished(future, self.pending.pop(future))
             except SchedulerLost:
                 if stopping.requested():  # asked to stop, and the cluster went first
                     raise stopping.Interrupted(stopping.requested()) from None
                 raise
-            yield from self._news()
-            for future in finished:
-                yield from self._finished(future, self.pending.pop(future))
             if self.unwritable is not None:
                 raise StoreUnwritable(self.job.store.url, self.unwritable)
             if deadline is not None and time.monotonic() >= deadline:
@@ -429,8 +458,7 @@ class Runner:
     def _finished(self, future: Any, flight: Flight) -> Iterator[ImageResult]:
         self.units -= flight.units
         self.batches.pop(flight.batch, None)
-        error = future.exception()
-        value = failure(error) if error is not None else future.result()
+        value = self.executor.outcome(future)
         if flight.phase == "batch" and not isinstance(value, Failed):
             # fewer outcomes than images when the store became unwritable: the rest not attempted
             for index, (spec, outcome) in enumerate(zip(flight.specs, value, strict=False)):

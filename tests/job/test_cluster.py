@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dask
 import dask.config
 import imageio.v3 as iio
 import numpy as np
@@ -379,3 +380,35 @@ def test_a_scheduler_that_goes_away_ends_the_job_with_one_line(tmp_path, stopped
     rerun = run("run", str(folder), "-o", "s.zarr", "--colors", "16", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{40 - complete} done, {complete} skipped, 0 failed" in rerun.stdout
+
+
+@pytest.mark.parametrize("gone", ["killed, fetched at once", "stopped, fetched after"])
+def test_a_result_fetched_after_the_scheduler_went_away_is_a_lost_scheduler(tmp_path, gone):
+    """The race the test above can hit: a future finished, then the scheduler went away before
+    the job fetched its value (which comes through the scheduler). That is the lost scheduler's
+    one line, whether the fetch met the closed connection (killed) or the client had already
+    cancelled its futures (stopped)."""
+    from distributed import Client, wait
+
+    from pipeline.errors import SchedulerLost
+    from pipeline.job.run import ClusterExecutor
+
+    cluster = DaskCluster(tmp_path, workers=1)
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            executor = ClusterExecutor(client)
+            kept = executor.submit(dask.delayed(sum)([1, 2, 3]))
+            failing = executor.submit(dask.delayed(int)("not a number"))
+            wait([kept, failing])
+            assert executor.outcome(kept) == 6
+            assert "ValueError" in executor.outcome(failing).problem  # the work's error: a value
+            scheduler = cluster.processes[0]
+            if gone.startswith("killed"):
+                scheduler.kill()
+            else:
+                scheduler.terminate()
+                scheduler.wait(timeout=30)
+            with pytest.raises(SchedulerLost):
+                executor.outcome(kept)
+    finally:
+        cluster.close()
