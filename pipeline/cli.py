@@ -30,6 +30,7 @@ from pipeline.errors import (
     StoreUnwritable,
     UsageError,
 )
+from pipeline.job.garbage import collection_paused
 from pipeline.job.stopping import Interrupted, requested, stop_on_signals, stop_point
 from pipeline.settings import BOUNDS, LOCAL_KINDS
 
@@ -679,10 +680,11 @@ def _checked(args: argparse.Namespace, job: dict[str, Any]) -> Settings:
 def _run(args: argparse.Namespace) -> int:
     import dask.config
 
-    from pipeline.inputs.discover import find_inputs, sample_images
-    from pipeline.job.cluster import local_kind, scheduler_address
-    from pipeline.store.lease import check_free
-    from pipeline.store.location import job_location
+    with collection_paused():  # the job's libraries: see pipeline.job.garbage
+        from pipeline.inputs.discover import find_inputs, sample_images
+        from pipeline.job.cluster import local_kind, scheduler_address
+        from pipeline.store.lease import check_free
+        from pipeline.store.location import job_location
 
     job = _job(args)
     settings = _checked(args, job)
@@ -725,7 +727,8 @@ def _run(args: argparse.Namespace) -> int:
             Progress() as progress,
         ):
             # dask.array, zarr and the rest: imported while worker processes start
-            from pipeline.api import stream
+            with collection_paused():
+                from pipeline.api import stream
 
             try:
                 for result in stream(

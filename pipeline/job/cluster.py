@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import dask.config
 
 from pipeline.errors import UsageError
+from pipeline.job.garbage import collection_paused
 from pipeline.job.preload import JOB_KERNELS
 from pipeline.settings import LOCAL_KINDS
 
@@ -184,8 +185,12 @@ def connect(
             check_workers(client)
             yield client
         return
-    cluster = _local_cluster(kind, local_size(workers), dashboard_address, settings)
-    with cluster, Client(cluster) as client:
+    with ExitStack() as stack:
+        with collection_paused():  # starting it imports the dashboard's libraries
+            cluster = stack.enter_context(
+                _local_cluster(kind, local_size(workers), dashboard_address, settings)
+            )
+            client = stack.enter_context(Client(cluster))
         if kind != "threads":
             yield client
             return

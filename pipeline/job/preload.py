@@ -33,6 +33,8 @@ import signal
 import threading
 from collections.abc import Awaitable
 
+from pipeline.job import garbage
+
 if os.environ.get("PIPELINE_IGNORE_SIGINT") == "1" and multiprocessing.parent_process():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -46,10 +48,12 @@ JOB_KERNELS = "PIPELINE_JOB_KERNELS"
 def warm_up(space: str | None = None, dither: str | None = None) -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels.
 
-    ``space`` and ``dither``: see :func:`load_kernels`.
+    ``space`` and ``dither``: see :func:`load_kernels`. Garbage collection waits meanwhile
+    (:func:`~pipeline.job.garbage.collection_paused`).
     """
-    import_libraries()
-    load_kernels(space, dither)
+    with garbage.collection_paused():
+        import_libraries()
+        load_kernels(space, dither)
 
 
 def import_libraries() -> None:
@@ -104,13 +108,22 @@ def warm_up_meanwhile(space: str | None = None, dither: str | None = None) -> th
     of a job's start-up; a task that needs them first waits for them. Join the thread once the
     work is done (a daemon thread: a process stopping early need not wait for it). An error
     there is left to the task that meets it again, naming its image. ``space`` and ``dither``:
-    the job's, whose kernels are loaded (see :func:`load_kernels`).
+    the job's, whose kernels are loaded (see :func:`load_kernels`). Garbage collection waits
+    until the thread is done (:func:`~pipeline.job.garbage.collection_paused`).
     """
-    import_libraries()
+    garbage.pause()  # resumed by the thread
+    try:
+        import_libraries()
+    except BaseException:
+        garbage.resume()
+        raise
 
     def load() -> None:
-        with contextlib.suppress(Exception):
-            load_kernels(space, dither)
+        try:
+            with contextlib.suppress(Exception):
+                load_kernels(space, dither)
+        finally:
+            garbage.resume()
 
     thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)
     thread.start()

@@ -299,7 +299,7 @@ def test_a_threaded_cluster_runs_its_first_tasks_while_it_warms_up():
     # (dask-ml's import, the kernels) is still held up (here by the lock dask-ml is imported
     # under), and the warm-up is over, dask-ml imported, when the block ends.
     script = textwrap.dedent("""
-        import sys, threading
+        import gc, sys, threading
         from pipeline.job.cluster import connect
         from pipeline.quantize.lloyd import _IMPORTING
 
@@ -309,15 +309,18 @@ def test_a_threaded_cluster_runs_its_first_tasks_while_it_warms_up():
         _IMPORTING.acquire()
         with connect(kind="threads", workers=2, dashboard_address=":0") as client:
             during = client.submit(warming, pure=False).result()
+            collecting = gc.isenabled()
             _IMPORTING.release()
         print(during, warming(), "dask_ml" in sys.modules)
+        # no garbage collection while the libraries are imported; after, their objects frozen
+        print(collecting, gc.isenabled(), gc.get_freeze_count() > 100_000)
     """)
     # a warm-up before the cluster is handed out would wait for the lock for ever
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "False", "True"]
+    assert done.stdout.split() == ["True", "False", "True", "False", "True", "True"]
 
 
 def test_local_cluster_from_the_environment_and_its_line(tmp_path, small_photo):
