@@ -70,6 +70,12 @@ def commands(work: Path) -> dict[str, list[str]]:
         "missing input (usage error)": [*job, "missing.png"],
         "--help": [sys.executable, "-m", "pipeline", "--help"],
         "imports of a job on threads, alone": [sys.executable, "-c", FLOOR_IMPORTS],
+        # as the job imports them since pipeline.job.garbage: without garbage collection
+        "the same imports, garbage collection off": [
+            sys.executable,
+            "-c",
+            f"import gc; gc.disable(); {FLOOR_IMPORTS}",
+        ],
     }
 
 

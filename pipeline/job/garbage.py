@@ -10,7 +10,9 @@ While any pause is held (they may overlap, from several threads: the job's start
 warm-up thread), nothing is collected. When the last one ends, every object so far is frozen
 (:func:`gc.freeze`: later collections skip them; they are still freed when no longer
 referenced) and collection resumes. The cost: a reference cycle that became garbage during a
-pause is kept until the process ends; a pause covers only a process's start.
+pause is kept until the process ends. So a pause covers imports only, which make next to no
+garbage and take seconds at most: not the loading of the kernels, which on a first run compiles
+them for tens of seconds (numba's compiler makes much garbage) while the first tasks run.
 """
 
 import contextlib

@@ -48,12 +48,13 @@ JOB_KERNELS = "PIPELINE_JOB_KERNELS"
 def warm_up(space: str | None = None, dither: str | None = None) -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels.
 
-    ``space`` and ``dither``: see :func:`load_kernels`. Garbage collection waits meanwhile
-    (:func:`~pipeline.job.garbage.collection_paused`).
+    ``space`` and ``dither``: see :func:`load_kernels`. Garbage collection waits while the
+    libraries are imported (:mod:`pipeline.job.garbage`).
     """
     with garbage.collection_paused():
         import_libraries()
-        load_kernels(space, dither)
+        import_dask_ml()
+    load_kernels(space, dither)
 
 
 def import_libraries() -> None:
@@ -62,6 +63,13 @@ def import_libraries() -> None:
     import imageio.v3  # noqa: F401  (decodes the other formats)
 
     import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+
+
+def import_dask_ml() -> None:
+    """Import dask-ml and scikit-learn (as a fit does: one thread at a time)."""
+    from pipeline.quantize.lloyd import dask_ml_k_means
+
+    dask_ml_k_means()
 
 
 def load_kernels(space: str | None = None, dither: str | None = None) -> None:
@@ -109,21 +117,17 @@ def warm_up_meanwhile(space: str | None = None, dither: str | None = None) -> th
     work is done (a daemon thread: a process stopping early need not wait for it). An error
     there is left to the task that meets it again, naming its image. ``space`` and ``dither``:
     the job's, whose kernels are loaded (see :func:`load_kernels`). Garbage collection waits
-    until the thread is done (:func:`~pipeline.job.garbage.collection_paused`).
+    while the libraries are imported (:mod:`pipeline.job.garbage`); not while the kernels are
+    loaded, which a first run compiles (tens of seconds of garbage while tasks run).
     """
-    garbage.pause()  # resumed by the thread
-    try:
+    with garbage.collection_paused():
         import_libraries()
-    except BaseException:
-        garbage.resume()
-        raise
 
     def load() -> None:
-        try:
-            with contextlib.suppress(Exception):
-                load_kernels(space, dither)
-        finally:
-            garbage.resume()
+        with contextlib.suppress(Exception):
+            with garbage.collection_paused():
+                import_dask_ml()
+            load_kernels(space, dither)
 
     thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)
     thread.start()

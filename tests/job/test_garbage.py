@@ -52,3 +52,16 @@ def test_a_pause_ends_when_its_block_raises(collecting):
     with pytest.raises(ValueError, match="in the block"), garbage.collection_paused():
         raise ValueError("in the block")
     assert gc.isenabled()
+
+
+def test_the_warm_up_collects_while_it_loads_the_kernels(collecting, monkeypatch):
+    """Only the imports are paused: a first run compiles the kernels for tens of seconds, and
+    numba's compiler makes garbage that a pause would keep for good."""
+    from pipeline.job import preload
+
+    seen = []
+    monkeypatch.setattr(preload, "load_kernels", lambda *args: seen.append(gc.isenabled()))
+    preload.warm_up()
+    preload.warm_up_meanwhile().join()
+    assert seen == [True, True]
+    assert gc.isenabled()
