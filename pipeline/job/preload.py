@@ -49,11 +49,10 @@ def warm_up(space: str | None = None, dither: str | None = None) -> None:
     """Fit and label a tiny synthetic image: imports every library and compiles the kernels.
 
     ``space`` and ``dither``: see :func:`load_kernels`. Garbage collection waits while the
-    libraries are imported (:mod:`pipeline.job.garbage`).
+    libraries are imported (:mod:`pipeline.job.garbage`), not while the kernels load.
     """
     with garbage.collection_paused():
         import_libraries()
-        import_dask_ml()
     load_kernels(space, dither)
 
 
@@ -65,15 +64,12 @@ def import_libraries() -> None:
     import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
 
 
-def import_dask_ml() -> None:
-    """Import dask-ml and scikit-learn (as a fit does: one thread at a time)."""
-    from pipeline.quantize.lloyd import dask_ml_k_means
-
-    dask_ml_k_means()
-
-
 def load_kernels(space: str | None = None, dither: str | None = None) -> None:
     """Fit and label a tiny synthetic image: imports dask-ml, loads the numba kernels.
+
+    Garbage collection waits while dask-ml is imported (:mod:`pipeline.job.garbage`), not
+    while the kernels load: a first run compiles them for tens of seconds, and numba's compiler
+    makes garbage. The counting kernel comes first, as a job's first tasks count colours.
 
     Those a job fitting in colour ``space`` and labelling with ``dither`` uses, else (None)
     those of every space and dithering, as a worker that may serve any job needs: the other
@@ -89,6 +85,7 @@ def load_kernels(space: str | None = None, dither: str | None = None) -> None:
     from pipeline.quantize.assign import label_block, label_dtype
     from pipeline.quantize.colours import histogram
     from pipeline.quantize.fit import fit_palette
+    from pipeline.quantize.lloyd import dask_ml_k_means
 
     spaces = ("rgb", "oklab") if space is None else (space,)  # oklab's kernels are 6-D
     dither = "blue-noise" if dither is None else dither
@@ -96,6 +93,8 @@ def load_kernels(space: str | None = None, dither: str | None = None) -> None:
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     histogram(image[::2, ::2])  # counting a grid of a decoded image
     keys, counts = histogram(image)
+    with garbage.collection_paused():
+        dask_ml_k_means()  # imported once, by one thread at a time
     fits = [
         fit_palette(image.reshape(-1, 3), keys, counts, 16, random_state=0, space=space)
         for space in spaces
@@ -117,16 +116,13 @@ def warm_up_meanwhile(space: str | None = None, dither: str | None = None) -> th
     work is done (a daemon thread: a process stopping early need not wait for it). An error
     there is left to the task that meets it again, naming its image. ``space`` and ``dither``:
     the job's, whose kernels are loaded (see :func:`load_kernels`). Garbage collection waits
-    while the libraries are imported (:mod:`pipeline.job.garbage`); not while the kernels are
-    loaded, which a first run compiles (tens of seconds of garbage while tasks run).
+    while the libraries are imported (:mod:`pipeline.job.garbage`), not while the kernels load.
     """
     with garbage.collection_paused():
         import_libraries()
 
     def load() -> None:
         with contextlib.suppress(Exception):
-            with garbage.collection_paused():
-                import_dask_ml()
             load_kernels(space, dither)
 
     thread = threading.Thread(target=load, name="pipeline-warm-up", daemon=True)

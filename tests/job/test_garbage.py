@@ -54,14 +54,24 @@ def test_a_pause_ends_when_its_block_raises(collecting):
     assert gc.isenabled()
 
 
-def test_the_warm_up_collects_while_it_loads_the_kernels(collecting, monkeypatch):
-    """Only the imports are paused: a first run compiles the kernels for tens of seconds, and
-    numba's compiler makes garbage that a pause would keep for good."""
+def test_the_warm_up_pauses_for_dask_ml_only_not_while_kernels_load(collecting, monkeypatch):
+    """A first run compiles the kernels for tens of seconds, and numba's compiler makes garbage
+    that a pause would keep for good: only the import of dask-ml is paused."""
     from pipeline.job import preload
+    from pipeline.quantize import assign, lloyd
 
-    seen = []
-    monkeypatch.setattr(preload, "load_kernels", lambda *args: seen.append(gc.isenabled()))
+    importing, labelling = [], []
+    real = lloyd.dask_ml_k_means
+
+    def imported():
+        importing.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(lloyd, "dask_ml_k_means", imported)
+    monkeypatch.setattr(assign, "label_block", lambda *args: labelling.append(gc.isenabled()))
     preload.warm_up()
     preload.warm_up_meanwhile().join()
-    assert seen == [True, True]
+    assert importing.count(False) == 2  # once per warm-up; then the fits' own calls
+    assert labelling
+    assert all(labelling)
     assert gc.isenabled()
