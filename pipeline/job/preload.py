@@ -134,7 +134,9 @@ def dask_setup(server: object) -> Awaitable[None] | None:
     """Warm up a worker that preloads this module; on a scheduler, register the jobs' metrics.
 
     Distributed calls this as the server starts. A scheduler gets
-    :class:`~pipeline.job.metrics_plugin.JobMetrics` (and so the ``/pipeline`` page).
+    :class:`~pipeline.job.metrics_plugin.JobMetrics` (and so the ``/pipeline`` page). A
+    worker's process is the pipeline's: the objects of the libraries its warm-up imports are
+    frozen once imported (:func:`pipeline.job.garbage.freeze_after_pauses`).
 
     Not done at import: ``dask worker --preload`` also imports the module in the command-line
     process, to look for options, where the warm-up would only cost time.
@@ -145,6 +147,7 @@ def dask_setup(server: object) -> Awaitable[None] | None:
         from pipeline.job.metrics_plugin import JobMetrics
 
         return server.register_scheduler_plugin(JobMetrics(), idempotent=True)
+    garbage.freeze_after_pauses()  # a worker's process: the libraries' objects stay
     warm_up(*os.environ.get(JOB_KERNELS, "").split())
     return None
 

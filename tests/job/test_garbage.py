@@ -1,6 +1,8 @@
 """Garbage collection paused while a process imports the job's libraries."""
 
 import gc
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -8,14 +10,23 @@ import pytest
 from pipeline.job import garbage
 
 
+def paused() -> bool:
+    """Whether automatic collection is off (a first threshold of zero)."""
+    return gc.get_threshold()[0] == 0
+
+
 @pytest.fixture
 def collecting():
     assert gc.isenabled()
+    assert not paused()
     yield
     gc.enable()
 
 
-def test_overlapping_pauses_from_two_threads_collect_nothing_until_the_last_ends(collecting):
+def test_overlapping_pauses_from_two_threads_collect_nothing_until_the_last_ends(
+    collecting, monkeypatch
+):
+    monkeypatch.setattr(garbage, "_freeze", True)  # as in the pipeline's own processes
     entered, leave = threading.Event(), threading.Event()
 
     def other() -> None:
@@ -29,29 +40,52 @@ def test_overlapping_pauses_from_two_threads_collect_nothing_until_the_last_ends
     assert entered.wait(30)
     frozen = gc.get_freeze_count()
     garbage.resume()  # the first ends: the other still holds its pause
-    assert not gc.isenabled()
-    assert gc.get_freeze_count() == frozen
+    assert paused()
+    assert gc.get_freeze_count() <= frozen  # (a frozen object may be freed meanwhile)
     kept = [[]]  # an object created during the pauses
     leave.set()
     thread.join()
-    assert gc.isenabled()
+    assert not paused()
     assert gc.get_freeze_count() > frozen  # the objects so far, among them the one above
     assert kept
 
 
-def test_a_pause_leaves_collection_off_if_it_was_off_before(collecting):
-    gc.disable()
+def test_in_someone_elses_process_the_pauses_freeze_nothing(collecting, monkeypatch):
+    """The Python API in a notebook: the user's objects must stay collectable."""
+    monkeypatch.setattr(garbage, "_freeze", False)
     frozen = gc.get_freeze_count()
     with garbage.collection_paused():
-        assert not gc.isenabled()
+        assert paused()
+    assert not paused()
+    assert gc.get_freeze_count() <= frozen  # (a frozen object may be freed meanwhile)
+
+
+def test_a_pause_leaves_collection_off_if_it_was_off_before(collecting):
+    gc.disable()
+    with garbage.collection_paused():
+        assert paused()
     assert not gc.isenabled()
-    assert gc.get_freeze_count() == frozen
+    assert not paused()
+
+
+def test_dask_arrays_sliced_after_a_pause_leave_collection_on():
+    """dask.array.slicing imported during a pause: its ``disable_gc`` decorator records at
+    import whether collection was enabled, and enables it again after each call only if so."""
+    check = (
+        "import gc\n"
+        "from pipeline.job.garbage import collection_paused\n"
+        "with collection_paused():\n"
+        "    import dask.array as da\n"
+        "da.ones((10, 10), chunks=5)[2:7, 3]\n"
+        "assert gc.isenabled() and gc.get_threshold()[0] > 0, gc.get_threshold()\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
 
 
 def test_a_pause_ends_when_its_block_raises(collecting):
     with pytest.raises(ValueError, match="in the block"), garbage.collection_paused():
         raise ValueError("in the block")
-    assert gc.isenabled()
+    assert not paused()
 
 
 def test_the_warm_up_pauses_for_dask_ml_only_not_while_kernels_load(collecting, monkeypatch):
@@ -64,14 +98,14 @@ def test_the_warm_up_pauses_for_dask_ml_only_not_while_kernels_load(collecting, 
     real = lloyd.dask_ml_k_means
 
     def imported():
-        importing.append(gc.isenabled())
+        importing.append(paused())
         return real()
 
     monkeypatch.setattr(lloyd, "dask_ml_k_means", imported)
-    monkeypatch.setattr(assign, "label_block", lambda *args: labelling.append(gc.isenabled()))
+    monkeypatch.setattr(assign, "label_block", lambda *args: labelling.append(paused()))
     preload.warm_up()
     preload.warm_up_meanwhile().join()
-    assert importing.count(False) == 2  # once per warm-up; then the fits' own calls
+    assert importing.count(True) == 2  # once per warm-up; then the fits' own calls
     assert labelling
-    assert all(labelling)
-    assert gc.isenabled()
+    assert not any(labelling)
+    assert not paused()
