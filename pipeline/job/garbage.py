@@ -7,18 +7,18 @@ one of them again each time their number has grown by a quarter: six full collec
 young collections add 0.2 s.
 
 While any pause is held (they may overlap, from several threads: the job's start and the
-warm-up thread), nothing is collected (the collector's first threshold is zero); when the last
-one ends, collection resumes. A cycle that
-became garbage meanwhile waits for the next collection, so a pause covers imports only, which
-take seconds at most: not the loading of the kernels, which on a first run compiles them for
-tens of seconds (numba's compiler makes much garbage) while the first tasks run.
+warm-up thread), nothing is collected: the collector's first threshold is zero. When the last
+one ends, collection resumes. A cycle that became garbage meanwhile waits for the next
+collection, so a pause covers imports only, which take seconds at most: not the loading of the
+kernels, which on a first run compiles them for tens of seconds (numba's compiler makes much
+garbage) while the first tasks run.
 
 In a process of the pipeline's own (``python -m pipeline``, a worker that preloads
-:mod:`pipeline.job.preload`: see :func:`freeze_after_pauses`) the end of the pauses also freezes
-every object so far (:func:`gc.freeze`): later collections skip them (they are still freed when
-no longer referenced), but a cycle that became garbage during a pause is kept for good. Not in
-someone else's process (the Python API in a notebook), whose own objects would be frozen too: there
-the first full collection after the pauses walks them all once.
+:mod:`pipeline.job.preload`: see :func:`freeze_after_pauses`), the end of the pauses also
+freezes every object so far (:func:`gc.freeze`): later collections skip them (they are still
+freed when no longer referenced), but a cycle that became garbage during a pause is kept for
+good. Not in someone else's process (the Python API in a notebook), whose own objects would be
+frozen too: there the first full collection after the pauses walks them all once.
 """
 
 import contextlib
