@@ -51,17 +51,20 @@ def warm_up(space: str | None = None, dither: str | None = None) -> None:
     ``space`` and ``dither``: see :func:`load_kernels`. Garbage collection waits while the
     libraries are imported (:mod:`pipeline.job.garbage`), not while the kernels load.
     """
-    with garbage.collection_paused():
-        import_libraries()
+    import_libraries()
     load_kernels(space, dither)
 
 
 def import_libraries() -> None:
-    """Import the decoders and the package's task modules (with zarr and dask)."""
-    import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
-    import imageio.v3  # noqa: F401  (decodes the other formats)
+    """Import the decoders and the package's task modules (with zarr and dask).
 
-    import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
+    Garbage collection waits meanwhile (:mod:`pipeline.job.garbage`).
+    """
+    with garbage.collection_paused():
+        import imagecodecs  # noqa: F401  (decodes JPEG and PNG)
+        import imageio.v3  # noqa: F401  (decodes the other formats)
+
+        import pipeline.job.graph  # noqa: F401  (zarr, dask, the task functions)
 
 
 def load_kernels(space: str | None = None, dither: str | None = None) -> None:
@@ -118,8 +121,7 @@ def warm_up_meanwhile(space: str | None = None, dither: str | None = None) -> th
     the job's, whose kernels are loaded (see :func:`load_kernels`). Garbage collection waits
     while the libraries are imported (:mod:`pipeline.job.garbage`), not while the kernels load.
     """
-    with garbage.collection_paused():
-        import_libraries()
+    import_libraries()
 
     def load() -> None:
         with contextlib.suppress(Exception):
