@@ -15,12 +15,27 @@ seconds and megapixels per second:
 The job runs the fit's pass (decode, count, sample) and then the labels' pass (decode, label,
 encode, measure, pyramid), each on every core: their sum over the cores bounds its speed.
 
-Usage: python benchmarks/tiff_stages.py [--work DIR] [--gp 0.25]
+A second table is the floor of a whole job on ``--cores`` cores, as if every part after the
+start kept every core busy and the runtime (scheduler, zarr's Python, the kernel's page
+faults) cost nothing:
+
+* start: from a process's spawn until the job's threaded cluster is up and the decoders are
+  imported (``pipeline.job.cluster.connect``), in a process of its own: nothing is read before;
+* warm-up: dask-ml's import and the kernels' loading (the job's ``pipeline-warm-up`` thread,
+  alone), which runs beside the first reads;
+* stages: the rows above as the job runs them: the decode again for the blocks it does not
+  hold between its two passes (``graph.held_blocks`` at the configured ``hold_bytes``), and the
+  encoding of every pyramid level besides level 0;
+* floor: start + (warm-up + stages) / cores, and the megapixels per second it allows.
+
+Usage: python benchmarks/tiff_stages.py [--work DIR] [--gp 0.25] [--cores 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "scale")
     parser.add_argument("--gp", type=float, default=0.25, help="gigapixels of the TIFF")
+    parser.add_argument("--cores", type=int, default=2, help="cores of the floor's job")
     args = parser.parse_args()
     import tifffile
 
@@ -103,6 +119,69 @@ def main() -> None:
     print("| stage | seconds | MP/s, one thread |\n|---|---|---|")
     for stage, seconds in rows:
         print(f"| {stage} | {seconds:.2f} | {megapixels / seconds:.0f} |")
+    print_floor(str(path), dict(rows), megapixels, args.cores)
+
+
+#: A process that starts the job's threaded cluster as the job does, then waits for the warm-up
+#: thread: prints the time the cluster was up and how long the warm-up took alone.
+START = """
+import threading, time
+from pipeline.job.cluster import connect
+from pipeline.settings import Settings
+settings = Settings.from_config()
+with connect(kind="threads", dashboard_address="127.0.0.1:0", settings=settings):
+    up = time.time()
+    for thread in threading.enumerate():
+        if thread.name == "pipeline-warm-up":
+            thread.join()
+    print(up, time.time() - up)
+"""
+
+
+def start_and_warm_up() -> tuple[float, float]:
+    """Seconds from a process's spawn until the job's threaded cluster is up, and its warm-up."""
+    spawned = time.time()
+    done = subprocess.run([sys.executable, "-c", START], capture_output=True, text=True, check=True)
+    up, warm_up = (float(word) for word in done.stdout.split())
+    return up - spawned, warm_up
+
+
+def print_floor(path: str, stages: dict[str, float], megapixels: float, cores: int) -> None:
+    """The floor of a whole job on ``cores`` cores, from the stages' seconds on one thread."""
+    from pipeline.inputs.sources import probe
+    from pipeline.job.graph import held_blocks, source_from_probe
+    from pipeline.settings import Running, Settings
+    from pipeline.store import ngff
+
+    settings = Settings.from_config()
+    image = source_from_probe(probe(path, 1 << 40), "floor", settings.chunk, "floor").image
+    again = 1 - held_blocks(image, Running.from_config().hold_bytes) / image.npartitions
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    chunks = (settings.chunk, settings.chunk)
+    levels = ngff.level_count(shape, chunks)
+    pyramid = sum(math.prod(ngff.level_shape(shape, n)) for n in range(levels)) / math.prod(shape)
+    work = (
+        stages["decode: the job's chunk reader"] * (1 + again)
+        + stages["count: grid histogram"]
+        + stages["fit: palette from sample and counts"]
+        + stages["label: exact labels"]
+        + stages["encode: zstd 5 + CRC-32C"] * pyramid
+        + stages["measure: CIEDE2000"]
+    )
+    start, warm_up = start_and_warm_up()
+    floor = start + (warm_up + work) / cores
+    print(f"\n## The floor of a whole job on {cores} cores (nothing idle, no runtime cost)")
+    print("| part | seconds | |\n|---|---|---|")
+    print(f"| start: spawn to a threaded cluster up | {start:.2f} | before any read |")
+    print(f"| warm-up: dask-ml and the kernels, alone | {warm_up:.2f} | beside the reads |")
+    print(
+        f"| stages: decode x {1 + again:.2f} (blocks read again), encode x {pyramid:.2f} "
+        f"(pyramid), the others once | {work:.2f} | on every core |"
+    )
+    print(
+        f"| floor: start + (warm-up + stages) / {cores} | {floor:.2f} | "
+        f"{megapixels / floor:.1f} MP/s |"
+    )
 
 
 if __name__ == "__main__":
