@@ -509,7 +509,8 @@ def source_from_array(
     use this, and set the chunks). A dask array is marked ``streamed``.
     ``profile`` and ``cmyk``: the colours of a file's pixels, converted chunk by chunk
     (:func:`~pipeline.inputs.sources.shown_colours`); :func:`source_from_probe` then records
-    the file's own conversion.
+    the file's own conversion. Pixels already shown as stored (8-bit RGB, no profile) are
+    used as they are, without a conversion task per block.
     """
     shape = tuple(int(s) for s in array.shape)
     try:
@@ -526,14 +527,17 @@ def source_from_array(
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = arr.rechunk({2: -1})
-    image = arr.map_blocks(
-        shown_colours,
-        profile,
-        cmyk,
-        dtype=np.uint8,
-        chunks=(arr.chunks[0], arr.chunks[1], (3,)),
-        meta=np.empty((0, 0, 0), dtype=np.uint8),
-    )
+    if profile is None and not cmyk and arr.dtype == np.uint8 and arr.shape[2] == 3:
+        image = arr  # shown as stored: no task per block that would return its input
+    else:
+        image = arr.map_blocks(
+            shown_colours,
+            profile,
+            cmyk,
+            dtype=np.uint8,
+            chunks=(arr.chunks[0], arr.chunks[1], (3,)),
+            meta=np.empty((0, 0, 0), dtype=np.uint8),
+        )
     record = {"path": path, "shape": list(shape), "dtype": str(np.dtype(array.dtype))}
     return Source(
         name=name,
