@@ -77,7 +77,7 @@ def recipe(image: np.ndarray, k: int) -> np.ndarray:
 
 
 def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
-    from pipeline.job.graph import assign, colour_counts, sample_pixels
+    from pipeline.job.graph import assign, sample_and_counts
     from pipeline.job.tasks import fit_sampled
     from pipeline.settings import Settings
 
@@ -85,7 +85,7 @@ def ours(image: np.ndarray, k: int, effort: int) -> np.ndarray:
     arr = da.from_array(image, chunks=(settings.chunk, settings.chunk, 3))
     with dask.config.set(scheduler="synchronous"):
         sample, counts = dask.compute(
-            sample_pixels(arr, settings.sample, 0), colour_counts(arr, settings.count_pixels)
+            *sample_and_counts(arr, settings.sample, 0, settings.count_pixels)
         )
         fit = fit_sampled(sample, counts, settings)
         labels = assign(arr, fit, k).compute()

@@ -17,8 +17,8 @@ Every graph of an image ends in one task returning :class:`~pipeline.job.tasks.D
 
 The lazy arrays those graphs start from are made here too, from the kernels of
 :mod:`pipeline.quantize` and the readers of :mod:`pipeline.inputs` and :mod:`pipeline.store`:
-an input's image (:func:`source_from_probe`, :func:`source_from_array`), its sample
-(:func:`sample_pixels`) and colour counts (:func:`colour_counts`), its labels
+an input's image (:func:`source_from_probe`, :func:`source_from_array`), its sample and
+colour counts (:func:`sample_and_counts`), its labels
 (:func:`assign`), and a stored image rebuilt (:func:`rebuild`). Other modules compute or
 iterate the arrays they are given; none makes a graph of its own.
 """
@@ -65,19 +65,22 @@ from pipeline.job.tasks import (
     finish_task,
     fit_sampled_task,
     fit_task,
+    gather_chunk_samples,
     gather_task,
     label_task,
     level_task,
+    merge_chunk_counts,
     probe_task,
     read_task,
     recorded,
+    sample_and_count_chunk,
 )
 from pipeline.paths import location
 from pipeline.quantize.assign import assign_block, label_dtype
 from pipeline.quantize.colours import merge_histograms
-from pipeline.quantize.count import FAN_IN, grid_histogram, grid_stride
+from pipeline.quantize.count import FAN_IN, grid_stride
 from pipeline.quantize.fit import Fit
-from pipeline.quantize.sample import gather_pixels, sample_positions, take_pixels
+from pipeline.quantize.sample import sample_positions
 from pipeline.settings import Settings
 from pipeline.store import ngff
 from pipeline.store.read import CheckedLabels, rebuild_block
@@ -201,8 +204,7 @@ def fit_graph(source: Source, settings: Settings) -> Delayed:
         (block,) = image.to_delayed(optimize_graph=False).ravel()
         return delayed(fit_task, pure=True)(block, settings)
     return delayed(fit_sampled_task, pure=True)(
-        sample_pixels(image, settings.sample, settings.seed),
-        colour_counts(image, settings.count_pixels),
+        *sample_and_counts(image, settings.sample, settings.seed, settings.count_pixels),
         settings,
     )
 
@@ -350,10 +352,21 @@ class Placement:
         return [worker] if worker else []
 
 
-def sample_pixels(image: da.Array, size: int, random_state: int) -> Delayed:
-    """Lazy (n, 3) uint8 array of the pixels at :func:`sample_positions`, in that order.
+def sample_and_counts(
+    image: da.Array, size: int, random_state: int, limit: int
+) -> tuple[Delayed, Delayed]:
+    """Lazy sample and colour counts of an (H, W, 3) uint8 dask image, in one pass over it.
 
-    Each chunk contributes its own pixels, so the image is never gathered in one place.
+    The sample: an (n, 3) uint8 array of the pixels at :func:`sample_positions`, in that order.
+    The counts: the ``(keys, counts)`` histogram of every pixel of an image of at most
+    ``limit`` pixels, else of the pixels of a regular grid (:func:`grid_stride`).
+
+    One task per chunk takes both from it (:func:`~pipeline.job.tasks.sample_and_count_chunk`):
+    the image is never gathered in one place, and a chunk is visited by one task, not two (a
+    task costs the scheduler and the worker a few milliseconds, more than counting or sampling
+    a chunk). The partial histograms are merged in a tree, ``FAN_IN`` at a time; sorted keys
+    and a grid fixed to the image make the counts independent of the chunking. The sample is
+    put back in its order at the end.
     """
     rows, cols = sample_positions(image.shape[:2], size, random_state)
     row_edges = np.cumsum((0, *image.chunks[0]))
@@ -362,40 +375,27 @@ def sample_pixels(image: da.Array, size: int, random_state: int) -> Delayed:
     block_col = np.searchsorted(col_edges, cols, side="right") - 1
     block = block_row * len(image.chunks[1]) + block_col
     order = np.argsort(block, kind="stable")  # samples grouped by block, raster order within
-    starts = np.flatnonzero(np.diff(block[order], prepend=-1))
-    blocks = image.to_delayed(optimize_graph=False)[:, :, 0]
-    parts = []
-    for here in np.split(order, starts[1:]):
-        i, j = block_row[here[0]], block_col[here[0]]
-        local = (rows[here] - row_edges[i], cols[here] - col_edges[j])
-        parts.append(delayed(take_pixels, pure=True)(blocks[i, j], *local))
-    return delayed(gather_pixels, pure=True)(order, *parts)
-
-
-def colour_counts(image: da.Array, limit: int) -> Delayed:
-    """Lazy ``(keys, counts)`` histogram of an (H, W, 3) uint8 dask image.
-
-    Counts every pixel of an image of at most ``limit`` pixels, else the pixels of a regular
-    grid (:func:`grid_stride`). Each chunk is counted on its own; the partial histograms are
-    merged in a tree, ``FAN_IN`` at a time, so no task sees more than a chunk of pixels. Sorted
-    keys and a grid fixed to the image make the result independent of the chunking.
-    """
+    edges = np.searchsorted(block[order], np.arange(image.npartitions + 1))
     stride = grid_stride(image.shape[:2], limit)
-    row_starts = np.cumsum((0, *image.chunks[0][:-1]))
-    col_starts = np.cumsum((0, *image.chunks[1][:-1]))
     blocks = image.to_delayed(optimize_graph=False)[:, :, 0]  # keep keys shared with the job
-    count = delayed(grid_histogram, pure=True)
-    parts = [
-        count(blocks[i, j], int(row), int(col), stride)
-        for i, row in enumerate(row_starts)
-        for j, col in enumerate(col_starts)
+    visit = delayed(sample_and_count_chunk, pure=True)
+    parts = []
+    for i, top in enumerate(row_edges[:-1]):
+        for j, left in enumerate(col_edges[:-1]):
+            here = order[edges[i * blocks.shape[1] + j] : edges[i * blocks.shape[1] + j + 1]]
+            local = (rows[here] - top, cols[here] - left)
+            parts.append(visit(blocks[i, j], int(top), int(left), stride, *local))
+    sample = delayed(gather_chunk_samples, pure=True)(order, *parts)
+    merged = [
+        delayed(merge_chunk_counts, pure=True)(*parts[i : i + FAN_IN])
+        for i in range(0, len(parts), FAN_IN)
     ]
-    while len(parts) > 1:
-        parts = [
-            delayed(merge_histograms, pure=True)(*parts[i : i + FAN_IN])
-            for i in range(0, len(parts), FAN_IN)
+    while len(merged) > 1:
+        merged = [
+            delayed(merge_histograms, pure=True)(*merged[i : i + FAN_IN])
+            for i in range(0, len(merged), FAN_IN)
         ]
-    return parts[0]
+    return sample, merged[0]
 
 
 def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:

@@ -34,12 +34,13 @@ from pipeline.inputs.sources import Probe, decode, probe, read_whole, work_chunk
 from pipeline.job.news import NEWS_SECONDS, announce
 from pipeline.quantize import rgba
 from pipeline.quantize.assign import label_block
+from pipeline.quantize.colours import merge_histograms
 from pipeline.quantize.count import grid_histogram, grid_stride
 from pipeline.quantize.fit import Fit, fit_palette, fits_sample, sample_points, seed
 from pipeline.quantize.lloyd import MOST_POINTS, Start, full, lloyd_samples
 from pipeline.quantize.metrics import DE_UNIT, colour_error, psnr
 from pipeline.quantize.quality import Target, search_colours
-from pipeline.quantize.sample import sample_positions
+from pipeline.quantize.sample import gather_pixels, sample_positions, take_pixels
 from pipeline.settings import Settings
 from pipeline.store.fence import Fenced, Interfered
 from pipeline.store.location import Location
@@ -357,6 +358,36 @@ def sample_block(
     else:
         counts = grid_histogram(block, 0, 0, stride)
     return block[rows, cols], counts
+
+
+#: A chunk's part of a sample and of the colour counts: its sampled pixels, its histogram.
+ChunkPart = tuple[NDArray[np.uint8], tuple[NDArray[np.uint32], NDArray[np.int64]]]
+
+
+def sample_and_count_chunk(
+    block: NDArray[np.uint8],
+    row: int,
+    col: int,
+    stride: int,
+    rows: NDArray[np.intp],
+    cols: NDArray[np.intp],
+) -> ChunkPart:
+    """A chunk's sampled pixels (at its local ``rows``, ``cols``) and its grid's histogram.
+
+    The chunk starts at ``row``, ``col`` of its image; the grid is every ``stride``-th row and
+    column of the image (:func:`~pipeline.quantize.count.grid_histogram`).
+    """
+    return take_pixels(block, rows, cols), grid_histogram(block, row, col, stride)
+
+
+def merge_chunk_counts(*parts: ChunkPart) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
+    """The histogram of the chunks of ``parts`` together."""
+    return merge_histograms(*(counts for _, counts in parts))
+
+
+def gather_chunk_samples(order: NDArray[np.intp], *parts: ChunkPart) -> NDArray[np.uint8]:
+    """The chunks' sampled pixels put back in sample order (``order[i]``: i's place)."""
+    return gather_pixels(order, *(pixels for pixels, _ in parts))
 
 
 def fit_block(block: NDArray[np.uint8], settings: Settings) -> Fit:

@@ -140,6 +140,7 @@ def test_chunks_held_for_the_labelling_are_read_once_and_the_others_twice(tiled_
         tasks = Counter(key_split(key) for key in needed)
         assert tasks["tiff"] == chunks + (chunks - held)  # the tiles read: once, or twice
         assert "shown_colours" not in tasks  # 8-bit sRGB: shown as stored, no task per block
+        assert tasks["sample_and_count_chunk"] == chunks  # the fit's sample and counts
         assert tasks["label-block"] == chunks
 
 

@@ -4,7 +4,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.job.graph import colour_counts
+from pipeline.job.graph import sample_and_counts
 from pipeline.quantize.colours import histogram
 from pipeline.quantize.count import grid_stride
 
@@ -16,7 +16,8 @@ def test_counts_are_the_grid_histogram_whatever_the_chunking(china, chunks, limi
     grid = china[::stride, ::stride]
     assert grid.shape[0] * grid.shape[1] <= limit
     assert stride == 1 or china[:: stride - 1, :: stride - 1, 0].size > limit  # smallest stride
-    keys, counts = colour_counts(da.from_array(china, chunks=chunks), limit).compute()
+    _, lazy = sample_and_counts(da.from_array(china, chunks=chunks), 100, 0, limit)
+    keys, counts = lazy.compute()
     expected_keys, expected_counts = histogram(grid)
     assert np.array_equal(keys, expected_keys)
     assert np.array_equal(counts, expected_counts)

@@ -2,7 +2,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.job.graph import sample_pixels
+from pipeline.job.graph import sample_and_counts
 from pipeline.quantize.sample import sample_positions
 
 
@@ -36,9 +36,10 @@ def test_positions_cover_the_whole_image():
     assert tiles.max() < 280
 
 
+@pytest.mark.parametrize("size", [5000, 3])  # 3: most chunks hold no sampled pixel
 @pytest.mark.parametrize("chunks", [(427, 640, 3), (100, 97, 3), (33, 640, 3)])
-def test_sample_equals_numpy_indexing_whatever_the_chunks(china, chunks):
+def test_sample_equals_numpy_indexing_whatever_the_chunks(china, chunks, size):
     image = da.from_array(china, chunks=chunks)
-    got = sample_pixels(image, 5000, random_state=7).compute()
-    rows, cols = sample_positions(china.shape[:2], 5000, random_state=7)
+    got = sample_and_counts(image, size, 7, 10_000)[0].compute()
+    rows, cols = sample_positions(china.shape[:2], size, random_state=7)
     assert np.array_equal(got, china[rows, cols])
