@@ -382,7 +382,8 @@ def sample_and_counts(
     parts = []
     for i, top in enumerate(row_edges[:-1]):
         for j, left in enumerate(col_edges[:-1]):
-            here = order[edges[i * blocks.shape[1] + j] : edges[i * blocks.shape[1] + j + 1]]
+            index = i * blocks.shape[1] + j  # as ``block`` numbers them
+            here = order[edges[index] : edges[index + 1]]  # its samples, in raster order
             local = (rows[here] - top, cols[here] - left)
             parts.append(visit(blocks[i, j], int(top), int(left), stride, *local))
     sample = delayed(gather_chunk_samples, pure=True)(order, *parts)
