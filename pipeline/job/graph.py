@@ -528,8 +528,8 @@ def source_from_array(
     if arr.ndim == 2:
         arr = arr[:, :, None]
     arr = arr.rechunk({2: -1})
-    if profile is None and not cmyk and arr.dtype == np.uint8 and arr.shape[2] == 3:
-        image = arr  # shown as stored: no task per block that would return its input
+    if conversion == "none" and profile is None:  # 8-bit RGB (so not CMYK), shown as stored:
+        image = arr  # no task per block that would return its input
     else:
         image = arr.map_blocks(
             shown_colours,
