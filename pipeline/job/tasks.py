@@ -347,9 +347,12 @@ def shares_fit(
     return points, seed(points, colors, settings.seed)
 
 
-def sample_block(
-    block: NDArray[np.uint8], settings: Settings
-) -> tuple[NDArray[np.uint8], tuple[NDArray[np.uint32], NDArray[np.int64]]]:
+#: Sampled pixels and a colour histogram: an image's (:func:`sample_block`), or a chunk's part
+#: of them (:func:`sample_and_count_chunk`).
+SampleCounts = tuple[NDArray[np.uint8], tuple[NDArray[np.uint32], NDArray[np.int64]]]
+
+
+def sample_block(block: NDArray[np.uint8], settings: Settings) -> SampleCounts:
     """The pixel sample and colour counts of an image held as one array, as chunk by chunk."""
     rows, cols = sample_positions(block.shape[:2], settings.sample, settings.seed)
     stride = grid_stride(block.shape[:2], settings.count_pixels)
@@ -360,10 +363,6 @@ def sample_block(
     return block[rows, cols], counts
 
 
-#: A chunk's part of a sample and of the colour counts: its sampled pixels, its histogram.
-ChunkPart = tuple[NDArray[np.uint8], tuple[NDArray[np.uint32], NDArray[np.int64]]]
-
-
 def sample_and_count_chunk(
     block: NDArray[np.uint8],
     row: int,
@@ -371,7 +370,7 @@ def sample_and_count_chunk(
     stride: int,
     rows: NDArray[np.intp],
     cols: NDArray[np.intp],
-) -> ChunkPart:
+) -> SampleCounts:
     """A chunk's sampled pixels (at its local ``rows``, ``cols``) and its grid's histogram.
 
     The chunk starts at ``row``, ``col`` of its image; the grid is every ``stride``-th row and
@@ -380,12 +379,12 @@ def sample_and_count_chunk(
     return take_pixels(block, rows, cols), grid_histogram(block, row, col, stride)
 
 
-def merge_chunk_counts(*parts: ChunkPart) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
+def merge_chunk_counts(*parts: SampleCounts) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
     """The histogram of the chunks of ``parts`` together."""
     return merge_histograms(*(counts for _, counts in parts))
 
 
-def gather_chunk_samples(order: NDArray[np.intp], *parts: ChunkPart) -> NDArray[np.uint8]:
+def gather_chunk_samples(order: NDArray[np.intp], *parts: SampleCounts) -> NDArray[np.uint8]:
     """The chunks' sampled pixels put back in sample order (``order[i]``: i's place)."""
     return gather_pixels(order, *(pixels for pixels, _ in parts))
 
