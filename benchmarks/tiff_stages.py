@@ -149,12 +149,13 @@ def start_and_warm_up() -> tuple[float, float]:
 def print_floor(path: str, stages: dict[str, float], megapixels: float, cores: int) -> None:
     """The floor of a whole job on ``cores`` cores, from the stages' seconds on one thread."""
     from pipeline.inputs.sources import probe
-    from pipeline.job.graph import held_blocks, source_from_probe
+    from pipeline.job.graph import fewest_blocks, held_blocks, source_from_probe
     from pipeline.settings import Running, Settings
     from pipeline.store import ngff
 
     settings = Settings.from_config()
-    image = source_from_probe(probe(path, 1 << 40), "floor", settings.chunk, "floor").image
+    found = probe(path, 1 << 40)
+    image = source_from_probe(found, "floor", settings.chunk, "floor", fewest_blocks(cores)).image
     again = 1 - held_blocks(image, Running.from_config().hold_bytes) / image.npartitions
     shape = (int(image.shape[0]), int(image.shape[1]))
     chunks = (settings.chunk, settings.chunk)

@@ -88,7 +88,7 @@ MAX_SEED = 2**32 - 1
 #: and labels (768 and 512 MiB for one chunk at 16384, uint16 labels), even in an image smaller
 #: than one chunk, whose partial chunk Zarr fills to the whole chunk's size before writing it.
 #: (A large image's tasks take blocks of several chunks, up to ``pipeline.job.graph``'s
-#: ``STREAM_PIXELS`` and ``LABEL_PIXELS``; a block is at least one chunk.)
+#: ``LABEL_PIXELS``; a block is at least one chunk.)
 MIN_CHUNK, MAX_CHUNK = 16, 16_384
 #: Most Lloyd iterations on the sample (it converges within tens; more only costs time).
 MAX_ITER = 1_000

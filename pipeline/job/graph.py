@@ -109,21 +109,18 @@ FINISH_TASK = "finish-image"
 #: (Delayed objects passed in a list cost an optimization of their whole graph per call:
 #: 4-5 s of building a 250-megapixel TIFF's graph, whose label tasks held the fit's graph).
 GATHER_TASK = "gather-results"
-#: Pixels labelled by one task of an image decoded whole, at most (in whole chunks). Between
-#: two tasks a worker's thread waits for the worker's event loop, which in a cluster of threads
-#: also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s in tasks
-#: of 1 megapixel, 1.61 s in tasks of 4 and 1.47 s in tasks of 16 (2 worker processes: 2.15
-#: and 1.87 s in tasks of 1 and 4).
+#: Pixels one task labels, at most (in whole chunks); of an image read chunk by chunk, the
+#: pixels one task also reads, and the unit the job holds between the fit and the labelling.
+#: Between two tasks a worker's thread waits for the worker's event loop, which in a cluster
+#: of threads also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s
+#: in tasks of 1 megapixel, 1.61 s in tasks of 4 and 1.47 s in tasks of 16 (2 worker
+#: processes: 2.15 and 1.87 s in tasks of 1 and 4); the 236-megapixel TIFF, 6.4-6.7 s in
+#: blocks of 16 against 7.0-7.2 s in blocks of 4 (the event loop's work goes with the tasks).
 LABEL_PIXELS = 1 << 24
-#: Fewest blocks an image decoded whole is labelled in (when it has that many chunks), so that
-#: two workers or threads share it.
+#: Fewest blocks an image is labelled in (when it has that many chunks), so that two workers or
+#: threads share it. An image read chunk by chunk is cut into at least two blocks per thread of
+#: the cluster (:func:`fewest_blocks`).
 LABEL_BLOCKS = 4
-#: Pixels of an image read chunk by chunk that one task reads, then labels, at most (in whole
-#: chunks): 2 x 2 chunks of 1024. A block is also what the job holds between the fit and the
-#: labelling. The reading pass runs four short tasks per block (read, colours, counts,
-#: sample) and each waits 2-4 ms for the worker between tasks: on the 236-megapixel TIFF, 2
-#: worker processes, it took 3.2 s in blocks of 1 megapixel, 1.7 s in blocks of 4.
-STREAM_PIXELS = 1 << 22
 
 
 def _token(spec: Spec, job: Job) -> str:
@@ -179,19 +176,28 @@ def whole_graph(spec: Spec, found: Probe, job: Job) -> tuple[Delayed, int]:
 
 
 def label_block_shape(
-    chunks: tuple[int, int], shape: tuple[int, int], pixels: int = LABEL_PIXELS
+    chunks: tuple[int, int], shape: tuple[int, int], fewest: int = LABEL_BLOCKS
 ) -> tuple[int, int]:
     """Rows and columns of the blocks of whole ``chunks`` an image of ``shape`` is labelled in.
 
     As many chunks across as down, a power of two (so that a block makes the pyramid chunks
-    under it alone: :func:`pipeline.store.ngff.covered_levels`): as many as ``pixels`` allows
-    (:data:`LABEL_PIXELS` for an image decoded whole, :data:`STREAM_PIXELS` for one read
-    chunk by chunk), and few enough for :data:`LABEL_BLOCKS` blocks (at least one chunk).
+    under it alone: :func:`pipeline.store.ngff.covered_levels`): as many as
+    :data:`LABEL_PIXELS` allows, and few enough for ``fewest`` blocks (at least one chunk).
     """
     chunk = chunks[0] * chunks[1]
-    most = min(pixels // chunk, shape[0] * shape[1] // (LABEL_BLOCKS * chunk))
+    most = min(LABEL_PIXELS // chunk, shape[0] * shape[1] // (fewest * chunk))
     across = 1 << (max(1, math.isqrt(most)).bit_length() - 1)
     return chunks[0] * across, chunks[1] * across
+
+
+def fewest_blocks(threads: int) -> int:
+    """Fewest blocks an image read chunk by chunk is cut into on a cluster of ``threads`` threads.
+
+    Two per thread (and at least :data:`LABEL_BLOCKS`), so that every thread reads and labels
+    a part of the image, and none is left alone with the last block of a pass for long: on 2
+    threads, 16-megapixel blocks for a 236-megapixel scan; on 100, blocks of one chunk.
+    """
+    return max(LABEL_BLOCKS, 2 * threads)
 
 
 def fit_graph(source: Source, settings: Settings) -> Delayed:
@@ -251,7 +257,7 @@ def held_blocks(image: da.Array, hold_bytes: int) -> int:
     """How many blocks of ``image`` (read chunk by chunk) ``hold_bytes`` of memory holds.
 
     Between the fit's read and the labelling (see :func:`pipeline.job.graph.write_graph`); a
-    block (a chunk of the dask array: :data:`STREAM_PIXELS`) is counted at its full size.
+    block (a chunk of the dask array: :data:`LABEL_PIXELS` at most) is counted at its full size.
     """
     chunk = math.prod(image.chunksize) * image.dtype.itemsize
     return min(image.npartitions, hold_bytes // max(chunk, 1))
@@ -433,12 +439,16 @@ def assign(image: da.Array, fit: Fit | object, colors: int) -> da.Array:
     )
 
 
-def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source:
+def source_from_probe(
+    found: Probe, name: str, chunk: int, token: str, fewest: int = LABEL_BLOCKS
+) -> Source:
     """The lazy image of a probed input (no I/O: the graph reads it when it runs).
 
     ``token`` identifies the input's current version (from its listing: size and modification
     time or ETag), so that a changed file gets new task keys. An input read chunk by chunk has
-    its colours converted chunk by chunk, and its orientation applied to the lazy array.
+    its colours converted chunk by chunk, and its orientation applied to the lazy array; it is
+    cut into blocks of whole chunks, at least ``fewest`` of them (:func:`label_block_shape`,
+    :func:`fewest_blocks`).
     """
     if found.kind == "whole":  # a dask array's channels are fixed before it is decoded: RGB
         height, width = found.shown
@@ -459,7 +469,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
             whole=whole,
         )
     stored = (found.shape[0], found.shape[1])
-    rows, cols = label_block_shape(read_chunks(found, chunk), stored, STREAM_PIXELS)
+    rows, cols = label_block_shape(read_chunks(found, chunk), stored, fewest)
     blocks = (rows, cols, -1, -1)[: len(found.shape)]
     if found.kind == "zarr":
         array = da.from_zarr(found.array, chunks=blocks)
@@ -467,7 +477,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
         array = da.from_array(
             tiled_array(found),
             chunks=blocks,
-            name=f"tiff-{token}-{chunk}",
+            name=f"tiff-{token}-{rows}x{cols}",  # keys differ wherever the blocks do
             asarray=False,
             fancy=False,
         )
@@ -479,7 +489,7 @@ def source_from_probe(found: Probe, name: str, chunk: int, token: str) -> Source
     chunks = work_chunks(found, chunk)
     if found.looks.orientation != 1:  # turned lazily, then in blocks from the top left again
         turned = orient(image, found.looks.orientation)
-        image = turned.rechunk((*label_block_shape(chunks, found.shown, STREAM_PIXELS), 3))
+        image = turned.rechunk((*label_block_shape(chunks, found.shown, fewest), 3))
     return replace(
         source, image=image, chunks=chunks, conversion=found.conversion, record=found.record()
     )
@@ -502,12 +512,14 @@ def source_from_array(
     keep_chunks: bool = False,
     profile: Profile | None = None,
     cmyk: bool = False,
+    fewest: int = LABEL_BLOCKS,
 ) -> Source:
     """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
 
-    The image is in blocks of whole chunks of ``(chunk, chunk)`` (:data:`STREAM_PIXELS`), or,
-    with ``keep_chunks``, keeps the dask array's own regular chunking (tile-aligned readers
-    use this, and set the chunks). A dask array is marked ``streamed``.
+    The image is in blocks of whole chunks of ``(chunk, chunk)``, at least ``fewest`` of them
+    (:func:`label_block_shape`), or, with ``keep_chunks``, keeps the dask array's own regular
+    chunking (tile-aligned readers use this, and set the chunks). A dask array is marked
+    ``streamed``.
     ``profile`` and ``cmyk``: the colours of a file's pixels, converted chunk by chunk
     (:func:`~pipeline.inputs.sources.shown_colours`); :func:`source_from_probe` then records
     the file's own conversion. Pixels already shown as stored (8-bit RGB, no profile) are
@@ -519,7 +531,7 @@ def source_from_array(
     except ValueError as exc:
         raise InputError(path if path != "<array>" else name, str(exc)) from None
     streamed = isinstance(array, da.Array)
-    blocks = label_block_shape((chunk, chunk), (shape[0], shape[1]), STREAM_PIXELS)
+    blocks = label_block_shape((chunk, chunk), (shape[0], shape[1]), fewest)
     arr = (
         array
         if isinstance(array, da.Array)

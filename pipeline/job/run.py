@@ -35,6 +35,7 @@ from pipeline.job.cluster import OnDemand
 from pipeline.job.graph import (
     Placement,
     batch_graph,
+    fewest_blocks,
     fit_graph,
     held_blocks,
     probe_graph,
@@ -444,7 +445,13 @@ class Runner:
         source = (
             opened
             if isinstance(opened, Source)
-            else source_from_probe(opened, spec.name, settings.chunk, spec.token)
+            else source_from_probe(
+                opened,
+                spec.name,
+                settings.chunk,
+                spec.token,
+                fewest_blocks(self.executor.threads()),
+            )
         )
         held = held_blocks(source.image, self.running.hold_bytes) if source.streamed else None
         if held == 0:  # no chunk held: fit first, then label (two graphs, read twice)

@@ -13,7 +13,7 @@ import zarr
 
 from pipeline import compress
 from pipeline.cli import main
-from pipeline.job.graph import STREAM_PIXELS, label_block_shape
+from pipeline.job.graph import fewest_blocks, label_block_shape
 from tests.conftest import store_files
 
 #: Every input a large image of its own (a graph decoding it whole), not part of a batch.
@@ -27,7 +27,10 @@ def test_blocks_hold_whole_chunks_and_leave_work_to_share():
     assert label_block_shape((1024, 512), (10_000, 10_000)) == (4096, 2048)  # chunks, not pixels
     # a power of two chunks across: a block makes the pyramid chunks above it (3 would not)
     assert label_block_shape((1024, 1024), (7000, 7000)) == (2048, 2048)
-    assert label_block_shape((1024, 1024), (20_000, 20_000), STREAM_PIXELS) == (2048, 2048)
+    # read chunk by chunk: two blocks per thread at least, as large as that leaves them
+    assert label_block_shape((1024, 1024), (15_360, 15_360), fewest_blocks(2)) == (4096, 4096)
+    assert label_block_shape((1024, 1024), (15_360, 15_360), fewest_blocks(16)) == (2048, 2048)
+    assert label_block_shape((1024, 1024), (15_360, 15_360), fewest_blocks(100)) == (1024, 1024)
 
 
 def labels_and_palette(store: str, name: str) -> tuple[bytes, bytes, dict[str, object]]:
