@@ -12,7 +12,15 @@ Each round runs, one after the other:
 * ``python -m pipeline run WORK/KIND-N -o STORE --colors K --overwrite``: the command a user
   types, its default local cluster, from a folder without the package's sources;
 * pngquant ``K --nofs --speed 4`` over the same files in 2 processes (``xargs -P 2 -n 100``),
-  each writing beside its input (``--ext``, ``--force``); the outputs are removed after.
+  each writing beside its input (``--ext``, ``--force``).
+
+No timed run follows a deletion. Every run writes files of its own (``WORK/runs/R-NAME.zarr``,
+pngquant's ``-pqR.png``); what an earlier invocation left is deleted first, then the script waits
+a minute before the first run, and this invocation's outputs are deleted at its end. On ext4
+without a journal (this project's test machines), a new file skips every inode freed in the
+last 60 s (the kernel's ``recently_deleted``): 2,000 thumbnails took 10.95 s (2.5 s of system
+time) a minute after any deletion, 11.97 s (4.3 s) right after one earlier store was deleted,
+and 16-17 s (12 s) after a few.
 
 Reported per kind, count and command: wall seconds, CPU seconds of the whole process tree (its
 children's resource usage, as ``/usr/bin/time`` counts it), images per second and CPU
@@ -37,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +55,9 @@ COLORS = {"thumbs": 16, "photos": 128}
 
 #: Smallest and largest megapixels of a photo crop.
 PHOTO_MP = (0.15, 0.27)
+
+#: Seconds a freed inode is skipped by ext4 without a journal once its table is written out.
+RECENTLY_DELETED = 60
 
 
 def photos() -> list[np.ndarray]:
@@ -108,14 +120,38 @@ def timed(command: list[str], cwd: Path, source: Path | None = None) -> tuple[fl
     return wall, cpu
 
 
+def outputs(work: Path, folders: list[Path]) -> Iterator[Path]:
+    """Files and folders the runs of this script write (stores, pngquant's PNGs)."""
+    yield from (work / "runs").glob("*")
+    for folder in folders:
+        yield from folder.glob("t??????-pq*.png")
+
+
+def delete(paths: list[Path], wait: bool) -> None:
+    """Delete ``paths``; with ``wait``, then let a minute pass before any timed run.
+
+    The deletion's writes (and a disk's discards) are paid now: on ext4 mounted with discard
+    they took 13 to 60 s of a 10,000-thumbnail run's system time. Then the freed inodes stop
+    being skipped (see the module's docstring).
+    """
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    os.sync()
+    if paths and wait:
+        print(f"deleted {len(paths):,} earlier outputs; waiting {RECENTLY_DELETED + 1} s\n")
+        time.sleep(RECENTLY_DELETED + 1)
+
+
 def ours(
     folder: Path, colors: int, store: Path, cwd: Path, source: Path | None = None
 ) -> tuple[float, float, float]:
-    """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder`` (``source``'s, if given)."""
-    shutil.rmtree(store, ignore_errors=True)  # its images alone: none of an earlier run's
-    # the deletion's writes (and a disk's discards) paid now, not during the timed run: on
-    # ext4 mounted with discard they took 13 to 60 s of a 10,000-thumbnail run's system time
-    os.sync()
+    """Wall s, CPU s and mean PSNR of the pipeline's job on ``folder`` (``source``'s, if given).
+
+    ``store``: a path no run wrote before (its images alone, and nothing deleted for it).
+    """
     command = [sys.executable, "-m", "pipeline", "run", str(folder), "-o", str(store)]
     wall, cpu = timed([*command, "--colors", str(colors), "--overwrite"], cwd, source)
     # each image's group document alone (opening 100,000 images with zarr takes minutes)
@@ -126,23 +162,26 @@ def ours(
     return wall, cpu, psnr(mse)
 
 
-def pngquant(folder: Path, colors: int, cwd: Path) -> tuple[float, float, float]:
-    """Wall s, CPU s and mean PSNR of pngquant on every file of ``folder``, 2 processes."""
+def pngquant(folder: Path, colors: int, cwd: Path, run: int) -> tuple[float, float, float]:
+    """Wall s, CPU s and mean PSNR of pngquant on every file of ``folder``, 2 processes.
+
+    Round ``run``'s outputs end in ``-pqRUN.png``: no file is overwritten.
+    """
     import imageio.v3 as iio
 
     inputs = sorted(str(path) for path in folder.glob("t??????.png"))
     listing = cwd / "inputs.txt"
     listing.write_text("\n".join(inputs) + "\n")
     script = (
-        f"xargs -P 2 -n 100 pngquant {colors} --nofs --speed 4 --force --ext -pq.png < {listing}"
+        f"xargs -P 2 -n 100 pngquant {colors} --nofs --speed 4 --force --ext -pq{run}.png "
+        f"< {listing}"
     )
     wall, cpu = timed(["sh", "-c", script], cwd)
     errors = []
     for path in inputs:
         source = iio.imread(path).astype(np.float64)
-        output = Path(path[: -len(".png")] + "-pq.png")
+        output = Path(path[: -len(".png")] + f"-pq{run}.png")
         quantized = iio.imread(output, mode="RGB").astype(np.float64)
-        output.unlink()  # the next round's inputs are the crops alone
         errors.append(float(((source - quantized) ** 2).mean()))
     return wall, cpu, psnr(statistics.fmean(errors))
 
@@ -170,16 +209,22 @@ def main() -> None:
     print(f"pipeline {pipeline.__version__}; {os.cpu_count()} CPUs\n")
     sets = [("thumbs", n) for n in args.thumbs] + [("photos", n) for n in args.photos]
     folders = {(kind, n): make_inputs(args.work, kind, n) for kind, n in sets}
+    delete(list(outputs(args.work, list(folders.values()))), wait=True)
+    runs = args.work / "runs"
+    runs.mkdir(exist_ok=True)
     rows: dict[tuple[str, int, str], list[tuple[float, float, float]]] = {}
-    for _ in range(args.repeat):
+    for run in range(args.repeat):
         for (kind, n), folder in folders.items():
             colors = COLORS[kind]
-            store = args.work / "out.zarr"
-            rows.setdefault((kind, n, "pipeline"), []).append(ours(folder, colors, store, cwd))
+            found = ours(folder, colors, runs / f"{run}-{kind}-{n}.zarr", cwd)
+            rows.setdefault((kind, n, "pipeline"), []).append(found)
             if args.baseline:
-                run = ours(folder, colors, store, cwd, args.baseline.resolve())
-                rows.setdefault((kind, n, "baseline"), []).append(run)
-            rows.setdefault((kind, n, "pngquant"), []).append(pngquant(folder, colors, cwd))
+                store = runs / f"{run}-{kind}-{n}-baseline.zarr"
+                found = ours(folder, colors, store, cwd, args.baseline.resolve())
+                rows.setdefault((kind, n, "baseline"), []).append(found)
+            found = pngquant(folder, colors, cwd, run)
+            rows.setdefault((kind, n, "pngquant"), []).append(found)
+    delete(list(outputs(args.work, list(folders.values()))), wait=False)
     print("| images | k | command | wall s | CPU s | img/s | CPU ms/img | PSNR dB | x pngquant |")
     print("|---|---|---|---|---|---|---|---|---|")
     names = ("pipeline", "baseline", "pngquant") if args.baseline else ("pipeline", "pngquant")
