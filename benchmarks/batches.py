@@ -15,8 +15,8 @@ Each round runs, one after the other:
   each writing beside its input (``--ext``, ``--force``).
 
 No timed run follows a deletion. Every run writes files of its own (``WORK/runs/R-NAME.zarr``,
-pngquant's ``-pqR.png``); what an earlier invocation left is deleted first, then the script waits
-a minute before the first run, and this invocation's outputs are deleted at its end. On ext4
+pngquant's ``-pqR.png``), kept for a look until the next invocation, which deletes them first and
+then waits a minute before its first run. On ext4
 without a journal (this project's test machines), a new file skips every inode freed in the
 last 60 s (the kernel's ``recently_deleted``): 2,000 thumbnails took 10.95 s (2.5 s of system
 time) a minute after any deletion, 11.97 s (4.3 s) right after one earlier store was deleted,
@@ -127,8 +127,8 @@ def outputs(work: Path, folders: list[Path]) -> Iterator[Path]:
         yield from folder.glob("t??????-pq*.png")
 
 
-def delete(paths: list[Path], wait: bool) -> None:
-    """Delete ``paths``; with ``wait``, then let a minute pass before any timed run.
+def delete(paths: list[Path]) -> None:
+    """Delete ``paths``, then (if there were any) let a minute pass before any timed run.
 
     The deletion's writes (and a disk's discards) are paid now: on ext4 mounted with discard
     they took 13 to 60 s of a 10,000-thumbnail run's system time. Then the freed inodes stop
@@ -140,7 +140,7 @@ def delete(paths: list[Path], wait: bool) -> None:
         else:
             path.unlink(missing_ok=True)
     os.sync()
-    if paths and wait:
+    if paths:
         print(f"deleted {len(paths):,} earlier outputs; waiting {RECENTLY_DELETED + 1} s\n")
         time.sleep(RECENTLY_DELETED + 1)
 
@@ -209,7 +209,7 @@ def main() -> None:
     print(f"pipeline {pipeline.__version__}; {os.cpu_count()} CPUs\n")
     sets = [("thumbs", n) for n in args.thumbs] + [("photos", n) for n in args.photos]
     folders = {(kind, n): make_inputs(args.work, kind, n) for kind, n in sets}
-    delete(list(outputs(args.work, list(folders.values()))), wait=True)
+    delete(list(outputs(args.work, list(folders.values()))))
     runs = args.work / "runs"
     runs.mkdir(exist_ok=True)
     rows: dict[tuple[str, int, str], list[tuple[float, float, float]]] = {}
@@ -224,7 +224,6 @@ def main() -> None:
                 rows.setdefault((kind, n, "baseline"), []).append(found)
             found = pngquant(folder, colors, cwd, run)
             rows.setdefault((kind, n, "pngquant"), []).append(found)
-    delete(list(outputs(args.work, list(folders.values()))), wait=False)
     print("| images | k | command | wall s | CPU s | img/s | CPU ms/img | PSNR dB | x pngquant |")
     print("|---|---|---|---|---|---|---|---|---|")
     names = ("pipeline", "baseline", "pngquant") if args.baseline else ("pipeline", "pngquant")
