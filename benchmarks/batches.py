@@ -15,12 +15,12 @@ Each round runs, one after the other:
   each writing beside its input (``--ext``, ``--force``).
 
 No timed run follows a deletion. Every run writes files of its own (``WORK/runs/R-NAME.zarr``,
-pngquant's ``-pqR.png``), kept for a look until the next invocation, which deletes them first and
-then waits a minute before its first run. On ext4
-without a journal (this project's test machines), a new file skips every inode freed in the
-last 60 s (the kernel's ``recently_deleted``): 2,000 thumbnails took 10.95 s (2.5 s of system
-time) a minute after any deletion, 11.97 s (4.3 s) right after one earlier store was deleted,
-and 16-17 s (12 s) after a few.
+pngquant's ``-pqR.png``), kept for a look until the next invocation, which deletes them first
+and then waits a minute before its first run. On ext4 without a journal (this project's test
+machines), a new file skips every inode freed in the last 60 s (the kernel's
+``recently_deleted``): 2,000 thumbnails took 10.95 s (2.5 s of system time) a minute after any
+deletion, 11.97 s (4.3 s) right after one earlier store was deleted, and 16-17 s (12 s) after
+a few.
 
 Reported per kind, count and command: wall seconds, CPU seconds of the whole process tree (its
 children's resource usage, as ``/usr/bin/time`` counts it), images per second and CPU
