@@ -88,7 +88,7 @@ def make_inputs(work: Path, kind: str, count: int) -> Path:
     import imageio.v3 as iio
 
     folder = work / f"{kind}-{count}"
-    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
+    if folder.is_dir() and len(list(folder.glob("t??????.png"))) == count:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
