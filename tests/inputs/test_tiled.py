@@ -9,12 +9,23 @@ import pytest
 import tifffile
 import zarr
 from dask.utils import key_split
+from distributed import get_task_stream
 
 from pipeline import compress, open_store
 from pipeline.errors import InputError, UsageError
 from pipeline.inputs.discover import discover
+from pipeline.inputs.sources import probe
 from pipeline.inputs.tiled import aligned, is_tiled_tiff
-from pipeline.job.graph import LEVEL_TASK, fit_graph, held_blocks, open_file, write_graph
+from pipeline.job.cluster import connect
+from pipeline.job.graph import (
+    LEVEL_TASK,
+    fewest_blocks,
+    fit_graph,
+    held_blocks,
+    open_file,
+    source_from_probe,
+    write_graph,
+)
 from pipeline.job.tasks import Job, Spec
 from pipeline.settings import Settings
 from pipeline.store.location import Location
@@ -119,6 +130,31 @@ def test_a_streamed_image_worked_in_blocks_of_chunks_stores_the_files_of_a_png(
     assert len([f for f in files if f.startswith("labels_1/")]) == 2 * 10
     assert len([f for f in files if f.startswith("labels_5/")]) == 1
     assert files == chunk_files(tmp_path / "png.zarr", "wide.png")  # labels, pyramid, palette
+
+
+def test_a_streamed_image_is_cut_into_two_blocks_per_thread_at_least(tmp_path, china):
+    wide = np.concatenate([china, china[:, ::-1]] * 2, axis=1)  # 427 x 2560, 128-pixel tiles
+    source = str(tmp_path / "wide.tif")
+    tifffile.imwrite(source, wide, tile=(128, 128), photometric="rgb")
+    probed = probe(source, 1 << 30)
+    images = {
+        threads: source_from_probe(probed, "s", 128, "t", fewest_blocks(threads)).image
+        for threads in (2, 8, 64)
+    }
+    assert [images[n].chunks[1][0] for n in (2, 8, 64)] == [512, 256, 128]
+    assert [images[n].npartitions for n in (2, 8, 64)] == [5, 20, 80]  # one chunk at least
+    # other blocks, other keys: a cluster never takes one block shape's read for another's
+    assert not set(images[2].__dask_graph__()) & set(images[8].__dask_graph__())
+    # a job cuts it for the threads of the cluster it runs on
+    with (
+        connect(kind="threads", workers=8, dashboard_address="127.0.0.1:0") as client,
+        get_task_stream(client) as stream,
+    ):
+        store = str(tmp_path / "s.zarr")
+        alone = {"batch_bytes": 0, "batch_pixels": 0}  # a graph of its own, not in a batch
+        result = compress([source], store, chunk=128, client=client, running=alone, **FAST)
+    assert result[0].status == "done", result[0].error
+    assert sum(key_split(task["key"]) == "label-block" for task in stream.data) == 20
 
 
 #: Bytes of one decoded chunk of ``tiled_tiff`` at ``chunk=300`` (its tiles' 256 x 256 RGB).
