@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_integer,
         metavar="PX",
         help=f"chunk side in pixels of the stored labels, {_bounds('chunk')}: a task works on "
-        "whole chunks, held whole (a large image's task on blocks of several, up to 4-16 MP) "
+        "whole chunks, held whole (a large image's task on blocks of several, up to 16 MP) "
         f"(default: {_default('chunk')})",
     )
     run.add_argument(

@@ -114,8 +114,8 @@ GATHER_TASK = "gather-results"
 #: Between two tasks a worker's thread waits for the worker's event loop, which in a cluster
 #: of threads also waits for the interpreter lock: on 2 cores a 100-megapixel JPEG took 1.86 s
 #: in tasks of 1 megapixel, 1.61 s in tasks of 4 and 1.47 s in tasks of 16 (2 worker
-#: processes: 2.15 and 1.87 s in tasks of 1 and 4); the 236-megapixel TIFF, 6.4-6.7 s in
-#: blocks of 16 against 7.0-7.2 s in blocks of 4 (the event loop's work goes with the tasks).
+#: processes: 2.15 and 1.87 s in tasks of 1 and 4); the 236-megapixel TIFF, 6.1-6.7 s in
+#: blocks of 16 against 6.6-7.2 s in blocks of 4 (the event loop's work goes with the tasks).
 LABEL_PIXELS = 1 << 24
 #: Fewest blocks an image is labelled in (when it has that many chunks), so that two workers or
 #: threads share it. An image read chunk by chunk is cut into at least two blocks per thread of
@@ -195,7 +195,8 @@ def fewest_blocks(threads: int) -> int:
 
     Two per thread (and at least :data:`LABEL_BLOCKS`), so that every thread reads and labels
     a part of the image, and none is left alone with the last block of a pass for long: on 2
-    threads, 16-megapixel blocks for a 236-megapixel scan; on 100, blocks of one chunk.
+    threads, 16-megapixel blocks for a 236-megapixel scan; on 100 threads, blocks of one
+    1024-pixel chunk for the same scan.
     """
     return max(LABEL_BLOCKS, 2 * threads)
 
