@@ -513,14 +513,13 @@ def source_from_array(
     keep_chunks: bool = False,
     profile: Profile | None = None,
     cmyk: bool = False,
-    fewest: int = LABEL_BLOCKS,
 ) -> Source:
     """Wrap a numpy or dask image as a :class:`Source`, normalised like a file.
 
-    The image is in blocks of whole chunks of ``(chunk, chunk)``, at least ``fewest`` of them
-    (:func:`label_block_shape`), or, with ``keep_chunks``, keeps the dask array's own regular
-    chunking (tile-aligned readers use this, and set the chunks). A dask array is marked
-    ``streamed``.
+    The image is in blocks of whole chunks of ``(chunk, chunk)`` (:func:`label_block_shape`),
+    or, with ``keep_chunks``, keeps the dask array's own regular chunking (tile-aligned readers
+    use this, and set the chunks; :func:`source_from_probe` cuts them for the job's cluster). A
+    dask array is marked ``streamed``.
     ``profile`` and ``cmyk``: the colours of a file's pixels, converted chunk by chunk
     (:func:`~pipeline.inputs.sources.shown_colours`); :func:`source_from_probe` then records
     the file's own conversion. Pixels already shown as stored (8-bit RGB, no profile) are
@@ -532,7 +531,7 @@ def source_from_array(
     except ValueError as exc:
         raise InputError(path if path != "<array>" else name, str(exc)) from None
     streamed = isinstance(array, da.Array)
-    blocks = label_block_shape((chunk, chunk), (shape[0], shape[1]), fewest)
+    blocks = label_block_shape((chunk, chunk), (shape[0], shape[1]))
     arr = (
         array
         if isinstance(array, da.Array)
